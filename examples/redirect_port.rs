@@ -1,0 +1,91 @@
+//! A test handler for the tracer: `redirect_port FROM TO [--events] -- PROG [ARGS]`
+//! redirects every IPv4/IPv6 TCP or UDP connect() to port FROM to the same host
+//! on port TO, and carries out every other connect by emulation too (so the
+//! emulation path is exercised for allowed calls as well). With --events each
+//! connect is printed to stderr as `connect ADDR -> VERDICT = RESULT`.
+//!
+//! It shows how the policy side plugs into the mechanism: implement
+//! `tracer::NetHandler` and call `tracer::run`.
+
+use std::ffi::OsString;
+use tracer::{Call, Interests, NetHandler, Op, Outcome, SockAddr, Verdict};
+
+struct Redirect {
+    from: u16,
+    to: u16,
+    verbose: bool,
+}
+
+impl NetHandler for Redirect {
+    fn interests(&self) -> Interests {
+        Interests {
+            connect: true,
+            socket_info: true,
+            ..Interests::NONE
+        }
+    }
+
+    fn decide(&mut self, call: &Call) -> Verdict {
+        match (&call.op, call.addr.as_ref().and_then(SockAddr::ip)) {
+            (Op::Connect, Some(mut ip)) if ip.port() == self.from => {
+                ip.set_port(self.to);
+                Verdict::Rewrite(ip.into())
+            }
+            _ => Verdict::Allow,
+        }
+    }
+
+    fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
+        if self.verbose {
+            let addr = call
+                .addr
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let v = match verdict {
+                Verdict::Rewrite(a) => format!("rewrite {a}"),
+                v => v.name().to_string(),
+            };
+            eprintln!(
+                "{} {} {addr} -> {v} = {outcome:?}",
+                call.abi.name(),
+                call.op.name()
+            );
+        }
+    }
+}
+
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let usage = || -> ! {
+        eprintln!("usage: redirect_port FROM TO [--events] -- PROG [ARGS...]");
+        std::process::exit(2)
+    };
+    let port = |a: Option<OsString>| -> u16 {
+        a.and_then(|s| s.to_str()?.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    let from = port(args.next());
+    let to = port(args.next());
+    let mut verbose = false;
+    for a in args.by_ref() {
+        match a.to_str() {
+            Some("--") => break,
+            Some("--events") => verbose = true,
+            _ => usage(),
+        }
+    }
+    let program = args.next().unwrap_or_else(|| usage());
+    let cmd = tracer::Command {
+        program,
+        args: args.collect(),
+    };
+    let mut h = Redirect { from, to, verbose };
+    match tracer::run(&cmd, &mut h) {
+        Ok(status) => std::process::exit(status.code()),
+        Err(e) => {
+            eprintln!("redirect_port: {e}");
+            std::process::exit(127)
+        }
+    }
+}

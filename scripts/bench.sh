@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# bench.sh - overhead of `appswitch trace` vs. running untraced (and vs. strace).
+#
+# Two workloads, each timing its own loop with CLOCK_MONOTONIC and printing
+# ns/iteration (so process and tracer start-up are not counted):
+#   (a) getppid loop in a statically linked binary: no network call, so
+#       nothing stops; measures the cost of the seccomp filter alone.
+#   (b) socket/connect/close loop against an untraced server on 127.0.0.1:
+#       every iteration makes a trapped connect() (one ptrace stop).
+# Variants: untraced, appswitch trace, and strace --seccomp-bpf as reference.
+# Runs are interleaved round by round; the table shows medians and the
+# ratio of medians to untraced.
+#
+# Environment:
+#   APPSWITCH            binary to test (default: target/release/appswitch,
+#                        built with `cargo build --release`; when APPSWITCH is
+#                        set, nothing is built)
+#   APPSWITCH_ARGS       extra args for `appswitch trace` (word-split)
+#   BENCH_ROUNDS         rounds (default 7)
+#   BENCH_GETPPID_ITERS  iterations of (a) (default 2000000)
+#   BENCH_CONNECT_ITERS  iterations of (b) (default 20000)
+#   BENCH_PIN=1          run every variant under `taskset -c 0`
+#
+# Needs: gcc with static glibc (libc6-dev), strace, cargo (unless APPSWITCH set).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SRC="$ROOT/scripts/bench"
+
+ROUNDS=${BENCH_ROUNDS:-7}
+GETPPID_N=${BENCH_GETPPID_ITERS:-2000000}
+CONNECT_N=${BENCH_CONNECT_ITERS:-20000}
+PIN=${BENCH_PIN:-0}
+read -r -a APP_ARGS <<<"${APPSWITCH_ARGS:-}"
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+
+for v in ROUNDS GETPPID_N CONNECT_N; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+command -v gcc >/dev/null || die "gcc not found (apt-get install -y gcc libc6-dev)"
+command -v strace >/dev/null || die "strace not found (apt-get install -y strace)"
+strace -qq -o /dev/null --seccomp-bpf -f true 2>/dev/null ||
+    die "this strace does not support --seccomp-bpf (needs strace >= 5.3)"
+
+PIN_CMD=()
+if [[ $PIN == 1 ]]; then
+    command -v taskset >/dev/null || die "BENCH_PIN=1 needs taskset (util-linux)"
+    PIN_CMD=(taskset -c 0)
+fi
+
+if [[ -n ${APPSWITCH:-} ]]; then
+    APP=$APPSWITCH
+else
+    command -v cargo >/dev/null || die "cargo not found (or set APPSWITCH=/path/to/appswitch)"
+    echo "building appswitch (cargo build --release)..." >&2
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    APP=$ROOT/target/release/appswitch
+fi
+[[ -x $APP ]] || die "appswitch binary not found or not executable: $APP"
+
+# --- temp dir, server, cleanup -------------------------------------------
+TMP=$(mktemp -d)
+SERVER_PID=
+cleanup() {
+    if [[ -n $SERVER_PID ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+gcc -O2 -Wall -static -o "$TMP/getppid_loop" "$SRC/getppid_loop.c" ||
+    die "gcc -static failed (static glibc missing? apt-get install -y libc6-dev)"
+gcc -O2 -Wall -o "$TMP/connect_client" "$SRC/connect_client.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
+
+# The server binds 127.0.0.1:0 and prints its port once listening. It is
+# not traced and not pinned.
+"$TMP/accept_server" >"$TMP/port" 2>"$TMP/server.err" &
+SERVER_PID=$!
+PORT=
+for _ in $(seq 200); do # up to ~10 s
+    PORT=$(head -n1 "$TMP/port" 2>/dev/null || true)
+    [[ -n $PORT ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || die "server died: $(cat "$TMP/server.err")"
+    sleep 0.05
+done
+[[ $PORT =~ ^[0-9]+$ ]] || die "server did not report a port"
+# Readiness: one real connection through the client must succeed.
+"$TMP/connect_client" "$PORT" 1 >/dev/null || die "server on 127.0.0.1:$PORT not accepting"
+
+# --- variants -----------------------------------------------------------------
+# run NAME CMD... : run a command, check it printed one number, append it.
+run() {
+    local name=$1 out
+    shift
+    if ! out=$("${PIN_CMD[@]}" "$@" 2>"$TMP/err"); then
+        die "run failed: $* ($(tr '\n' ' ' <"$TMP/err"))"
+    fi
+    [[ $out =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "unexpected output from: $* -> '$out'"
+    echo "$out" >>"$TMP/$name"
+}
+
+A=("$TMP/getppid_loop" "$GETPPID_N")
+B=("$TMP/connect_client" "$PORT" "$CONNECT_N")
+APPTRACE=("$APP" trace "${APP_ARGS[@]}" --)
+STRACE=(strace -f --seccomp-bpf -qq -o /dev/null)
+
+# --- header -------------------------------------------------------------------
+echo "appswitch benchmark: traced/untraced ratios (median of $ROUNDS interleaved rounds)"
+echo "command:   $0${*:+ $*}  (APPSWITCH=$APP APPSWITCH_ARGS='${APPSWITCH_ARGS:-}'"\
+     "BENCH_ROUNDS=$ROUNDS BENCH_GETPPID_ITERS=$GETPPID_N BENCH_CONNECT_ITERS=$CONNECT_N BENCH_PIN=$PIN)"
+echo "machine:   $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"\
+     "kernel $(uname -r)"
+echo "appswitch: $("$APP" --version 2>/dev/null || echo '?') ($APP)"
+echo "strace:    $(strace -V | head -n1)"
+if [[ $PIN == 1 ]]; then
+    echo "pinning:   BENCH_PIN=1: untraced, appswitch and strace runs all under 'taskset -c 0' (server unpinned)"
+else
+    echo "pinning:   none (set BENCH_PIN=1 to pin every variant with taskset -c 0)"
+fi
+echo "workloads: (a) $GETPPID_N x getppid(), gcc -O2 -static"
+echo "           (b) $CONNECT_N x socket/connect/close to 127.0.0.1:$PORT (SO_LINGER 0 => RST, no TIME_WAIT);"
+echo "               server untraced, accept+close"
+echo "strace:    (a) ${STRACE[*]} -e trace=%network"
+echo "           (b) ${STRACE[*]} -e trace=connect"
+echo
+
+# --- rounds ------------------------------------------------------------------
+for ((r = 1; r <= ROUNDS; r++)); do
+    printf 'round %d/%d ...\r' "$r" "$ROUNDS" >&2
+    run a_untraced "${A[@]}"
+    run a_appswitch "${APPTRACE[@]}" "${A[@]}"
+    run a_strace "${STRACE[@]}" -e trace=%network "${A[@]}"
+    run b_untraced "${B[@]}"
+    run b_appswitch "${APPTRACE[@]}" "${B[@]}"
+    run b_strace "${STRACE[@]}" -e trace=connect "${B[@]}"
+done
+printf '%*s\r' 20 '' >&2
+
+# --- report -------------------------------------------------------------------
+median() { sort -g "$1" | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+fmt() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%.2f ms", n/1e6;
+                               else if (n >= 1e3) printf "%.1f us", n/1e3;
+                               else printf "%.0f ns", n }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a/b }'; }
+verdict() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { print (a/b <= t) ? "ok" : "MISSED" }'; }
+
+row() { # label key target
+    local u a s
+    u=$(median "$TMP/$2_untraced")
+    a=$(median "$TMP/$2_appswitch")
+    s=$(median "$TMP/$2_strace")
+    printf '%-30s %10s %10s %7s %10s %7s   <= %.2fx (%s)\n' "$1" \
+        "$(fmt "$u")" "$(fmt "$a")" "$(ratio "$a" "$u")" \
+        "$(fmt "$s")" "$(ratio "$s" "$u")" "$3" "$(verdict "$a" "$u" "$3")"
+}
+
+printf '%-30s %10s %10s %7s %10s %7s   %s\n' work untraced appswitch ratio strace ratio "target (appswitch)"
+row "getppid loop (static)" a 1.05
+row "connect+close loop (loopback)" b 1.30
+echo
+echo "per-round ns/iter (spread; medians above):"
+for k in a_untraced a_appswitch a_strace b_untraced b_appswitch b_strace; do
+    printf '  %-12s %s\n' "$k" "$(awk '{printf "%s%.0f", (NR>1?" ":""), $1}' "$TMP/$k")"
+done

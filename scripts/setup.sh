@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what appswitch's build, tests, demo and benchmarks use (Debian/Ubuntu, as root).
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+
+PACKAGES=(
+  gcc libc6-dev pkg-config libseccomp-dev   # build: libseccomp for the BPF filter
+  curl python3 busybox-static golang-go     # programs the tests trace
+  iproute2 fuse3 strace hyperfine iperf3    # namespaces, control fs, reference/bench tools
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup.sh: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  for d in "$HOME/.cargo/bin" /root/.cargo/bin; do [[ -x $d/cargo ]] && export PATH="$d:$PATH"; done
+fi
+command -v cargo >/dev/null || { echo "setup.sh: cargo not found; install Rust (rustup) first" >&2; exit 1; }

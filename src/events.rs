@@ -1,0 +1,186 @@
+//! `--events FILE`: one JSON line per intercepted call.
+
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::time::SystemTime;
+use tracer::sockaddr::family_name;
+use tracer::{Call, Errno, NetHandler, Outcome, Verdict};
+
+/// One line of the event log.
+#[derive(Serialize, Debug)]
+pub struct Event<'a> {
+    pub time: String,
+    pub pid: i32,
+    pub tid: i32,
+    pub comm: String,
+    pub abi: &'static str,
+    pub call: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// For rewrites: the address the call was carried out with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<String>,
+    pub verdict: &'a str,
+    /// The return value, the errno name ("ECONNREFUSED"), or null when the
+    /// call was passed to the kernel without watching its result.
+    pub result: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+}
+
+/// Where event lines go. Flushed after every line so `tail -f` sees them and
+/// nothing is lost if the tracer is killed.
+pub struct EventSink {
+    out: Box<dyn Write + Send>,
+}
+
+impl EventSink {
+    pub fn open(path: &Path) -> io::Result<EventSink> {
+        let out: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(io::stderr())
+        } else {
+            Box::new(BufWriter::new(File::create(path)?))
+        };
+        Ok(EventSink { out })
+    }
+
+    pub fn write(&mut self, ev: &Event<'_>) {
+        let r = serde_json::to_writer(&mut self.out, ev)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(e) = r {
+            log::error!("writing event: {e}");
+        }
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+}
+
+pub fn comm(tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+fn protocol_name(call: &Call) -> Option<String> {
+    let (domain, sotype, proto) = match (call.socket, call.socket_args) {
+        (Some(s), _) => (s.domain, s.sotype, s.protocol),
+        (None, Some((d, t, p))) => (d, t & 0xf, p),
+        _ => return None,
+    };
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Some(
+            match sotype {
+                libc::SOCK_STREAM => "stream",
+                libc::SOCK_DGRAM => "dgram",
+                libc::SOCK_SEQPACKET => "seqpacket",
+                libc::SOCK_RAW => "raw",
+                _ => "other",
+            }
+            .into(),
+        );
+    }
+    Some(match (sotype, proto) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => "tcp".into(),
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => "udp".into(),
+        (libc::SOCK_RAW, _) => "raw".into(),
+        (libc::SOCK_DGRAM, libc::IPPROTO_ICMP | libc::IPPROTO_ICMPV6) => "icmp".into(),
+        (libc::SOCK_SEQPACKET, _) => "seqpacket".into(),
+        (t, p) => format!("type={t},proto={p}"),
+    })
+}
+
+pub fn result_value(outcome: Outcome) -> serde_json::Value {
+    match outcome {
+        Outcome::Ok(v) => v.into(),
+        Outcome::Err(e) => format!("{e:?}").into(),
+        Outcome::Unknown => serde_json::Value::Null,
+    }
+}
+
+/// Build the event for a finished call.
+pub fn event<'a>(call: &'a Call, verdict: &'a Verdict, outcome: Outcome) -> Event<'a> {
+    let family = match (call.socket, call.socket_args, &call.addr) {
+        (Some(s), _, _) => Some(family_name(s.domain)),
+        (None, Some((d, _, _)), _) => Some(family_name(d)),
+        (None, None, Some(a)) => Some(family_name(i32::from(a.family()))),
+        _ => None,
+    };
+    Event {
+        time: now(),
+        pid: call.pid,
+        tid: call.tid,
+        comm: comm(call.tid),
+        abi: call.abi.name(),
+        call: call.op.name(),
+        fd: call.fd,
+        family,
+        protocol: protocol_name(call),
+        address: call.addr.as_ref().map(|a| a.to_string()),
+        rewritten: match verdict {
+            Verdict::Rewrite(a) => Some(a.to_string()),
+            _ => None,
+        },
+        verdict: verdict.name(),
+        result: result_value(outcome),
+        reason: None,
+    }
+}
+
+/// Records every network call and lets it through unchanged.
+pub struct Recorder {
+    sink: EventSink,
+}
+
+impl Recorder {
+    pub fn new(sink: EventSink) -> Recorder {
+        Recorder { sink }
+    }
+}
+
+impl NetHandler for Recorder {
+    fn interests(&self) -> tracer::Interests {
+        tracer::Interests::ALL
+    }
+
+    fn decide(&mut self, _call: &Call) -> Verdict {
+        Verdict::Pass
+    }
+
+    fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
+        let ev = event(call, verdict, outcome);
+        self.sink.write(&ev);
+    }
+
+    fn refused(&mut self, pid: i32, tid: i32, what: &str, errno: Errno) {
+        log::warn!("refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
+        let ev = Event {
+            time: now(),
+            pid,
+            tid,
+            comm: comm(tid),
+            abi: "",
+            call: "",
+            fd: None,
+            family: None,
+            protocol: None,
+            address: None,
+            rewritten: None,
+            verdict: "refused",
+            result: format!("{errno:?}").into(),
+            reason: Some(what),
+        };
+        self.sink.write(&ev);
+    }
+}

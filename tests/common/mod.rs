@@ -1,0 +1,305 @@
+//! Shared helpers for integration tests: real programs, real sockets on
+//! loopback, every process stopped when its guard drops.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub fn appswitch() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_appswitch"))
+}
+
+/// An example binary of this package (built by `cargo test`).
+pub fn example(name: &str) -> PathBuf {
+    let p = appswitch()
+        .parent()
+        .expect("binary has a directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} not built (run through cargo test)",
+        p.display()
+    );
+    p
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("progs");
+    std::fs::create_dir_all(&d).expect("create test-program dir");
+    d
+}
+
+/// Fail loudly when a tool the tests need is missing: scripts/setup.sh installs them.
+pub fn require(tool: &str) -> PathBuf {
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join(tool);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{tool} not found in PATH: run scripts/setup.sh");
+}
+
+fn build_once(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let out = out_dir().join(name);
+    build(&out);
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// Compile tests/progs/NAME.c with gcc (extra flags allowed, e.g. "-static").
+pub fn c_prog(name: &str, flags: &[&str]) -> PathBuf {
+    let key = format!("{name}{}", flags.join(""));
+    build_once(&key, |out| {
+        require("gcc");
+        let src = repo().join("tests/progs").join(format!("{name}.c"));
+        let st = Command::new("gcc")
+            .args(["-O1", "-Wall", "-pthread", "-o"])
+            .arg(out)
+            .arg(&src)
+            .args(flags)
+            .status()
+            .expect("run gcc");
+        assert!(st.success(), "gcc failed for {}", src.display());
+    })
+}
+
+/// Build tests/progs/gohttp with CGO_ENABLED=0 (a static Go binary).
+pub fn go_prog() -> PathBuf {
+    build_once("gohttp", |out| {
+        require("go");
+        let st = Command::new("go")
+            .args(["build", "-o"])
+            .arg(out)
+            .arg(repo().join("tests/progs/gohttp/main.go"))
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", out_dir().join("gocache"))
+            .env("GOPATH", out_dir().join("gopath"))
+            .env("GOTOOLCHAIN", "local")
+            .status()
+            .expect("run go build");
+        assert!(st.success(), "go build failed");
+    })
+}
+
+/// A child process that is killed (by PID) when dropped.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+    /// Wait up to `limit` for the process to exit; its exit code (128+N for signals).
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(st) = self.0.try_wait().expect("try_wait") {
+                use std::os::unix::process::ExitStatusExt;
+                return Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Wait until something accepts on 127.0.0.1:port (bounded: 10 s).
+pub fn wait_port(port: u16) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on 127.0.0.1:{port} after 10 s");
+}
+
+/// python3 -m http.server on 127.0.0.1, serving a directory with index.html
+/// containing `body`.
+pub struct HttpServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    _proc: Proc,
+}
+
+impl HttpServer {
+    pub fn start(body: &str) -> HttpServer {
+        require("python3");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("index.html"), body).expect("write index.html");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 http.server");
+        let p = Proc(child);
+        wait_port(port);
+        HttpServer {
+            port,
+            dir,
+            _proc: p,
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// A TCP listener in the test process that sends `banner` to each client and
+/// counts accepted connections.
+pub struct Banner {
+    pub port: u16,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Banner {
+    pub fn start(banner: &'static str) -> Banner {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind banner listener");
+        let port = l.local_addr().expect("local addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(banner.as_bytes());
+            }
+        });
+        Banner { port, accepted }
+    }
+    pub fn count(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Run a command to completion with a time limit; panics on timeout.
+pub fn run(cmd: &mut Command) -> Output {
+    let mut child = Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut out = String::new();
+    let mut err = String::new();
+    let so = child.0.stdout.take();
+    let se = child.0.stderr.take();
+    let t1 = std::thread::spawn(move || {
+        if let Some(mut s) = so {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
+    });
+    let t2 = std::thread::spawn(move || {
+        if let Some(mut s) = se {
+            let _ = s.read_to_string(&mut err);
+        }
+        err
+    });
+    let code = child
+        .wait_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("command timed out: {cmd:?}"));
+    let stdout = t1.join().unwrap_or_default();
+    let stderr = t2.join().unwrap_or_default();
+    use std::os::unix::process::ExitStatusExt;
+    Output {
+        status: std::process::ExitStatus::from_raw(code << 8),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `appswitch trace --events FILE -- prog args`; returns the output and the events.
+pub fn traced(
+    prog: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ev = dir.path().join("events.jsonl");
+    let out = run(Command::new(appswitch())
+        .arg("trace")
+        .arg("--events")
+        .arg(&ev)
+        .arg("--")
+        .arg(prog)
+        .args(args));
+    (out, read_events(&ev))
+}
+
+pub fn untraced(prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+    run(Command::new(prog).args(args))
+}
+
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(_) => return Vec::new(),
+    };
+    BufReader::new(f)
+        .lines()
+        .map(|l| serde_json::from_str(&l.expect("read events")).expect("event is JSON"))
+        .collect()
+}
+
+/// Events for `call`, optionally with the given address.
+pub fn calls<'a>(
+    events: &'a [serde_json::Value],
+    call: &str,
+    addr: Option<&str>,
+) -> Vec<&'a serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["call"] == call && addr.is_none_or(|a| e["address"] == a))
+        .collect()
+}

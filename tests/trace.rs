@@ -1,0 +1,336 @@
+//! `appswitch trace`: real programs behave as untraced, and their network
+//! calls are recorded.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn connect_to(events: &[serde_json::Value], port: u16) -> Vec<&serde_json::Value> {
+    calls(events, "connect", Some(&format!("127.0.0.1:{port}")))
+}
+
+#[test]
+fn curl_against_python_http_server() {
+    let srv = HttpServer::start("hello from python\n");
+    let curl = require("curl");
+    let plain = untraced(&curl, &["-s", &srv.url()]);
+    let (out, ev) = traced(&curl, &["-s", &srv.url()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), stdout(&plain));
+    assert_eq!(stdout(&out), "hello from python\n");
+    let c = connect_to(&ev, srv.port);
+    assert_eq!(c.len(), 1, "one connect to the server: {ev:?}");
+    assert_eq!(c[0]["comm"], "curl");
+    assert_eq!(c[0]["family"], "inet");
+    assert_eq!(c[0]["protocol"], "tcp");
+    assert_eq!(c[0]["abi"], "x86_64");
+    assert_eq!(c[0]["verdict"], "pass");
+    // curl connects non-blocking.
+    assert!(
+        c[0]["result"] == "EINPROGRESS" || c[0]["result"] == 0,
+        "{}",
+        c[0]
+    );
+    assert!(!calls(&ev, "socket", None).is_empty());
+    for key in ["time", "pid", "tid", "fd"] {
+        assert!(!c[0][key].is_null(), "event lacks {key}: {}", c[0]);
+    }
+}
+
+#[test]
+fn busybox_wget_static() {
+    let srv = HttpServer::start("static wget\n");
+    let bb = require("busybox");
+    let (out, ev) = traced(&bb, &["wget", "-q", "-O", "-", &srv.url()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "static wget\n");
+    assert_eq!(connect_to(&ev, srv.port).len(), 1, "{ev:?}");
+}
+
+#[test]
+fn busybox_nc_client() {
+    let banner = Banner::start("banner for nc\n");
+    let bb = require("busybox");
+    let (out, ev) = traced(&bb, &["nc", "127.0.0.1", &banner.port.to_string()]);
+    assert_eq!(stdout(&out), "banner for nc\n");
+    let c = connect_to(&ev, banner.port);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["result"], 0, "busybox nc connects blocking");
+    assert_eq!(banner.count(), 1);
+}
+
+#[test]
+fn busybox_httpd_traced_server_and_sigterm_passthrough() {
+    let bb = require("busybox");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "served by traced httpd\n").unwrap();
+    let port = free_port();
+    let ev = dir.path().join("ev.jsonl");
+    let mut httpd = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--events"])
+            .arg(&ev)
+            .arg("--")
+            .arg(&bb)
+            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    let curl = require("curl");
+    let out = untraced(
+        &curl,
+        &["-s", &format!("http://127.0.0.1:{port}/index.html")],
+    );
+    assert_eq!(stdout(&out), "served by traced httpd\n");
+    // SIGTERM to the tracer goes to the program, which dies of it: 128+15.
+    httpd.signal(libc::SIGTERM);
+    assert_eq!(httpd.wait_timeout(Duration::from_secs(10)), Some(143));
+    let ev = read_events(&ev);
+    let bind = calls(&ev, "bind", Some(&format!("127.0.0.1:{port}")));
+    assert_eq!(bind.len(), 1, "{ev:?}");
+    assert_eq!(bind[0]["result"], 0);
+    assert_eq!(calls(&ev, "listen", None).len(), 1);
+    assert!(calls(&ev, "accept", None)
+        .iter()
+        .any(|e| e["result"].is_i64()));
+}
+
+#[test]
+fn go_static_http_server_and_client() {
+    let go = go_prog();
+    let run_go = |traced_run: bool| {
+        let mut c = if traced_run {
+            let mut c = Command::new(appswitch());
+            c.args(["trace", "--"]).arg(&go);
+            c
+        } else {
+            Command::new(&go)
+        };
+        run(c.args(["-n", "40"]).env("GOMAXPROCS", "4"))
+    };
+    let plain = run_go(false);
+    assert_eq!(stdout(&plain), "gomaxprocs=4 ok=40 served=40\n");
+    let dir = tempfile::tempdir().unwrap();
+    let evp = dir.path().join("ev.jsonl");
+    let out = run(Command::new(appswitch())
+        .args(["trace", "--events"])
+        .arg(&evp)
+        .arg("--")
+        .arg(&go)
+        .args(["-n", "40"])
+        .env("GOMAXPROCS", "4"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), stdout(&plain));
+    let ev = read_events(&evp);
+    // Keep-alive reuses connections, so count both ends: every connect the
+    // client made was accepted by the server in the same process.
+    let connects = calls(&ev, "connect", None);
+    let accepted = calls(&ev, "accept", None)
+        .into_iter()
+        .filter(|e| e["result"].is_i64())
+        .count();
+    assert!(!connects.is_empty());
+    assert_eq!(connects.len(), accepted, "connects vs accepted");
+    let tids: std::collections::HashSet<_> = ev.iter().map(|e| e["tid"].as_i64()).collect();
+    assert!(
+        tids.len() >= 2,
+        "Go's calls come from several threads: {tids:?}"
+    );
+    assert!(calls(&ev, "listen", None).len() == 1);
+}
+
+#[test]
+fn socket_on_one_thread_connect_on_another() {
+    let banner = Banner::start("threaded\n");
+    let prog = c_prog("thread_connect", &[]);
+    let (out, ev) = traced(&prog, &[&banner.port.to_string(), "5"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    for i in 0..5 {
+        assert!(stdout(&out).contains(&format!("round {i}: threaded")));
+    }
+    let sockets = calls(&ev, "socket", None);
+    let connects = connect_to(&ev, banner.port);
+    assert_eq!(connects.len(), 5);
+    for c in &connects {
+        assert_eq!(c["result"], 0);
+        assert_eq!(c["pid"], sockets[0]["pid"]);
+        assert_ne!(c["tid"], sockets[0]["tid"], "connect ran on another thread");
+    }
+}
+
+#[test]
+fn shell_pipeline_fork_exec() {
+    let srv = HttpServer::start("through a pipe\n");
+    let script = format!("curl -s {} | cat", srv.url());
+    let (out, ev) = traced("sh", &["-c", &script]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "through a pipe\n");
+    let c = connect_to(&ev, srv.port);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["comm"], "curl");
+}
+
+#[test]
+fn posix_spawn_and_vfork_children_are_traced() {
+    let srv = HttpServer::start("spawned\n");
+    let prog = c_prog("spawner", &[]);
+    let curl = require("curl");
+    let (out, ev) = traced(&prog, &[curl.to_str().unwrap(), "-s", &srv.url()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "spawned\nposix_spawn exit=0\nspawned\nvfork exit=0\n"
+    );
+    let c = connect_to(&ev, srv.port);
+    assert_eq!(c.len(), 2, "both children's connects recorded: {ev:?}");
+    assert_ne!(c[0]["pid"], c[1]["pid"]);
+}
+
+#[test]
+fn program_that_execs_another() {
+    let srv = HttpServer::start("after exec\n");
+    let prog = c_prog("execer", &[]);
+    let curl = require("curl");
+    let (out, ev) = traced(&prog, &[curl.to_str().unwrap(), "-s", &srv.url()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "after exec\n");
+    let c = connect_to(&ev, srv.port);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["comm"], "curl");
+}
+
+#[test]
+fn int80_socketcall_is_trapped() {
+    let banner = Banner::start("compat\n");
+    let prog = c_prog("socketcall32", &[]);
+    let (out, ev) = traced(&prog, &[&banner.port.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("data=compat"));
+    let c = connect_to(&ev, banner.port);
+    assert_eq!(c.len(), 1, "int 0x80 connect appears in the events: {ev:?}");
+    assert_eq!(c[0]["abi"], "i386");
+    assert_eq!(c[0]["result"], 0);
+    let s = calls(&ev, "socket", None);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0]["abi"], "i386");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let (out, _) = traced("sh", &["-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let (out, _) = traced("sh", &["-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(143));
+    let (out, _) = traced("sh", &["-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[test]
+fn missing_program_is_127_with_a_message() {
+    let (out, _) = traced("/nonexistent/prog", &[]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/prog") && err.contains("No such file"),
+        "{err}"
+    );
+    let (out, _) = traced("no-such-command-appswitch", &[]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("command not found"));
+}
+
+#[test]
+fn stdin_and_stdout_are_the_programs() {
+    let mut child = std::process::Command::new(appswitch())
+        .args(["trace", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"line one\nline two\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn signals_sent_to_the_tracer_reach_the_program() {
+    let prog = c_prog("sigcatch", &[]);
+    let mut child = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--"])
+            .arg(&prog)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    child.signal(libc::SIGUSR1);
+    assert_eq!(lines.next().unwrap().unwrap(), "got USR1");
+    child.signal(libc::SIGTERM);
+    assert_eq!(child.wait_timeout(Duration::from_secs(10)), Some(5));
+}
+
+fn gone_or_zombie(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn killing_the_tracer_kills_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pidfile.display());
+    let mut tracer = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--", "sh", "-c", &script])
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "program never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!gone_or_zombie(pid));
+    tracer.signal(libc::SIGKILL);
+    assert_eq!(tracer.wait_timeout(Duration::from_secs(10)), Some(137));
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !gone_or_zombie(pid) {
+        assert!(
+            std::time::Instant::now() < end,
+            "program {pid} outlived its tracer"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

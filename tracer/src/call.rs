@@ -1,0 +1,246 @@
+//! What the tracer hands to a [`NetHandler`] and what it gets back.
+
+use crate::arch::Abi;
+use crate::sockaddr::SockAddr;
+use nix::errno::Errno;
+
+/// The network operation a trapped call performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Socket,
+    Connect,
+    Bind,
+    Listen,
+    Accept,
+    SendTo,
+    SendMsg,
+    SendMmsg,
+    GetSockName,
+    GetPeerName,
+}
+
+impl Op {
+    /// The name used in events and logs (the syscall's name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Socket => "socket",
+            Op::Connect => "connect",
+            Op::Bind => "bind",
+            Op::Listen => "listen",
+            Op::Accept => "accept",
+            Op::SendTo => "sendto",
+            Op::SendMsg => "sendmsg",
+            Op::SendMmsg => "sendmmsg",
+            Op::GetSockName => "getsockname",
+            Op::GetPeerName => "getpeername",
+        }
+    }
+
+    /// Whether the call carries a destination or local address the tracer decodes.
+    pub fn takes_address(self) -> bool {
+        matches!(
+            self,
+            Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg | Op::SendMmsg
+        )
+    }
+}
+
+/// Which calls a handler wants to see. The seccomp filter is built from this
+/// before the program starts, so calls outside it never stop the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interests {
+    pub socket: bool,
+    pub connect: bool,
+    pub bind: bool,
+    pub listen: bool,
+    pub accept: bool,
+    /// sendto with a destination address, sendmsg, sendmmsg.
+    pub send: bool,
+    /// getsockname, getpeername.
+    pub names: bool,
+    /// Fill [`Call::socket`] (domain, type, protocol) for fd-based calls.
+    pub socket_info: bool,
+    /// Report every call's result to [`NetHandler::finished`]. Calls the tracer
+    /// passes to the kernel then cost a second stop (at syscall exit).
+    pub outcomes: bool,
+    /// Make io_uring_setup fail with ENOSYS (io_uring operations are invisible
+    /// to seccomp; runtimes fall back to ordinary calls).
+    pub deny_io_uring: bool,
+}
+
+impl Interests {
+    /// Every network call, with socket details and results: what an event log needs.
+    pub const ALL: Interests = Interests {
+        socket: true,
+        connect: true,
+        bind: true,
+        listen: true,
+        accept: true,
+        send: true,
+        names: true,
+        socket_info: true,
+        outcomes: true,
+        deny_io_uring: false,
+    };
+    /// No calls at all.
+    pub const NONE: Interests = Interests {
+        socket: false,
+        connect: false,
+        bind: false,
+        listen: false,
+        accept: false,
+        send: false,
+        names: false,
+        socket_info: false,
+        outcomes: false,
+        deny_io_uring: false,
+    };
+
+    pub fn wants(&self, op: Op) -> bool {
+        match op {
+            Op::Socket => self.socket,
+            Op::Connect => self.connect,
+            Op::Bind => self.bind,
+            Op::Listen => self.listen,
+            Op::Accept => self.accept,
+            Op::SendTo | Op::SendMsg | Op::SendMmsg => self.send,
+            Op::GetSockName | Op::GetPeerName => self.names,
+        }
+    }
+}
+
+/// Kind of a socket, read from the kernel through a borrowed descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketInfo {
+    /// AF_* of the socket (not of the address the program passed).
+    pub domain: i32,
+    /// SOCK_STREAM, SOCK_DGRAM, ...
+    pub sotype: i32,
+    /// IPPROTO_TCP, IPPROTO_UDP, ...
+    pub protocol: i32,
+    /// Whether the open file has O_NONBLOCK.
+    pub nonblocking: bool,
+}
+
+/// One trapped network call, decoded.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// Process (thread group) id.
+    pub pid: i32,
+    /// Thread id that made the call.
+    pub tid: i32,
+    pub abi: Abi,
+    pub op: Op,
+    /// The socket descriptor, for every call but socket().
+    pub fd: Option<i32>,
+    /// For socket(): (domain, type, protocol) as passed.
+    pub socket_args: Option<(i32, i32, i32)>,
+    /// The socket's kind, when [`Interests::socket_info`] is set and the fd is a socket.
+    pub socket: Option<SocketInfo>,
+    /// The address the program passed, decoded from the tracer's private copy.
+    /// For sendmsg it is the message's msg_name; for sendmmsg the first message's.
+    pub addr: Option<SockAddr>,
+    /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
+    pub flags: i32,
+}
+
+/// What to do with a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the kernel run the program's own call, untouched. Only right when
+    /// the decision did not depend on the address: a sibling thread may change
+    /// the program's buffer after the tracer read it.
+    Pass,
+    /// Allow the call as decoded: the tracer performs it on a borrowed copy of
+    /// the socket with its private copy of the address, so what was checked is
+    /// what the kernel sees.
+    Allow,
+    /// Perform the call with this address instead (connect, bind, sendto).
+    Rewrite(SockAddr),
+    /// Do not perform the call; the program gets -1 with this errno.
+    Fail(Errno),
+}
+
+impl Verdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Allow => "allow",
+            Verdict::Rewrite(_) => "rewrite",
+            Verdict::Fail(_) => "fail",
+        }
+    }
+}
+
+/// The result of a call as the program saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call returned this value.
+    Ok(i64),
+    /// The call failed with this errno.
+    Err(Errno),
+    /// Not observed (the call was passed without [`Interests::outcomes`]).
+    Unknown,
+}
+
+impl Outcome {
+    pub fn from_raw(ret: i64) -> Outcome {
+        if (-4095..0).contains(&ret) {
+            Outcome::Err(Errno::from_raw(-ret as i32))
+        } else {
+            Outcome::Ok(ret)
+        }
+    }
+}
+
+/// Process-level events, for handlers that track programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// A new process (fork/vfork/clone without CLONE_THREAD) started.
+    Spawned { pid: i32, parent: i32 },
+    /// A process replaced its image.
+    Exec { pid: i32 },
+    /// A process (thread group) is gone.
+    Exited { pid: i32 },
+}
+
+/// Implemented by the policy side. Called on the tracer thread for every
+/// trapped call: keep `decide` fast and allocation-free where possible.
+pub trait NetHandler {
+    /// Which calls to trap. Read once, before the program starts.
+    fn interests(&self) -> Interests;
+
+    /// Decide a call.
+    fn decide(&mut self, call: &Call) -> Verdict;
+
+    /// The call's result, once known (always called, with [`Outcome::Unknown`]
+    /// when the result was not observed).
+    fn finished(&mut self, _call: &Call, _verdict: &Verdict, _outcome: Outcome) {}
+
+    /// A process started, exec'd or exited.
+    fn process(&mut self, _event: ProcessEvent) {}
+
+    /// A call the tracer refused on its own (an ABI it cannot decode, a
+    /// malformed argument). The program got `errno`.
+    fn refused(&mut self, _pid: i32, _tid: i32, _what: &str, _errno: Errno) {}
+}
+
+/// A handler that lets everything through: the mechanism's own cost.
+#[derive(Default)]
+pub struct PassThrough;
+
+impl NetHandler for PassThrough {
+    fn interests(&self) -> Interests {
+        Interests {
+            connect: true,
+            bind: true,
+            listen: true,
+            accept: true,
+            send: true,
+            ..Interests::NONE
+        }
+    }
+    fn decide(&mut self, _call: &Call) -> Verdict {
+        Verdict::Pass
+    }
+}

@@ -1,0 +1,201 @@
+//! From a seccomp stop's raw syscall info to a [`Call`]. Every read from the
+//! tracee is bounded by the lengths the program passed, and every address the
+//! handler sees is the tracer's private copy.
+
+use crate::arch::{self, nr, nr32, socketcall as sc, Abi};
+use crate::call::{Call, Op};
+use crate::remote::{read_mem, read_u32, read_u64};
+use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use nix::errno::Errno;
+
+/// Raw syscall info (PTRACE_GET_SYSCALL_INFO, seccomp variant).
+#[derive(Clone, Copy, Debug)]
+pub struct RawCall {
+    pub arch: u32,
+    pub nr: u64,
+    pub args: [u64; 6],
+}
+
+/// Where the decoded arguments came from, so the tracer can re-issue the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgSource {
+    /// Arguments in registers (native, x32, i386 direct socket calls).
+    Registers,
+    /// i386 socketcall: arguments in an array in the tracee's memory.
+    SocketcallArray,
+}
+
+/// A decoded call plus what the tracer needs to act on it.
+#[derive(Debug)]
+pub struct Decoded {
+    pub call: Call,
+    pub source: ArgSource,
+    /// The address pointer the program passed (connect/bind), for phase two of
+    /// a blocking connect.
+    pub addr_ptr: u64,
+}
+
+/// Why a call could not be decoded. `Fail` becomes the call's errno (what the
+/// kernel would have said); `Ignore` means the stop was not for a call the
+/// tracer handles and the program just continues.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Fail(Errno),
+    Ignore,
+}
+
+impl From<Errno> for DecodeError {
+    fn from(e: Errno) -> Self {
+        DecodeError::Fail(e)
+    }
+}
+
+/// Map (abi, nr) to an op, for calls with arguments in registers.
+fn op_of(abi: Abi, n: u64) -> Option<Op> {
+    let n = n & !arch::X32_SYSCALL_BIT;
+    let native = [
+        (nr::SOCKET, Op::Socket),
+        (nr::CONNECT, Op::Connect),
+        (nr::ACCEPT, Op::Accept),
+        (nr::SENDTO, Op::SendTo),
+        (nr::SENDMSG, Op::SendMsg),
+        (nr::BIND, Op::Bind),
+        (nr::LISTEN, Op::Listen),
+        (nr::GETSOCKNAME, Op::GetSockName),
+        (nr::GETPEERNAME, Op::GetPeerName),
+        (nr::ACCEPT4, Op::Accept),
+        (nr::SENDMMSG, Op::SendMmsg),
+    ];
+    let compat = [
+        (nr32::SOCKET, Op::Socket),
+        (nr32::CONNECT, Op::Connect),
+        (nr32::SENDTO, Op::SendTo),
+        (nr32::SENDMSG, Op::SendMsg),
+        (nr32::BIND, Op::Bind),
+        (nr32::LISTEN, Op::Listen),
+        (nr32::GETSOCKNAME, Op::GetSockName),
+        (nr32::GETPEERNAME, Op::GetPeerName),
+        (nr32::ACCEPT4, Op::Accept),
+        (nr32::SENDMMSG, Op::SendMmsg),
+    ];
+    let table: &[(u64, Op)] = if abi == Abi::Compat32 {
+        &compat
+    } else {
+        &native
+    };
+    table.iter().find(|(k, _)| *k == n).map(|(_, op)| *op)
+}
+
+/// socketcall sub-call -> (op, number of u32 arguments the kernel reads).
+fn socketcall_op(call: u64) -> Option<(Op, usize)> {
+    Some(match call {
+        sc::SOCKET => (Op::Socket, 3),
+        sc::BIND => (Op::Bind, 3),
+        sc::CONNECT => (Op::Connect, 3),
+        sc::LISTEN => (Op::Listen, 2),
+        sc::ACCEPT => (Op::Accept, 3),
+        sc::GETSOCKNAME => (Op::GetSockName, 3),
+        sc::GETPEERNAME => (Op::GetPeerName, 3),
+        sc::SENDTO => (Op::SendTo, 6),
+        sc::SENDMSG => (Op::SendMsg, 3),
+        sc::ACCEPT4 => (Op::Accept, 4),
+        sc::SENDMMSG => (Op::SendMmsg, 4),
+        _ => return None,
+    })
+}
+
+/// Read a sockaddr of `len` bytes at `ptr`; None for a NULL pointer.
+fn read_addr(pid: i32, ptr: u64, len: u64) -> Result<Option<SockAddr>, Errno> {
+    if ptr == 0 {
+        return Ok(None);
+    }
+    // The kernel refuses lengths above sockaddr_storage with EINVAL.
+    if len as i64 > MAX_ADDR_LEN as i64 || (len as i32) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let len = len as usize;
+    read_mem(pid, ptr, &mut buf[..len])?;
+    Ok(SockAddr::decode(&buf[..len]).or(Some(SockAddr::Truncated(0))))
+}
+
+/// The msg_name of a msghdr at `ptr` (native or 32-bit layout).
+fn read_msg_name(pid: i32, ptr: u64, compat: bool) -> Result<Option<SockAddr>, Errno> {
+    let (name, namelen) = if compat {
+        (
+            u64::from(read_u32(pid, ptr)?),
+            u64::from(read_u32(pid, ptr + 4)?),
+        )
+    } else {
+        (read_u64(pid, ptr)?, u64::from(read_u32(pid, ptr + 8)?))
+    };
+    if name == 0 || namelen == 0 {
+        return Ok(None);
+    }
+    read_addr(pid, name, namelen)
+}
+
+pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError> {
+    let abi = arch::abi_of(raw.arch, raw.nr).ok_or(DecodeError::Ignore)?;
+    let (op, a, source) = if abi == Abi::Compat32 && raw.nr == nr32::SOCKETCALL {
+        let (op, n) = socketcall_op(raw.args[0]).ok_or(DecodeError::Ignore)?;
+        let mut words = [0u8; 24];
+        read_mem(tid, raw.args[1], &mut words[..n * 4])?;
+        let mut a = [0u64; 6];
+        for (i, w) in words.chunks_exact(4).take(n).enumerate() {
+            a[i] = u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        (op, a, ArgSource::SocketcallArray)
+    } else {
+        let op = op_of(abi, raw.nr).ok_or(DecodeError::Ignore)?;
+        let mut a = raw.args;
+        if abi != Abi::Native {
+            for v in &mut a {
+                *v &= 0xffff_ffff;
+            }
+        }
+        (op, a, ArgSource::Registers)
+    };
+    let compat = abi != Abi::Native;
+    let mut call = Call {
+        pid,
+        tid,
+        abi,
+        op,
+        fd: (op != Op::Socket).then_some(a[0] as i32),
+        socket_args: None,
+        socket: None,
+        addr: None,
+        flags: 0,
+    };
+    let mut addr_ptr = 0;
+    match op {
+        Op::Socket => call.socket_args = Some((a[0] as i32, a[1] as i32, a[2] as i32)),
+        Op::Connect | Op::Bind => {
+            addr_ptr = a[1];
+            // connect(fd, NULL, 0) is legal for some families; the kernel decides.
+            call.addr = read_addr(tid, a[1], a[2])?;
+        }
+        Op::Accept => call.flags = a[3] as i32,
+        Op::SendTo => {
+            call.flags = a[3] as i32;
+            call.addr = read_addr(tid, a[4], a[5])?;
+        }
+        Op::SendMsg => {
+            call.flags = a[2] as i32;
+            call.addr = read_msg_name(tid, a[1], compat)?;
+        }
+        Op::SendMmsg => {
+            call.flags = a[3] as i32;
+            if a[2] > 0 {
+                call.addr = read_msg_name(tid, a[1], compat)?;
+            }
+        }
+        Op::Listen | Op::GetSockName | Op::GetPeerName => {}
+    }
+    Ok(Decoded {
+        call,
+        source,
+        addr_ptr,
+    })
+}

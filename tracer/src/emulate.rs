@@ -1,0 +1,151 @@
+//! Calls performed by the tracer on its own copy of the tracee's socket, with
+//! the tracer's private copy of the address. The tracee's buffer is never read
+//! again and never written.
+//!
+//! connect() on a blocking socket: the tracer starts the connection with
+//! O_NONBLOCK set for the duration of its own call (the flag lives in the
+//! shared open file; the tracee thread is stopped meanwhile). If the handshake
+//! has already finished (loopback, refusals) the result is final and the
+//! tracee's call is skipped. Otherwise the tracee's own connect() runs in the
+//! kernel with addrlen cut to 2: on a socket that is already connecting the
+//! kernel only waits for the handshake (natively: signals, SA_RESTART and
+//! SO_SNDTIMEO behave as untraced), and on any other socket (a sibling thread
+//! swapped the descriptor) a 2-byte address is EINVAL, so nothing unchecked
+//! is ever connected.
+
+use crate::call::SocketInfo;
+use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// What to do with the tracee's call after emulation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Emulated {
+    /// Skip the tracee's call; it returns this (value, or -errno).
+    Done(i64),
+    /// Let the tracee's call wait for the handshake in the kernel (addrlen 2).
+    /// `started`: the tracer's call started the handshake, so the program's
+    /// call must report what a first connect reports (EINPROGRESS on a
+    /// SO_SNDTIMEO timeout, where the kernel will say EALREADY).
+    WaitInKernel { started: bool },
+    /// Not emulated (not an IP socket): the kernel runs the tracee's own call.
+    NotIp,
+}
+
+fn getsockopt_int(fd: &OwnedFd, opt: i32) -> Result<i32, Errno> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for the kernel to write.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(v)
+    }
+}
+
+/// The socket's kind. ENOTSOCK when the descriptor is not a socket.
+pub fn socket_info(fd: &OwnedFd) -> Result<SocketInfo, Errno> {
+    let domain = getsockopt_int(fd, libc::SO_DOMAIN)?;
+    let sotype = getsockopt_int(fd, libc::SO_TYPE)?;
+    let protocol = getsockopt_int(fd, libc::SO_PROTOCOL)?;
+    // SAFETY: F_GETFL on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if fl < 0 {
+        return Err(Errno::last());
+    }
+    Ok(SocketInfo {
+        domain,
+        sotype,
+        protocol,
+        nonblocking: fl & libc::O_NONBLOCK != 0,
+    })
+}
+
+fn is_ip(info: &SocketInfo) -> bool {
+    info.domain == libc::AF_INET || info.domain == libc::AF_INET6
+}
+
+fn raw_connect(fd: &OwnedFd, buf: &[u8; MAX_ADDR_LEN], len: usize) -> Result<(), Errno> {
+    // SAFETY: buf holds a sockaddr of `len` bytes.
+    let r = unsafe { libc::connect(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+fn set_flags(fd: &OwnedFd, flags: i32) {
+    // SAFETY: F_SETFL on a descriptor we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) };
+}
+
+fn writable_now(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1 && p.revents != 0
+}
+
+/// connect(fd, addr) on the borrowed socket, as the tracee's call would have.
+pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
+    if !is_ip(info) {
+        return Emulated::NotIp;
+    }
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let Some(len) = addr.encode(&mut buf) else {
+        return Emulated::Done(-(Errno::EINVAL as i64));
+    };
+    if info.nonblocking {
+        return Emulated::Done(match raw_connect(fd, &buf, len) {
+            Ok(()) => 0,
+            Err(e) => -(e as i64),
+        });
+    }
+    // SAFETY: F_GETFL on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    set_flags(fd, fl | libc::O_NONBLOCK);
+    let out = match raw_connect(fd, &buf, len) {
+        Ok(()) => Emulated::Done(0),
+        Err(Errno::EINPROGRESS) if writable_now(fd) => {
+            // Finished already: a second connect() reports the outcome and
+            // moves the socket to the state a blocking connect leaves it in.
+            match raw_connect(fd, &buf, len) {
+                Ok(()) => Emulated::Done(0),
+                Err(e) => Emulated::Done(-(e as i64)),
+            }
+        }
+        Err(Errno::EINPROGRESS) => Emulated::WaitInKernel { started: true },
+        Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
+        Err(e) => Emulated::Done(-(e as i64)),
+    };
+    set_flags(fd, fl);
+    out
+}
+
+/// bind(fd, addr) on the borrowed socket.
+pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
+    if !is_ip(info) {
+        return Emulated::NotIp;
+    }
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let Some(len) = addr.encode(&mut buf) else {
+        return Emulated::Done(-(Errno::EINVAL as i64));
+    };
+    // SAFETY: buf holds a sockaddr of `len` bytes.
+    let r = unsafe { libc::bind(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
+    Emulated::Done(if r < 0 { -(Errno::last() as i64) } else { 0 })
+}

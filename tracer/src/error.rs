@@ -1,0 +1,23 @@
+use nix::errno::Errno;
+
+/// Errors the tracer reports to its caller. Errors about one traced call never
+/// end up here: they become that call's errno.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("building the seccomp filter: {0}")]
+    Filter(String),
+    #[error("{what}: {errno}")]
+    Sys { what: &'static str, errno: Errno },
+    #[error("cannot execute {program}: {errno}")]
+    Exec { program: String, errno: Errno },
+    #[error("{program}: command not found")]
+    NotFound { program: String },
+    #[error("installing the seccomp filter in the child: {0}")]
+    InstallFilter(Errno),
+}
+
+impl TraceError {
+    pub fn sys(what: &'static str) -> impl FnOnce(Errno) -> TraceError {
+        move |errno| TraceError::Sys { what, errno }
+    }
+}

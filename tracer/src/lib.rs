@@ -1,0 +1,27 @@
+//! appswitch-tracer: the interception mechanism.
+//!
+//! Runs a program under ptrace with a seccomp-BPF filter so that only the
+//! network calls a [`NetHandler`] asked for stop it; decodes each call
+//! (native x86_64 and i386, `socketcall` included), asks the handler, and
+//! carries out the verdict by emulation on a borrowed copy of the socket.
+//! It knows nothing of rules or services: that is the handler's business.
+
+pub mod arch;
+mod call;
+mod decode;
+mod emulate;
+mod error;
+pub mod filter;
+mod remote;
+pub mod sockaddr;
+mod spawn;
+mod tracer;
+
+pub use arch::Abi;
+pub use call::{
+    Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SocketInfo, Verdict,
+};
+pub use error::TraceError;
+pub use nix::errno::Errno;
+pub use sockaddr::SockAddr;
+pub use tracer::{run, Command, ExitStatus};

@@ -1,0 +1,99 @@
+//! Access to a stopped tracee: its memory (process_vm_readv, bounded reads
+//! only) and its descriptors (pidfd_getfd gives the tracer its own copy of the
+//! tracee's open file: same socket, same file status flags).
+
+use nix::errno::Errno;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Read exactly `buf.len()` bytes at `addr` in `pid`. A partial read is EFAULT,
+/// which is what the kernel would have answered for the same buffer.
+pub fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if addr == 0 {
+        return Err(Errno::EFAULT);
+    }
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: both iovecs describe valid memory of the stated length; the
+    // remote one is only read by the kernel on the tracee's side.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    match n {
+        n if n as usize == buf.len() => Ok(()),
+        n if n >= 0 => Err(Errno::EFAULT),
+        _ => Err(match Errno::last() {
+            Errno::ESRCH => Errno::ESRCH,
+            _ => Errno::EFAULT,
+        }),
+    }
+}
+
+/// Write `buf` at `addr` in `pid`. Used only for clone3's flags word (see tracer.rs).
+pub fn write_mem(pid: i32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
+    let local = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: as in read_mem; the local buffer is only read.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if n as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
+
+pub fn read_u32(pid: i32, addr: u64) -> Result<u32, Errno> {
+    let mut b = [0u8; 4];
+    read_mem(pid, addr, &mut b)?;
+    Ok(u32::from_ne_bytes(b))
+}
+
+pub fn read_u64(pid: i32, addr: u64) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    read_mem(pid, addr, &mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// A pidfd for a thread-group leader.
+pub fn pidfd_open(tgid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall; on success the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: r is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The tracer's own copy of descriptor `fd` of the process behind `pidfd`.
+pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall; on success the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: r is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The thread-group id of a thread, from /proc.
+pub fn tgid_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}

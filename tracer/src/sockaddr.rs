@@ -1,0 +1,191 @@
+//! Socket addresses: decoded from the bytes a program passed (bounded by its
+//! addrlen) and encoded back for calls the tracer makes itself.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// The largest address the kernel accepts (sizeof(struct sockaddr_storage)).
+pub const MAX_ADDR_LEN: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SockAddr {
+    Inet(SocketAddrV4),
+    Inet6(SocketAddrV6),
+    /// AF_UNIX: a path, an abstract name (leading NUL), or unnamed.
+    Unix(Vec<u8>),
+    /// AF_UNSPEC (connect(AF_UNSPEC) dissolves an association).
+    Unspec,
+    /// Any other family, kept as its number.
+    Other(u16),
+    /// Shorter than its family needs: the kernel will say EINVAL.
+    Truncated(u16),
+}
+
+impl SockAddr {
+    /// Decode `bytes` (exactly the addrlen the program passed, at most 128).
+    pub fn decode(bytes: &[u8]) -> Option<SockAddr> {
+        if bytes.len() < 2 {
+            return None;
+        }
+        let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+        let port = |b: &[u8]| u16::from_be_bytes([b[2], b[3]]);
+        Some(match i32::from(family) {
+            libc::AF_INET if bytes.len() >= 16 => {
+                let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+                SockAddr::Inet(SocketAddrV4::new(ip, port(bytes)))
+            }
+            libc::AF_INET6 if bytes.len() >= 24 => {
+                let flow = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+                let mut ip = [0u8; 16];
+                ip.copy_from_slice(&bytes[8..24]);
+                let scope = if bytes.len() >= 28 {
+                    u32::from_ne_bytes([bytes[24], bytes[25], bytes[26], bytes[27]])
+                } else {
+                    0
+                };
+                SockAddr::Inet6(SocketAddrV6::new(
+                    Ipv6Addr::from(ip),
+                    port(bytes),
+                    flow,
+                    scope,
+                ))
+            }
+            libc::AF_INET | libc::AF_INET6 => SockAddr::Truncated(family),
+            libc::AF_UNIX => SockAddr::Unix(bytes[2..].to_vec()),
+            libc::AF_UNSPEC => SockAddr::Unspec,
+            _ => SockAddr::Other(family),
+        })
+    }
+
+    /// Encode into `buf`; returns the length to pass as addrlen, or None for
+    /// addresses the tracer never re-issues (other families, truncated ones).
+    pub fn encode(&self, buf: &mut [u8; MAX_ADDR_LEN]) -> Option<usize> {
+        *buf = [0; MAX_ADDR_LEN];
+        match self {
+            SockAddr::Inet(a) => {
+                buf[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+                buf[2..4].copy_from_slice(&a.port().to_be_bytes());
+                buf[4..8].copy_from_slice(&a.ip().octets());
+                Some(16)
+            }
+            SockAddr::Inet6(a) => {
+                buf[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+                buf[2..4].copy_from_slice(&a.port().to_be_bytes());
+                buf[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+                buf[8..24].copy_from_slice(&a.ip().octets());
+                buf[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+                Some(28)
+            }
+            SockAddr::Unix(path) if path.len() <= MAX_ADDR_LEN - 2 => {
+                buf[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+                buf[2..2 + path.len()].copy_from_slice(path);
+                Some(2 + path.len())
+            }
+            SockAddr::Unspec => Some(2),
+            _ => None,
+        }
+    }
+
+    /// The address family number.
+    pub fn family(&self) -> u16 {
+        (match self {
+            SockAddr::Inet(_) => libc::AF_INET,
+            SockAddr::Inet6(_) => libc::AF_INET6,
+            SockAddr::Unix(_) => libc::AF_UNIX,
+            SockAddr::Unspec => libc::AF_UNSPEC,
+            SockAddr::Other(f) | SockAddr::Truncated(f) => i32::from(*f),
+        }) as u16
+    }
+
+    /// The IP socket address, if this is AF_INET or AF_INET6.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            SockAddr::Inet(a) => Some(SocketAddr::V4(*a)),
+            SockAddr::Inet6(a) => Some(SocketAddr::V6(*a)),
+            _ => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(a) => SockAddr::Inet(a),
+            SocketAddr::V6(a) => SockAddr::Inet6(a),
+        }
+    }
+}
+
+/// Addresses are written as users write them: `10.1.0.1:80`, `[::1]:443`,
+/// `unix:/run/x.sock`, `unix:@abstract`.
+impl fmt::Display for SockAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SockAddr::Inet(a) => write!(f, "{a}"),
+            SockAddr::Inet6(a) => write!(f, "{a}"),
+            SockAddr::Unix(p) if p.is_empty() => f.write_str("unix:(unnamed)"),
+            SockAddr::Unix(p) if p[0] == 0 => {
+                write!(f, "unix:@{}", String::from_utf8_lossy(trim_nul(&p[1..])))
+            }
+            SockAddr::Unix(p) => write!(f, "unix:{}", String::from_utf8_lossy(trim_nul(p))),
+            SockAddr::Unspec => f.write_str("unspec"),
+            SockAddr::Other(fam) => write!(f, "family={fam}"),
+            SockAddr::Truncated(fam) => write!(f, "truncated(family={fam})"),
+        }
+    }
+}
+
+fn trim_nul(p: &[u8]) -> &[u8] {
+    match p.iter().position(|&b| b == 0) {
+        Some(i) => &p[..i],
+        None => p,
+    }
+}
+
+/// Name of an address family, for events.
+pub fn family_name(family: i32) -> &'static str {
+    match family {
+        libc::AF_INET => "inet",
+        libc::AF_INET6 => "inet6",
+        libc::AF_UNIX => "unix",
+        libc::AF_UNSPEC => "unspec",
+        libc::AF_NETLINK => "netlink",
+        libc::AF_PACKET => "packet",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inet_roundtrip() {
+        for s in ["127.0.0.1:8080", "[::1]:443", "[fe80::1%2]:22"] {
+            let a: SocketAddr = s.parse().unwrap();
+            let sa = SockAddr::from(a);
+            let mut buf = [0u8; MAX_ADDR_LEN];
+            let n = sa.encode(&mut buf).unwrap();
+            assert_eq!(SockAddr::decode(&buf[..n]).unwrap(), sa);
+        }
+    }
+
+    #[test]
+    fn short_inet_is_truncated_not_misread() {
+        let mut b = [0u8; 8];
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(
+            SockAddr::decode(&b),
+            Some(SockAddr::Truncated(libc::AF_INET as u16))
+        );
+        assert_eq!(SockAddr::decode(&b[..1]), None);
+    }
+
+    #[test]
+    fn unix_display() {
+        let mut b = vec![0u8; 2];
+        b[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        b.extend_from_slice(b"\0abs");
+        assert_eq!(SockAddr::decode(&b).unwrap().to_string(), "unix:@abs");
+    }
+}

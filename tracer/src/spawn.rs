@@ -1,0 +1,174 @@
+//! Starting the program: fork, wait in the child until the parent has seized
+//! it (so the filter never runs without a tracer), install the filter, exec.
+//!
+//! Between fork and exec the child only makes async-signal-safe system calls
+//! on memory prepared before the fork.
+
+use crate::error::TraceError;
+use crate::filter::Program;
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::unistd::Pid;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub const PTRACE_OPTIONS: Options = Options::PTRACE_O_TRACESYSGOOD
+    .union(Options::PTRACE_O_TRACEFORK)
+    .union(Options::PTRACE_O_TRACEVFORK)
+    .union(Options::PTRACE_O_TRACECLONE)
+    .union(Options::PTRACE_O_TRACEEXEC)
+    .union(Options::PTRACE_O_TRACESECCOMP)
+    .union(Options::PTRACE_O_EXITKILL);
+
+/// A started, seized child.
+pub struct Child {
+    pub pid: Pid,
+    /// Read end of the exec-status pipe: EOF when exec succeeded, otherwise a
+    /// stage byte and an errno (see [`Child::exec_error`]).
+    status: OwnedFd,
+    program: String,
+}
+
+impl Child {
+    /// After the child exited without exec'ing: why.
+    pub fn exec_error(&self) -> Option<TraceError> {
+        let mut b = [0u8; 5];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(self.status.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
+        if n != 5 {
+            return None;
+        }
+        let errno = Errno::from_raw(i32::from_ne_bytes([b[1], b[2], b[3], b[4]]));
+        Some(match b[0] {
+            b'F' => TraceError::InstallFilter(errno),
+            _ => TraceError::Exec {
+                program: self.program.clone(),
+                errno,
+            },
+        })
+    }
+}
+
+/// Find `program` the way execvp would: as given when it contains a slash,
+/// else the first executable regular file of that name in $PATH.
+pub fn resolve(program: &OsStr) -> Result<PathBuf, TraceError> {
+    let p = Path::new(program);
+    if program.as_bytes().contains(&b'/') {
+        return Ok(p.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(p);
+        if let Ok(meta) = std::fs::metadata(&cand) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return Ok(cand);
+            }
+        }
+    }
+    Err(TraceError::NotFound {
+        program: program.to_string_lossy().into_owned(),
+    })
+}
+
+fn cstring(s: &OsStr) -> Result<CString, TraceError> {
+    CString::new(s.as_bytes()).map_err(|_| TraceError::Exec {
+        program: s.to_string_lossy().into_owned(),
+        errno: Errno::EINVAL,
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), TraceError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(TraceError::sys("pipe2")(Errno::last()));
+    }
+    // SAFETY: both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// In the child: report `stage` and errno on the status pipe, then exit 127.
+fn child_fail(fd: i32, stage: u8, errno: i32) -> ! {
+    let e = errno.to_ne_bytes();
+    let b = [stage, e[0], e[1], e[2], e[3]];
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        libc::write(fd, b.as_ptr().cast(), 5);
+        libc::_exit(127)
+    }
+}
+
+/// Fork and exec `program args` under `filter`, seized by the calling thread.
+pub fn spawn(program: &OsStr, args: &[OsString], filter: &Program) -> Result<Child, TraceError> {
+    let path = cstring(resolve(program)?.as_os_str())?;
+    let mut argv_c = vec![cstring(program)?];
+    for a in args {
+        argv_c.push(cstring(a)?);
+    }
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let prog = libc::sock_fprog {
+        len: filter.insns.len() as u16,
+        filter: filter.insns.as_ptr() as *mut libc::sock_filter,
+    };
+    // Without CAP_SYS_ADMIN the kernel accepts a filter only with no_new_privs.
+    // SAFETY: geteuid has no preconditions.
+    let need_nnp = unsafe { libc::geteuid() } != 0;
+    let (go_r, go_w) = pipe()?;
+    let (st_r, st_w) = pipe()?;
+
+    // SAFETY: the child only calls async-signal-safe functions on memory
+    // prepared above, then execs or _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(TraceError::sys("fork")(Errno::last()));
+    }
+    if pid == 0 {
+        // SAFETY: all calls below are async-signal-safe; pointers are valid.
+        unsafe {
+            let st = st_w.as_raw_fd();
+            libc::close(go_w.as_raw_fd());
+            let mut b = 0u8;
+            // Wait until the parent has seized us (EOF: the parent died).
+            if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
+                libc::_exit(127);
+            }
+            if need_nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                child_fail(st, b'F', *libc::__errno_location());
+            }
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+            {
+                child_fail(st, b'F', *libc::__errno_location());
+            }
+            libc::execv(path.as_ptr(), argv.as_ptr());
+            child_fail(st, b'E', *libc::__errno_location());
+        }
+    }
+    drop(go_r);
+    drop(st_w);
+    let pid = Pid::from_raw(pid);
+    if let Err(e) = ptrace::seize(pid, PTRACE_OPTIONS) {
+        // SAFETY: the child is ours and has not exec'd.
+        unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(TraceError::sys("PTRACE_SEIZE")(e));
+    }
+    // SAFETY: writing one byte from a local.
+    let wrote = unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    if wrote != 1 {
+        return Err(TraceError::sys("starting the child")(Errno::last()));
+    }
+    Ok(Child {
+        pid,
+        status: st_r,
+        program: program.to_string_lossy().into_owned(),
+    })
+}

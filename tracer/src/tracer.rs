@@ -1,0 +1,554 @@
+//! The ptrace loop. One thread owns every ptrace call: it blocks in waitpid,
+//! handles one stop at a time and resumes the stopped thread.
+//!
+//! Stops and what they cost:
+//! - seccomp stop for a trapped call: decode, ask the handler, then either
+//!   PTRACE_CONT (pass, or skip the call with a result set) or PTRACE_SYSCALL
+//!   when the result must be seen (outcomes wanted, or a blocking connect
+//!   finishing in the kernel);
+//! - signal-delivery stop: re-inject the signal, nothing else;
+//! - fork/vfork/clone/exec events, group-stops (PTRACE_LISTEN), exits.
+
+use crate::arch::{self, nr, nr32, Abi, Regs};
+use crate::call::{Call, Interests, NetHandler, Op, Outcome, ProcessEvent, SocketInfo, Verdict};
+use crate::decode::{self, ArgSource, DecodeError, Decoded, RawCall};
+use crate::emulate::{self, Emulated};
+use crate::error::TraceError;
+use crate::filter;
+use crate::remote;
+use crate::spawn;
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The program to run.
+#[derive(Clone, Debug)]
+pub struct Command {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+/// How the traced program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128+N for death by signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+const CLONE_UNTRACED: u64 = 0x0080_0000;
+const PTRACE_EVENT_STOP: i32 = 128;
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+const PTRACE_SYSCALL_INFO_SECCOMP: u8 = 3;
+
+/// struct ptrace_syscall_info, seccomp variant.
+#[repr(C)]
+#[derive(Default)]
+struct SyscallInfo {
+    op: u8,
+    reserved: u8,
+    flags: u16,
+    arch: u32,
+    instruction_pointer: u64,
+    stack_pointer: u64,
+    nr: u64,
+    args: [u64; 6],
+    ret_data: u32,
+    pad: u32,
+}
+
+/// A call whose result arrives at its syscall-exit stop.
+struct Pending {
+    call: Call,
+    verdict: Verdict,
+    /// Registers to put back at the exit stop (phase two of a blocking
+    /// connect changed the arguments), keeping the result.
+    restore: Option<Regs>,
+    /// Report EALREADY as EINPROGRESS (see `Emulated::WaitInKernel`).
+    first_connect: bool,
+}
+
+#[derive(Default)]
+struct Task {
+    tgid: Option<i32>,
+    /// Seen its first stop (auto-attached children start in a stop).
+    started: bool,
+    pending: Option<Pending>,
+}
+
+/// The main program's pid, for forwarding signals sent to the tracer.
+static MAIN_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only signals a user sent (kill, sigqueue): a terminal's ^C or ^\ already
+    // reaches the program through its process group.
+    // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
+    let code = unsafe { (*info).si_code };
+    let pid = MAIN_PID.load(Ordering::Relaxed);
+    if code <= 0 && pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+fn install_forwarding() {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: installing a handler that only calls async-signal-safe code.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Run `cmd` under the tracer until it and all its descendants have exited.
+/// Must be called on the thread that will own the tracees; ptrace ties them to it.
+pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
+    let interests = handler.interests();
+    let program = filter::build(&interests)?;
+    install_forwarding();
+    let child = spawn::spawn(&cmd.program, &cmd.args, &program)?;
+    MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
+    let mut t = Tracer {
+        handler,
+        interests,
+        tasks: HashMap::new(),
+        pidfds: HashMap::new(),
+        main: child.pid.as_raw(),
+        main_exec: false,
+        main_status: None,
+    };
+    t.tasks.insert(
+        t.main,
+        Task {
+            tgid: Some(t.main),
+            started: true,
+            pending: None,
+        },
+    );
+    t.handler.process(ProcessEvent::Spawned {
+        pid: t.main,
+        parent: std::process::id() as i32,
+    });
+    let r = t.event_loop();
+    MAIN_PID.store(0, Ordering::Relaxed);
+    r?;
+    if !t.main_exec {
+        if let Some(e) = child.exec_error() {
+            return Err(e);
+        }
+    }
+    t.main_status
+        .ok_or_else(|| TraceError::sys("waiting for the program")(Errno::ECHILD))
+}
+
+struct Tracer<'h, H: NetHandler> {
+    handler: &'h mut H,
+    interests: Interests,
+    tasks: HashMap<i32, Task>,
+    /// pidfd per thread group, opened on first use.
+    pidfds: HashMap<i32, OwnedFd>,
+    main: i32,
+    main_exec: bool,
+    main_status: Option<ExitStatus>,
+}
+
+fn pid(tid: i32) -> Pid {
+    Pid::from_raw(tid)
+}
+
+/// Resume a stopped thread. ESRCH (killed meanwhile) is normal: its exit
+/// will be reported by waitpid.
+fn resume(tid: i32, sig: Option<Signal>) {
+    if let Err(e) = ptrace::cont(pid(tid), sig) {
+        if e != Errno::ESRCH {
+            log::warn!("PTRACE_CONT {tid}: {e}");
+        }
+    }
+}
+
+fn resume_to_exit(tid: i32) {
+    if let Err(e) = ptrace::syscall(pid(tid), None) {
+        if e != Errno::ESRCH {
+            log::warn!("PTRACE_SYSCALL {tid}: {e}");
+        }
+    }
+}
+
+fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
+    let mut info = SyscallInfo::default();
+    // SAFETY: the kernel writes at most size_of::<SyscallInfo>() bytes.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_SYSCALL_INFO,
+            tid,
+            std::mem::size_of::<SyscallInfo>(),
+            &mut info as *mut SyscallInfo,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(info)
+    }
+}
+
+/// Skip the stopped call; the program sees `ret` (a value or -errno).
+fn skip(tid: i32, ret: i64) {
+    match ptrace::getregs(pid(tid)) {
+        Ok(mut regs) => {
+            arch::skip_with_result(&mut regs, ret);
+            if let Err(e) = ptrace::setregs(pid(tid), regs) {
+                log::warn!("PTRACE_SETREGS {tid}: {e}");
+            }
+        }
+        Err(e) => log::warn!("PTRACE_GETREGS {tid}: {e}"),
+    }
+    resume(tid, None);
+}
+
+fn is_stop_signal(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+    )
+}
+
+impl<H: NetHandler> Tracer<'_, H> {
+    fn event_loop(&mut self) -> Result<(), TraceError> {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
+                Ok(s) => s,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return Ok(()),
+                Err(e) => return Err(TraceError::sys("waitpid")(e)),
+            };
+            match status {
+                WaitStatus::Exited(p, code) => self.on_exit(p.as_raw(), ExitStatus::Code(code)),
+                WaitStatus::Signaled(p, sig, _) => {
+                    self.on_exit(p.as_raw(), ExitStatus::Signal(sig as i32))
+                }
+                WaitStatus::PtraceEvent(p, sig, ev) => self.on_event(p.as_raw(), sig, ev),
+                WaitStatus::PtraceSyscall(p) => self.on_syscall_exit(p.as_raw()),
+                WaitStatus::Stopped(p, sig) => resume(p.as_raw(), Some(sig)),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_exit(&mut self, tid: i32, status: ExitStatus) {
+        if let Some(task) = self.tasks.remove(&tid) {
+            if let Some(p) = task.pending {
+                self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
+            }
+            if task.tgid == Some(tid) {
+                self.pidfds.remove(&tid);
+                self.handler.process(ProcessEvent::Exited { pid: tid });
+            }
+        }
+        if tid == self.main {
+            self.main_status = Some(status);
+        }
+    }
+
+    fn on_event(&mut self, tid: i32, sig: Signal, ev: i32) {
+        match ev {
+            libc::PTRACE_EVENT_SECCOMP => return self.on_seccomp(tid),
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                if let Ok(new) = ptrace::getevent(pid(tid)) {
+                    let new = new as i32;
+                    let tgid = if ev == libc::PTRACE_EVENT_CLONE {
+                        remote::tgid_of(new)
+                    } else {
+                        Some(new)
+                    };
+                    self.tasks.entry(new).or_default().tgid = tgid;
+                    if tgid == Some(new) {
+                        let parent = self.tgid(tid);
+                        self.handler
+                            .process(ProcessEvent::Spawned { pid: new, parent });
+                    }
+                }
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                // A non-leader thread that exec'd has taken over the leader's id.
+                if let Ok(former) = ptrace::getevent(pid(tid)) {
+                    let former = former as i32;
+                    if former != tid {
+                        self.tasks.remove(&former);
+                    }
+                }
+                let task = self.tasks.entry(tid).or_default();
+                task.tgid = Some(tid);
+                task.started = true;
+                if tid == self.main {
+                    self.main_exec = true;
+                }
+                self.handler.process(ProcessEvent::Exec { pid: tid });
+            }
+            PTRACE_EVENT_STOP => {
+                let task = self.tasks.entry(tid).or_default();
+                if !task.started {
+                    // An auto-attached child's first stop.
+                    task.started = true;
+                } else if is_stop_signal(sig) {
+                    // Group-stop: stay stopped, but let SIGCONT through.
+                    // SAFETY: PTRACE_LISTEN takes no pointers.
+                    unsafe { libc::ptrace(libc::PTRACE_LISTEN, tid, 0, 0) };
+                    return;
+                }
+            }
+            _ => {}
+        }
+        resume(tid, None);
+    }
+
+    fn tgid(&mut self, tid: i32) -> i32 {
+        let task = self.tasks.entry(tid).or_default();
+        if let Some(t) = task.tgid {
+            return t;
+        }
+        let t = remote::tgid_of(tid).unwrap_or(tid);
+        task.tgid = Some(t);
+        t
+    }
+
+    fn on_seccomp(&mut self, tid: i32) {
+        let info = match syscall_info(tid) {
+            Ok(i) if i.op == PTRACE_SYSCALL_INFO_SECCOMP => i,
+            Ok(_) => return resume(tid, None),
+            Err(e) => {
+                if e != Errno::ESRCH {
+                    log::warn!("PTRACE_GET_SYSCALL_INFO {tid}: {e}");
+                }
+                return resume(tid, None);
+            }
+        };
+        let raw = RawCall {
+            arch: info.arch,
+            nr: info.nr,
+            args: info.args,
+        };
+        if info.ret_data == u32::from(filter::TAG_CLONE) {
+            self.on_clone(tid, &raw);
+            return resume(tid, None);
+        }
+        let tgid = self.tgid(tid);
+        let decoded = match decode::decode(tgid, tid, &raw) {
+            Ok(d) => d,
+            Err(DecodeError::Ignore) => return resume(tid, None),
+            Err(DecodeError::Fail(e)) => {
+                self.handler
+                    .refused(tgid, tid, "unreadable or invalid call arguments", e);
+                return skip(tid, -(e as i64));
+            }
+        };
+        if decoded.call.abi == Abi::X32 {
+            // Not enabled on most kernels (ENOSYS there too); never let it through unseen.
+            self.handler
+                .refused(tgid, tid, "x32 network call", Errno::ENOSYS);
+            return skip(tid, -(Errno::ENOSYS as i64));
+        }
+        self.on_net(tid, decoded);
+    }
+
+    fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
+        let pidfd = match self.pidfds.entry(tgid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),
+        };
+        let fd = remote::pidfd_getfd(pidfd, fd)?;
+        let info = emulate::socket_info(&fd)?;
+        Ok((fd, info))
+    }
+
+    fn on_net(&mut self, tid: i32, mut d: Decoded) {
+        let mut borrowed = None;
+        if self.interests.socket_info {
+            if let Some(fd) = d.call.fd {
+                if let Ok((f, info)) = self.borrow(d.call.pid, fd) {
+                    d.call.socket = Some(info);
+                    borrowed = Some(f);
+                }
+            }
+        }
+        let verdict = self.handler.decide(&d.call);
+        let addr = match (&verdict, d.call.op) {
+            (Verdict::Fail(e), _) => {
+                let e = *e;
+                skip(tid, -(e as i64));
+                return self.handler.finished(&d.call, &verdict, Outcome::Err(e));
+            }
+            (Verdict::Pass, _) => return self.pass(tid, d.call, verdict),
+            (Verdict::Rewrite(a), Op::Connect | Op::Bind) => a.clone(),
+            (Verdict::Allow, Op::Connect | Op::Bind) => match &d.call.addr {
+                Some(a) => a.clone(),
+                None => return self.pass(tid, d.call, verdict),
+            },
+            (Verdict::Rewrite(_), Op::SendTo | Op::SendMsg | Op::SendMmsg) => {
+                log::warn!(
+                    "rewriting the destination of {} is not supported yet; refused",
+                    d.call.op.name()
+                );
+                skip(tid, -(Errno::EOPNOTSUPP as i64));
+                return self
+                    .handler
+                    .finished(&d.call, &verdict, Outcome::Err(Errno::EOPNOTSUPP));
+            }
+            _ => return self.pass(tid, d.call, verdict),
+        };
+        let fd = d.call.fd.unwrap_or(-1);
+        let (sock, info) = match (borrowed, d.call.socket) {
+            (Some(s), Some(i)) => (s, i),
+            _ => match self.borrow(d.call.pid, fd) {
+                Ok(b) => b,
+                Err(e) => {
+                    skip(tid, -(e as i64));
+                    return self.handler.finished(&d.call, &verdict, Outcome::Err(e));
+                }
+            },
+        };
+        let result = if d.call.op == Op::Connect {
+            emulate::connect(&sock, &info, &addr)
+        } else {
+            emulate::bind(&sock, &info, &addr)
+        };
+        match result {
+            Emulated::Done(r) => {
+                skip(tid, r);
+                self.handler
+                    .finished(&d.call, &verdict, Outcome::from_raw(r));
+            }
+            Emulated::NotIp => self.pass(tid, d.call, verdict),
+            Emulated::WaitInKernel { started } => self.wait_in_kernel(tid, d, verdict, started),
+        }
+    }
+
+    /// Let the kernel run the program's own call.
+    fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        if self.interests.outcomes {
+            self.tasks.entry(tid).or_default().pending = Some(Pending {
+                call,
+                verdict,
+                restore: None,
+                first_connect: false,
+            });
+            resume_to_exit(tid);
+        } else {
+            self.handler.finished(&call, &verdict, Outcome::Unknown);
+            resume(tid, None);
+        }
+    }
+
+    /// Phase two of a blocking connect (see emulate.rs): the program's own
+    /// connect() waits for the handshake the tracer started, with addrlen 2.
+    fn wait_in_kernel(&mut self, tid: i32, d: Decoded, verdict: Verdict, first_connect: bool) {
+        let Ok(saved) = ptrace::getregs(pid(tid)) else {
+            return resume(tid, None);
+        };
+        let mut regs = saved;
+        match d.source {
+            ArgSource::Registers => *arch::arg_mut(&mut regs, d.call.abi, 2) = 2,
+            ArgSource::SocketcallArray => {
+                regs.orig_rax = nr32::CONNECT;
+                *arch::arg_mut(&mut regs, Abi::Compat32, 0) = d.call.fd.unwrap_or(-1) as u32 as u64;
+                *arch::arg_mut(&mut regs, Abi::Compat32, 1) = d.addr_ptr;
+                *arch::arg_mut(&mut regs, Abi::Compat32, 2) = 2;
+            }
+        }
+        if let Err(e) = ptrace::setregs(pid(tid), regs) {
+            log::warn!("PTRACE_SETREGS {tid}: {e}");
+        }
+        self.tasks.entry(tid).or_default().pending = Some(Pending {
+            call: d.call,
+            verdict,
+            restore: Some(saved),
+            first_connect,
+        });
+        resume_to_exit(tid);
+    }
+
+    fn on_syscall_exit(&mut self, tid: i32) {
+        let pending = self.tasks.get_mut(&tid).and_then(|t| t.pending.take());
+        let Some(p) = pending else {
+            return resume(tid, None);
+        };
+        let ealready = -(Errno::EALREADY as i64);
+        let ret = match ptrace::getregs(pid(tid)) {
+            Ok(mut regs) => {
+                if p.first_connect && arch::return_value(&regs) == ealready {
+                    regs.rax = -(Errno::EINPROGRESS as i64) as u64;
+                }
+                if let Some(mut saved) = p.restore {
+                    saved.rax = regs.rax;
+                    if let Err(e) = ptrace::setregs(pid(tid), saved) {
+                        log::warn!("PTRACE_SETREGS {tid}: {e}");
+                    }
+                }
+                arch::return_value(&regs)
+            }
+            Err(_) => return resume(tid, None),
+        };
+        // -ERESTART*: interrupted by a signal; it restarts (and stops again) or becomes EINTR.
+        let outcome = if (-516..=-512).contains(&ret) {
+            Outcome::Err(Errno::EINTR)
+        } else {
+            Outcome::from_raw(ret)
+        };
+        self.handler.finished(&p.call, &p.verdict, outcome);
+        resume(tid, None);
+    }
+
+    /// clone with CLONE_UNTRACED, or clone3: make sure the child stays traced.
+    fn on_clone(&mut self, tid: i32, raw: &RawCall) {
+        let Some(abi) = arch::abi_of(raw.arch, raw.nr) else {
+            return;
+        };
+        let n = raw.nr & !arch::X32_SYSCALL_BIT;
+        let is_clone3 = n == nr::CLONE3 || (abi == Abi::Compat32 && n == nr32::CLONE3);
+        if is_clone3 {
+            // struct clone_args starts with the u64 flags.
+            if raw.args[1] >= 8 {
+                if let Ok(flags) = remote::read_u64(tid, raw.args[0]) {
+                    if flags & CLONE_UNTRACED != 0 {
+                        let _ = remote::write_mem(
+                            tid,
+                            raw.args[0],
+                            &(flags & !CLONE_UNTRACED).to_ne_bytes(),
+                        );
+                    }
+                }
+            }
+        } else if raw.args[0] & CLONE_UNTRACED != 0 {
+            if let Ok(mut regs) = ptrace::getregs(pid(tid)) {
+                *arch::arg_mut(&mut regs, abi, 0) &= !CLONE_UNTRACED;
+                let _ = ptrace::setregs(pid(tid), regs);
+            }
+        }
+    }
+}
