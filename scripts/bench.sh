@@ -77,6 +77,7 @@ gcc -O2 -Wall -static -o "$TMP/getppid_loop" "$SRC/getppid_loop.c" ||
     die "gcc -static failed (static glibc missing? apt-get install -y libc6-dev)"
 gcc -O2 -Wall -o "$TMP/connect_client" "$SRC/connect_client.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
 # not traced and not pinned.
@@ -136,6 +137,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run a_untraced "${A[@]}"
     run a_appswitch "${APPTRACE[@]}" "${A[@]}"
     run a_strace "${STRACE[@]}" -e trace=%network "${A[@]}"
+    run a_floor "$TMP/seccomp_allow" "${A[@]}"
     run b_untraced "${B[@]}"
     run b_appswitch "${APPTRACE[@]}" "${B[@]}"
     run b_strace "${STRACE[@]}" -e trace=connect "${B[@]}"
@@ -163,8 +165,12 @@ row() { # label key target
 printf '%-30s %10s %10s %7s %10s %7s   %s\n' work untraced appswitch ratio strace ratio "target (appswitch)"
 row "getppid loop (static)" a 1.05
 row "connect+close loop (loopback)" b 1.30
+fu=$(median "$TMP/a_untraced")
+ff=$(median "$TMP/a_floor")
+printf '%-30s %10s %10s %7s   (allow-all seccomp filter, no tracer: the floor for any seccomp tracer)\n' \
+    "getppid loop, control" "$(fmt "$fu")" "$(fmt "$ff")" "$(ratio "$ff" "$fu")"
 echo
 echo "per-round ns/iter (spread; medians above):"
-for k in a_untraced a_appswitch a_strace b_untraced b_appswitch b_strace; do
+for k in a_untraced a_appswitch a_strace a_floor b_untraced b_appswitch b_strace; do
     printf '  %-12s %s\n' "$k" "$(awk '{printf "%s%.0f", (NR>1?" ":""), $1}' "$TMP/$k")"
 done
