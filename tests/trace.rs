@@ -334,3 +334,66 @@ fn killing_the_tracer_kills_the_program() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn clone_untraced_child_stays_traced() {
+    let banner = Banner::start("still traced\n");
+    let prog = c_prog("untraced_clone", &[]);
+    let (out, ev) = traced(&prog, &[&banner.port.to_string()]);
+    assert_eq!(stdout(&out), "child data=still traced\n");
+    assert_eq!(out.status.code(), Some(0));
+    let c = connect_to(&ev, banner.port);
+    assert_eq!(c.len(), 1, "the child's connect was seen: {ev:?}");
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit(')').next()?.trim_start().chars().next()
+}
+
+#[test]
+fn group_stop_holds_the_program_until_sigcont() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; kill -STOP $$; echo resumed",
+        pidfile.display()
+    );
+    let mut child = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        let p = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(p) = p {
+            if matches!(proc_state(p), Some('T') | Some('t')) {
+                break p;
+            }
+        }
+        assert!(std::time::Instant::now() < end, "program never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // Stopped means stopped: still so a while later, and nothing printed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(proc_state(pid), Some('T') | Some('t')));
+    assert_eq!(child.0.try_wait().unwrap(), None);
+    // SAFETY: signalling the program we started.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(child.wait_timeout(Duration::from_secs(10)), Some(0));
+    let mut out = String::new();
+    use std::io::Read;
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "resumed\n");
+}
