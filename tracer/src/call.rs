@@ -120,6 +120,8 @@ pub struct SocketInfo {
     pub protocol: i32,
     /// Whether the open file has O_NONBLOCK.
     pub nonblocking: bool,
+    /// The socket's inode: identifies the socket across descriptors and processes.
+    pub inode: u64,
 }
 
 /// One trapped network call, decoded.
@@ -138,8 +140,14 @@ pub struct Call {
     /// The socket's kind, when [`Interests::socket_info`] is set and the fd is a socket.
     pub socket: Option<SocketInfo>,
     /// The address the program passed, decoded from the tracer's private copy.
-    /// For sendmsg it is the message's msg_name; for sendmmsg the first message's.
+    /// For sendmsg it is the message's msg_name; for sendmmsg, that of
+    /// message `index` (sendmmsg is decided message by message).
     pub addr: Option<SockAddr>,
+    /// The socket's local address, for listen() when socket details are
+    /// wanted (a port of 0 means listen() will bind implicitly).
+    pub local: Option<SockAddr>,
+    /// For sendmmsg: which message of the vector this is.
+    pub index: usize,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
 }
@@ -155,8 +163,12 @@ pub enum Verdict {
     /// the socket with its private copy of the address, so what was checked is
     /// what the kernel sees.
     Allow,
-    /// Perform the call with this address instead (connect, bind, sendto).
+    /// Perform the call with this address instead (connect, bind, and the
+    /// destination of datagrams sent with sendto/sendmsg/sendmmsg).
     Rewrite(SockAddr),
+    /// For getpeername/getsockname: answer with this address (written to the
+    /// program's output buffer with the kernel's truncation rules).
+    Answer(SockAddr),
     /// Do not perform the call; the program gets -1 with this errno.
     Fail(Errno),
 }
@@ -167,6 +179,7 @@ impl Verdict {
             Verdict::Pass => "pass",
             Verdict::Allow => "allow",
             Verdict::Rewrite(_) => "rewrite",
+            Verdict::Answer(_) => "answer",
             Verdict::Fail(_) => "fail",
         }
     }

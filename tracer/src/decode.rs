@@ -30,9 +30,9 @@ pub enum ArgSource {
 pub struct Decoded {
     pub call: Call,
     pub source: ArgSource,
-    /// The address pointer the program passed (connect/bind), for phase two of
-    /// a blocking connect.
-    pub addr_ptr: u64,
+    /// The call's arguments as the kernel would see them (from registers, or
+    /// from the socketcall array), zero-extended for 32-bit ABIs.
+    pub args: [u64; 6],
 }
 
 /// Why a call could not be decoded. `Fail` becomes the call's errno (what the
@@ -120,7 +120,7 @@ fn read_addr(pid: i32, ptr: u64, len: u64) -> Result<Option<SockAddr>, Errno> {
 }
 
 /// The msg_name of a msghdr at `ptr` (native or 32-bit layout).
-fn read_msg_name(pid: i32, ptr: u64, compat: bool) -> Result<Option<SockAddr>, Errno> {
+pub fn read_msg_name(pid: i32, ptr: u64, compat: bool) -> Result<Option<SockAddr>, Errno> {
     let (name, namelen) = if compat {
         (
             u64::from(read_u32(pid, ptr)?),
@@ -166,13 +166,13 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         socket_args: None,
         socket: None,
         addr: None,
+        local: None,
+        index: 0,
         flags: 0,
     };
-    let mut addr_ptr = 0;
     match op {
         Op::Socket => call.socket_args = Some((a[0] as i32, a[1] as i32, a[2] as i32)),
         Op::Connect | Op::Bind => {
-            addr_ptr = a[1];
             // connect(fd, NULL, 0) is legal for some families; the kernel decides.
             call.addr = read_addr(tid, a[1], a[2])?;
         }
@@ -196,6 +196,6 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
     Ok(Decoded {
         call,
         source,
-        addr_ptr,
+        args: a,
     })
 }

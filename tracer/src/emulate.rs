@@ -62,11 +62,20 @@ pub fn socket_info(fd: &OwnedFd) -> Result<SocketInfo, Errno> {
     if fl < 0 {
         return Err(Errno::last());
     }
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writing.
+    let inode = if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
+        st.st_ino
+    } else {
+        0
+    };
     Ok(SocketInfo {
         domain,
         sotype,
         protocol,
         nonblocking: fl & libc::O_NONBLOCK != 0,
+        inode,
     })
 }
 
@@ -148,4 +157,73 @@ pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
     // SAFETY: buf holds a sockaddr of `len` bytes.
     let r = unsafe { libc::bind(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
     Emulated::Done(if r < 0 { -(Errno::last() as i64) } else { 0 })
+}
+
+/// The socket's local address (getsockname on the borrowed socket).
+pub fn local_addr(fd: &OwnedFd) -> Option<SockAddr> {
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let mut len = MAX_ADDR_LEN as libc::socklen_t;
+    // SAFETY: buf/len describe a writable buffer of MAX_ADDR_LEN bytes.
+    let r = unsafe { libc::getsockname(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return None;
+    }
+    SockAddr::decode(&buf[..(len as usize).min(MAX_ADDR_LEN)])
+}
+
+/// Send one datagram on the borrowed socket: `data` to `addr` (None: the
+/// connected peer), with the
+/// program's control messages (native layout) and flags. Never blocks the
+/// tracer for long: a full send buffer on a blocking socket is waited out
+/// with poll, in slices, as the kernel would block the program.
+pub fn send_datagram(
+    fd: &OwnedFd,
+    info: &SocketInfo,
+    addr: Option<&SockAddr>,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> i64 {
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let len = match addr.map(|a| a.encode(&mut buf)) {
+        None => 0,
+        Some(Some(len)) => len,
+        Some(None) => return -(Errno::EINVAL as i64),
+    };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the fields set below point at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if len > 0 {
+        msg.msg_name = buf.as_mut_ptr().cast();
+        msg.msg_namelen = len as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len();
+    }
+    for _ in 0..600 {
+        // SAFETY: msg describes valid memory for the duration of the call.
+        let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_DONTWAIT) };
+        if r >= 0 {
+            return r as i64;
+        }
+        let e = Errno::last();
+        let would_block = e == Errno::EAGAIN && !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+        if !would_block {
+            return -(e as i64);
+        }
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 100) };
+    }
+    -(Errno::EAGAIN as i64)
 }

@@ -12,6 +12,8 @@ mod decode;
 mod emulate;
 mod error;
 pub mod filter;
+mod msg;
+mod netcall;
 mod remote;
 pub mod sockaddr;
 mod spawn;

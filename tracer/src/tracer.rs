@@ -10,9 +10,8 @@
 //! - fork/vfork/clone/exec events, group-stops (PTRACE_LISTEN), exits.
 
 use crate::arch::{self, nr, nr32, Abi, Regs};
-use crate::call::{Call, Interests, NetHandler, Op, Outcome, ProcessEvent, SocketInfo, Verdict};
-use crate::decode::{self, ArgSource, DecodeError, Decoded, RawCall};
-use crate::emulate::{self, Emulated};
+use crate::call::{Call, Interests, NetHandler, Outcome, ProcessEvent, Verdict};
+use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
 use crate::remote;
@@ -73,22 +72,22 @@ struct SyscallInfo {
 }
 
 /// A call whose result arrives at its syscall-exit stop.
-struct Pending {
-    call: Call,
-    verdict: Verdict,
+pub(crate) struct Pending {
+    pub(crate) call: Call,
+    pub(crate) verdict: Verdict,
     /// Registers to put back at the exit stop (phase two of a blocking
     /// connect changed the arguments), keeping the result.
-    restore: Option<Regs>,
+    pub(crate) restore: Option<Regs>,
     /// Report EALREADY as EINPROGRESS (see `Emulated::WaitInKernel`).
-    first_connect: bool,
+    pub(crate) first_connect: bool,
 }
 
 #[derive(Default)]
-struct Task {
+pub(crate) struct Task {
     tgid: Option<i32>,
     /// Seen its first stop (auto-attached children start in a stop).
     started: bool,
-    pending: Option<Pending>,
+    pub(crate) pending: Option<Pending>,
 }
 
 /// The main program's pid, for forwarding signals sent to the tracer.
@@ -167,24 +166,24 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         .ok_or_else(|| TraceError::sys("waiting for the program")(Errno::ECHILD))
 }
 
-struct Tracer<'h, H: NetHandler> {
-    handler: &'h mut H,
-    interests: Interests,
-    tasks: HashMap<i32, Task>,
+pub(crate) struct Tracer<'h, H: NetHandler> {
+    pub(crate) handler: &'h mut H,
+    pub(crate) interests: Interests,
+    pub(crate) tasks: HashMap<i32, Task>,
     /// pidfd per thread group, opened on first use.
-    pidfds: HashMap<i32, OwnedFd>,
+    pub(crate) pidfds: HashMap<i32, OwnedFd>,
     main: i32,
     main_exec: bool,
     main_status: Option<ExitStatus>,
 }
 
-fn pid(tid: i32) -> Pid {
+pub(crate) fn pid(tid: i32) -> Pid {
     Pid::from_raw(tid)
 }
 
 /// Resume a stopped thread. ESRCH (killed meanwhile) is normal: its exit
 /// will be reported by waitpid.
-fn resume(tid: i32, sig: Option<Signal>) {
+pub(crate) fn resume(tid: i32, sig: Option<Signal>) {
     if let Err(e) = ptrace::cont(pid(tid), sig) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_CONT {tid}: {e}");
@@ -192,7 +191,7 @@ fn resume(tid: i32, sig: Option<Signal>) {
     }
 }
 
-fn resume_to_exit(tid: i32) {
+pub(crate) fn resume_to_exit(tid: i32) {
     if let Err(e) = ptrace::syscall(pid(tid), None) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_SYSCALL {tid}: {e}");
@@ -219,7 +218,7 @@ fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
 }
 
 /// Skip the stopped call; the program sees `ret` (a value or -errno).
-fn skip(tid: i32, ret: i64) {
+pub(crate) fn skip(tid: i32, ret: i64) {
     match ptrace::getregs(pid(tid)) {
         Ok(mut regs) => {
             arch::skip_with_result(&mut regs, ret);
@@ -375,122 +374,6 @@ impl<H: NetHandler> Tracer<'_, H> {
             return skip(tid, -(Errno::ENOSYS as i64));
         }
         self.on_net(tid, decoded);
-    }
-
-    fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
-        let pidfd = match self.pidfds.entry(tgid) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),
-        };
-        let fd = remote::pidfd_getfd(pidfd, fd)?;
-        let info = emulate::socket_info(&fd)?;
-        Ok((fd, info))
-    }
-
-    fn on_net(&mut self, tid: i32, mut d: Decoded) {
-        let mut borrowed = None;
-        if self.interests.socket_info {
-            if let Some(fd) = d.call.fd {
-                if let Ok((f, info)) = self.borrow(d.call.pid, fd) {
-                    d.call.socket = Some(info);
-                    borrowed = Some(f);
-                }
-            }
-        }
-        let verdict = self.handler.decide(&d.call);
-        let addr = match (&verdict, d.call.op) {
-            (Verdict::Fail(e), _) => {
-                let e = *e;
-                skip(tid, -(e as i64));
-                return self.handler.finished(&d.call, &verdict, Outcome::Err(e));
-            }
-            (Verdict::Pass, _) => return self.pass(tid, d.call, verdict),
-            (Verdict::Rewrite(a), Op::Connect | Op::Bind) => a.clone(),
-            (Verdict::Allow, Op::Connect | Op::Bind) => match &d.call.addr {
-                Some(a) => a.clone(),
-                None => return self.pass(tid, d.call, verdict),
-            },
-            (Verdict::Rewrite(_), Op::SendTo | Op::SendMsg | Op::SendMmsg) => {
-                log::warn!(
-                    "rewriting the destination of {} is not supported yet; refused",
-                    d.call.op.name()
-                );
-                skip(tid, -(Errno::EOPNOTSUPP as i64));
-                return self
-                    .handler
-                    .finished(&d.call, &verdict, Outcome::Err(Errno::EOPNOTSUPP));
-            }
-            _ => return self.pass(tid, d.call, verdict),
-        };
-        let fd = d.call.fd.unwrap_or(-1);
-        let (sock, info) = match (borrowed, d.call.socket) {
-            (Some(s), Some(i)) => (s, i),
-            _ => match self.borrow(d.call.pid, fd) {
-                Ok(b) => b,
-                Err(e) => {
-                    skip(tid, -(e as i64));
-                    return self.handler.finished(&d.call, &verdict, Outcome::Err(e));
-                }
-            },
-        };
-        let result = if d.call.op == Op::Connect {
-            emulate::connect(&sock, &info, &addr)
-        } else {
-            emulate::bind(&sock, &info, &addr)
-        };
-        match result {
-            Emulated::Done(r) => {
-                skip(tid, r);
-                self.handler
-                    .finished(&d.call, &verdict, Outcome::from_raw(r));
-            }
-            Emulated::NotIp => self.pass(tid, d.call, verdict),
-            Emulated::WaitInKernel { started } => self.wait_in_kernel(tid, d, verdict, started),
-        }
-    }
-
-    /// Let the kernel run the program's own call.
-    fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
-        if self.interests.outcomes {
-            self.tasks.entry(tid).or_default().pending = Some(Pending {
-                call,
-                verdict,
-                restore: None,
-                first_connect: false,
-            });
-            resume_to_exit(tid);
-        } else {
-            self.handler.finished(&call, &verdict, Outcome::Unknown);
-            resume(tid, None);
-        }
-    }
-
-    /// Phase two of a blocking connect (see emulate.rs): the program's own
-    /// connect() waits for the handshake the tracer started, with addrlen 2.
-    fn wait_in_kernel(&mut self, tid: i32, d: Decoded, verdict: Verdict, first_connect: bool) {
-        let Ok(saved) = ptrace::getregs(pid(tid)) else {
-            return resume(tid, None);
-        };
-        let mut regs = saved;
-        match d.source {
-            ArgSource::Registers => *arch::arg_mut(&mut regs, d.call.abi, 2) = 2,
-            ArgSource::SocketcallArray => {
-                regs.orig_rax = nr32::CONNECT;
-                *arch::arg_mut(&mut regs, Abi::Compat32, 0) = d.call.fd.unwrap_or(-1) as u32 as u64;
-                *arch::arg_mut(&mut regs, Abi::Compat32, 1) = d.addr_ptr;
-                *arch::arg_mut(&mut regs, Abi::Compat32, 2) = 2;
-            }
-        }
-        if let Err(e) = ptrace::setregs(pid(tid), regs) {
-            log::warn!("PTRACE_SETREGS {tid}: {e}");
-        }
-        self.tasks.entry(tid).or_default().pending = Some(Pending {
-            call: d.call,
-            verdict,
-            restore: Some(saved),
-            first_connect,
-        });
-        resume_to_exit(tid);
     }
 
     fn on_syscall_exit(&mut self, tid: i32) {

@@ -1,0 +1,299 @@
+//! Carrying out a handler's verdict on a trapped network call.
+//!
+//! Pass: the kernel runs the program's own call. Fail: the call is skipped
+//! with an errno. Allow/Rewrite: the tracer performs the call on its borrowed
+//! copy of the socket with its private copy of the address (and data), so a
+//! sibling thread changing the program's memory after the check changes
+//! nothing. Answer: the tracer writes the given address to the program's
+//! getpeername/getsockname output, as the kernel would.
+
+use crate::arch::{self, nr32, Abi, Regs};
+use crate::call::{Call, NetHandler, Op, Outcome, SocketInfo, Verdict};
+use crate::decode::{ArgSource, Decoded};
+use crate::emulate::{self, Emulated};
+use crate::msg;
+use crate::remote;
+use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use crate::tracer::{pid, resume, resume_to_exit, skip, Pending, Tracer};
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use std::os::fd::OwnedFd;
+
+fn neg(e: Errno) -> i64 {
+    -(e as i64)
+}
+
+fn is_ip(info: &SocketInfo) -> bool {
+    info.domain == libc::AF_INET || info.domain == libc::AF_INET6
+}
+
+impl<H: NetHandler> Tracer<'_, H> {
+    fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
+        let pidfd = match self.pidfds.entry(tgid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),
+        };
+        let fd = remote::pidfd_getfd(pidfd, fd)?;
+        let info = emulate::socket_info(&fd)?;
+        Ok((fd, info))
+    }
+
+    pub(crate) fn on_net(&mut self, tid: i32, mut d: Decoded) {
+        let mut borrowed = None;
+        if self.interests.socket_info {
+            if let Some(fd) = d.call.fd {
+                if let Ok((f, info)) = self.borrow(d.call.pid, fd) {
+                    d.call.socket = Some(info);
+                    if d.call.op == Op::Listen {
+                        d.call.local = emulate::local_addr(&f);
+                    }
+                    borrowed = Some((f, info));
+                }
+            }
+        }
+        if d.call.op == Op::SendMmsg {
+            return self.sendmmsg(tid, d, borrowed);
+        }
+        let verdict = self.handler.decide(&d.call);
+        self.apply(tid, d, borrowed, verdict);
+    }
+
+    fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
+        skip(tid, ret);
+        self.handler.finished(call, verdict, Outcome::from_raw(ret));
+    }
+
+    fn apply(&mut self, tid: i32, d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>, verdict: Verdict) {
+        let op = d.call.op;
+        let addr = match &verdict {
+            Verdict::Fail(e) => {
+                let e = *e;
+                return self.done(tid, &d.call, &verdict, neg(e));
+            }
+            Verdict::Pass => return self.pass(tid, d.call, verdict),
+            Verdict::Answer(a) if matches!(op, Op::GetPeerName | Op::GetSockName) => {
+                let r = answer(tid, &d, a);
+                return self.done(tid, &d.call, &verdict, r);
+            }
+            Verdict::Answer(_) => return self.pass(tid, d.call, verdict),
+            Verdict::Rewrite(a) => a.clone(),
+            Verdict::Allow => match &d.call.addr {
+                Some(a) => a.clone(),
+                None => return self.pass(tid, d.call, verdict),
+            },
+        };
+        if !matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) {
+            return self.pass(tid, d.call, verdict);
+        }
+        let (sock, info) = match borrowed {
+            Some(b) => b,
+            None => match self.borrow(d.call.pid, d.call.fd.unwrap_or(-1)) {
+                Ok(b) => b,
+                Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
+            },
+        };
+        let result = match op {
+            Op::Connect => emulate::connect(&sock, &info, &addr),
+            Op::Bind => emulate::bind(&sock, &info, &addr),
+            _ if !is_ip(&info) => Emulated::NotIp,
+            _ if info.sotype == libc::SOCK_STREAM => {
+                if d.call.flags & libc::MSG_FASTOPEN == 0 {
+                    // TCP ignores a send's address: the destination was
+                    // decided at connect().
+                    return self.pass(tid, d.call, verdict);
+                }
+                return self.fastopen(tid, d, verdict, &sock, &info, &addr);
+            }
+            _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
+        };
+        match result {
+            Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
+            Emulated::NotIp => self.pass(tid, d.call, verdict),
+            Emulated::WaitInKernel { started } => {
+                // Phase two of a blocking connect (emulate.rs): the program's
+                // own connect() waits for the handshake, with addrlen 2.
+                let fd = d.call.fd.unwrap_or(-1);
+                let a = [fd as u32 as u64, d.args[1], 2, 0, 0, 0];
+                self.rerun(tid, &d, verdict, started, nr32::CONNECT, a, 2, 2);
+            }
+        }
+    }
+
+    /// sendto/sendmsg of one datagram, emulated.
+    fn send_one(&self, tid: i32, d: &Decoded, sock: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> i64 {
+        let compat = d.call.abi != Abi::Native;
+        let m = if d.call.op == Op::SendTo {
+            msg::read_buffer(tid, d.args[1], d.args[2]).map(|data| msg::Message {
+                name: None,
+                data,
+                control: Vec::new(),
+            })
+        } else {
+            msg::read_message(tid, d.args[1], compat)
+        };
+        match m {
+            Ok(m) => emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags),
+            Err(e) => neg(e),
+        }
+    }
+
+    /// sendto/sendmsg with MSG_FASTOPEN on TCP: it is a connect. The tracer
+    /// connects (emulated, to the decided address), then lets the program's
+    /// own call send the data as a plain send: MSG_FASTOPEN is cleared in the
+    /// flags register and restored at the exit stop.
+    fn fastopen(&mut self, tid: i32, d: Decoded, verdict: Verdict, sock: &OwnedFd, info: &SocketInfo, addr: &SockAddr) {
+        match emulate::connect(sock, info, addr) {
+            Emulated::Done(r) if r < 0 => self.done(tid, &d.call, &verdict, r),
+            Emulated::NotIp => self.pass(tid, d.call, verdict),
+            _ => {
+                let flags = (d.call.flags & !libc::MSG_FASTOPEN) as u32 as u64;
+                let (nr, a, flag_arg) = if d.call.op == Op::SendTo {
+                    let mut a = d.args;
+                    a[3] = flags;
+                    (nr32::SENDTO, a, 3)
+                } else {
+                    let mut a = d.args;
+                    a[2] = flags;
+                    (nr32::SENDMSG, a, 2)
+                };
+                self.rerun(tid, &d, verdict, false, nr, a, flag_arg, flags);
+            }
+        }
+    }
+
+    /// Let the program's own call run with one argument changed (register
+    /// `arg` set to `value`). i386 socketcall keeps its arguments in memory,
+    /// so it becomes the direct i386 call `nr32` with arguments `direct`.
+    /// The original registers come back at the exit stop; the result stays.
+    #[allow(clippy::too_many_arguments)]
+    fn rerun(&mut self, tid: i32, d: &Decoded, verdict: Verdict, first_connect: bool, nr32: u64, direct: [u64; 6], arg: usize, value: u64) {
+        let Ok(saved) = ptrace::getregs(pid(tid)) else {
+            return resume(tid, None);
+        };
+        let mut regs: Regs = saved;
+        match d.source {
+            ArgSource::Registers => *arch::arg_mut(&mut regs, d.call.abi, arg) = value,
+            ArgSource::SocketcallArray => {
+                regs.orig_rax = nr32;
+                for (i, v) in direct.iter().enumerate() {
+                    *arch::arg_mut(&mut regs, Abi::Compat32, i) = *v;
+                }
+            }
+        }
+        if let Err(e) = ptrace::setregs(pid(tid), regs) {
+            log::warn!("PTRACE_SETREGS {tid}: {e}");
+        }
+        self.tasks.entry(tid).or_default().pending = Some(Pending {
+            call: d.call.clone(),
+            verdict,
+            restore: Some(saved),
+            first_connect,
+        });
+        resume_to_exit(tid);
+    }
+
+    /// Let the kernel run the program's own call.
+    pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        if self.interests.outcomes {
+            self.tasks.entry(tid).or_default().pending = Some(Pending {
+                call,
+                verdict,
+                restore: None,
+                first_connect: false,
+            });
+            resume_to_exit(tid);
+        } else {
+            self.handler.finished(&call, &verdict, Outcome::Unknown);
+            resume(tid, None);
+        }
+    }
+
+    /// sendmmsg: each message is decided on its own and, on datagram sockets,
+    /// sent by emulation; the call stops at the first refused or failed
+    /// message and returns how many were sent (or that message's errno when
+    /// it is the first), as the kernel does.
+    fn sendmmsg(&mut self, tid: i32, d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>) {
+        let (sock, info) = match borrowed {
+            Some(b) => b,
+            None => match self.borrow(d.call.pid, d.call.fd.unwrap_or(-1)) {
+                Ok(b) => b,
+                Err(e) => {
+                    let v = Verdict::Fail(e);
+                    return self.done(tid, &d.call, &v, neg(e));
+                }
+            },
+        };
+        if !is_ip(&info) || info.sotype == libc::SOCK_STREAM || d.args[2] == 0 {
+            let verdict = self.handler.decide(&d.call);
+            return match verdict {
+                Verdict::Fail(e) => self.done(tid, &d.call, &verdict, neg(e)),
+                v => self.pass(tid, d.call, v),
+            };
+        }
+        let compat = d.call.abi != Abi::Native;
+        let (stride, len_off) = msg::mmsghdr_layout(compat);
+        let vlen = d.args[2].min(1024);
+        let flags = d.call.flags;
+        let mut sent = 0i64;
+        let mut error = None;
+        for i in 0..vlen {
+            let hdr = d.args[1] + i * stride;
+            let m = match msg::read_message(tid, hdr, compat) {
+                Ok(m) => m,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            let mut call = d.call.clone();
+            call.index = i as usize;
+            call.addr = m.name.clone();
+            let verdict = self.handler.decide(&call);
+            let dest = match &verdict {
+                Verdict::Fail(e) => {
+                    self.handler.finished(&call, &verdict, Outcome::Err(*e));
+                    error = Some(*e);
+                    break;
+                }
+                Verdict::Rewrite(a) => Some(a.clone()),
+                _ => m.name.clone(),
+            };
+            let r = emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags);
+            self.handler.finished(&call, &verdict, Outcome::from_raw(r));
+            if r < 0 {
+                error = Some(Errno::from_raw(-r as i32));
+                break;
+            }
+            let _ = remote::write_mem(tid, hdr + len_off, &(r as u32).to_ne_bytes());
+            sent += 1;
+        }
+        let ret = match (sent, error) {
+            (0, Some(e)) => neg(e),
+            (n, _) => n,
+        };
+        skip(tid, ret);
+    }
+}
+
+/// Write `addr` to a getpeername/getsockname output buffer: copy at most the
+/// caller's *addrlen bytes and store the full length, as the kernel does.
+fn answer(tid: i32, d: &Decoded, addr: &SockAddr) -> i64 {
+    let (ptr, lenp) = (d.args[1], d.args[2]);
+    let Ok(cap) = remote::read_u32(tid, lenp) else {
+        return neg(Errno::EFAULT);
+    };
+    if (cap as i32) < 0 {
+        return neg(Errno::EINVAL);
+    }
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let Some(n) = addr.encode(&mut buf) else {
+        return neg(Errno::EINVAL);
+    };
+    let copy = n.min(cap as usize);
+    if remote::write_mem(tid, ptr, &buf[..copy]).is_err()
+        || remote::write_mem(tid, lenp, &(n as u32).to_ne_bytes()).is_err()
+    {
+        return neg(Errno::EFAULT);
+    }
+    0
+}
