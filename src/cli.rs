@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+use appswitch::config::Mode;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,8 +29,15 @@ pub enum Cmd {
     /// the program's (128+N if it died of signal N); signals sent to this
     /// process with kill(1) are passed on to the program.
     ///
-    /// Example:
+    /// With --policy, each call is decided by the rules (docs/RULES.md):
+    /// first match wins, refused calls fail with the rule's errno and send
+    /// nothing, redirected ones are carried out with the new address while
+    /// the program keeps seeing the one it asked for.
+    ///
+    /// Examples:
     ///   appswitch trace --events /tmp/ev.jsonl -- curl -s http://127.0.0.1:8000/
+    ///   appswitch trace --policy rules.txt -- ./static-binary
+    ///   appswitch trace --policy rules.txt --mode monitor --events - -- python3 app.py
     #[command(verbatim_doc_comment)]
     Trace(TraceArgs),
 }
@@ -42,6 +50,26 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 
+    /// Rules to enforce, one per line (docs/RULES.md), e.g.
+    /// `deny connect any:22`. Checked before the program starts: a bad line
+    /// is reported with its line, column and token.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// enforce: apply verdicts; monitor: allow everything and record (in
+    /// --events) what would have been refused. Default: from the config.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Labels of this program, matched by label=K=V rules: k=v[,k=v...].
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
+    pub labels: Option<Vec<(String, String)>>,
+
+    /// Configuration file (default: $APPSWITCH_CONFIG, then
+    /// /etc/appswitch/appswitch.toml, then built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// The program to run, and its arguments (after "--").
     #[arg(
         required = true,
@@ -49,4 +77,14 @@ pub struct TraceArgs {
         value_name = "PROG [ARGS]..."
     )]
     pub command: Vec<OsString>,
+}
+
+fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("'{p}': expected KEY=VALUE")),
+        })
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::time::SystemTime;
 use tracer::sockaddr::family_name;
-use tracer::{Call, Errno, NetHandler, Outcome, Verdict};
+use tracer::{Call, Errno, Outcome, Verdict};
 
 /// One line of the event log.
 #[derive(Serialize, Debug)]
@@ -29,6 +29,18 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<String>,
     pub verdict: &'a str,
+    /// The policy's decision: allow, deny or redirect (absent without a policy question).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// The deciding rule's number (1-based, in evaluation order); absent: the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    /// The first `log` rule that matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged_by: Option<usize>,
+    /// true in monitor mode: the decision was recorded, not applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<bool>,
     /// The return value, the errno name ("ECONNREFUSED"), or null when the
     /// call was passed to the kernel without watching its result.
     pub result: serde_json::Value,
@@ -129,58 +141,39 @@ pub fn event<'a>(call: &'a Call, verdict: &'a Verdict, outcome: Outcome) -> Even
         protocol: protocol_name(call),
         address: call.addr.as_ref().map(|a| a.to_string()),
         rewritten: match verdict {
-            Verdict::Rewrite(a) => Some(a.to_string()),
+            Verdict::Rewrite(a) | Verdict::Answer(a) => Some(a.to_string()),
             _ => None,
         },
         verdict: verdict.name(),
+        action: None,
+        rule: None,
+        logged_by: None,
+        monitor: None,
         result: result_value(outcome),
         reason: None,
     }
 }
 
-/// Records every network call and lets it through unchanged.
-pub struct Recorder {
-    sink: EventSink,
-}
-
-impl Recorder {
-    pub fn new(sink: EventSink) -> Recorder {
-        Recorder { sink }
-    }
-}
-
-impl NetHandler for Recorder {
-    fn interests(&self) -> tracer::Interests {
-        tracer::Interests::ALL
-    }
-
-    fn decide(&mut self, _call: &Call) -> Verdict {
-        Verdict::Pass
-    }
-
-    fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
-        let ev = event(call, verdict, outcome);
-        self.sink.write(&ev);
-    }
-
-    fn refused(&mut self, pid: i32, tid: i32, what: &str, errno: Errno) {
-        log::warn!("refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
-        let ev = Event {
-            time: now(),
-            pid,
-            tid,
-            comm: comm(tid),
-            abi: "",
-            call: "",
-            fd: None,
-            family: None,
-            protocol: None,
-            address: None,
-            rewritten: None,
-            verdict: "refused",
-            result: format!("{errno:?}").into(),
-            reason: Some(what),
-        };
-        self.sink.write(&ev);
+/// The event for a call the tracer refused on its own.
+pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno) -> Event<'a> {
+    Event {
+        time: now(),
+        pid,
+        tid,
+        comm: comm(tid),
+        abi: "",
+        call: "",
+        fd: None,
+        family: None,
+        protocol: None,
+        address: None,
+        rewritten: None,
+        verdict: "refused",
+        action: None,
+        rule: None,
+        logged_by: None,
+        monitor: None,
+        result: format!("{errno:?}").into(),
+        reason: Some(what),
     }
 }

@@ -303,3 +303,95 @@ pub fn calls<'a>(
         .filter(|e| e["call"] == call && addr.is_none_or(|a| e["address"] == a))
         .collect()
 }
+
+/// A TCP listener bound to a free port below the ephemeral range (so that a
+/// client can never connect to itself through it).
+pub fn low_port_listener() -> TcpListener {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for i in 0..2000u64 {
+        let port = 20000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 12000) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l;
+        }
+    }
+    panic!("no free port in 20000-32000");
+}
+
+impl Banner {
+    /// Like `start`, on a port below the ephemeral range.
+    pub fn start_low(banner: &'static str) -> Banner {
+        Banner::serve(low_port_listener(), banner)
+    }
+
+    fn serve(l: TcpListener, banner: &'static str) -> Banner {
+        let port = l.local_addr().expect("local addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(banner.as_bytes());
+            }
+        });
+        Banner { port, accepted }
+    }
+}
+
+/// A UDP socket on 127.0.0.1 that counts the datagrams it receives.
+/// Loopback delivery completes inside the sender's send call, so once the
+/// sender has exited, draining the queue counts everything it sent.
+pub struct UdpCounter {
+    pub port: u16,
+    sock: std::net::UdpSocket,
+    received: usize,
+}
+
+impl UdpCounter {
+    pub fn start() -> UdpCounter {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let port = sock.local_addr().expect("local addr").port();
+        UdpCounter {
+            port,
+            sock,
+            received: 0,
+        }
+    }
+    pub fn count(&mut self) -> usize {
+        let mut buf = [0u8; 2048];
+        while self.sock.recv(&mut buf).is_ok() {
+            self.received += 1;
+        }
+        self.received
+    }
+}
+
+/// Write a policy file and return its directory (kept alive by the caller).
+pub fn policy_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("policy");
+    std::fs::write(&p, text).expect("write policy");
+    (dir, p)
+}
+
+/// `appswitch trace --policy P [extra] -- prog args`, with events.
+pub fn policed(
+    policy: &Path,
+    extra: &[&str],
+    prog: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ev = dir.path().join("events.jsonl");
+    let out = run(Command::new(appswitch())
+        .arg("trace")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--events")
+        .arg(&ev)
+        .args(extra)
+        .arg("--")
+        .arg(prog)
+        .args(args));
+    (out, read_events(&ev))
+}

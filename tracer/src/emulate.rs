@@ -213,7 +213,8 @@ pub fn send_datagram(
             return r as i64;
         }
         let e = Errno::last();
-        let would_block = e == Errno::EAGAIN && !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+        let would_block =
+            e == Errno::EAGAIN && !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
         if !would_block {
             return -(e as i64);
         }

@@ -63,7 +63,13 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.handler.finished(call, verdict, Outcome::from_raw(ret));
     }
 
-    fn apply(&mut self, tid: i32, d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>, verdict: Verdict) {
+    fn apply(
+        &mut self,
+        tid: i32,
+        d: Decoded,
+        borrowed: Option<(OwnedFd, SocketInfo)>,
+        verdict: Verdict,
+    ) {
         let op = d.call.op;
         let addr = match &verdict {
             Verdict::Fail(e) => {
@@ -120,7 +126,14 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     /// sendto/sendmsg of one datagram, emulated.
-    fn send_one(&self, tid: i32, d: &Decoded, sock: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> i64 {
+    fn send_one(
+        &self,
+        tid: i32,
+        d: &Decoded,
+        sock: &OwnedFd,
+        info: &SocketInfo,
+        addr: &SockAddr,
+    ) -> i64 {
         let compat = d.call.abi != Abi::Native;
         let m = if d.call.op == Op::SendTo {
             msg::read_buffer(tid, d.args[1], d.args[2]).map(|data| msg::Message {
@@ -132,7 +145,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             msg::read_message(tid, d.args[1], compat)
         };
         match m {
-            Ok(m) => emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags),
+            Ok(m) => {
+                emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags)
+            }
             Err(e) => neg(e),
         }
     }
@@ -141,7 +156,15 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// connects (emulated, to the decided address), then lets the program's
     /// own call send the data as a plain send: MSG_FASTOPEN is cleared in the
     /// flags register and restored at the exit stop.
-    fn fastopen(&mut self, tid: i32, d: Decoded, verdict: Verdict, sock: &OwnedFd, info: &SocketInfo, addr: &SockAddr) {
+    fn fastopen(
+        &mut self,
+        tid: i32,
+        d: Decoded,
+        verdict: Verdict,
+        sock: &OwnedFd,
+        info: &SocketInfo,
+        addr: &SockAddr,
+    ) {
         match emulate::connect(sock, info, addr) {
             Emulated::Done(r) if r < 0 => self.done(tid, &d.call, &verdict, r),
             Emulated::NotIp => self.pass(tid, d.call, verdict),
@@ -166,7 +189,17 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// so it becomes the direct i386 call `nr32` with arguments `direct`.
     /// The original registers come back at the exit stop; the result stays.
     #[allow(clippy::too_many_arguments)]
-    fn rerun(&mut self, tid: i32, d: &Decoded, verdict: Verdict, first_connect: bool, nr32: u64, direct: [u64; 6], arg: usize, value: u64) {
+    fn rerun(
+        &mut self,
+        tid: i32,
+        d: &Decoded,
+        verdict: Verdict,
+        first_connect: bool,
+        nr32: u64,
+        direct: [u64; 6],
+        arg: usize,
+        value: u64,
+    ) {
         let Ok(saved) = ptrace::getregs(pid(tid)) else {
             return resume(tid, None);
         };

@@ -1,0 +1,81 @@
+//! configs/appswitch.toml: what it holds and where it is read from.
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Apply verdicts.
+    #[default]
+    Enforce,
+    /// Let everything through; record what would have been refused.
+    Monitor,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub default: DefaultAction,
+    pub mode: Mode,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub policy: PolicyConfig,
+}
+
+pub const SYSTEM_PATH: &str = "/etc/appswitch/appswitch.toml";
+
+impl Config {
+    /// Read the configuration: `explicit`, else $APPSWITCH_CONFIG, else the
+    /// system file if it exists, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match (explicit, std::env::var_os("APPSWITCH_CONFIG")) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(p)) => Some(PathBuf::from(p)),
+            (None, None) => Some(PathBuf::from(SYSTEM_PATH)).filter(|p| p.exists()),
+        };
+        match path {
+            None => Ok(Config::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                Config::parse(&text).with_context(|| format!("config {}", p.display()))
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_the_default() {
+        let shipped = include_str!("../configs/appswitch.toml");
+        let c = Config::parse(shipped).unwrap();
+        assert_eq!(c.policy.default, DefaultAction::Allow);
+        assert_eq!(c.policy.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[policy]\ndefualt = \"deny\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("defualt"), "{e:#}");
+    }
+}

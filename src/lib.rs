@@ -1,0 +1,8 @@
+//! The policy side of appswitch: rules, the event log, and the handlers that
+//! plug into the tracer. The `appswitch` binary (main.rs) is a thin shell over
+//! this library.
+
+pub mod config;
+pub mod enforcer;
+pub mod events;
+pub mod rules;

@@ -1,0 +1,404 @@
+//! `appswitch trace --policy`: real programs are allowed, refused and
+//! redirected by rules, and the known ways around a socket-layer policy are
+//! closed. Refused destinations are real listeners that count what reaches them.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn out_has(o: &std::process::Output, s: &str) -> bool {
+    stdout(o).contains(s)
+}
+
+#[test]
+fn curl_allowed_denied_and_redirected() {
+    let allowed = HttpServer::start("allowed page\n");
+    let real = HttpServer::start("the real backend\n");
+    let denied = Banner::start_low("never\n");
+    let virt = free_port();
+    let (_d, pol) = policy_file(&format!(
+        "deny connect 127.0.0.1:{}\nredirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        denied.port, real.port
+    ));
+    let curl = require("curl");
+    let (o, _) = policed(&pol, &[], &curl, &["-s", &allowed.url()]);
+    assert_eq!(stdout(&o), "allowed page\n");
+    let (o, ev) = policed(
+        &pol,
+        &[],
+        &curl,
+        &["-s", &format!("http://127.0.0.1:{}/", denied.port)],
+    );
+    assert_eq!(o.status.code(), Some(7), "curl: couldn't connect");
+    assert_eq!(denied.count(), 0, "the refused connect sent nothing");
+    let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{}", denied.port)));
+    assert_eq!(c[0]["result"], "ECONNREFUSED");
+    assert_eq!(c[0]["action"], "deny");
+    assert_eq!(c[0]["rule"], 1);
+    let (o, ev) = policed(
+        &pol,
+        &[],
+        &curl,
+        &["-s", &format!("http://127.0.0.1:{virt}/")],
+    );
+    assert_eq!(stdout(&o), "the real backend\n");
+    let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{virt}")));
+    assert_eq!(c[0]["rewritten"], format!("127.0.0.1:{}", real.port));
+}
+
+#[test]
+fn python3_client_sees_the_virtual_peer_after_a_redirect() {
+    let real = Banner::start("real\n");
+    let denied = Banner::start_low("never\n");
+    let virt = free_port();
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\ndeny connect 127.0.0.1:{}\n",
+        real.port, denied.port
+    ));
+    let script = "import socket,sys\n\
+        s=socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+        print(s.getpeername()[1], s.recv(10).decode().strip())\n";
+    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    assert_eq!(
+        stdout(&o),
+        format!("{virt} real\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (o, _) = policed(
+        &pol,
+        &[],
+        "python3",
+        &["-c", script, &denied.port.to_string()],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ConnectionRefusedError"));
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn busybox_nc_and_go_client_are_policed() {
+    let denied = Banner::start_low("never\n");
+    let real = HttpServer::start("go reached the backend\n");
+    let virt = free_port();
+    let (_d, pol) = policy_file(&format!(
+        "deny connect 127.0.0.1:{}\nredirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        denied.port, real.port
+    ));
+    let bb = require("busybox");
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &bb,
+        &["nc", "127.0.0.1", &denied.port.to_string()],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let go = go_prog();
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &go,
+        &["-url", &format!("http://127.0.0.1:{}/", denied.port)],
+    );
+    assert!(out_has(&o, "connection refused"), "{}", stdout(&o));
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &go,
+        &["-url", &format!("http://127.0.0.1:{virt}/")],
+    );
+    assert_eq!(stdout(&o), "go reached the backend\n");
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn errnos_default_per_operation_and_can_be_named() {
+    let denied = Banner::start_low("never\n");
+    let udp = UdpCounter::start();
+    let (_d, pol) = policy_file(&format!(
+        "deny connect 127.0.0.1:{} errno=ENETUNREACH\ndeny bind any:1-1023\ndeny send 127.0.0.1:{}\n",
+        denied.port, udp.port
+    ));
+    let cc = c_prog("connect_check", &[]);
+    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &denied.port.to_string()]);
+    assert!(out_has(&o, "errno=ENETUNREACH"), "{}", stdout(&o));
+    let bc = c_prog("bind_check", &[]);
+    let (o, _) = policed(&pol, &[], &bc, &["127.0.0.1", "80"]);
+    assert!(out_has(&o, "bind_errno=EACCES"), "{}", stdout(&o));
+    let (o, _) = policed(&pol, &[], &bc, &["127.0.0.1", "0"]);
+    assert!(out_has(&o, "bind=ok"), "{}", stdout(&o));
+    let us = c_prog("udp_send", &[]);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &us,
+        &["sendto", "127.0.0.1", &udp.port.to_string()],
+    );
+    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    let mut udp = udp;
+    assert_eq!(udp.count(), 0);
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn implicit_bind_by_listen_is_policed() {
+    let (_d, pol) = policy_file("deny bind any\n");
+    let bc = c_prog("bind_check", &[]);
+    let (o, _) = policed(&pol, &[], &bc, &["-l", "127.0.0.1", "none"]);
+    assert!(out_has(&o, "listen_errno=EACCES"), "{}", stdout(&o));
+    let (_d2, open) = policy_file("deny bind any:1-1023\n");
+    let (o, _) = policed(&open, &[], &bc, &["-l", "127.0.0.1", "none"]);
+    assert!(
+        out_has(&o, "listen=ok"),
+        "an ephemeral port is not in 1-1023: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn udp_connect_then_send_is_policed_at_connect() {
+    let mut udp = UdpCounter::start();
+    let (_d, pol) = policy_file(&format!("deny send 127.0.0.1:{}\n", udp.port));
+    let us = c_prog("udp_send", &[]);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &us,
+        &["connect-send", "127.0.0.1", &udp.port.to_string()],
+    );
+    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_eq!(udp.count(), 0);
+}
+
+#[test]
+fn monitor_mode_allows_and_records() {
+    let target = Banner::start_low("monitored\n");
+    let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", target.port));
+    let cc = c_prog("connect_check", &[]);
+    let (o, ev) = policed(
+        &pol,
+        &["--mode", "monitor"],
+        &cc,
+        &["127.0.0.1", &target.port.to_string()],
+    );
+    assert!(out_has(&o, "data=monitored"), "{}", stdout(&o));
+    let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{}", target.port)));
+    assert_eq!(c[0]["action"], "deny");
+    assert_eq!(c[0]["monitor"], true);
+    assert_eq!(target.count(), 1);
+}
+
+#[test]
+fn default_deny_with_exceptions() {
+    let ok = Banner::start("ok\n");
+    let other = Banner::start_low("never\n");
+    let (_d, pol) = policy_file(&format!(
+        "default deny\nallow connect 127.0.0.1:{}\n",
+        ok.port
+    ));
+    let cc = c_prog("connect_check", &[]);
+    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &ok.port.to_string()]);
+    assert!(out_has(&o, "data=ok"), "{}", stdout(&o));
+    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &other.port.to_string()]);
+    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    assert_eq!(other.count(), 0);
+}
+
+#[test]
+fn bad_policy_files_are_rejected_before_the_program_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let cases = [
+        (
+            "allow connect any\ndeny conect any:22\n",
+            "line 2, column 6: 'conect'",
+            "expected an operation",
+        ),
+        (
+            "deny connect any:70000\n",
+            "line 1, column 14: 'any:70000'",
+            "port",
+        ),
+        ("redirect connect 1.2.3.4:80\n", "line 1", "-> TARGET"),
+        (
+            "deny connect any errno=EWHAT\n",
+            "'errno=EWHAT'",
+            "errno name",
+        ),
+        ("deny connect 10.0.0.0/40\n", "'10.0.0.0/40'", "IPv4"),
+        (
+            "\n\n  allow bnid any\n",
+            "line 3, column 9: 'bnid'",
+            "connect, bind, send or any",
+        ),
+        ("default perhaps\n", "'perhaps'", "allow or deny"),
+    ];
+    for (text, place, what) in cases {
+        let (_d, pol) = policy_file(text);
+        let out = run(Command::new(appswitch())
+            .arg("trace")
+            .arg("--policy")
+            .arg(&pol)
+            .args(["--", "touch"])
+            .arg(&marker));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(err.contains(place) && err.contains(what), "{text:?}: {err}");
+        assert!(!marker.exists(), "{text:?}: the program ran");
+    }
+}
+
+// ---- ways around a socket-layer policy, each closed in enforce mode ----
+
+fn denied_setup() -> (Banner, tempfile::TempDir, std::path::PathBuf) {
+    let denied = Banner::start_low("never\n");
+    let (d, pol) = policy_file(&format!("deny any 127.0.0.1:{}\n", denied.port));
+    (denied, d, pol)
+}
+
+#[test]
+fn bypass_raw_syscall_connect() {
+    let (denied, _d, pol) = denied_setup();
+    let cc = c_prog("connect_check", &[]);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &cc,
+        &["-t", "127.0.0.1", &denied.port.to_string()],
+    );
+    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn bypass_int80_socketcall_connect() {
+    let (denied, _d, pol) = denied_setup();
+    let p = c_prog("socketcall32", &[]);
+    let (o, ev) = policed(&pol, &[], &p, &[&denied.port.to_string()]);
+    assert!(
+        out_has(&o, &format!("errno={}", libc::ECONNREFUSED)),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(calls(&ev, "connect", None)[0]["abi"], "i386");
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn bypass_sendmmsg_to_a_denied_address() {
+    let mut ok = UdpCounter::start();
+    let mut bad = UdpCounter::start();
+    let (_d, pol) = policy_file(&format!("deny send 127.0.0.1:{}\n", bad.port));
+    let us = c_prog("udp_send", &[]);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &us,
+        &[
+            "sendmmsg",
+            "127.0.0.1",
+            &ok.port.to_string(),
+            "127.0.0.1",
+            &bad.port.to_string(),
+        ],
+    );
+    // The kernel's sendmmsg stops at the first failing message: one sent.
+    assert!(out_has(&o, "result=1"), "{}", stdout(&o));
+    assert_eq!(ok.count(), 1);
+    assert_eq!(bad.count(), 0);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &us,
+        &[
+            "sendmmsg",
+            "127.0.0.1",
+            &bad.port.to_string(),
+            "127.0.0.1",
+            &ok.port.to_string(),
+        ],
+    );
+    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_eq!(bad.count(), 0);
+}
+
+#[test]
+fn bypass_sendto_msg_fastopen() {
+    let (denied, _d, pol) = denied_setup();
+    let allowed = Banner::start("fast\n");
+    let p = c_prog("fastopen", &[]);
+    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    assert_eq!(denied.count(), 0);
+    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &allowed.port.to_string()]);
+    assert!(
+        out_has(&o, "result=5") && out_has(&o, "data=fast"),
+        "allowed TFO works: {}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn bypass_ipv4_mapped_ipv6_connect() {
+    let (denied, _d, pol) = denied_setup();
+    let script = "import socket,sys\n\
+        s=socket.socket(socket.AF_INET6)\n\
+        try:\n  s.connect(('::ffff:127.0.0.1', int(sys.argv[1]))); print('connected')\n\
+        except OSError as e: print('errno', e.errno)\n";
+    let (o, _) = policed(
+        &pol,
+        &[],
+        "python3",
+        &["-c", script, &denied.port.to_string()],
+    );
+    assert_eq!(stdout(&o), format!("errno {}\n", libc::ECONNREFUSED));
+    let mut udp = UdpCounter::start();
+    let (_d2, pol2) = policy_file(&format!("deny send 127.0.0.1:{}\n", udp.port));
+    let us = c_prog("udp_send", &[]);
+    let (o, _) = policed(
+        &pol2,
+        &[],
+        &us,
+        &["sendto", "::ffff:127.0.0.1", &udp.port.to_string()],
+    );
+    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_eq!(udp.count(), 0);
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn bypass_io_uring_connect() {
+    let (denied, _d, pol) = denied_setup();
+    let p = c_prog("uring_connect", &[]);
+    // Untraced, io_uring really connects (so this test can fail).
+    let plain = untraced(&p, &["127.0.0.1", &denied.port.to_string()]);
+    assert!(out_has(&plain, "cqe_res=0"), "{}", stdout(&plain));
+    assert_eq!(denied.count(), 1);
+    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert!(out_has(&o, "setup_errno=ENOSYS"), "{}", stdout(&o));
+    assert_eq!(denied.count(), 1, "nothing more reached it");
+}
+
+#[test]
+fn bypass_sibling_thread_flips_the_sockaddr() {
+    let allowed = Banner::start_low("ok\n");
+    let denied = Banner::start_low("never\n");
+    let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
+    let p = c_prog("flipper", &[]);
+    let (o, _) = policed(
+        &pol,
+        &[],
+        &p,
+        &[&allowed.port.to_string(), &denied.port.to_string(), "10000"],
+    );
+    let out = stdout(&o);
+    assert!(out.contains("landed_denied=0"), "{out}");
+    assert_eq!(denied.count(), 0, "{out}");
+    // Both addresses were really tried: some allowed connects got through.
+    assert!(allowed.count() > 100, "{out}");
+    let refused: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("refused="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 100, "{out}");
+}
