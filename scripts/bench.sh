@@ -54,7 +54,8 @@ if [[ -n ${APPSWITCH:-} ]]; then
 else
     command -v cargo >/dev/null || die "cargo not found (or set APPSWITCH=/path/to/appswitch)"
     echo "building appswitch (cargo build --release)..." >&2
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    (cd "$ROOT" && cargo build --release --quiet --bin appswitch --example rule_bench) ||
+        die "cargo build --release failed"
     APP=$ROOT/target/release/appswitch
 fi
 [[ -x $APP ]] || die "appswitch binary not found or not executable: $APP"
@@ -94,6 +95,17 @@ done
 # Readiness: one real connection through the client must succeed.
 "$TMP/connect_client" "$PORT" 1 >/dev/null || die "server on 127.0.0.1:$PORT not accepting"
 
+# (c) the connect loop with 1,000 rules loaded and its own connects redirected:
+# the client connects to a port nobody listens on (VPORT); a rule redirects it
+# to the server. 999 other rules deny unrelated 10.x addresses.
+VPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+{
+    for i in $(seq 1 999); do
+        echo "deny connect 10.$((i / 250)).$((i % 250)).$((i % 7))/32:$((1000 + i))"
+    done
+    echo "redirect connect 127.0.0.1:$VPORT -> 127.0.0.1:$PORT"
+} >"$TMP/policy"
+
 # --- variants -----------------------------------------------------------------
 # run NAME CMD... : run a command, check it printed one number, append it.
 run() {
@@ -108,6 +120,7 @@ run() {
 
 A=("$TMP/getppid_loop" "$GETPPID_N")
 B=("$TMP/connect_client" "$PORT" "$CONNECT_N")
+C=("$TMP/connect_client" "$VPORT" "$CONNECT_N")
 APPTRACE=("$APP" trace "${APP_ARGS[@]}" --)
 STRACE=(strace -f --seccomp-bpf -qq -o /dev/null)
 
@@ -141,6 +154,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     run b_untraced "${B[@]}"
     run b_appswitch "${APPTRACE[@]}" "${B[@]}"
     run b_strace "${STRACE[@]}" -e trace=connect "${B[@]}"
+    run c_appswitch "$APP" trace "${APP_ARGS[@]}" --policy "$TMP/policy" -- "${C[@]}"
 done
 printf '%*s\r' 20 '' >&2
 
@@ -165,12 +179,25 @@ row() { # label key target
 printf '%-30s %10s %10s %7s %10s %7s   %s\n' work untraced appswitch ratio strace ratio "target (appswitch)"
 row "getppid loop (static)" a 1.05
 row "connect+close loop (loopback)" b 1.30
+cu=$(median "$TMP/b_untraced")
+ca=$(median "$TMP/c_appswitch")
+printf '%-30s %10s %10s %7s %10s %7s   <= 1.30x (%s)\n' "connect+close, 1000 rules+redir" \
+    "$(fmt "$cu")" "$(fmt "$ca")" "$(ratio "$ca" "$cu")" "" "" "$(verdict "$ca" "$cu" 1.30)"
 fu=$(median "$TMP/a_untraced")
 ff=$(median "$TMP/a_floor")
 printf '%-30s %10s %10s %7s   (allow-all seccomp filter, no tracer: the floor for any seccomp tracer)\n' \
     "getppid loop, control" "$(fmt "$fu")" "$(fmt "$ff")" "$(ratio "$ff" "$fu")"
 echo
 echo "per-round ns/iter (spread; medians above):"
-for k in a_untraced a_appswitch a_strace a_floor b_untraced b_appswitch b_strace; do
+for k in a_untraced a_appswitch a_strace a_floor b_untraced b_appswitch b_strace c_appswitch; do
     printf '  %-12s %s\n' "$k" "$(awk '{printf "%s%.0f", (NR>1?" ":""), $1}' "$TMP/$k")"
 done
+
+echo
+RB=${APP%/appswitch}/examples/rule_bench
+if [[ -x $RB ]]; then
+    echo "rule decision (examples/rule_bench: 10,000 generated rules, 1,000,000 decisions; target p99 <= 2 us):"
+    echo "  $("$RB" 10000 1000000)"
+else
+    echo "rule decision: $RB not built (cargo build --release --example rule_bench)"
+fi

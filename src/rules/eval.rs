@@ -3,12 +3,13 @@
 //!
 //! Rules are indexed, not scanned: per operation, a binary prefix trie per
 //! address family holds each rule at the node of its network; each node keeps
-//! single-port rules sorted by port and ranged ones apart. A lookup walks at
-//! most 33 (IPv4) or 129 (IPv6) nodes, gathers the candidates for the port,
-//! and checks them in rule order.
+//! single-port rules bucketed by port and ranged ones apart, every list in
+//! rule order. A lookup walks at most 33 (IPv4) or 129 (IPv6) nodes, takes the
+//! lists that apply to the port, and merges them lazily in rule order,
+//! stopping at the first rule that matches: the cost is the path plus the
+//! candidates before the decision, not the number of rules.
 
 use super::*;
-use std::cell::RefCell;
 use std::net::SocketAddr;
 
 /// What is being decided.
@@ -54,11 +55,16 @@ pub fn default_errno(op: RuleOp) -> i32 {
 #[derive(Default, Clone)]
 struct Node {
     child: [u32; 2],
-    /// (port, rule) sorted: rules for exactly one port.
-    by_port: Vec<(u16, u32)>,
+    /// Sorted ports that have single-port rules here; `by_port[i]` holds
+    /// the rules for `ports[i]`, in rule order.
+    ports: Vec<u16>,
+    by_port: Vec<Vec<u32>>,
     /// Rules for a port range (or all ports), in rule order.
     ranged: Vec<u32>,
 }
+
+/// Candidate lists gathered along a trie path (two per node at most).
+const MAX_LISTS: usize = 2 * 129;
 
 #[derive(Clone)]
 struct Trie {
@@ -83,34 +89,48 @@ impl Trie {
             }
             n = self.nodes[n].child[b] as usize;
         }
+        // Rules are inserted in rule order, so pushing keeps every list sorted.
         let node = &mut self.nodes[n];
         if ports.lo == ports.hi {
-            let at = node.by_port.partition_point(|&e| e < (ports.lo, rule));
-            node.by_port.insert(at, (ports.lo, rule));
+            match node.ports.binary_search(&ports.lo) {
+                Ok(i) => node.by_port[i].push(rule),
+                Err(i) => {
+                    node.ports.insert(i, ports.lo);
+                    node.by_port.insert(i, vec![rule]);
+                }
+            }
         } else {
             node.ranged.push(rule);
         }
     }
 
-    fn collect(&self, bits: u128, width: u32, port: u16, out: &mut Vec<u32>) {
+    /// The non-empty candidate lists along the path of `bits` for `port`.
+    fn collect<'a>(
+        &'a self,
+        bits: u128,
+        width: u32,
+        port: u16,
+        lists: &mut [&'a [u32]; MAX_LISTS],
+    ) -> usize {
         let mut n = 0usize;
         let mut depth = 0;
+        let mut k = 0;
         loop {
             let node = &self.nodes[n];
-            let start = node.by_port.partition_point(|&(p, _)| p < port);
-            out.extend(
-                node.by_port[start..]
-                    .iter()
-                    .take_while(|(p, _)| *p == port)
-                    .map(|(_, r)| *r),
-            );
-            out.extend_from_slice(&node.ranged);
+            if let Ok(i) = node.ports.binary_search(&port) {
+                lists[k] = &node.by_port[i];
+                k += 1;
+            }
+            if !node.ranged.is_empty() {
+                lists[k] = &node.ranged;
+                k += 1;
+            }
             if depth == width {
-                return;
+                return k;
             }
             let b = ((bits >> (width - 1 - depth)) & 1) as usize;
             match node.child[b] {
-                0 => return,
+                0 => return k,
                 c => n = c as usize,
             }
             depth += 1;
@@ -221,9 +241,6 @@ impl Policy {
     }
 
     pub fn decide(&self, q: &Query<'_>) -> Decision {
-        thread_local! {
-            static SCRATCH: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-        }
         // IPv4-mapped IPv6 addresses are decided as the IPv4 address they carry.
         let ip = match q.addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -231,51 +248,60 @@ impl Policy {
         };
         let port = q.addr.port();
         let idx = &self.index[op_slot(q.op)];
-        SCRATCH.with(|s| {
-            let mut cand = s.borrow_mut();
-            cand.clear();
-            match ip {
-                IpAddr::V4(a) => idx
-                    .v4
-                    .collect(u128::from(u32::from(a)), 32, port, &mut cand),
-                IpAddr::V6(a) => idx.v6.collect(u128::from(a), 128, port, &mut cand),
+        let mut lists: [&[u32]; MAX_LISTS] = [&[]; MAX_LISTS];
+        let mut k = match ip {
+            IpAddr::V4(a) => idx
+                .v4
+                .collect(u128::from(u32::from(a)), 32, port, &mut lists),
+            IpAddr::V6(a) => idx.v6.collect(u128::from(a), 128, port, &mut lists),
+        };
+        let mut logged = None;
+        // Lazy k-way merge: the smallest head is the next rule in order.
+        while k > 0 {
+            let mut best = 0;
+            for i in 1..k {
+                if lists[i][0] < lists[best][0] {
+                    best = i;
+                }
             }
-            cand.sort_unstable();
-            let mut logged = None;
-            for &i in cand.iter() {
-                let r = &self.rules[i as usize];
-                if !self.matches_rest(r, q, port) {
+            let i = lists[best][0] as usize;
+            lists[best] = &lists[best][1..];
+            if lists[best].is_empty() {
+                k -= 1;
+                lists.swap(best, k);
+            }
+            let r = &self.rules[i];
+            if !self.matches_rest(r, q, port) {
+                continue;
+            }
+            let action = match r.verb {
+                Verb::Log => {
+                    logged.get_or_insert(i);
                     continue;
                 }
-                let action = match r.verb {
-                    Verb::Log => {
-                        logged.get_or_insert(i as usize);
-                        continue;
-                    }
-                    Verb::Allow => Action::Allow,
-                    Verb::Deny => Action::Deny(r.errno.unwrap_or_else(|| default_errno(q.op))),
-                    Verb::Redirect => match &r.target {
-                        Some(t) => Action::Redirect(t.apply(q.addr)),
-                        None => Action::Allow,
-                    },
-                };
-                return Decision {
-                    action,
-                    rule: Some(i as usize),
-                    logged,
-                };
-            }
-            let action = if self.default_deny {
-                Action::Deny(default_errno(q.op))
-            } else {
-                Action::Allow
+                Verb::Allow => Action::Allow,
+                Verb::Deny => Action::Deny(r.errno.unwrap_or_else(|| default_errno(q.op))),
+                Verb::Redirect => match &r.target {
+                    Some(t) => Action::Redirect(t.apply(q.addr)),
+                    None => Action::Allow,
+                },
             };
-            Decision {
+            return Decision {
                 action,
-                rule: None,
+                rule: Some(i),
                 logged,
-            }
-        })
+            };
+        }
+        let action = if self.default_deny {
+            Action::Deny(default_errno(q.op))
+        } else {
+            Action::Allow
+        };
+        Decision {
+            action,
+            rule: None,
+            logged,
+        }
     }
 
     fn matches_rest(&self, r: &Rule, q: &Query<'_>, port: u16) -> bool {
