@@ -402,3 +402,77 @@ fn bypass_sibling_thread_flips_the_sockaddr() {
         .unwrap_or(0);
     assert!(refused > 100, "{out}");
 }
+
+#[test]
+fn busybox_nc_allowed_and_redirected() {
+    let real = Banner::start("nc reached the target\n");
+    let virt = free_port();
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        real.port
+    ));
+    let bb = require("busybox");
+    let (o, _) = policed(&pol, &[], &bb, &["nc", "127.0.0.1", &real.port.to_string()]);
+    assert_eq!(stdout(&o), "nc reached the target\n");
+    let (o, _) = policed(&pol, &[], &bb, &["nc", "127.0.0.1", &virt.to_string()]);
+    assert_eq!(stdout(&o), "nc reached the target\n");
+    assert_eq!(real.count(), 2);
+}
+
+#[test]
+fn redirect_by_rule_leaves_the_programs_buffer_alone() {
+    let real = Banner::start("TO\n");
+    let virt = free_port();
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        real.port
+    ));
+    let cc = c_prog("connect_check", &[]);
+    for flags in [&[][..], &["-n"][..], &["-t"][..]] {
+        let mut args = flags.to_vec();
+        let v = virt.to_string();
+        args.extend(["127.0.0.1", &v]);
+        let (o, _) = policed(&pol, &[], &cc, &args);
+        assert!(
+            out_has(&o, "data=TO") && out_has(&o, "buffer=unchanged"),
+            "{flags:?}: {}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn ipv6_destinations_are_policed() {
+    let l = match std::net::TcpListener::bind("[::1]:0") {
+        Ok(l) => l,
+        Err(e) => panic!("cannot bind [::1]: {e}"),
+    };
+    let port = l.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        for _ in l.incoming().flatten() {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let script = "import socket,sys\n\
+        try:\n  socket.create_connection(('::1', int(sys.argv[1]))); print('connected')\n\
+        except OSError as e: print('errno', e.errno)\n";
+    let (_d, pol) = policy_file(&format!("deny connect [::1]:{port}\n"));
+    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &port.to_string()]);
+    assert_eq!(stdout(&o), format!("errno {}\n", libc::ECONNREFUSED));
+    let (_d2, other) = policy_file("deny connect [::1]:1\n");
+    let (o, _) = policed(&other, &[], "python3", &["-c", script, &port.to_string()]);
+    assert_eq!(stdout(&o), "connected\n");
+    // The handshake completes in the kernel before our thread accepts.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 && std::time::Instant::now() < end
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the allowed connect arrived"
+    );
+}

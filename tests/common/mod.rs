@@ -7,7 +7,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -196,25 +195,38 @@ impl HttpServer {
 /// counts accepted connections.
 pub struct Banner {
     pub port: u16,
-    pub accepted: Arc<AtomicUsize>,
+    peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    probes: Mutex<Vec<std::net::SocketAddr>>,
 }
 
 impl Banner {
     pub fn start(banner: &'static str) -> Banner {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind banner listener");
-        let port = l.local_addr().expect("local addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = s.write_all(banner.as_bytes());
-            }
-        });
-        Banner { port, accepted }
+        Banner::serve(
+            TcpListener::bind("127.0.0.1:0").expect("bind banner listener"),
+            banner,
+        )
     }
+
+    /// Connections accepted so far, not counting our own probes. Exact: a
+    /// probe connection is made and waited for first, and the accept queue
+    /// is FIFO, so every connection that reached the listener before it
+    /// has been accepted and counted.
     pub fn count(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        let probe = TcpStream::connect(("127.0.0.1", self.port)).expect("probe connect");
+        let me = probe.local_addr().expect("probe addr");
+        self.probes.lock().unwrap().push(me);
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.peers.lock().unwrap().contains(&me) {
+            assert!(Instant::now() < end, "listener never accepted the probe");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let probes = self.probes.lock().unwrap();
+        self.peers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| !probes.contains(p))
+            .count()
     }
 }
 
@@ -325,15 +337,21 @@ impl Banner {
 
     fn serve(l: TcpListener, banner: &'static str) -> Banner {
         let port = l.local_addr().expect("local addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
         std::thread::spawn(move || {
             for mut s in l.incoming().flatten() {
-                count.fetch_add(1, Ordering::SeqCst);
+                if let Ok(peer) = s.peer_addr() {
+                    seen.lock().unwrap().push(peer);
+                }
                 let _ = s.write_all(banner.as_bytes());
             }
         });
-        Banner { port, accepted }
+        Banner {
+            port,
+            peers,
+            probes: Mutex::new(Vec::new()),
+        }
     }
 }
 
