@@ -5,4 +5,5 @@
 pub mod config;
 pub mod enforcer;
 pub mod events;
+pub mod policytable;
 pub mod rules;

@@ -16,7 +16,7 @@ mod parse;
 mod proptests;
 
 pub use eval::{Action, Decision, Policy, Query};
-pub use parse::{parse_policy, parse_rule, ParseError, PolicyFile};
+pub use parse::{parse_policy, parse_rule, parse_rule_at, ParseError, PolicyFile};
 
 use ipnet::IpNet;
 use std::fmt;
@@ -136,7 +136,17 @@ pub fn errno_name(e: i32) -> String {
 
 /// The errno value of a name ("ECONNREFUSED", case-insensitive).
 pub fn errno_from_name(name: &str) -> Option<i32> {
-    let want = name.to_ascii_uppercase();
+    let mut want = name.to_ascii_uppercase();
+    // Aliases that share a number with the name nix prints.
+    for (alias, name) in [
+        ("EWOULDBLOCK", "EAGAIN"),
+        ("ENOTSUP", "EOPNOTSUPP"),
+        ("EDEADLOCK", "EDEADLK"),
+    ] {
+        if want == alias {
+            want = name.to_string();
+        }
+    }
     (1..4096).find(|&e| errno_name(e) == want)
 }
 

@@ -151,6 +151,14 @@ pub fn parse_rule(text: &str) -> Result<Rule, ParseError> {
 
 /// Parse one rule, reporting errors at `line`.
 pub fn parse_rule_at(line: usize, text: &str) -> Result<Rule, ParseError> {
+    if let Some(i) = text.find(['\n', '\r']) {
+        return Err(ParseError {
+            line,
+            col: text[..i].chars().count() + 1,
+            token: String::new(),
+            msg: "a rule is one line (use parse_policy for several)".into(),
+        });
+    }
     let toks = tokens(text);
     if toks.is_empty() {
         return Err(ParseError {
@@ -312,6 +320,14 @@ fn valid_service(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
+/// A decimal number of plain digits (no sign, which Rust's parse would allow).
+fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 fn parse_ports(s: &str) -> Result<Ports, String> {
     let bad =
         || format!("bad port or port range '{s}': expected N or N-M with 0 <= N <= M <= 65535");
@@ -416,7 +432,7 @@ fn parse_target(s: &str) -> Result<Target, String> {
         });
     }
     let (h, p) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| help)?)),
+        Some((h, p)) => (h, Some(number::<u16>(p).ok_or(help)?)),
         None => (s, None),
     };
     let ip: Ipv4Addr = h.parse().map_err(|_| help)?;

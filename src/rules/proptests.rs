@@ -326,20 +326,20 @@ impl Choices {
 
 fn spell_ports(p: Ports, ch: &mut Choices) -> String {
     if p.is_all() {
-        return ["", ":0-65535", ":00-65535", ":+0-65535"][ch.pick(4)].to_string();
+        return ["", ":0-65535", ":00-65535", ":000-65535"][ch.pick(4)].to_string();
     }
     if p.lo == p.hi {
         return match ch.pick(4) {
             0 => format!(":{}", p.lo),
             1 => format!(":{0}-{0}", p.lo),
-            2 => format!(":+{}", p.lo),
+            2 => format!(":00{}", p.lo),
             _ => format!(":0{}", p.lo),
         };
     }
     if ch.flip() {
         format!(":{}-{}", p.lo, p.hi)
     } else {
-        format!(":+{}-0{}", p.lo, p.hi)
+        format!(":0{}-0{}", p.lo, p.hi)
     }
 }
 
@@ -397,7 +397,7 @@ fn spell_addr(a: &AddrMatch, ch: &mut Choices) -> String {
 fn spell_target(t: &Target, ch: &mut Choices) -> String {
     let port = |ch: &mut Choices| match t.port {
         None => String::new(),
-        Some(p) if ch.flip() => format!(":+{p}"),
+        Some(p) if ch.flip() => format!(":0{p}"),
         Some(p) => format!(":{p}"),
     };
     match t.ip {
@@ -419,7 +419,7 @@ const WS: &[&str] = &[" ", "  ", "\t", " \t ", "\u{a0}", "\u{2003}", "\u{3000}"]
 
 /// The rule written another way that must parse to the same rule: other
 /// whitespace, matches in another order, redundant port ranges, host bits,
-/// IPv4-mapped IPv6, `+`/leading-zero numbers, errno in lower case, and a
+/// IPv4-mapped IPv6, leading-zero numbers, errno in lower case, and a
 /// trailing comment.
 fn spell(rule: &Rule, ch: &mut Choices) -> String {
     let mut chunks = Vec::new();
@@ -447,7 +447,7 @@ fn spell(rule: &Rule, ch: &mut Choices) -> String {
     if let Some(u) = rule.uid {
         chunks.push(match ch.pick(3) {
             0 => format!("uid={u}"),
-            1 => format!("uid=+{u}"),
+            1 => format!("uid=0{u}"),
             _ => format!("uid=00{u}"),
         });
     }
