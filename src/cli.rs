@@ -40,6 +40,31 @@ pub enum Cmd {
     ///   appswitch trace --policy rules.txt --mode monitor --events - -- python3 app.py
     #[command(verbatim_doc_comment)]
     Trace(TraceArgs),
+
+    /// Run the per-host daemon: holds the policy, static services, traced
+    /// apps and their connections; mounts the control filesystem
+    /// (default /appswitch) and serves tracers on a UNIX socket. Policy and
+    /// services are saved on every change and restored at start. SIGTERM or
+    /// SIGINT unmounts and exits; a dead mount left by a crash is detached.
+    ///
+    /// Examples:
+    ///   appswitch daemon &
+    ///   echo 'deny connect any:22' > /appswitch/policy
+    ///   cat /appswitch/connections
+    #[command(verbatim_doc_comment)]
+    Daemon(DaemonArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Configuration file (default: $APPSWITCH_CONFIG, then
+    /// /etc/appswitch/appswitch.toml, then built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where to mount the control filesystem (default: [daemon] mount in the config).
+    #[arg(long, value_name = "DIR")]
+    pub mount: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,6 +94,15 @@ pub struct TraceArgs {
     /// /etc/appswitch/appswitch.toml, then built-in defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Mount the control filesystem at DIR from this process (no daemon):
+    /// /DIR/policy, connections, events... for this program only.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_daemon")]
+    pub mount: Option<PathBuf>,
+
+    /// Do not connect to a daemon even if its socket exists.
+    #[arg(long)]
+    pub no_daemon: bool,
 
     /// The program to run, and its arguments (after "--").
     #[arg(

@@ -4,7 +4,9 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Apply verdicts.
@@ -29,10 +31,32 @@ pub struct PolicyConfig {
     pub mode: Mode,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// UNIX socket the daemon listens on and tracers connect to.
+    pub socket: PathBuf,
+    /// Where the daemon mounts the control filesystem.
+    pub mount: PathBuf,
+    /// Where policy and static services are saved.
+    pub state_dir: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: PathBuf::from("/run/appswitch/appswitch.sock"),
+            mount: PathBuf::from("/appswitch"),
+            state_dir: PathBuf::from("/var/lib/appswitch"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub policy: PolicyConfig,
+    pub daemon: DaemonConfig,
 }
 
 pub const SYSTEM_PATH: &str = "/etc/appswitch/appswitch.toml";
@@ -71,6 +95,10 @@ mod tests {
         let c = Config::parse(shipped).unwrap();
         assert_eq!(c.policy.default, DefaultAction::Allow);
         assert_eq!(c.policy.mode, Mode::Enforce);
+        let d = DaemonConfig::default();
+        assert_eq!(c.daemon.socket, d.socket);
+        assert_eq!(c.daemon.mount, d.mount);
+        assert_eq!(c.daemon.state_dir, d.state_dir);
     }
 
     #[test]

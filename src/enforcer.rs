@@ -1,12 +1,17 @@
 //! The policy side's tracer handler: decides each trapped call against the
-//! rules, keeps what redirected sockets must show the program, and records
-//! events.
+//! live policy, keeps what redirected sockets must show the program, records
+//! events, and reports connections and counters to a daemon when there is one.
 
 use crate::config::Mode;
 use crate::events::{self, EventSink};
-use crate::rules::{Action, Decision, Policy, Proto, Query, RuleOp};
-use std::collections::HashMap;
+use crate::live::{LivePolicy, Snapshot, Source};
+use crate::protocol::{ConnReport, Counters, ToDaemon};
+use crate::rules::{Action, Decision, Proto, Query, RuleOp};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, SockAddr, Verdict};
 
 /// Who a process is, for app= and uid= matches.
@@ -32,38 +37,76 @@ fn read_proc(pid: i32) -> ProcInfo {
 /// Virtual peers remembered at most (a redirected socket's original address).
 const MAX_VIRTUAL: usize = 65_536;
 
+/// The traced program's live processes, and whether it was told to die
+/// (apps/ID/ctl: kill). A kill that arrives before the program has started,
+/// or while it forks, still reaches every process: later ones die at birth.
+#[derive(Debug, Default)]
+pub struct Processes {
+    pub live: HashSet<i32>,
+    pub killed: bool,
+}
+
+impl Processes {
+    pub fn kill_all(&mut self) {
+        self.killed = true;
+        for &pid in &self.live {
+            // SAFETY: signalling a traced process of ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Where reports to the daemon go (a bounded channel: never blocks the tracer).
+pub struct Reporter {
+    pub tx: SyncSender<ToDaemon>,
+    pub counters: Arc<Mutex<Counters>>,
+    /// Thread groups alive in the traced tree (for apps/ID/ctl: kill).
+    pub pids: Arc<Mutex<Processes>>,
+}
+
 pub struct Enforcer {
-    policy: Policy,
-    mode: Mode,
+    live: Arc<LivePolicy>,
+    /// Trap every call a policy could need, even if the current one does not
+    /// (a daemon may push rules later).
+    managed: bool,
     /// Whether a policy was given (enables io_uring refusal in enforce mode).
     policed: bool,
     sink: Option<EventSink>,
+    reporter: Option<Reporter>,
     labels: Vec<(String, String)>,
     procs: HashMap<i32, ProcInfo>,
     /// Socket inode -> the address the program connected to before a redirect.
     virtual_peers: HashMap<u64, SockAddr>,
-    /// The last decision per thread, for its event.
-    last: HashMap<i32, Decision>,
+    /// The last decision per thread (and the snapshot it came from), for its event.
+    last: HashMap<i32, (Decision, Arc<Snapshot>)>,
 }
 
 impl Enforcer {
     pub fn new(
-        policy: Policy,
-        mode: Mode,
+        live: Arc<LivePolicy>,
         policed: bool,
         sink: Option<EventSink>,
         labels: Vec<(String, String)>,
     ) -> Enforcer {
         Enforcer {
-            policy,
-            mode,
+            live,
+            managed: false,
             policed,
             sink,
+            reporter: None,
             labels,
             procs: HashMap::new(),
             virtual_peers: HashMap::new(),
             last: HashMap::new(),
         }
+    }
+
+    /// Report to a daemon and trap everything a later policy could need.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Enforcer {
+        self.managed = true;
+        self.policed = true;
+        self.reporter = Some(reporter);
+        self
     }
 
     fn proc(&mut self, pid: i32) -> &ProcInfo {
@@ -91,12 +134,16 @@ impl Enforcer {
         }
     }
 
-    fn evaluate(&mut self, call: &Call, op: RuleOp, addr: SocketAddr) -> Decision {
-        let proto = call.socket.and_then(|s| match (s.sotype, s.protocol) {
+    fn proto(call: &Call) -> Option<Proto> {
+        call.socket.and_then(|s| match (s.sotype, s.protocol) {
             (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Some(Proto::Tcp),
             (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Some(Proto::Udp),
             _ => None,
-        });
+        })
+    }
+
+    fn evaluate(&mut self, snap: &Snapshot, call: &Call, op: RuleOp, addr: SocketAddr) -> Decision {
+        let proto = Self::proto(call);
         let info = self.proc(call.pid).clone();
         let q = Query {
             op,
@@ -106,13 +153,13 @@ impl Enforcer {
             labels: &self.labels,
             uid: info.uid,
         };
-        let mut d = self.policy.decide(&q);
+        let mut d = snap.policy.decide(&q);
         // connect() on a UDP socket fixes the destination of every later send.
         if op == RuleOp::Connect
             && proto == Some(Proto::Udp)
             && !matches!(d.action, Action::Deny(_))
         {
-            let send = self.policy.decide(&Query {
+            let send = snap.policy.decide(&Query {
                 op: RuleOp::Send,
                 ..q
             });
@@ -122,71 +169,96 @@ impl Enforcer {
         }
         d
     }
+
+    fn count(&self, latency_ns: u64, verdict: &Verdict) {
+        if let Some(r) = &self.reporter {
+            if let Ok(mut c) = r.counters.lock() {
+                c.calls += 1;
+                match verdict {
+                    Verdict::Fail(_) => c.denied += 1,
+                    Verdict::Rewrite(_) => c.rewritten += 1,
+                    _ => {}
+                }
+                let bucket = (64 - latency_ns.leading_zeros()).min(23) as usize;
+                c.latency[bucket] += 1;
+            }
+        }
+    }
+
+    fn report_conn(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome, rule: Option<u32>) {
+        let Some(r) = &self.reporter else { return };
+        let ok = matches!(
+            outcome,
+            Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
+        );
+        let (sock, via, remote, virt) = match (call.op, call.accepted, call.socket) {
+            (Op::Connect, _, Some(s)) if ok => {
+                let (remote, virt) = match verdict {
+                    Verdict::Rewrite(a) => (
+                        Some(a.to_string()),
+                        call.addr.as_ref().map(|a| a.to_string()),
+                    ),
+                    _ => (call.addr.as_ref().map(|a| a.to_string()), None),
+                };
+                (s, "connect", remote, virt)
+            }
+            (Op::Accept, Some(s), _) => (s, "accept", None, None),
+            _ => return,
+        };
+        if sock.domain != libc::AF_INET && sock.domain != libc::AF_INET6 {
+            return;
+        }
+        let proto = if sock.sotype == libc::SOCK_DGRAM {
+            "udp"
+        } else {
+            "tcp"
+        };
+        let comm = self
+            .procs
+            .get(&call.pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_else(|| events::comm(call.pid));
+        let report = ToDaemon::Conn(ConnReport {
+            inode: sock.inode,
+            pid: call.pid,
+            comm,
+            proto: proto.into(),
+            remote,
+            virtual_remote: virt,
+            rule,
+            via: via.into(),
+        });
+        let _ = r.tx.try_send(report);
+    }
 }
 
 impl NetHandler for Enforcer {
     fn interests(&self) -> Interests {
+        let snap = self.live.get();
+        let p = &snap.policy;
         let events = self.sink.is_some();
-        let binds = !self.policy.is_permissive(RuleOp::Bind);
+        let all = events || self.managed;
+        let binds = !p.is_permissive(RuleOp::Bind);
         Interests {
             socket: events,
             connect: true,
-            bind: binds || events,
-            listen: binds || events,
-            accept: events,
-            send: !self.policy.is_permissive(RuleOp::Send) || events,
-            names: self.policy.has_redirects() || events,
+            bind: binds || all,
+            listen: binds || all,
+            accept: all,
+            send: !p.is_permissive(RuleOp::Send) || all,
+            names: p.has_redirects() || all,
             socket_info: true,
-            outcomes: events,
-            deny_io_uring: self.policed && self.mode == Mode::Enforce,
+            outcomes: events || self.managed,
+            deny_io_uring: self.policed && snap.mode == Mode::Enforce,
         }
     }
 
     fn decide(&mut self, call: &Call) -> Verdict {
-        if call.op == Op::GetPeerName {
-            return match call.socket.and_then(|s| self.virtual_peers.get(&s.inode)) {
-                Some(v) if self.mode == Mode::Enforce => Verdict::Answer(v.clone()),
-                _ => Verdict::Pass,
-            };
-        }
-        let ip_socket = call
-            .socket
-            .is_some_and(|s| s.domain == libc::AF_INET || s.domain == libc::AF_INET6);
-        let Some((op, addr)) = Self::query_of(call).filter(|_| ip_socket) else {
-            return Verdict::Pass;
-        };
-        let d = self.evaluate(call, op, addr);
-        self.last.insert(call.tid, d);
-        if let Some(i) = d.logged {
-            if self.sink.is_none() {
-                let comm = &self.proc(call.pid).comm;
-                eprintln!(
-                    "appswitch: log rule {}: {comm}[{}] {} {addr} -> {:?}",
-                    i + 1,
-                    call.pid,
-                    call.op.name(),
-                    d.action
-                );
-            }
-        }
-        if self.mode == Mode::Monitor {
-            return Verdict::Pass;
-        }
-        match d.action {
-            Action::Deny(e) => {
-                log::info!(
-                    "refused {} {addr} from pid {} (rule {:?})",
-                    call.op.name(),
-                    call.pid,
-                    d.rule.map(|r| r + 1)
-                );
-                Verdict::Fail(Errno::from_raw(e))
-            }
-            Action::Redirect(to) => Verdict::Rewrite(to.into()),
-            // Nothing could have refused it: the program's own call may run.
-            Action::Allow if self.policy.is_permissive(op) && op != RuleOp::Send => Verdict::Pass,
-            Action::Allow => Verdict::Allow,
-        }
+        let started = Instant::now();
+        let snap = self.live.get();
+        let verdict = self.decide_with(&snap, call);
+        self.count(started.elapsed().as_nanos() as u64, &verdict);
+        verdict
     }
 
     fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
@@ -201,28 +273,62 @@ impl NetHandler for Enforcer {
             }
         }
         let decision = self.last.remove(&call.tid);
+        let rule = decision
+            .as_ref()
+            .and_then(|(d, s)| d.rule.map(|i| s.ids[i]));
+        self.report_conn(call, verdict, outcome, rule.map(|(_, id)| id));
+        if self.sink.is_none() && self.reporter.is_none() {
+            return;
+        }
+        let mut ev = events::event(call, verdict, outcome);
+        if let Some((d, s)) = &decision {
+            ev.rule = rule.map(|(_, id)| id as usize);
+            ev.rule_source = rule.map(|(src, _)| match src {
+                Source::File => "file",
+                Source::Daemon => "daemon",
+            });
+            ev.logged_by = d.logged.map(|i| s.ids[i].1 as usize);
+            ev.action = Some(match d.action {
+                Action::Allow => "allow",
+                Action::Deny(_) => "deny",
+                Action::Redirect(_) => "redirect",
+            });
+            ev.monitor = (s.mode == Mode::Monitor).then_some(true);
+        }
         if let Some(sink) = &mut self.sink {
-            let mut ev = events::event(call, verdict, outcome);
-            if let Some(d) = decision {
-                ev.rule = d.rule.map(|r| r + 1);
-                ev.logged_by = d.logged.map(|r| r + 1);
-                ev.action = Some(match d.action {
-                    Action::Allow => "allow",
-                    Action::Deny(_) => "deny",
-                    Action::Redirect(_) => "redirect",
-                });
-                ev.monitor = (self.mode == Mode::Monitor).then_some(true);
-            }
             sink.write(&ev);
+        }
+        if let Some(r) = &self.reporter {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = r.tx.try_send(ToDaemon::Event { line });
+            }
         }
     }
 
     fn process(&mut self, event: ProcessEvent) {
         match event {
-            ProcessEvent::Exec { pid } | ProcessEvent::Exited { pid } => {
+            ProcessEvent::Exec { pid } => {
                 self.procs.remove(&pid);
             }
-            ProcessEvent::Spawned { .. } => {}
+            ProcessEvent::Exited { pid } => {
+                self.procs.remove(&pid);
+                if let Some(r) = &self.reporter {
+                    if let Ok(mut p) = r.pids.lock() {
+                        p.live.remove(&pid);
+                    }
+                }
+            }
+            ProcessEvent::Spawned { pid, .. } => {
+                if let Some(r) = &self.reporter {
+                    if let Ok(mut p) = r.pids.lock() {
+                        p.live.insert(pid);
+                        if p.killed {
+                            // SAFETY: signalling a traced process of ours.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -230,6 +336,55 @@ impl NetHandler for Enforcer {
         log::warn!("refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
         if let Some(sink) = &mut self.sink {
             sink.write(&events::refusal(pid, tid, what, errno));
+        }
+    }
+}
+
+impl Enforcer {
+    fn decide_with(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
+        if call.op == Op::GetPeerName {
+            return match call.socket.and_then(|s| self.virtual_peers.get(&s.inode)) {
+                Some(v) if snap.mode == Mode::Enforce => Verdict::Answer(v.clone()),
+                _ => Verdict::Pass,
+            };
+        }
+        let ip_socket = call
+            .socket
+            .is_some_and(|s| s.domain == libc::AF_INET || s.domain == libc::AF_INET6);
+        let Some((op, addr)) = Self::query_of(call).filter(|_| ip_socket) else {
+            return Verdict::Pass;
+        };
+        let d = self.evaluate(snap, call, op, addr);
+        self.last.insert(call.tid, (d, snap.clone()));
+        if let Some(i) = d.logged {
+            if self.sink.is_none() {
+                let comm = &self.proc(call.pid).comm;
+                eprintln!(
+                    "appswitch: log rule {}: {comm}[{}] {} {addr} -> {:?}",
+                    snap.ids[i].1,
+                    call.pid,
+                    call.op.name(),
+                    d.action
+                );
+            }
+        }
+        if snap.mode == Mode::Monitor {
+            return Verdict::Pass;
+        }
+        match d.action {
+            Action::Deny(e) => {
+                log::info!(
+                    "refused {} {addr} from pid {} (rule {:?})",
+                    call.op.name(),
+                    call.pid,
+                    d.rule.map(|i| snap.ids[i].1)
+                );
+                Verdict::Fail(Errno::from_raw(e))
+            }
+            Action::Redirect(to) => Verdict::Rewrite(to.into()),
+            // Nothing could have refused it: the program's own call may run.
+            Action::Allow if snap.policy.is_permissive(op) && op != RuleOp::Send => Verdict::Pass,
+            Action::Allow => Verdict::Allow,
         }
     }
 }

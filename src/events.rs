@@ -32,9 +32,13 @@ pub struct Event<'a> {
     /// The policy's decision: allow, deny or redirect (absent without a policy question).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<&'static str>,
-    /// The deciding rule's number (1-based, in evaluation order); absent: the default.
+    /// The deciding rule's ID (its line number in a --policy file, or its ID
+    /// in /appswitch/policy); absent: the default decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<usize>,
+    /// Where that rule came from: "file" (--policy) or "daemon".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_source: Option<&'static str>,
     /// The first `log` rule that matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logged_by: Option<usize>,
@@ -147,6 +151,7 @@ pub fn event<'a>(call: &'a Call, verdict: &'a Verdict, outcome: Outcome) -> Even
         verdict: verdict.name(),
         action: None,
         rule: None,
+        rule_source: None,
         logged_by: None,
         monitor: None,
         result: result_value(outcome),
@@ -171,6 +176,7 @@ pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno) -> Event<'a>
         verdict: "refused",
         action: None,
         rule: None,
+        rule_source: None,
         logged_by: None,
         monitor: None,
         result: format!("{errno:?}").into(),

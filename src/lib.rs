@@ -2,8 +2,14 @@
 //! plug into the tracer. The `appswitch` binary (main.rs) is a thin shell over
 //! this library.
 
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod enforcer;
 pub mod events;
+pub mod live;
 pub mod policytable;
+pub mod protocol;
 pub mod rules;
+pub mod services;
+pub mod sockdiag;

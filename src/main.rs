@@ -3,13 +3,20 @@
 mod cli;
 
 use anyhow::Context;
+use appswitch::client;
 use appswitch::config::{Config, DefaultAction};
-use appswitch::enforcer::Enforcer;
+use appswitch::daemon;
+use appswitch::enforcer::{Enforcer, Reporter};
 use appswitch::events;
-use appswitch::rules::{self, Policy, Verb};
+use appswitch::live::{LivePolicy, Snapshot};
+use appswitch::policytable::{self, PolicyTable};
+use appswitch::protocol::ToDaemon;
+use appswitch::rules;
 use clap::Parser;
-use cli::{Cli, Cmd, TraceArgs};
+use cli::{Cli, Cmd, DaemonArgs, TraceArgs};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -19,6 +26,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Cmd::Trace(args) => trace(args),
+        Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
     };
     match r {
         Ok(code) => ExitCode::from(code as u8),
@@ -34,10 +42,20 @@ fn main() -> ExitCode {
 #[error("{0}")]
 struct UsageError(String);
 
-fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<Policy> {
-    let mut default_deny = config.policy.default == DefaultAction::Deny;
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+fn daemon_cmd(args: DaemonArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    daemon::run(&config, args.mount.as_deref())
+}
+
+/// The trace's own rules (--policy), as a table; the config's default otherwise.
+fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable> {
+    let default_deny = config.policy.default == DefaultAction::Deny;
     let Some(path) = &args.policy else {
-        return Ok(Policy::new(Vec::new(), default_deny));
+        return Ok(PolicyTable::new(default_deny));
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading policy {}", path.display()))?;
@@ -56,15 +74,12 @@ fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<Policy> {
             );
         }
     }
-    if let Some(v) = file.default {
-        default_deny = v == Verb::Deny;
-    }
-    Ok(Policy::new(file.rules, default_deny))
+    Ok(policytable::from_file(file, default_deny))
 }
 
 fn trace(args: TraceArgs) -> anyhow::Result<i32> {
-    let config = Config::load(args.config.as_deref()).map_err(|e| UsageError(format!("{e:#}")))?;
-    let policy = load_policy(&args, &config)?;
+    let config = load_config(args.config.as_deref())?;
+    let local = load_policy(&args, &config)?;
     let mode = args.mode.unwrap_or(config.policy.mode);
     let sink = match &args.events {
         Some(path) => Some(
@@ -73,13 +88,117 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let policed = args.policy.is_some() || policy.default_deny();
-    let mut handler = Enforcer::new(policy, mode, policed, sink, args.labels.unwrap_or_default());
-    let mut words = args.command.into_iter();
+    let live = LivePolicy::new(Snapshot::combine(&local, None, mode, 0));
+    let policed = args.policy.is_some() || local.default_deny();
+    let labels = args.labels.clone().unwrap_or_default();
+    let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone());
+    let mut words = args.command.iter().cloned();
     let program = words.next().context("no program given")?;
     let cmd = tracer::Command {
-        program,
+        program: program.clone(),
         args: words.collect(),
     };
-    Ok(tracer::run(&cmd, &mut handler)?.code())
+    let hello = ToDaemon::Hello {
+        pid: std::process::id() as i32,
+        comm: std::path::Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cmdline: args
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        labels,
+        local_policy: local.render(),
+    };
+    let mut _mounted = None;
+    let mut drained = None;
+    if let Some(dir) = &args.mount {
+        let (reporter, mounted) = in_process(dir, hello, &local, &live, &config, args.mode)?;
+        handler = handler.with_reporter(reporter);
+        _mounted = Some(mounted);
+    } else if !args.no_daemon && config.daemon.socket.exists() {
+        let c = client::start(
+            config.daemon.socket.clone(),
+            hello,
+            local.clone(),
+            live.clone(),
+            args.mode,
+        );
+        // Start under the daemon's policy when it answers promptly.
+        let end = Instant::now() + Duration::from_secs(1);
+        while live.get().version == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if live.get().version == 0 {
+            log::warn!(
+                "no answer from the daemon at {}; running on the local policy until it comes back",
+                config.daemon.socket.display()
+            );
+        }
+        handler = handler.with_reporter(Reporter {
+            tx: c.tx,
+            counters: c.counters,
+            pids: c.pids,
+        });
+        drained = Some(c.drained);
+    }
+    let status = tracer::run(&cmd, &mut handler)?;
+    // Let the last reports (the program's final connections and events) reach the daemon.
+    drop(handler);
+    if let Some(d) = drained {
+        client::Client::drain(d, Duration::from_secs(1));
+    }
+    Ok(status.code())
+}
+
+/// `trace --mount DIR`: the daemon's state and files, in this process, for this program.
+fn in_process(
+    dir: &std::path::Path,
+    hello: ToDaemon,
+    local: &PolicyTable,
+    live: &Arc<LivePolicy>,
+    config: &Config,
+    mode_override: Option<appswitch::config::Mode>,
+) -> anyhow::Result<(Reporter, controlfs::Mounted)> {
+    use appswitch::daemon::state::State;
+    let default_deny = config.policy.default == DefaultAction::Deny;
+    let state = Arc::new(Mutex::new(State::new(
+        PolicyTable::new(default_deny),
+        Default::default(),
+        mode_override.unwrap_or(config.policy.mode),
+        None,
+    )));
+    let (to_tracer, from_state) = std::sync::mpsc::channel();
+    let app = daemon::files::lock(&state)
+        .register(hello, to_tracer)
+        .context("registering the program")?;
+    let pids = Arc::new(Mutex::new(appswitch::enforcer::Processes::default()));
+    {
+        let (local, live, pids) = (local.clone(), live.clone(), pids.clone());
+        std::thread::spawn(move || {
+            for msg in from_state {
+                client::apply(msg, &local, &live, &pids, mode_override);
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ToDaemon>(65_536);
+    {
+        let state = state.clone();
+        std::thread::spawn(move || {
+            for msg in rx {
+                daemon::files::lock(&state).handle(app, msg);
+            }
+        });
+    }
+    let mounted = daemon::mount(state, dir)?;
+    Ok((
+        Reporter {
+            tx,
+            counters: Arc::new(Mutex::new(Default::default())),
+            pids,
+        },
+        mounted,
+    ))
 }

@@ -26,12 +26,7 @@ enum Command {
 }
 
 fn err(line: usize, col: usize, token: &str, msg: &str) -> ParseError {
-    ParseError {
-        line,
-        col,
-        token: token.to_string(),
-        msg: msg.to_string(),
-    }
+    ParseError::new(line, col, token, msg)
 }
 
 /// The first whitespace-separated word of `s` and the rest after it (with
@@ -212,6 +207,11 @@ impl PolicyTable {
 
     pub fn default_deny(&self) -> bool {
         self.default_deny
+    }
+
+    /// (ID, rule) in evaluation order.
+    pub fn entries(&self) -> &[(u32, Rule)] {
+        &self.rules
     }
 
     pub fn len(&self) -> usize {

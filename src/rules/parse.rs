@@ -17,6 +17,17 @@ pub struct ParseError {
     pub msg: String,
 }
 
+impl ParseError {
+    pub fn new(line: usize, col: usize, token: &str, msg: &str) -> ParseError {
+        ParseError {
+            line,
+            col,
+            token: token.to_string(),
+            msg: msg.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.token.is_empty() {

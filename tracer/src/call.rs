@@ -148,6 +148,9 @@ pub struct Call {
     pub local: Option<SockAddr>,
     /// For sendmmsg: which message of the vector this is.
     pub index: usize,
+    /// For accept, once it returned a descriptor: the new socket's details
+    /// (when socket details and outcomes are wanted).
+    pub accepted: Option<SocketInfo>,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
 }

@@ -168,6 +168,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         addr: None,
         local: None,
         index: 0,
+        accepted: None,
         flags: 0,
     };
     match op {

@@ -28,7 +28,7 @@ fn is_ip(info: &SocketInfo) -> bool {
 }
 
 impl<H: NetHandler> Tracer<'_, H> {
-    fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
+    pub(crate) fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
         let pidfd = match self.pidfds.entry(tgid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),

@@ -378,7 +378,7 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     fn on_syscall_exit(&mut self, tid: i32) {
         let pending = self.tasks.get_mut(&tid).and_then(|t| t.pending.take());
-        let Some(p) = pending else {
+        let Some(mut p) = pending else {
             return resume(tid, None);
         };
         let ealready = -(Errno::EALREADY as i64);
@@ -403,6 +403,14 @@ impl<H: NetHandler> Tracer<'_, H> {
         } else {
             Outcome::from_raw(ret)
         };
+        if let (crate::call::Op::Accept, Outcome::Ok(fd), true) =
+            (p.call.op, outcome, self.interests.socket_info)
+        {
+            p.call.accepted = self
+                .borrow(p.call.pid, fd as i32)
+                .ok()
+                .map(|(_, info)| info);
+        }
         self.handler.finished(&p.call, &p.verdict, outcome);
         resume(tid, None);
     }

@@ -1,0 +1,204 @@
+//! The trace process's side of the daemon connection.
+//!
+//! A reader thread connects (retrying every 250 ms: while the daemon is away
+//! the program runs on its last policy), says hello, and applies the policy
+//! snapshots the daemon pushes. A writer thread drains the Enforcer's reports
+//! and sends counters every second; on every (re)connect it re-sends the
+//! connections it knows, so a restarted daemon sees them again.
+
+use crate::config::Mode;
+use crate::enforcer::Processes;
+use crate::live::{LivePolicy, Snapshot};
+use crate::policytable::PolicyTable;
+use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Reports queued at most; beyond that they are dropped (never block the tracer).
+const QUEUE: usize = 65_536;
+const RETRY: Duration = Duration::from_millis(250);
+
+type Conn = Arc<Mutex<Option<UnixStream>>>;
+
+pub struct Client {
+    pub tx: SyncSender<ToDaemon>,
+    pub counters: Arc<Mutex<Counters>>,
+    pub pids: Arc<Mutex<Processes>>,
+    /// Signalled when the writer has sent everything queued (all senders dropped).
+    pub drained: Receiver<()>,
+}
+
+impl Client {
+    /// After the program ended and every sender is dropped: wait (at most
+    /// `limit`) until the queued reports have been written to the daemon.
+    pub fn drain(drained: Receiver<()>, limit: Duration) {
+        let _ = drained.recv_timeout(limit);
+    }
+}
+
+/// What a tracer does with a message from the daemon (over the socket, or
+/// in-process for `trace --mount`). `mode` overrides the daemon's mode when
+/// the user gave --mode.
+pub fn apply(
+    msg: ToTracer,
+    local: &PolicyTable,
+    live: &LivePolicy,
+    pids: &Mutex<Processes>,
+    mode: Option<Mode>,
+) {
+    match msg {
+        ToTracer::Policy {
+            version,
+            table,
+            mode: global_mode,
+        } => match PolicyTable::load(&table) {
+            Ok(global) => live.set(Snapshot::combine(
+                local,
+                Some(&global),
+                mode.unwrap_or(global_mode),
+                version,
+            )),
+            Err(e) => log::error!("daemon sent a policy that does not parse: {e}"),
+        },
+        ToTracer::Kill => {
+            if let Ok(mut p) = pids.lock() {
+                p.kill_all();
+            }
+        }
+        ToTracer::Welcome { app } => log::debug!("registered as app {app}"),
+    }
+}
+
+/// Start the client threads. `hello` is sent on every connect.
+pub fn start(
+    socket: PathBuf,
+    hello: ToDaemon,
+    local: PolicyTable,
+    live: Arc<LivePolicy>,
+    mode: Option<Mode>,
+) -> Client {
+    let (tx, rx) = sync_channel(QUEUE);
+    let conn: Conn = Arc::new(Mutex::new(None));
+    let counters = Arc::new(Mutex::new(Counters::default()));
+    let pids = Arc::new(Mutex::new(Processes::default()));
+    let known: Arc<Mutex<HashMap<u64, ConnReport>>> = Arc::new(Mutex::new(HashMap::new()));
+    let (done_tx, drained) = sync_channel(1);
+    {
+        let (conn, counters, known) = (conn.clone(), counters.clone(), known.clone());
+        std::thread::Builder::new()
+            .name("appswitch-tx".into())
+            .spawn(move || {
+                writer(rx, conn, counters, known);
+                let _ = done_tx.send(());
+            })
+            .ok();
+    }
+    {
+        let pids = pids.clone();
+        std::thread::Builder::new()
+            .name("appswitch-rx".into())
+            .spawn(move || reader(socket, hello, local, live, conn, known, pids, mode))
+            .ok();
+    }
+    Client {
+        tx,
+        counters,
+        pids,
+        drained,
+    }
+}
+
+fn send(conn: &Conn, line: &str) {
+    let mut g = match conn.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(s) = g.as_mut() {
+        if s.write_all(line.as_bytes()).is_err() {
+            *g = None;
+        }
+    }
+}
+
+fn writer(
+    rx: Receiver<ToDaemon>,
+    conn: Conn,
+    counters: Arc<Mutex<Counters>>,
+    known: Arc<Mutex<HashMap<u64, ConnReport>>>,
+) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(msg) => {
+                if let ToDaemon::Conn(c) = &msg {
+                    if let Ok(mut k) = known.lock() {
+                        if k.len() >= QUEUE {
+                            k.clear();
+                        }
+                        k.insert(c.inode, c.clone());
+                    }
+                }
+                send(&conn, &msg.line());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let c = counters.lock().map(|c| *c).unwrap_or_default();
+                send(&conn, &ToDaemon::Stats(c).line());
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reader(
+    socket: PathBuf,
+    hello: ToDaemon,
+    local: PolicyTable,
+    live: Arc<LivePolicy>,
+    conn: Conn,
+    known: Arc<Mutex<HashMap<u64, ConnReport>>>,
+    pids: Arc<Mutex<Processes>>,
+    mode: Option<Mode>,
+) {
+    loop {
+        let Ok(stream) = UnixStream::connect(&socket) else {
+            std::thread::sleep(RETRY);
+            continue;
+        };
+        let Ok(mut w) = stream.try_clone() else {
+            std::thread::sleep(RETRY);
+            continue;
+        };
+        // Hello and the known connections go out before anything else.
+        let mut first = hello.line();
+        if let Ok(k) = known.lock() {
+            for c in k.values() {
+                first.push_str(&ToDaemon::Conn(c.clone()).line());
+            }
+        }
+        if w.write_all(first.as_bytes()).is_err() {
+            std::thread::sleep(RETRY);
+            continue;
+        }
+        if let Ok(mut g) = conn.lock() {
+            *g = Some(w);
+        }
+        log::debug!("connected to the daemon at {}", socket.display());
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<ToTracer>(&line) {
+                Ok(msg) => apply(msg, &local, &live, &pids, mode),
+                Err(e) => log::warn!("unreadable message from the daemon: {e}"),
+            }
+        }
+        if let Ok(mut g) = conn.lock() {
+            *g = None;
+        }
+        log::debug!("daemon connection lost; running on the last policy");
+        std::thread::sleep(RETRY);
+    }
+}

@@ -1,0 +1,140 @@
+//! The /appswitch tree: which files exist, who may write them, and what
+//! reading and writing them does (controlfs::Provider over the daemon State).
+
+use super::state::State;
+use controlfs::{Attr, Errno, Kind, Provider, StreamHub};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct Files {
+    pub state: Arc<Mutex<State>>,
+    events: Arc<StreamHub>,
+}
+
+const ROOT_FILES: &[(&str, Kind, u16)] = &[
+    ("policy", Kind::File, 0o644),
+    ("services", Kind::File, 0o644),
+    ("connections", Kind::File, 0o444),
+    ("stats", Kind::File, 0o444),
+    ("events", Kind::Stream, 0o444),
+    ("errors", Kind::File, 0o444),
+    ("ctl", Kind::File, 0o644),
+    ("apps", Kind::Dir, 0o555),
+];
+const APP_FILES: &[(&str, u16)] = &[
+    ("info", 0o444),
+    ("connections", 0o444),
+    ("policy", 0o444),
+    ("ctl", 0o644),
+];
+
+fn attr(kind: Kind, perm: u16) -> Attr {
+    Attr {
+        kind,
+        perm,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+impl Files {
+    pub fn new(state: Arc<Mutex<State>>) -> Files {
+        let events = lock(&state).events.clone();
+        Files { state, events }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// "apps/ID[/FILE]" -> (ID, FILE)
+    fn app_path<'a>(&self, path: &'a str) -> Option<(u32, Option<&'a str>)> {
+        let rest = path.strip_prefix("apps/")?;
+        let (id, file) = match rest.split_once('/') {
+            Some((id, f)) => (id, Some(f)),
+            None => (rest, None),
+        };
+        let id: u32 = id.parse().ok()?;
+        self.state().apps.contains_key(&id).then_some((id, file))
+    }
+}
+
+pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
+    match state.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Provider for Files {
+    fn attr(&self, path: &str) -> Option<Attr> {
+        if path.is_empty() {
+            return Some(attr(Kind::Dir, 0o555));
+        }
+        if let Some((_, k, p)) = ROOT_FILES.iter().find(|(n, _, _)| *n == path) {
+            return Some(attr(*k, *p));
+        }
+        match self.app_path(path)? {
+            (_, None) => Some(attr(Kind::Dir, 0o555)),
+            (_, Some(f)) => APP_FILES
+                .iter()
+                .find(|(n, _)| *n == f)
+                .map(|(_, p)| attr(Kind::File, *p)),
+        }
+    }
+
+    fn list(&self, path: &str) -> Vec<String> {
+        match path {
+            "" => ROOT_FILES.iter().map(|(n, _, _)| n.to_string()).collect(),
+            "apps" => self.state().apps.keys().map(|k| k.to_string()).collect(),
+            p if self.app_path(p).is_some() => {
+                APP_FILES.iter().map(|(n, _)| n.to_string()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        let mut s = self.state();
+        let text = match path {
+            "policy" => s.render_policy(),
+            "services" => s.render_services(),
+            "connections" => s.render_connections(None),
+            "stats" => s.render_stats(),
+            "errors" => s.render_errors(),
+            "ctl" => s.render_ctl(),
+            _ => {
+                drop(s);
+                let (id, file) = self.app_path(path).ok_or(Errno::ENOENT)?;
+                let mut s = self.state();
+                match file {
+                    Some("info") => s.render_app_info(id).ok_or(Errno::ENOENT)?,
+                    Some("connections") => s.render_connections(Some(id)),
+                    Some("policy") => s.render_app_policy(id).ok_or(Errno::ENOENT)?,
+                    Some("ctl") => "kill\n".to_string(),
+                    _ => return Err(Errno::EISDIR),
+                }
+            }
+        };
+        Ok(text.into_bytes())
+    }
+
+    fn write(&self, path: &str, data: &[u8]) -> Result<(), Errno> {
+        match path {
+            "policy" => self.state().write_policy(data),
+            "services" => self.state().write_services(data),
+            "ctl" => self.state().write_ctl(data),
+            _ => match self.app_path(path) {
+                Some((id, Some("ctl"))) => self.state().write_app_ctl(id, data),
+                _ => Err(Errno::EACCES),
+            },
+        }
+    }
+
+    fn refused(&self, path: &str, len: usize, errno: Errno) {
+        self.state().refused_write(path, len, errno);
+    }
+
+    fn stream(&self, path: &str) -> Option<Arc<StreamHub>> {
+        (path == "events").then(|| self.events.clone())
+    }
+}

@@ -1,0 +1,490 @@
+//! What the daemon holds: the policy, static services, traced apps, their
+//! connections, recent write errors and the event stream. Every write to a
+//! control file lands here, all or nothing; policy and services are saved
+//! atomically after each change and pushed to every tracer.
+
+use crate::config::Mode;
+use crate::policytable::PolicyTable;
+use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
+use crate::rules::ParseError;
+use crate::services::ServiceTable;
+use crate::sockdiag;
+use controlfs::{Errno, StreamHub};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Rejected writes remembered for /appswitch/errors.
+const MAX_ERRORS: usize = 100;
+/// Largest write a control file accepts.
+pub const MAX_WRITE: usize = 64 * 1024;
+
+pub struct App {
+    pub id: u32,
+    /// The trace process.
+    pub pid: i32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub labels: Vec<(String, String)>,
+    pub local_policy: String,
+    pub started: SystemTime,
+    pub tx: Sender<ToTracer>,
+    pub counters: Counters,
+}
+
+pub struct Conn {
+    pub app: u32,
+    pub report: ConnReport,
+    pub opened: Instant,
+    /// Since when the kernel's answer has not had this socket.
+    missing_since: Option<Instant>,
+}
+
+/// A socket absent from sock_diag this long is closed. (One dump can miss a
+/// live socket while the kernel's tables change under it, so a single miss
+/// only hides it from that listing.)
+const GONE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+pub struct State {
+    pub policy: PolicyTable,
+    pub services: ServiceTable,
+    pub mode: Mode,
+    pub apps: BTreeMap<u32, App>,
+    next_app: u32,
+    conns: HashMap<u64, Conn>,
+    errors: VecDeque<String>,
+    pub events: Arc<StreamHub>,
+    started: Instant,
+    /// Where policy and services are saved (None: not persisted).
+    state_dir: Option<PathBuf>,
+    /// Counters of apps that are gone, so totals never go backwards.
+    retired: Counters,
+}
+
+fn add_counters(a: &mut Counters, b: &Counters) {
+    a.calls += b.calls;
+    a.denied += b.denied;
+    a.rewritten += b.rewritten;
+    for (x, y) in a.latency.iter_mut().zip(b.latency.iter()) {
+        *x += y;
+    }
+}
+
+/// Write `data` to `path` atomically: temporary file, fsync, rename, fsync dir.
+fn save_atomic(path: &Path, data: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl State {
+    pub fn new(
+        policy: PolicyTable,
+        services: ServiceTable,
+        mode: Mode,
+        state_dir: Option<PathBuf>,
+    ) -> State {
+        State {
+            policy,
+            services,
+            mode,
+            apps: BTreeMap::new(),
+            next_app: 1,
+            conns: HashMap::new(),
+            errors: VecDeque::new(),
+            events: StreamHub::new(1 << 20),
+            started: Instant::now(),
+            state_dir,
+            retired: Counters::default(),
+        }
+    }
+
+    /// Load the saved policy and services from `dir` (missing files: empty).
+    pub fn load(dir: &Path, default_deny: bool, mode: Mode) -> anyhow::Result<State> {
+        let policy = match std::fs::read_to_string(dir.join("policy")) {
+            Ok(t) => PolicyTable::load(&t)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("policy").display()))?,
+            Err(_) => PolicyTable::new(default_deny),
+        };
+        let mut services = ServiceTable::default();
+        if let Ok(t) = std::fs::read_to_string(dir.join("services")) {
+            services
+                .apply(&t)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("services").display()))?;
+        }
+        Ok(State::new(policy, services, mode, Some(dir.to_path_buf())))
+    }
+
+    fn save(&mut self) {
+        let Some(dir) = self.state_dir.clone() else {
+            return;
+        };
+        for (name, text) in [
+            ("policy", self.policy.render()),
+            ("services", self.services.save_text()),
+        ] {
+            if let Err(e) = save_atomic(&dir.join(name), &text) {
+                self.error(format!("saving {}: {e}", dir.join(name).display()));
+            }
+        }
+    }
+
+    fn error(&mut self, msg: String) {
+        log::warn!("{msg}");
+        let line = format!(
+            "{} {msg}",
+            humantime::format_rfc3339_seconds(SystemTime::now())
+        );
+        if self.errors.len() >= MAX_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(line);
+    }
+
+    fn policy_message(&self) -> ToTracer {
+        ToTracer::Policy {
+            version: self.policy.version,
+            table: self.policy.render(),
+            mode: self.mode,
+        }
+    }
+
+    fn push_policy(&mut self) {
+        let msg = self.policy_message();
+        self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+    }
+
+    // ---- tracers ----
+
+    /// A tracer said hello: register it and send it the policy.
+    pub fn register(&mut self, hello: ToDaemon, tx: Sender<ToTracer>) -> Option<u32> {
+        let ToDaemon::Hello {
+            pid,
+            comm,
+            cmdline,
+            labels,
+            local_policy,
+        } = hello
+        else {
+            return None;
+        };
+        let id = self.next_app;
+        self.next_app += 1;
+        let _ = tx.send(ToTracer::Welcome { app: id });
+        let _ = tx.send(self.policy_message());
+        self.apps.insert(
+            id,
+            App {
+                id,
+                pid,
+                comm,
+                cmdline,
+                labels,
+                local_policy,
+                started: SystemTime::now(),
+                tx,
+                counters: Counters::default(),
+            },
+        );
+        Some(id)
+    }
+
+    pub fn unregister(&mut self, app: u32) {
+        if let Some(a) = self.apps.remove(&app) {
+            add_counters(&mut self.retired, &a.counters);
+        }
+        self.conns.retain(|_, c| c.app != app);
+    }
+
+    pub fn handle(&mut self, app: u32, msg: ToDaemon) {
+        match msg {
+            ToDaemon::Conn(report) => {
+                self.conns.insert(
+                    report.inode,
+                    Conn {
+                        app,
+                        report,
+                        opened: Instant::now(),
+                        missing_since: None,
+                    },
+                );
+            }
+            ToDaemon::Event { mut line } => {
+                line.push('\n');
+                self.events.publish(line.as_bytes());
+            }
+            ToDaemon::Stats(c) => {
+                if let Some(a) = self.apps.get_mut(&app) {
+                    a.counters = c;
+                }
+            }
+            ToDaemon::Hello { .. } => {}
+        }
+    }
+
+    // ---- writes to control files: Err(errno), with the reason in `errors` ----
+
+    /// The filesystem refused a write before it reached us (too large).
+    pub fn refused_write(&mut self, file: &str, len: usize, errno: Errno) {
+        self.error(format!(
+            "{file}: write of {len}+ bytes refused ({errno:?}): at most {MAX_WRITE} bytes per write"
+        ));
+    }
+
+    fn reject(&mut self, file: &str, e: ParseError) -> Errno {
+        self.error(format!("{file}: {e}"));
+        Errno::EINVAL
+    }
+
+    /// Common checks on a write: size and text.
+    fn text<'a>(&mut self, file: &str, data: &'a [u8]) -> Result<&'a str, Errno> {
+        if data.len() > MAX_WRITE {
+            self.error(format!(
+                "{file}: write of {} bytes refused: at most {MAX_WRITE} bytes per write",
+                data.len()
+            ));
+            return Err(Errno::EFBIG);
+        }
+        let text = match std::str::from_utf8(data) {
+            Ok(t) if !t.contains('\0') => t,
+            _ => {
+                self.error(format!(
+                    "{file}: not text (invalid UTF-8 or NUL bytes): refused"
+                ));
+                return Err(Errno::EINVAL);
+            }
+        };
+        if !text.ends_with('\n') {
+            self.error(format!(
+                "{file}: incomplete line: a write is whole lines, each ending in a newline"
+            ));
+            return Err(Errno::EINVAL);
+        }
+        Ok(text)
+    }
+
+    pub fn write_policy(&mut self, data: &[u8]) -> Result<(), Errno> {
+        let text = self.text("policy", data)?;
+        let mut next = self.policy.clone();
+        if let Err(e) = next.apply(text) {
+            return Err(self.reject("policy", e));
+        }
+        if next != self.policy {
+            self.policy = next;
+            self.save();
+            self.push_policy();
+        }
+        Ok(())
+    }
+
+    pub fn write_services(&mut self, data: &[u8]) -> Result<(), Errno> {
+        let text = self.text("services", data)?;
+        let mut next = self.services.clone();
+        if let Err(e) = next.apply(text) {
+            return Err(self.reject("services", e));
+        }
+        self.services = next;
+        self.save();
+        Ok(())
+    }
+
+    pub fn write_ctl(&mut self, data: &[u8]) -> Result<(), Errno> {
+        let text = self.text("ctl", data)?.to_string();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["mode", "enforce"] => self.mode = Mode::Enforce,
+                ["mode", "monitor"] => self.mode = Mode::Monitor,
+                ["save"] => self.save(),
+                ["reload"] => {
+                    let Some(dir) = self.state_dir.clone() else {
+                        self.error("ctl: reload: nothing is saved (no state directory)".into());
+                        return Err(Errno::EINVAL);
+                    };
+                    match State::load(&dir, self.policy.default_deny(), self.mode) {
+                        Ok(s) => {
+                            self.policy = s.policy;
+                            self.services = s.services;
+                        }
+                        Err(e) => {
+                            self.error(format!("ctl: reload: {e:#}"));
+                            return Err(Errno::EINVAL);
+                        }
+                    }
+                }
+                _ => {
+                    self.error(format!(
+                        "ctl: '{line}': expected mode enforce|monitor, save or reload"
+                    ));
+                    return Err(Errno::EINVAL);
+                }
+            }
+        }
+        self.policy.version += 1;
+        self.push_policy();
+        Ok(())
+    }
+
+    pub fn write_app_ctl(&mut self, app: u32, data: &[u8]) -> Result<(), Errno> {
+        let text = self.text("apps/ctl", data)?.trim().to_string();
+        match text.as_str() {
+            "kill" => {
+                if let Some(a) = self.apps.get(&app) {
+                    let _ = a.tx.send(ToTracer::Kill);
+                }
+                Ok(())
+            }
+            "detach" => {
+                self.error(format!(
+                    "apps/{app}/ctl: detach: a seccomp filter cannot be removed from a running program; use kill"
+                ));
+                Err(Errno::EOPNOTSUPP)
+            }
+            _ => {
+                self.error(format!("apps/{app}/ctl: '{text}': expected kill"));
+                Err(Errno::EINVAL)
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    pub fn render_policy(&self) -> String {
+        self.policy.render()
+    }
+
+    pub fn render_services(&self) -> String {
+        self.services.render()
+    }
+
+    pub fn render_errors(&self) -> String {
+        self.errors.iter().map(|e| format!("{e}\n")).collect()
+    }
+
+    pub fn render_ctl(&self) -> String {
+        format!(
+            "mode={}\nversion={}\nuptime={}s\npolicy_version={}\n",
+            match self.mode {
+                Mode::Enforce => "enforce",
+                Mode::Monitor => "monitor",
+            },
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs(),
+            self.policy.version,
+        )
+    }
+
+    pub fn render_stats(&self) -> String {
+        let mut total = self.retired;
+        for a in self.apps.values() {
+            add_counters(&mut total, &a.counters);
+        }
+        let n: u64 = total.latency.iter().sum();
+        let pct = |p: f64| -> u64 {
+            let want = (n as f64 * p).ceil() as u64;
+            let mut seen = 0;
+            for (i, c) in total.latency.iter().enumerate() {
+                seen += c;
+                if seen >= want.max(1) {
+                    return 1u64 << i;
+                }
+            }
+            0
+        };
+        format!(
+            "apps={}\nconnections={}\ncalls={}\ndenied={}\nrewritten={}\ndecision_p50_ns_le={}\ndecision_p99_ns_le={}\n",
+            self.apps.len(),
+            self.conns.len(),
+            total.calls,
+            total.denied,
+            total.rewritten,
+            if n > 0 { pct(0.5) } else { 0 },
+            if n > 0 { pct(0.99) } else { 0 },
+        )
+    }
+
+    /// Live connections (of one app, or all): joined with the kernel's view;
+    /// the ones the kernel no longer has are dropped here.
+    pub fn render_connections(&mut self, app: Option<u32>) -> String {
+        let inodes: HashSet<u64> = self.conns.keys().copied().collect();
+        let kernel = match sockdiag::lookup(&inodes) {
+            Ok(k) => k,
+            Err(e) => return format!("# sock_diag failed: {e}\n"),
+        };
+        let now = Instant::now();
+        self.conns.retain(|inode, c| {
+            if kernel.contains_key(inode) {
+                c.missing_since = None;
+                return true;
+            }
+            let since = *c.missing_since.get_or_insert(now);
+            now.duration_since(since) < GONE_AFTER
+        });
+        let mut rows: Vec<(&u64, &Conn)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| app.is_none_or(|a| c.app == a))
+            .collect();
+        rows.sort_by_key(|(_, c)| c.opened);
+        let mut s = String::with_capacity(rows.len() * 200);
+        for (inode, c) in rows {
+            let Some(k) = kernel.get(inode) else { continue };
+            let r = &c.report;
+            let _ = writeln!(
+                s,
+                "id={inode} app={} pid={} comm={} proto={} local={} remote={} virtual={} service=- rule={} state={} bytes_in={} bytes_out={} age={:.1}s",
+                c.app,
+                r.pid,
+                r.comm,
+                r.proto,
+                k.local,
+                k.remote,
+                r.virtual_remote.as_deref().unwrap_or("-"),
+                r.rule.map_or("-".to_string(), |i| i.to_string()),
+                k.state,
+                k.bytes_in,
+                k.bytes_out,
+                c.opened.elapsed().as_secs_f64(),
+            );
+        }
+        s
+    }
+
+    pub fn render_app_info(&self, app: u32) -> Option<String> {
+        let a = self.apps.get(&app)?;
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Some(format!(
+            "id={}\ntracer_pid={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls={}\ndenied={}\nrewritten={}\n",
+            a.id,
+            a.pid,
+            a.comm,
+            a.cmdline.join(" "),
+            if labels.is_empty() { "-".into() } else { labels.join(",") },
+            humantime::format_rfc3339_seconds(a.started),
+            a.counters.calls,
+            a.counters.denied,
+            a.counters.rewritten,
+        ))
+    }
+
+    /// The rules that apply to an app: its own (--policy) first, then the global ones.
+    pub fn render_app_policy(&self, app: u32) -> Option<String> {
+        let a = self.apps.get(&app)?;
+        let mut s = String::new();
+        for line in a.local_policy.lines().filter(|l| !l.starts_with("default")) {
+            let _ = writeln!(s, "file:{line}");
+        }
+        s.push_str(&self.policy.render());
+        Some(s)
+    }
+}

@@ -1,0 +1,79 @@
+//! The policy a tracer decides with, swappable while the program runs: the
+//! trace's own rules (--policy) first, then the daemon's global rules.
+
+use crate::config::Mode;
+use crate::policytable::PolicyTable;
+use crate::rules::Policy;
+use std::sync::{Arc, RwLock};
+
+/// Where a rule came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The trace's --policy file.
+    File,
+    /// The daemon's /appswitch/policy.
+    Daemon,
+}
+
+/// One evaluable version of the policy.
+pub struct Snapshot {
+    pub policy: Policy,
+    /// (source, ID) of each rule by position.
+    pub ids: Vec<(Source, u32)>,
+    pub mode: Mode,
+    pub version: u64,
+}
+
+impl Snapshot {
+    pub fn combine(
+        local: &PolicyTable,
+        global: Option<&PolicyTable>,
+        mode: Mode,
+        version: u64,
+    ) -> Snapshot {
+        let mut rules = Vec::new();
+        let mut ids = Vec::new();
+        for (id, r) in local.entries() {
+            rules.push(r.clone());
+            ids.push((Source::File, *id));
+        }
+        for (id, r) in global.map(|g| g.entries()).unwrap_or_default() {
+            rules.push(r.clone());
+            ids.push((Source::Daemon, *id));
+        }
+        let default_deny = global.map_or(local.default_deny(), |g| g.default_deny());
+        Snapshot {
+            policy: Policy::new(rules, default_deny),
+            ids,
+            mode,
+            version,
+        }
+    }
+}
+
+/// The current snapshot; readers take an Arc, writers swap it.
+pub struct LivePolicy {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl LivePolicy {
+    pub fn new(s: Snapshot) -> Arc<LivePolicy> {
+        Arc::new(LivePolicy {
+            current: RwLock::new(Arc::new(s)),
+        })
+    }
+
+    pub fn get(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, s: Snapshot) {
+        match self.current.write() {
+            Ok(mut g) => *g = Arc::new(s),
+            Err(p) => *p.into_inner() = Arc::new(s),
+        }
+    }
+}

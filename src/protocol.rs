@@ -1,0 +1,86 @@
+//! Messages between `appswitch trace` and the daemon: JSON, one per line,
+//! over the daemon's UNIX socket.
+
+use crate::config::Mode;
+use serde::{Deserialize, Serialize};
+
+/// A connection a traced program made or accepted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnReport {
+    pub inode: u64,
+    pub pid: i32,
+    pub comm: String,
+    /// "tcp" or "udp".
+    pub proto: String,
+    /// The address the kernel connected to (after any redirect); None for accepted sockets.
+    pub remote: Option<String>,
+    /// The address the program asked for, when a redirect changed it.
+    #[serde(default)]
+    pub virtual_remote: Option<String>,
+    /// ID of the rule that decided it.
+    #[serde(default)]
+    pub rule: Option<u32>,
+    /// "connect" or "accept".
+    pub via: String,
+}
+
+/// Counters a tracer keeps (cumulative).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub calls: u64,
+    pub denied: u64,
+    pub rewritten: u64,
+    /// Decision latency histogram: bucket i counts decisions of < 2^i ns.
+    pub latency: [u64; 24],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToDaemon {
+    Hello {
+        pid: i32,
+        comm: String,
+        cmdline: Vec<String>,
+        labels: Vec<(String, String)>,
+        /// The trace's own rules (from --policy), rendered.
+        local_policy: String,
+    },
+    Conn(ConnReport),
+    /// One event, as the JSON line `--events` would write.
+    Event {
+        line: String,
+    },
+    Stats(Counters),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToTracer {
+    Welcome {
+        app: u32,
+    },
+    /// The global policy (PolicyTable::render text) and mode.
+    Policy {
+        version: u64,
+        table: String,
+        mode: Mode,
+    },
+    /// End the traced program (apps/ID/ctl: kill).
+    Kill,
+}
+
+impl ToDaemon {
+    pub fn line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+impl ToTracer {
+    pub fn line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}

@@ -1,0 +1,509 @@
+//! The control filesystem and the daemon: real mounts, real traced programs.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+fn monotonic_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A daemon with its own config, socket, state directory and mount point.
+struct Daemon {
+    proc: Option<Proc>,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    mnt: PathBuf,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("appswitch.toml");
+        let mnt = dir.path().join("mnt");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nsocket = \"{0}/sock\"\nmount = \"{0}/mnt\"\nstate_dir = \"{0}/state\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            proc: None,
+            dir,
+            config,
+            mnt,
+        };
+        d.launch();
+        d
+    }
+
+    fn launch(&mut self) {
+        // APPSWITCH_TEST_LOG=DIR keeps each daemon's log there (debugging).
+        let log = match std::env::var_os("APPSWITCH_TEST_LOG") {
+            Some(d) => Stdio::from(
+                std::fs::File::create(
+                    PathBuf::from(d).join(format!("daemon-{}.log", std::process::id())),
+                )
+                .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
+        let p = Proc(
+            Command::new(appswitch())
+                .arg("daemon")
+                .arg("--config")
+                .arg(&self.config)
+                .env("RUST_LOG", "appswitch=debug")
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        self.proc = Some(p);
+        let (ctl, sock) = (self.mnt.join("ctl"), self.dir.path().join("sock"));
+        wait_until(
+            "the daemon's mount and socket",
+            Duration::from_secs(10),
+            || std::fs::read_to_string(&ctl).is_ok_and(|s| s.contains("mode=")) && sock.exists(),
+        );
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    /// `sh -c 'cat DATA > FILE'`: what a user does; returns (ok, stderr).
+    fn shell_write(&self, name: &str, data: &str) -> (bool, String) {
+        let src = self.dir.path().join("write-data");
+        std::fs::write(&src, data).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cat {} > {}",
+                src.display(),
+                self.file(name).display()
+            ))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A traced program under this daemon.
+    fn trace(&self, prog: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(appswitch());
+        c.arg("trace")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--")
+            .arg(prog)
+            .args(args);
+        c
+    }
+
+    fn kill9(&mut self) {
+        if let Some(p) = self.proc.take() {
+            p.signal(libc::SIGKILL);
+            drop(p);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(libc::SIGTERM);
+            let _ = p.wait_timeout(Duration::from_secs(5));
+        }
+        // A crashed daemon leaves a dead mount: detach it so the temp dir can go.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Lines "NS RESULT" from connect_loop, as (ns, ok).
+fn attempts(p: &mut Proc) -> Receiver<(i64, bool)> {
+    let out = p.0.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((ns, r)) = line.split_once(' ') {
+                if tx.send((ns.parse().unwrap_or(0), r == "ok")).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The first attempt after `after_ns` whose outcome is `ok`; its time.
+fn first_outcome_after(rx: &Receiver<(i64, bool)>, after_ns: i64, ok: bool) -> i64 {
+    loop {
+        let (ns, r) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("connect_loop stopped");
+        if ns > after_ns && r == ok {
+            return ns;
+        }
+    }
+}
+
+fn rule_id(policy: &str, needle: &str) -> String {
+    policy
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rule with {needle} in {policy}"))
+        .to_string()
+}
+
+#[test]
+fn policy_writes_reach_a_running_program_within_100ms() {
+    let d = Daemon::start();
+    let target = Banner::start("up\n");
+    let loop_prog = c_prog("connect_loop", &[]);
+    let mut client = Proc(
+        d.trace(&loop_prog, &[&target.port.to_string(), "3000", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = attempts(&mut client);
+    first_outcome_after(&rx, 0, true);
+
+    let rule = format!("deny connect 127.0.0.1:{}", target.port);
+    std::fs::write(d.file("policy"), format!("{rule}\n")).unwrap();
+    let written = monotonic_ns();
+    let refused_at = first_outcome_after(&rx, written, false);
+    let ms = (refused_at - written) as f64 / 1e6;
+    assert!(ms <= 100.0, "took {ms:.1} ms to take effect");
+
+    std::fs::write(d.file("policy"), "allow connect loopback:1-2\n").unwrap();
+    let policy = d.read("policy");
+    assert_eq!(
+        policy,
+        format!("1 {rule}\n2 allow connect loopback:1-2\ndefault allow\n"),
+        "rules in order"
+    );
+    std::fs::write(
+        d.file("policy"),
+        format!("del {}\n", rule_id(&policy, &rule)),
+    )
+    .unwrap();
+    let written = monotonic_ns();
+    let ok_at = first_outcome_after(&rx, written, true);
+    assert!((ok_at - written) as f64 / 1e6 <= 100.0);
+    client.signal(libc::SIGTERM);
+}
+
+#[test]
+fn connections_show_a_live_download_then_drop_it() {
+    let d = Daemon::start();
+    // A local HTTP server that trickles 64 KiB every 50 ms for ~2 s, so the
+    // download is reliably in progress while we look (loopback would
+    // otherwise finish a whole file before the first read).
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = l.accept() {
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let chunk = vec![b'x'; 64 << 10];
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    40 * chunk.len()
+                )
+                .as_bytes(),
+            );
+            for _ in 0..40 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let curl = require("curl");
+    let url = format!("http://127.0.0.1:{port}/big");
+    let mut c = Proc(
+        d.trace(&curl, &["-s", "-o", "/dev/null", &url])
+            .spawn()
+            .unwrap(),
+    );
+    let remote = format!("remote=127.0.0.1:{port}");
+    let mut line = String::new();
+    let mut seen = String::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while line.is_empty() {
+        assert!(
+            Instant::now() < end,
+            "no curl connection with bytes: connections={seen:?} stats={:?} curl={:?}",
+            d.read("stats"),
+            c.0.try_wait()
+        );
+        seen = d.read("connections");
+        line = seen
+            .lines()
+            .find(|l| l.contains("comm=curl") && l.contains(&remote) && !l.contains(" bytes_in=0 "))
+            .unwrap_or("")
+            .to_string();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // On loopback the kernel may already hold the whole file in buffers
+    // (and the server may have closed): any live TCP state is right here.
+    assert!(line.contains("proto=tcp"), "{line}");
+    assert!(
+        ["ESTABLISHED", "CLOSE_WAIT"]
+            .iter()
+            .any(|s| line.contains(&format!("state={s}"))),
+        "{line}"
+    );
+    assert_eq!(c.wait_timeout(Duration::from_secs(30)), Some(0));
+    let gone = Instant::now();
+    wait_until(
+        "the closed connection to leave the listing",
+        Duration::from_secs(1),
+        || !d.read("connections").contains(&remote),
+    );
+    assert!(gone.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn bad_writes_are_rejected_whole_with_a_reason() {
+    let d = Daemon::start();
+    std::fs::write(d.file("policy"), "deny connect any:22\n").unwrap();
+    let before = d.read("policy");
+    let junk: String = (0u8..=255).map(|b| b as char).collect();
+    let big = "allow connect any\n".repeat((1 << 20) / 18 + 1);
+    let cases: [(&str, &str, &str); 5] = [
+        ("unparsable rule", "deny conect any:80\n", "'conect'"),
+        ("1 MiB write", &big, "bytes"),
+        ("binary junk", &junk, "not text"),
+        ("no newline", "deny connect any:443", "incomplete line"),
+        (
+            "one bad rule among many",
+            "allow connect any:1\nallow connect any:2\ndeny connect any:x\nallow connect any:3\n",
+            "line 3",
+        ),
+    ];
+    for (what, data, reason) in cases {
+        let (ok, err) = d.shell_write("policy", data);
+        assert!(!ok, "{what}: accepted");
+        assert!(!err.is_empty(), "{what}: the shell printed no error");
+        assert_eq!(d.read("policy"), before, "{what}: policy changed");
+        let errors = d.read("errors");
+        assert!(
+            errors.lines().last().is_some_and(|l| l.contains(reason)),
+            "{what}: errors = {errors}"
+        );
+    }
+    // One write(2) of 1 MiB (not split by a shell tool): refused whole too.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.file("policy"))
+            .unwrap();
+        let one = vec![b'#'; 1 << 20];
+        assert!(f.write(&one).is_err(), "a 1 MiB write was accepted");
+        assert_eq!(d.read("policy"), before);
+        assert!(d
+            .read("errors")
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("bytes refused")));
+    }
+    // Not root: the kernel refuses (default_permissions, mode 0644 root).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "echo 'allow connect any' > {}",
+            d.file("policy").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+    assert_eq!(d.read("policy"), before);
+}
+
+#[test]
+fn kill9_and_restart_keeps_policy_services_and_running_programs() {
+    let mut d = Daemon::start();
+    let target = Banner::start("up\n");
+    std::fs::write(d.file("policy"), "deny connect any:22\n").unwrap();
+    std::fs::write(
+        d.file("services"),
+        "add web 10.1.0.1:80 -> 127.0.0.1:8080\n",
+    )
+    .unwrap();
+    let loop_prog = c_prog("connect_loop", &[]);
+    let mut client = Proc(
+        d.trace(&loop_prog, &[&target.port.to_string(), "5000", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = attempts(&mut client);
+    first_outcome_after(&rx, 0, true);
+
+    d.kill9();
+    // The program keeps running on its last policy meanwhile.
+    first_outcome_after(&rx, monotonic_ns(), true);
+    d.launch();
+    assert!(d.read("policy").contains("deny connect any:22"));
+    assert!(d
+        .read("services")
+        .starts_with("web 10.1.0.1:80 -> 127.0.0.1:8080"));
+    // The running program reconnects and follows later changes.
+    wait_until("the tracer to reconnect", Duration::from_secs(5), || {
+        d.read("stats").contains("apps=1")
+    });
+    std::fs::write(
+        d.file("policy"),
+        format!("deny connect 127.0.0.1:{}\n", target.port),
+    )
+    .unwrap();
+    let written = monotonic_ns();
+    let refused = first_outcome_after(&rx, written, false);
+    assert!((refused - written) < 1_000_000_000);
+    client.signal(libc::SIGTERM);
+}
+
+#[test]
+fn events_apps_and_ctl() {
+    let d = Daemon::start();
+    let target = Banner::start("hello\n");
+    let mut events = Proc(
+        Command::new("cat")
+            .arg(d.file("events"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let ev_out = events.0.stdout.take().unwrap();
+    let (tx, ev_rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(ev_out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let cc = c_prog("connect_check", &[]);
+    let out = run(&mut d.trace(&cc, &["127.0.0.1", &target.port.to_string()]));
+    assert!(stdout(&out).contains("data=hello"));
+    let want = format!("\"address\":\"127.0.0.1:{}\"", target.port);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = ev_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("no event streamed");
+        if l.contains(&want) && l.contains("\"call\":\"connect\"") {
+            break;
+        }
+        assert!(Instant::now() < end);
+    }
+    events.signal(libc::SIGTERM);
+
+    // apps/ID for a running program, and ctl kill.
+    let sleeper = require("sleep");
+    let mut p = Proc(d.trace(&sleeper, &["30"]).spawn().unwrap());
+    let mut id = String::new();
+    wait_until("the app to appear", Duration::from_secs(5), || {
+        id = std::fs::read_dir(d.file("apps"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .next()
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        !id.is_empty()
+    });
+    let info = d.read(&format!("apps/{id}/info"));
+    assert!(
+        info.contains("cmdline=") && info.contains("sleep 30"),
+        "{info}"
+    );
+    std::fs::write(d.file(&format!("apps/{id}/ctl")), "kill\n").unwrap();
+    assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(137));
+
+    std::fs::write(d.file("ctl"), "mode monitor\n").unwrap();
+    assert!(d.read("ctl").contains("mode=monitor"));
+    assert!(d.read("stats").contains("calls="));
+}
+
+#[test]
+fn trace_mount_serves_the_files_without_a_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let target = Banner::start("up\n");
+    let loop_prog = c_prog("connect_loop", &[]);
+    let mut client = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--mount"])
+            .arg(&mnt)
+            .arg("--")
+            .arg(&loop_prog)
+            .args([&target.port.to_string(), "3000", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let rx = attempts(&mut client);
+    first_outcome_after(&rx, 0, true);
+    wait_until("the mount", Duration::from_secs(5), || {
+        mnt.join("policy").exists()
+    });
+    std::fs::write(
+        mnt.join("policy"),
+        format!("deny connect 127.0.0.1:{}\n", target.port),
+    )
+    .unwrap();
+    let written = monotonic_ns();
+    let refused = first_outcome_after(&rx, written, false);
+    assert!((refused - written) as f64 / 1e6 <= 100.0);
+    client.signal(libc::SIGTERM);
+    assert!(client.wait_timeout(Duration::from_secs(10)).is_some());
+    wait_until("the unmount", Duration::from_secs(5), || {
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .contains(&mnt.display().to_string())
+    });
+}
