@@ -20,6 +20,7 @@
 #   BENCH_GETPPID_ITERS  iterations of (a) (default 2000000)
 #   BENCH_CONNECT_ITERS  iterations of (b) (default 20000)
 #   BENCH_PIN=1          run every variant under `taskset -c 0`
+#   BENCH_CONNS          live connections for the `cat connections` row (default 10000)
 #
 # Needs: gcc with static glibc (libc6-dev), strace, cargo (unless APPSWITCH set).
 set -euo pipefail
@@ -79,6 +80,7 @@ gcc -O2 -Wall -static -o "$TMP/getppid_loop" "$SRC/getppid_loop.c" ||
 gcc -O2 -Wall -o "$TMP/connect_client" "$SRC/connect_client.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/connect_loop" "$ROOT/tests/progs/connect_loop.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
 # not traced and not pinned.
@@ -201,3 +203,7 @@ if [[ -x $RB ]]; then
 else
     echo "rule decision: $RB not built (cargo build --release --example rule_bench)"
 fi
+
+echo
+echo "control filesystem (scripts/bench/controlfs_bench.py: a real daemon and traced programs):"
+python3 "$SRC/controlfs_bench.py" "$APP" "$TMP/connect_loop" "${BENCH_CONNS:-10000}" | sed 's/^/  /'

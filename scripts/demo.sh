@@ -1,26 +1,67 @@
 #!/usr/bin/env bash
-# The main job, end to end on loopback: build appswitch, start a local HTTP
-# server, fetch from it with curl under the tracer, and show the recorded calls.
+# The main job, end to end on loopback: the daemon with the control
+# filesystem mounted, programs traced under it, a policy written to a file
+# and taking effect on the next connect. Everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [[ -x $HOME/.cargo/bin/cargo ]] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release -q
-bin=target/release/appswitch
+bin=$PWD/target/release/appswitch
 work=$(mktemp -d)
-server=""
-cleanup() { [[ -n $server ]] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+mnt=${DEMO_MOUNT:-/appswitch}
+if grep -q " $mnt " /proc/mounts; then mnt=$work/appswitch; fi
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
+say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-echo "hello from a local server" > "$work/index.html"
+cat >"$work/appswitch.toml" <<TOML
+[daemon]
+socket = "$work/appswitch.sock"
+mount = "$mnt"
+state_dir = "$work/state"
+TOML
+export APPSWITCH_CONFIG=$work/appswitch.toml
+
+"$bin" daemon & pids+=($!)
+for _ in $(seq 100); do [[ -e $mnt/ctl && -S $work/appswitch.sock ]] && break; sleep 0.05; done
+
+echo "hello from a local server" >"$work/index.html"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 &
-server=$!
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 & pids+=($!)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
 
-echo "\$ appswitch trace --events $work/events.jsonl -- curl -s http://127.0.0.1:$port/"
-"$bin" trace --events "$work/events.jsonl" -- curl -s "http://127.0.0.1:$port/"
-echo "exit status: $?"
+say "appswitch trace -- curl -s http://127.0.0.1:$port/"
+"$bin" trace -- curl -s "http://127.0.0.1:$port/"
+
+say "appswitch trace -- busybox nc 127.0.0.1 $port &    # a connection that stays open"
+sleep 30 | "$bin" trace -- busybox nc 127.0.0.1 "$port" >/dev/null & pids+=($!)
+for _ in $(seq 100); do grep -q comm=busybox "$mnt/connections" 2>/dev/null && break; sleep 0.05; done
+say "cat $mnt/connections"
+cat "$mnt/connections"
+say "ls $mnt/apps; cat $mnt/apps/*/info"
+ls "$mnt/apps"; cat "$mnt"/apps/*/info
+
+say "echo 'deny connect 127.0.0.1:$port' > $mnt/policy"
+echo "deny connect 127.0.0.1:$port" >"$mnt/policy"
+say "cat $mnt/policy"
+cat "$mnt/policy"
+say "appswitch trace -- curl -sS http://127.0.0.1:$port/     # refused now"
+"$bin" trace -- curl -sS "http://127.0.0.1:$port/" || echo "(curl exited with $?)"
+
+say "echo 'deny conect any' > $mnt/policy        # a typo: refused, with a reason"
+echo 'deny conect any' >"$mnt/policy" || true
+say "cat $mnt/errors"
+cat "$mnt/errors"
+
+say "timeout 1 cat $mnt/events | tail -3"
+timeout 1 cat "$mnt/events" | tail -3 || true
+say "cat $mnt/stats"
+cat "$mnt/stats"
 echo
-echo "recorded network calls:"
-cat "$work/events.jsonl"
+echo "(stopping the daemon unmounts $mnt)"

@@ -148,7 +148,12 @@ fn writer(
                 let c = counters.lock().map(|c| *c).unwrap_or_default();
                 send(&conn, &ToDaemon::Stats(c).line());
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                // The program ended: its final counters.
+                let c = counters.lock().map(|c| *c).unwrap_or_default();
+                send(&conn, &ToDaemon::Stats(c).line());
+                return;
+            }
         }
     }
 }

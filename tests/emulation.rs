@@ -59,8 +59,10 @@ fn nonblocking_connect_returns_einprogress_as_untraced() {
 #[test]
 fn failed_connect_errno_matches_untraced() {
     let prog = c_prog("connect_check", &[]);
-    let closed = free_port();
-    let closed2 = free_port();
+    let closed_reserved = closed_port();
+    let closed = closed_reserved.port;
+    let closed2_reserved = closed_port();
+    let closed2 = closed2_reserved.port;
     for flags in [&[][..], &["-n"][..]] {
         let mut args = flags.to_vec();
         let p = closed.to_string();
@@ -95,7 +97,8 @@ fn threads_and_go_are_redirected() {
     assert_eq!(out.matches(": TO").count(), 3, "{out}");
 
     let srv = HttpServer::start("go was redirected\n");
-    let unused = free_port();
+    let unused_reserved = closed_port();
+    let unused = unused_reserved.port;
     let url = format!("http://127.0.0.1:{unused}/");
     let out = redirected(unused, srv.port, go_prog(), &["-url", &url]);
     assert_eq!(out, "go was redirected\n");
@@ -155,7 +158,8 @@ fn blocking_connect_completes_after_waiting() {
     let prog = c_prog("connect_check", &[]);
     let full = full_listener();
     let port = full.listener.local_addr().unwrap().port();
-    let from = free_port();
+    let from_reserved = closed_port();
+    let from = from_reserved.port;
     // Free the queue once the traced connect is waiting (a SYN_SENT socket
     // toward the port exists); the SYN retransmission then completes it.
     let l = full.listener.try_clone().unwrap();

@@ -15,7 +15,8 @@ fn curl_allowed_denied_and_redirected() {
     let allowed = HttpServer::start("allowed page\n");
     let real = HttpServer::start("the real backend\n");
     let denied = Banner::start_low("never\n");
-    let virt = free_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
     let (_d, pol) = policy_file(&format!(
         "deny connect 127.0.0.1:{}\nredirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
         denied.port, real.port
@@ -50,7 +51,8 @@ fn curl_allowed_denied_and_redirected() {
 fn python3_client_sees_the_virtual_peer_after_a_redirect() {
     let real = Banner::start("real\n");
     let denied = Banner::start_low("never\n");
-    let virt = free_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
     let (_d, pol) = policy_file(&format!(
         "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\ndeny connect 127.0.0.1:{}\n",
         real.port, denied.port
@@ -79,7 +81,8 @@ fn python3_client_sees_the_virtual_peer_after_a_redirect() {
 fn busybox_nc_and_go_client_are_policed() {
     let denied = Banner::start_low("never\n");
     let real = HttpServer::start("go reached the backend\n");
-    let virt = free_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
     let (_d, pol) = policy_file(&format!(
         "deny connect 127.0.0.1:{}\nredirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
         denied.port, real.port
@@ -406,7 +409,8 @@ fn bypass_sibling_thread_flips_the_sockaddr() {
 #[test]
 fn busybox_nc_allowed_and_redirected() {
     let real = Banner::start("nc reached the target\n");
-    let virt = free_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
     let (_d, pol) = policy_file(&format!(
         "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
         real.port
@@ -422,7 +426,8 @@ fn busybox_nc_allowed_and_redirected() {
 #[test]
 fn redirect_by_rule_leaves_the_programs_buffer_alone() {
     let real = Banner::start("TO\n");
-    let virt = free_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
     let (_d, pol) = policy_file(&format!(
         "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
         real.port

@@ -70,7 +70,9 @@ fn busybox_httpd_traced_server_and_sigterm_passthrough() {
     let bb = require("busybox");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("index.html"), "served by traced httpd\n").unwrap();
-    let port = free_port();
+    // httpd binds the port itself; one outside the ephemeral range keeps
+    // other tests' connections from taking it meanwhile.
+    let port = low_port_listener().local_addr().unwrap().port();
     let ev = dir.path().join("ev.jsonl");
     let mut httpd = Proc(
         Command::new(appswitch())

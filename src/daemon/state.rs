@@ -141,7 +141,7 @@ impl State {
     }
 
     fn error(&mut self, msg: String) {
-        log::warn!("{msg}");
+        log::info!("{msg}");
         let line = format!(
             "{} {msg}",
             humantime::format_rfc3339_seconds(SystemTime::now())

@@ -132,11 +132,46 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+/// A port nobody listens on, held for the life of the value: a bound TCP
+/// socket that never listens (no SO_REUSEADDR), so connects to it are
+/// refused and no other socket can take the port meanwhile.
+pub struct ClosedPort {
+    _sock: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+pub fn closed_port() -> ClosedPort {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: plain socket/bind/getsockname on a fresh descriptor we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let sock = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(
+                sock.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                len
+            ),
+            0,
+            "bind"
+        );
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut l = len;
+        libc::getsockname(
+            sock.as_raw_fd(),
+            (&mut got as *mut libc::sockaddr_in).cast(),
+            &mut l,
+        );
+        ClosedPort {
+            _sock: sock,
+            port: u16::from_be(got.sin_port),
+        }
+    }
 }
 
 /// Wait until something accepts on 127.0.0.1:port (bounded: 10 s).
@@ -164,21 +199,28 @@ impl HttpServer {
         require("python3");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("index.html"), body).expect("write index.html");
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
+        // python binds port 0 itself and reports the port: no window in
+        // which another test could take a port we picked.
+        let script = "import functools,http.server,sys\n\
+            class H(http.server.SimpleHTTPRequestHandler): log_message=lambda self,*a: None\n\
+            s=http.server.ThreadingHTTPServer(('127.0.0.1',0),functools.partial(H,directory=sys.argv[1]))\n\
+            print(s.server_address[1],flush=True)\n\
+            s.serve_forever()\n";
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(dir.path())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start python3 http.server");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("server stdout");
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("server port");
         let p = Proc(child);
+        let port: u16 = line.trim().parse().expect("server printed its port");
         wait_port(port);
         HttpServer {
             port,
