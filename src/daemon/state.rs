@@ -417,7 +417,26 @@ impl State {
     /// the ones the kernel no longer has are dropped here.
     pub fn render_connections(&mut self, app: Option<u32>) -> String {
         let inodes: HashSet<u64> = self.conns.keys().copied().collect();
-        let kernel = match sockdiag::lookup(&inodes) {
+        // When every connection's remote is known (connects), the kernel need
+        // only report sockets to those ports; accepted ones need a full dump.
+        let ports: Option<HashSet<u16>> = self
+            .conns
+            .values()
+            .map(|c| {
+                c.report
+                    .remote
+                    .as_deref()
+                    .and_then(|r| r.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| a.port())
+            })
+            .collect();
+        let kernel = match ports {
+            Some(p) => {
+                sockdiag::lookup_by_remote_ports(&inodes, &p.into_iter().collect::<Vec<_>>())
+            }
+            None => sockdiag::lookup(&inodes),
+        };
+        let kernel = match kernel {
             Ok(k) => k,
             Err(e) => return format!("# sock_diag failed: {e}\n"),
         };
