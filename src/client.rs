@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +32,14 @@ pub struct Client {
     pub pids: Arc<Mutex<Processes>>,
     /// Signalled when the writer has sent everything queued (all senders dropped).
     pub drained: Receiver<()>,
+    /// 0: first connection attempt under way; 1: connected; 2: the first
+    /// attempt failed (no daemon behind the socket: do not wait for one).
+    pub state: Arc<AtomicU8>,
 }
+
+pub const TRYING: u8 = 0;
+pub const CONNECTED: u8 = 1;
+pub const ABSENT: u8 = 2;
 
 impl Client {
     /// After the program ended and every sender is dropped: wait (at most
@@ -88,6 +96,7 @@ pub fn start(
     let pids = Arc::new(Mutex::new(Processes::default()));
     let known: Arc<Mutex<HashMap<u64, ConnReport>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, drained) = sync_channel(1);
+    let state = Arc::new(AtomicU8::new(TRYING));
     {
         let (conn, counters, known) = (conn.clone(), counters.clone(), known.clone());
         std::thread::Builder::new()
@@ -102,7 +111,10 @@ pub fn start(
         let pids = pids.clone();
         std::thread::Builder::new()
             .name("appswitch-rx".into())
-            .spawn(move || reader(socket, hello, local, live, conn, known, pids, mode))
+            .spawn({
+                let state = state.clone();
+                move || reader(socket, hello, local, live, conn, known, pids, mode, state)
+            })
             .ok();
     }
     Client {
@@ -110,6 +122,7 @@ pub fn start(
         counters,
         pids,
         drained,
+        state,
     }
 }
 
@@ -168,12 +181,15 @@ fn reader(
     known: Arc<Mutex<HashMap<u64, ConnReport>>>,
     pids: Arc<Mutex<Processes>>,
     mode: Option<Mode>,
+    state: Arc<AtomicU8>,
 ) {
     loop {
         let Ok(stream) = UnixStream::connect(&socket) else {
+            let _ = state.compare_exchange(TRYING, ABSENT, Ordering::Relaxed, Ordering::Relaxed);
             std::thread::sleep(RETRY);
             continue;
         };
+        state.store(CONNECTED, Ordering::Relaxed);
         let Ok(mut w) = stream.try_clone() else {
             std::thread::sleep(RETRY);
             continue;

@@ -126,10 +126,15 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
             live.clone(),
             args.mode,
         );
-        // Start under the daemon's policy when it answers promptly.
+        // Start under the daemon's policy when it answers promptly; a stale
+        // socket with no daemon behind it costs nothing.
         let end = Instant::now() + Duration::from_secs(1);
-        while live.get().version == 0 && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(5));
+        let waiting = || {
+            let s = c.state.load(std::sync::atomic::Ordering::Relaxed);
+            s == client::TRYING || (s == client::CONNECTED && live.get().version == 0)
+        };
+        while waiting() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2));
         }
         if live.get().version == 0 {
             log::warn!(

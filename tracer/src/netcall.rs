@@ -236,8 +236,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             });
             resume_to_exit(tid);
         } else {
-            self.handler.finished(&call, &verdict, Outcome::Unknown);
+            // Resume first: the handler's bookkeeping overlaps the program.
             resume(tid, None);
+            self.handler.finished(&call, &verdict, Outcome::Unknown);
         }
     }
 

@@ -411,8 +411,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 .ok()
                 .map(|(_, info)| info);
         }
-        self.handler.finished(&p.call, &p.verdict, outcome);
+        // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
+        self.handler.finished(&p.call, &p.verdict, outcome);
     }
 
     /// clone with CLONE_UNTRACED, or clone3: make sure the child stays traced.
