@@ -11,6 +11,7 @@ use crate::enforcer::Processes;
 use crate::live::{LivePolicy, Snapshot};
 use crate::policytable::PolicyTable;
 use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
+use crate::services::ServiceTable;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -64,15 +65,23 @@ pub fn apply(
             version,
             table,
             mode: global_mode,
-        } => match PolicyTable::load(&table) {
-            Ok(global) => live.set(Snapshot::combine(
-                local,
-                Some(&global),
-                mode.unwrap_or(global_mode),
-                version,
-            )),
-            Err(e) => log::error!("daemon sent a policy that does not parse: {e}"),
-        },
+            services,
+        } => {
+            let mut svc = ServiceTable::default();
+            if let Err(e) = svc.apply(&services) {
+                log::error!("daemon sent services that do not parse: {e}");
+            }
+            match PolicyTable::load(&table) {
+                Ok(global) => live.set(Snapshot::combine(
+                    local,
+                    Some(&global),
+                    &svc,
+                    mode.unwrap_or(global_mode),
+                    version,
+                )),
+                Err(e) => log::error!("daemon sent a policy that does not parse: {e}"),
+            }
+        }
         ToTracer::Kill => {
             if let Ok(mut p) = pids.lock() {
                 p.kill_all();

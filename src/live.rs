@@ -3,7 +3,9 @@
 
 use crate::config::Mode;
 use crate::policytable::PolicyTable;
-use crate::rules::Policy;
+use crate::rules::{AddrMatch, Host, Policy, Ports, Rule};
+use crate::services::ServiceTable;
+use ipnet::IpNet;
 use std::sync::{Arc, RwLock};
 
 /// Where a rule came from.
@@ -25,20 +27,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The trace's own rules, then the global ones; service names resolved
+    /// against `services` (an unknown name matches nothing).
     pub fn combine(
         local: &PolicyTable,
         global: Option<&PolicyTable>,
+        services: &ServiceTable,
         mode: Mode,
         version: u64,
     ) -> Snapshot {
         let mut rules = Vec::new();
         let mut ids = Vec::new();
         for (id, r) in local.entries() {
-            rules.push(r.clone());
+            rules.push(resolve(r, services));
             ids.push((Source::File, *id));
         }
         for (id, r) in global.map(|g| g.entries()).unwrap_or_default() {
-            rules.push(r.clone());
+            rules.push(resolve(r, services));
             ids.push((Source::Daemon, *id));
         }
         let default_deny = global.map_or(local.default_deny(), |g| g.default_deny());
@@ -49,6 +54,35 @@ impl Snapshot {
             version,
         }
     }
+}
+
+/// A rule naming a service matches its virtual address: the service's port
+/// unless the rule gives its own ports.
+fn resolve(r: &Rule, services: &ServiceTable) -> Rule {
+    let Some(AddrMatch {
+        host: Host::Service(name),
+        ports,
+    }) = &r.addr
+    else {
+        return r.clone();
+    };
+    let Some(svc) = services.get(name) else {
+        return r.clone();
+    };
+    let mut out = r.clone();
+    let ports = if ports.is_all() {
+        Ports {
+            lo: svc.vip.port(),
+            hi: svc.vip.port(),
+        }
+    } else {
+        *ports
+    };
+    out.addr = Some(AddrMatch {
+        host: Host::Net(IpNet::from(svc.vip.ip())),
+        ports,
+    });
+    out
 }
 
 /// The current snapshot; readers take an Arc, writers swap it.

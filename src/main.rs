@@ -68,7 +68,7 @@ fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable>
         }) = &r.addr
         {
             log::warn!(
-                "{}: rule {} names service '{s}', which is not known (services come with the daemon): it matches nothing yet",
+                "{}: rule {} names service '{s}': services are known only under a daemon (/appswitch/services); standalone it matches nothing",
                 path.display(),
                 i + 1
             );
@@ -88,7 +88,13 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let live = LivePolicy::new(Snapshot::combine(&local, None, mode, 0));
+    let live = LivePolicy::new(Snapshot::combine(
+        &local,
+        None,
+        &Default::default(),
+        mode,
+        0,
+    ));
     let policed = args.policy.is_some() || local.default_deny();
     let labels = args.labels.clone().unwrap_or_default();
     let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone());

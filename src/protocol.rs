@@ -59,11 +59,14 @@ pub enum ToTracer {
     Welcome {
         app: u32,
     },
-    /// The global policy (PolicyTable::render text) and mode.
+    /// The global policy (PolicyTable::render text), mode, and the static
+    /// services (ServiceTable::save_text), which service names in rules resolve to.
     Policy {
         version: u64,
         table: String,
         mode: Mode,
+        #[serde(default)]
+        services: String,
     },
     /// End the traced program (apps/ID/ctl: kill).
     Kill,

@@ -507,3 +507,60 @@ fn trace_mount_serves_the_files_without_a_daemon() {
             .contains(&mnt.display().to_string())
     });
 }
+
+#[test]
+fn rules_naming_a_service_match_its_address() {
+    let d = Daemon::start();
+    // A loopback VIP: should the rule not apply, the connect stays on the machine.
+    std::fs::write(
+        d.file("services"),
+        "add web 127.0.0.77:8080 -> 127.0.0.1:9\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.file("policy"),
+        "deny connect web errno=ENETUNREACH\ndeny connect db errno=EHOSTUNREACH\n",
+    )
+    .unwrap();
+    let cc = c_prog("connect_check", &[]);
+    let out = run(&mut d.trace(&cc, &["127.0.0.77", "8080"]));
+    assert!(
+        stdout(&out).contains("errno=ENETUNREACH"),
+        "{}",
+        stdout(&out)
+    );
+    // Another port of the same address is not the service.
+    let out = run(&mut d.trace(&cc, &["127.0.0.77", "8081"]));
+    assert!(
+        stdout(&out).contains("errno=ECONNREFUSED"),
+        "{}",
+        stdout(&out)
+    );
+    // Adding the service later makes the waiting rule match.
+    std::fs::write(
+        d.file("services"),
+        "add db 127.0.0.78:5432 -> 127.0.0.1:9\n",
+    )
+    .unwrap();
+    let out = run(&mut d.trace(&cc, &["127.0.0.78", "5432"]));
+    assert!(
+        stdout(&out).contains("errno=EHOSTUNREACH"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let mut d = Daemon::start();
+    let p = d.proc.take().unwrap();
+    p.signal(libc::SIGTERM);
+    let mut p = p;
+    assert_eq!(p.wait_timeout(Duration::from_secs(10)), Some(0));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&d.mnt.display().to_string()),
+        "still mounted"
+    );
+    assert!(!d.dir.path().join("sock").exists(), "socket left behind");
+}

@@ -157,6 +157,7 @@ impl State {
             version: self.policy.version,
             table: self.policy.render(),
             mode: self.mode,
+            services: self.services.save_text(),
         }
     }
 
@@ -296,6 +297,9 @@ impl State {
         }
         self.services = next;
         self.save();
+        // Rules may name services: tracers resolve them with the new table.
+        self.policy.version += 1;
+        self.push_policy();
         Ok(())
     }
 
