@@ -43,6 +43,19 @@ pub struct Decision {
     pub logged: Option<usize>,
 }
 
+/// What a matching rule does to `q`; None for `log` (evaluation goes on).
+fn action_of(r: &Rule, q: &Query<'_>) -> Option<Action> {
+    Some(match r.verb {
+        Verb::Log => return None,
+        Verb::Allow => Action::Allow,
+        Verb::Deny => Action::Deny(r.errno.unwrap_or_else(|| default_errno(q.op))),
+        Verb::Redirect => match &r.target {
+            Some(t) => Action::Redirect(t.apply(q.addr)),
+            None => Action::Allow,
+        },
+    })
+}
+
 /// The default errno of a refused operation.
 pub fn default_errno(op: RuleOp) -> i32 {
     match op {
@@ -274,17 +287,9 @@ impl Policy {
             if !self.matches_rest(r, q, port) {
                 continue;
             }
-            let action = match r.verb {
-                Verb::Log => {
-                    logged.get_or_insert(i);
-                    continue;
-                }
-                Verb::Allow => Action::Allow,
-                Verb::Deny => Action::Deny(r.errno.unwrap_or_else(|| default_errno(q.op))),
-                Verb::Redirect => match &r.target {
-                    Some(t) => Action::Redirect(t.apply(q.addr)),
-                    None => Action::Allow,
-                },
+            let Some(action) = action_of(r, q) else {
+                logged.get_or_insert(i);
+                continue;
             };
             return Decision {
                 action,
@@ -366,14 +371,9 @@ mod tests {
             if !op_ok || !host_ok || !p.matches_rest(r, q, q.addr.port()) {
                 continue;
             }
-            let action = match r.verb {
-                Verb::Log => {
-                    logged.get_or_insert(i);
-                    continue;
-                }
-                Verb::Allow => Action::Allow,
-                Verb::Deny => Action::Deny(r.errno.unwrap_or_else(|| default_errno(q.op))),
-                Verb::Redirect => Action::Redirect(r.target.unwrap().apply(q.addr)),
+            let Some(action) = action_of(r, q) else {
+                logged.get_or_insert(i);
+                continue;
             };
             return Decision {
                 action,

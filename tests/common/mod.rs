@@ -314,8 +314,9 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `appswitch trace --events FILE -- prog args`; returns the output and the events.
-pub fn traced(
+/// `appswitch trace --events FILE OPTS -- prog args`; the output and the events.
+pub fn trace_with(
+    opts: &[&std::ffi::OsStr],
     prog: impl AsRef<std::ffi::OsStr>,
     args: &[&str],
 ) -> (Output, Vec<serde_json::Value>) {
@@ -325,10 +326,19 @@ pub fn traced(
         .arg("trace")
         .arg("--events")
         .arg(&ev)
+        .args(opts)
         .arg("--")
         .arg(prog)
         .args(args));
     (out, read_events(&ev))
+}
+
+/// `appswitch trace --events FILE -- prog args`.
+pub fn traced(
+    prog: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
+    trace_with(&[], prog, args)
 }
 
 pub fn untraced(prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
@@ -441,17 +451,7 @@ pub fn policed(
     prog: impl AsRef<std::ffi::OsStr>,
     args: &[&str],
 ) -> (Output, Vec<serde_json::Value>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ev = dir.path().join("events.jsonl");
-    let out = run(Command::new(appswitch())
-        .arg("trace")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--events")
-        .arg(&ev)
-        .args(extra)
-        .arg("--")
-        .arg(prog)
-        .args(args));
-    (out, read_events(&ev))
+    let mut opts: Vec<&std::ffi::OsStr> = vec!["--policy".as_ref(), policy.as_os_str()];
+    opts.extend(extra.iter().map(|e| std::ffi::OsStr::new(*e)));
+    trace_with(&opts, prog, args)
 }
