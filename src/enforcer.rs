@@ -23,6 +23,7 @@ struct ProcInfo {
 
 fn read_proc(pid: i32) -> ProcInfo {
     let comm = events::comm(pid);
+    // /proc/TID/status: a thread's own credentials (setuid is per thread in the kernel).
     let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -144,7 +145,12 @@ impl Enforcer {
 
     fn evaluate(&mut self, snap: &Snapshot, call: &Call, op: RuleOp, addr: SocketAddr) -> Decision {
         let proto = Self::proto(call);
-        let info = self.proc(call.pid).clone();
+        let mut info = self.proc(call.pid).clone();
+        // uid and name change without exec (setuid, prctl): read them fresh
+        // when a rule looks at them.
+        if snap.policy.uses_identity() {
+            info = read_proc(call.tid);
+        }
         let q = Query {
             op,
             addr,
@@ -262,6 +268,12 @@ impl NetHandler for Enforcer {
     }
 
     fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
+        if let (Op::Connect, Some(s), false) =
+            (call.op, call.socket, matches!(verdict, Verdict::Rewrite(_)))
+        {
+            // Connected elsewhere (or disconnected): no virtual peer any more.
+            self.virtual_peers.remove(&s.inode);
+        }
         if let (Verdict::Rewrite(_), Op::Connect, Some(s), Some(orig)) =
             (verdict, call.op, call.socket, &call.addr)
         {
@@ -342,9 +354,12 @@ impl NetHandler for Enforcer {
 
 impl Enforcer {
     fn decide_with(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
+        self.last.remove(&call.tid);
         if call.op == Op::GetPeerName {
-            return match call.socket.and_then(|s| self.virtual_peers.get(&s.inode)) {
-                Some(v) if snap.mode == Mode::Enforce => Verdict::Answer(v.clone()),
+            // Only a connected socket shows its virtual peer (else ENOTCONN, from the kernel).
+            let virt = call.socket.and_then(|s| self.virtual_peers.get(&s.inode));
+            return match (call.peer.is_some(), virt) {
+                (true, Some(v)) if snap.mode == Mode::Enforce => Verdict::Answer(v.clone()),
                 _ => Verdict::Pass,
             };
         }
@@ -352,6 +367,20 @@ impl Enforcer {
             .socket
             .is_some_and(|s| s.domain == libc::AF_INET || s.domain == libc::AF_INET6);
         let Some((op, addr)) = Self::query_of(call).filter(|_| ip_socket) else {
+            // An IP socket with an address no rule can judge (AF_UNSPEC,
+            // another family, too short): when some rule could refuse, the
+            // tracer carries it out on its own copy, so what the kernel acts
+            // on is what was seen here (a sibling may change the buffer).
+            if ip_socket && call.op.takes_address() && snap.mode == Mode::Enforce {
+                let rop = match call.op {
+                    Op::Connect => RuleOp::Connect,
+                    Op::Bind => RuleOp::Bind,
+                    _ => RuleOp::Send,
+                };
+                if !snap.policy.is_permissive(rop) {
+                    return Verdict::Allow;
+                }
+            }
             return Verdict::Pass;
         };
         let d = self.evaluate(snap, call, op, addr);
@@ -383,7 +412,15 @@ impl Enforcer {
             }
             Action::Redirect(to) => Verdict::Rewrite(to.into()),
             // Nothing could have refused it: the program's own call may run.
-            Action::Allow if snap.policy.is_permissive(op) && op != RuleOp::Send => Verdict::Pass,
+            // (A UDP connect also fixes the destination of later sends.)
+            Action::Allow
+                if snap.policy.is_permissive(op)
+                    && op != RuleOp::Send
+                    && (Self::proto(call) != Some(Proto::Udp)
+                        || snap.policy.is_permissive(RuleOp::Send)) =>
+            {
+                Verdict::Pass
+            }
             Action::Allow => Verdict::Allow,
         }
     }

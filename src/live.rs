@@ -46,7 +46,8 @@ impl Snapshot {
             rules.push(resolve(r, services));
             ids.push((Source::Daemon, *id));
         }
-        let default_deny = global.map_or(local.default_deny(), |g| g.default_deny());
+        // Either side's `default deny` holds: a trace's strict policy stays strict under a daemon.
+        let default_deny = local.default_deny() || global.is_some_and(|g| g.default_deny());
         Snapshot {
             policy: Policy::new(rules, default_deny),
             ids,

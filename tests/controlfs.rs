@@ -464,6 +464,10 @@ fn events_apps_and_ctl() {
     std::fs::write(d.file(&format!("apps/{id}/ctl")), "kill\n").unwrap();
     assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(137));
 
+    // ctl writes are all or nothing too.
+    let (ok, _) = d.shell_write("ctl", "mode monitor\nbogus\n");
+    assert!(!ok);
+    assert!(d.read("ctl").contains("mode=enforce"));
     std::fs::write(d.file("ctl"), "mode monitor\n").unwrap();
     assert!(d.read("ctl").contains("mode=monitor"));
     assert!(d.read("stats").contains("calls="));

@@ -481,3 +481,119 @@ fn ipv6_destinations_are_policed() {
         "only the allowed connect arrived"
     );
 }
+
+#[test]
+fn fastopen_is_policed_by_connect_rules_alone() {
+    let denied = Banner::start_low("never\n");
+    let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
+    let p = c_prog("fastopen", &[]);
+    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn a_thread_outliving_the_leader_is_still_policed() {
+    let denied = Banner::start_low("never\n");
+    let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
+    let p = c_prog("orphan_thread", &[]);
+    let (o, _) = policed(&pol, &[], &p, &[&denied.port.to_string()]);
+    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    assert_eq!(denied.count(), 0);
+}
+
+#[test]
+fn redirect_of_a_v4_mapped_destination_on_an_ipv6_socket() {
+    let real = Banner::start("real\n");
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        real.port
+    ));
+    let script = "import socket,sys\n\
+        s=socket.socket(socket.AF_INET6)\n\
+        s.connect(('::ffff:127.0.0.1', int(sys.argv[1])))\n\
+        print(s.recv(10).decode().strip(), s.getpeername()[1])\n";
+    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    assert_eq!(
+        stdout(&o),
+        format!("real {virt}\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn getpeername_after_a_failed_redirect_is_enotconn() {
+    let closed = closed_port();
+    let virt_reserved = closed_port();
+    let virt = virt_reserved.port;
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.1:{virt} -> 127.0.0.1:{}\n",
+        closed.port
+    ));
+    let script = "import socket,sys,select,errno\n\
+        s=socket.socket(); s.setblocking(False)\n\
+        s.connect_ex(('127.0.0.1', int(sys.argv[1])))\n\
+        select.select([],[s],[],5)\n\
+        print('so_error', s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))\n\
+        try: s.getpeername(); print('peer')\n\
+        except OSError as e: print(errno.errorcode[e.errno])\n";
+    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    assert_eq!(
+        stdout(&o),
+        format!("so_error {}\nENOTCONN\n", libc::ECONNREFUSED)
+    );
+}
+
+#[test]
+fn uid_rules_follow_a_setuid_without_exec() {
+    let target = Banner::start("up\n");
+    let (_d, pol) = policy_file(&format!(
+        "deny connect 127.0.0.1:{} uid=65534\n",
+        target.port
+    ));
+    let script = "import socket,os,sys\n\
+        p=int(sys.argv[1])\n\
+        socket.create_connection(('127.0.0.1',p)); print('root ok')\n\
+        os.setuid(65534)\n\
+        try: socket.create_connection(('127.0.0.1',p)); print('nobody ok')\n\
+        except OSError as e: print('nobody', e.errno)\n";
+    let (o, _) = policed(
+        &pol,
+        &[],
+        "python3",
+        &["-c", script, &target.port.to_string()],
+    );
+    assert_eq!(
+        stdout(&o),
+        format!("root ok\nnobody {}\n", libc::ECONNREFUSED)
+    );
+}
+
+#[test]
+fn an_emulated_bind_has_the_programs_privileges() {
+    require("setpriv");
+    // /usr/bin/python3 (Debian's): user 65534 may run it.
+    let (_d, pol) = policy_file("deny bind any:1-100\n");
+    let script = "import socket\n\
+        s=socket.socket()\n\
+        try: s.bind(('127.0.0.1', 555)); print('bound')\n\
+        except OSError as e: print('errno', e.errno)\n";
+    let out = run(Command::new(appswitch())
+        .arg("trace")
+        .arg("--policy")
+        .arg(&pol)
+        .args([
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ]));
+    assert_eq!(stdout(&out), format!("errno {}\n", libc::EACCES));
+}

@@ -399,3 +399,12 @@ fn group_stop_holds_the_program_until_sigcont() {
         .unwrap();
     assert_eq!(out, "resumed\n");
 }
+
+#[test]
+fn sigpipe_is_the_default_in_the_program() {
+    // `yes` dies quietly of SIGPIPE when head exits; with SIGPIPE ignored it
+    // would complain "Broken pipe" on stderr instead.
+    let (out, _) = traced("sh", &["-c", "yes | head -1"]);
+    assert_eq!(stdout(&out), "y\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -77,7 +77,7 @@ mod fs;
 mod mount;
 mod stream;
 
-pub use mount::{detach_stale, mount, MountOptions, Mounted};
+pub use mount::{detach_stale, mount, serving, MountOptions, Mounted};
 pub use stream::StreamHub;
 
 /// Mount subtype: mounts of this crate have type `fuse.controlfs`.

@@ -309,6 +309,14 @@ pub fn detach_stale(dir: &Path) -> io::Result<bool> {
     Ok(detached)
 }
 
+/// Whether a live controlfs mount (its server answering) is at `dir`.
+pub fn serving(dir: &Path) -> io::Result<bool> {
+    match nix::sys::stat::stat(dir) {
+        Ok(_) => top_mount_is_ours(&dir.canonicalize()?),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Whether the topmost mount at `dir` (canonical) has type fuse.controlfs.
 fn top_mount_is_ours(dir: &Path) -> io::Result<bool> {
     let info = std::fs::read("/proc/self/mountinfo")?;

@@ -29,6 +29,12 @@ fn block_signals() -> libc::sigset_t {
 
 /// Mount `state` at `dir`, detaching a dead mount left there by a crash.
 pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::Mounted> {
+    if controlfs::serving(dir).unwrap_or(false) {
+        anyhow::bail!(
+            "{} is served by another appswitch (daemon or trace --mount); stop it first",
+            dir.display()
+        );
+    }
     if controlfs::detach_stale(dir)
         .with_context(|| format!("checking {} for a stale mount", dir.display()))?
     {
@@ -45,6 +51,12 @@ pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::
 pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let set = block_signals();
     let d = &config.daemon;
+    if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
+        anyhow::bail!(
+            "another appswitch daemon answers at {}; stop it first",
+            d.socket.display()
+        );
+    }
     let default_deny = config.policy.default == DefaultAction::Deny;
     std::fs::create_dir_all(&d.state_dir)
         .with_context(|| format!("creating {}", d.state_dir.display()))?;

@@ -304,37 +304,61 @@ impl State {
     }
 
     pub fn write_ctl(&mut self, data: &[u8]) -> Result<(), Errno> {
+        enum Cmd {
+            Mode(Mode),
+            Save,
+            Reload,
+        }
         let text = self.text("ctl", data)?.to_string();
+        // Every line is checked before any is carried out: all or nothing.
+        let mut cmds = Vec::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-                ["mode", "enforce"] => self.mode = Mode::Enforce,
-                ["mode", "monitor"] => self.mode = Mode::Monitor,
-                ["save"] => self.save(),
-                ["reload"] => {
-                    let Some(dir) = self.state_dir.clone() else {
+            cmds.push(
+                match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["mode", "enforce"] => Cmd::Mode(Mode::Enforce),
+                    ["mode", "monitor"] => Cmd::Mode(Mode::Monitor),
+                    ["save"] => Cmd::Save,
+                    ["reload"] if self.state_dir.is_some() => Cmd::Reload,
+                    ["reload"] => {
                         self.error("ctl: reload: nothing is saved (no state directory)".into());
                         return Err(Errno::EINVAL);
-                    };
-                    match State::load(&dir, self.policy.default_deny(), self.mode) {
-                        Ok(s) => {
-                            self.policy = s.policy;
-                            self.services = s.services;
-                        }
-                        Err(e) => {
-                            self.error(format!("ctl: reload: {e:#}"));
-                            return Err(Errno::EINVAL);
-                        }
                     }
-                }
-                _ => {
-                    self.error(format!(
-                        "ctl: '{line}': expected mode enforce|monitor, save or reload"
-                    ));
-                    return Err(Errno::EINVAL);
+                    _ => {
+                        self.error(format!(
+                            "ctl: '{line}': expected mode enforce|monitor, save or reload"
+                        ));
+                        return Err(Errno::EINVAL);
+                    }
+                },
+            );
+        }
+        let mut next_policy = None;
+        for c in &cmds {
+            if let (Cmd::Reload, Some(dir)) = (c, &self.state_dir) {
+                match State::load(dir, self.policy.default_deny(), self.mode) {
+                    Ok(s) => next_policy = Some((s.policy, s.services)),
+                    Err(e) => {
+                        self.error(format!("ctl: reload: {e:#}"));
+                        return Err(Errno::EINVAL);
+                    }
                 }
             }
         }
-        self.policy.version += 1;
+        let version = self.policy.version;
+        for c in cmds {
+            match c {
+                Cmd::Mode(m) => self.mode = m,
+                Cmd::Save => self.save(),
+                Cmd::Reload => {
+                    if let Some((p, s)) = next_policy.take() {
+                        self.policy = p;
+                        self.services = s;
+                    }
+                }
+            }
+        }
+        // Versions only go forward, whatever was reloaded.
+        self.policy.version = self.policy.version.max(version) + 1;
         self.push_policy();
         Ok(())
     }

@@ -166,6 +166,8 @@ pub struct Policy {
     /// Per operation: no rule could refuse or redirect (so the tracer may let
     /// the program's own call run without emulation).
     permissive: [bool; 3],
+    /// Some rule matches on app= or uid=.
+    identity: bool,
 }
 
 fn op_slot(op: RuleOp) -> usize {
@@ -227,11 +229,13 @@ impl Policy {
                 }
             }
         }
+        let identity = rules.iter().any(|r| r.app.is_some() || r.uid.is_some());
         Policy {
             rules,
             default_deny,
             index,
             permissive,
+            identity,
         }
     }
 
@@ -246,6 +250,11 @@ impl Policy {
     /// True when no rule for `op` can refuse or redirect and the default allows.
     pub fn is_permissive(&self, op: RuleOp) -> bool {
         self.permissive[op_slot(op)]
+    }
+
+    /// True when some rule matches on the program's name or uid.
+    pub fn uses_identity(&self) -> bool {
+        self.identity
     }
 
     /// True when some rule redirects.

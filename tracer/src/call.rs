@@ -148,6 +148,9 @@ pub struct Call {
     pub local: Option<SockAddr>,
     /// For sendmmsg: which message of the vector this is.
     pub index: usize,
+    /// For getpeername, when socket details are wanted: the kernel's real
+    /// peer (None: not connected).
+    pub peer: Option<SockAddr>,
     /// For accept, once it returned a descriptor: the new socket's details
     /// (when socket details and outcomes are wanted).
     pub accepted: Option<SocketInfo>,

@@ -167,6 +167,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         socket: None,
         addr: None,
         local: None,
+        peer: None,
         index: 0,
         accepted: None,
         flags: 0,

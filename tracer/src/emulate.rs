@@ -116,7 +116,7 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
     }
     let mut buf = [0u8; MAX_ADDR_LEN];
     let Some(len) = addr.encode(&mut buf) else {
-        return Emulated::Done(-(Errno::EINVAL as i64));
+        return Emulated::Done(unusable(addr));
     };
     if info.nonblocking {
         return Emulated::Done(match raw_connect(fd, &buf, len) {
@@ -141,18 +141,55 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
         Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
         Err(e) => Emulated::Done(-(e as i64)),
     };
-    set_flags(fd, fl);
+    // Clear only what we set: a sibling's fcntl meanwhile is kept.
+    // SAFETY: F_GETFL on a descriptor we own.
+    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    set_flags(fd, if now < 0 { fl } else { now & !libc::O_NONBLOCK });
     out
 }
 
-/// bind(fd, addr) on the borrowed socket.
-pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
+/// The first port that needs CAP_NET_BIND_SERVICE.
+fn unprivileged_port_start() -> u16 {
+    static START: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024)
+    })
+}
+
+/// Whether thread `tid` has CAP_NET_BIND_SERVICE in its effective set.
+fn can_bind_low_ports(tid: i32) -> bool {
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+}
+
+/// bind(fd, addr) on the borrowed socket, with the program's privileges: the
+/// tracer (root) must not bind a port the program could not.
+pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, tid: i32) -> Emulated {
     if !is_ip(info) {
         return Emulated::NotIp;
     }
+    if let Some(ip) = addr.ip() {
+        let p = ip.port();
+        if p != 0 && p < unprivileged_port_start() && !can_bind_low_ports(tid) {
+            return Emulated::Done(-(Errno::EACCES as i64));
+        }
+    }
     let mut buf = [0u8; MAX_ADDR_LEN];
     let Some(len) = addr.encode(&mut buf) else {
-        return Emulated::Done(-(Errno::EINVAL as i64));
+        return Emulated::Done(unusable(addr));
     };
     // SAFETY: buf holds a sockaddr of `len` bytes.
     let r = unsafe { libc::bind(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
@@ -227,4 +264,42 @@ pub fn send_datagram(
         unsafe { libc::poll(&mut p, 1, 100) };
     }
     -(Errno::EAGAIN as i64)
+}
+
+/// The socket's peer (getpeername on the borrowed socket); None when not connected.
+pub fn peer_addr(fd: &OwnedFd) -> Option<SockAddr> {
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let mut len = MAX_ADDR_LEN as libc::socklen_t;
+    // SAFETY: buf/len describe a writable buffer of MAX_ADDR_LEN bytes.
+    let r = unsafe { libc::getpeername(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return None;
+    }
+    SockAddr::decode(&buf[..(len as usize).min(MAX_ADDR_LEN)])
+}
+
+/// `addr` in the socket's family: IPv4 on an AF_INET6 socket becomes
+/// ::ffff:a.b.c.d, IPv4-mapped IPv6 on an AF_INET socket becomes IPv4.
+pub fn fit_family(info: &SocketInfo, addr: SockAddr) -> SockAddr {
+    match (info.domain, addr) {
+        (libc::AF_INET6, SockAddr::Inet(a)) => SockAddr::Inet6(std::net::SocketAddrV6::new(
+            a.ip().to_ipv6_mapped(),
+            a.port(),
+            0,
+            0,
+        )),
+        (libc::AF_INET, SockAddr::Inet6(a)) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SockAddr::Inet(std::net::SocketAddrV4::new(v4, a.port())),
+            None => SockAddr::Inet6(a),
+        },
+        (_, a) => a,
+    }
+}
+
+/// The errno the kernel gives an IP socket for an address it cannot use.
+fn unusable(addr: &SockAddr) -> i64 {
+    match addr {
+        SockAddr::Other(_) => -(Errno::EAFNOSUPPORT as i64),
+        _ => -(Errno::EINVAL as i64),
+    }
 }

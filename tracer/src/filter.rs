@@ -28,6 +28,7 @@ pub const TAG_NET: u16 = 1;
 pub const TAG_CLONE: u16 = 2;
 
 const CLONE_UNTRACED: u64 = 0x0080_0000;
+const MSG_FASTOPEN: u64 = 0x2000_0000;
 
 fn names(i: &Interests) -> Vec<&'static str> {
     let mut v = Vec::new();
@@ -92,6 +93,19 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         native.add_rule(trace_net, sys(name)?).map_err(f)?;
         compat.add_rule(trace_net, sys(name)?).map_err(f)?;
         x32.add_rule(trace_net, sys(name)?).map_err(f)?;
+    }
+    if interests.connect && !interests.send {
+        // sendto/sendmsg/sendmmsg with MSG_FASTOPEN connect a TCP socket:
+        // policed as connects. (i386 socketcall cannot be split by flags.)
+        let fastopen =
+            |arg| ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(MSG_FASTOPEN), MSG_FASTOPEN);
+        for (name, arg) in [("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)] {
+            native
+                .add_rule_conditional(trace_net, sys(name)?, &[fastopen(arg)])
+                .map_err(f)?;
+            compat.add_rule(trace_net, sys(name)?).map_err(f)?;
+            x32.add_rule(trace_net, sys(name)?).map_err(f)?;
+        }
     }
     if interests.send {
         // A sendto without an address (send() on a connected socket) is data

@@ -39,7 +39,8 @@ fn word(pid: i32, addr: u64, compat: bool) -> Result<u64, Errno> {
 
 /// Read `len` bytes at `ptr`, appending to `out`.
 fn append(pid: i32, ptr: u64, len: u64, out: &mut Vec<u8>) -> Result<(), Errno> {
-    if out.len() as u64 + len > MAX_DATA as u64 {
+    // len comes from the tracee: no arithmetic on it may overflow.
+    if len > (MAX_DATA - out.len()) as u64 {
         return Err(Errno::EMSGSIZE);
     }
     let start = out.len();
@@ -62,17 +63,19 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
         (8, 16, 24, 32, 40)
     };
     let name = read_msg_name(pid, ptr, compat)?;
-    let iov = word(pid, ptr + iov_off, compat)?;
-    let iovlen = word(pid, ptr + iovlen_off, compat)?;
-    let control = word(pid, ptr + ctl_off, compat)?;
-    let controllen = word(pid, ptr + ctllen_off, compat)?;
+    let field = |off: u64| ptr.checked_add(off).ok_or(Errno::EFAULT);
+    let iov = word(pid, field(iov_off)?, compat)?;
+    let iovlen = word(pid, field(iovlen_off)?, compat)?;
+    let control = word(pid, field(ctl_off)?, compat)?;
+    let controllen = word(pid, field(ctllen_off)?, compat)?;
     if iovlen > MAX_IOV {
         return Err(Errno::EMSGSIZE);
     }
     let mut data = Vec::new();
     for i in 0..iovlen {
-        let base = word(pid, iov + i * 2 * w, compat)?;
-        let len = word(pid, iov + i * 2 * w + w, compat)?;
+        let at = iov.checked_add(i * 2 * w).ok_or(Errno::EFAULT)?;
+        let base = word(pid, at, compat)?;
+        let len = word(pid, at.checked_add(w).ok_or(Errno::EFAULT)?, compat)?;
         append(pid, base, len, &mut data)?;
     }
     let mut ctl = Vec::new();

@@ -28,12 +28,26 @@ fn is_ip(info: &SocketInfo) -> bool {
 }
 
 impl<H: NetHandler> Tracer<'_, H> {
-    pub(crate) fn borrow(&mut self, tgid: i32, fd: i32) -> Result<(OwnedFd, SocketInfo), Errno> {
+    /// The tracer's copy of `fd` of the process `tgid`, seen from thread `tid`.
+    pub(crate) fn borrow(
+        &mut self,
+        tgid: i32,
+        tid: i32,
+        fd: i32,
+    ) -> Result<(OwnedFd, SocketInfo), Errno> {
         let pidfd = match self.pidfds.entry(tgid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),
         };
-        let fd = remote::pidfd_getfd(pidfd, fd)?;
+        let fd = match remote::pidfd_getfd(pidfd, fd) {
+            // The leader may be gone (pthread_exit in main) while threads run:
+            // go through the calling thread instead.
+            Err(Errno::EBADF | Errno::ESRCH) if tid != tgid => {
+                let thread = remote::pidfd_open_thread(tid)?;
+                remote::pidfd_getfd(&thread, fd)?
+            }
+            r => r?,
+        };
         let info = emulate::socket_info(&fd)?;
         Ok((fd, info))
     }
@@ -42,12 +56,25 @@ impl<H: NetHandler> Tracer<'_, H> {
         let mut borrowed = None;
         if self.interests.socket_info {
             if let Some(fd) = d.call.fd {
-                if let Ok((f, info)) = self.borrow(d.call.pid, fd) {
-                    d.call.socket = Some(info);
-                    if d.call.op == Op::Listen {
-                        d.call.local = emulate::local_addr(&f);
+                match self.borrow(d.call.pid, tid, fd) {
+                    Ok((f, info)) => {
+                        d.call.socket = Some(info);
+                        if d.call.op == Op::Listen {
+                            d.call.local = emulate::local_addr(&f);
+                        }
+                        if d.call.op == Op::GetPeerName {
+                            d.call.peer = emulate::peer_addr(&f);
+                        }
+                        borrowed = Some((f, info));
                     }
-                    borrowed = Some((f, info));
+                    // Fail closed: a call the handler cannot see the socket of
+                    // gets what the kernel says now (EBADF, ENOTSOCK, ...); passing
+                    // it would let the kernel act on whatever the fd is later.
+                    Err(e) if d.call.op.takes_address() => {
+                        let v = Verdict::Fail(e);
+                        return self.done(tid, &d.call, &v, neg(e));
+                    }
+                    Err(_) => {}
                 }
             }
         }
@@ -93,14 +120,16 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         let (sock, info) = match borrowed {
             Some(b) => b,
-            None => match self.borrow(d.call.pid, d.call.fd.unwrap_or(-1)) {
+            None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
                 Ok(b) => b,
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             },
         };
+        // An IPv4 target on an IPv6 socket is its IPv4-mapped address.
+        let addr = emulate::fit_family(&info, addr);
         let result = match op {
             Op::Connect => emulate::connect(&sock, &info, &addr),
-            Op::Bind => emulate::bind(&sock, &info, &addr),
+            Op::Bind => emulate::bind(&sock, &info, &addr, tid),
             _ if !is_ip(&info) => Emulated::NotIp,
             _ if info.sotype == libc::SOCK_STREAM => {
                 if d.call.flags & libc::MSG_FASTOPEN == 0 {
@@ -249,7 +278,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     fn sendmmsg(&mut self, tid: i32, d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>) {
         let (sock, info) = match borrowed {
             Some(b) => b,
-            None => match self.borrow(d.call.pid, d.call.fd.unwrap_or(-1)) {
+            None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
                 Ok(b) => b,
                 Err(e) => {
                     let v = Verdict::Fail(e);
@@ -259,8 +288,16 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         if !is_ip(&info) || info.sotype == libc::SOCK_STREAM || d.args[2] == 0 {
             let verdict = self.handler.decide(&d.call);
+            let fastopen =
+                info.sotype == libc::SOCK_STREAM && d.call.flags & libc::MSG_FASTOPEN != 0;
             return match verdict {
                 Verdict::Fail(e) => self.done(tid, &d.call, &verdict, neg(e)),
+                // A TCP Fast Open connect through sendmmsg: the kernel would
+                // re-read the address, so only an unconditional pass may run it.
+                Verdict::Allow | Verdict::Rewrite(_) if fastopen => {
+                    log::warn!("sendmmsg with MSG_FASTOPEN under a policy is refused (use sendto or connect)");
+                    self.done(tid, &d.call, &verdict, neg(Errno::EOPNOTSUPP))
+                }
                 v => self.pass(tid, d.call, v),
             };
         }
@@ -289,7 +326,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                     error = Some(*e);
                     break;
                 }
-                Verdict::Rewrite(a) => Some(a.clone()),
+                Verdict::Rewrite(a) => Some(emulate::fit_family(&info, a.clone())),
                 _ => m.name.clone(),
             };
             let r = emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags);

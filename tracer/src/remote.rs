@@ -77,6 +77,19 @@ pub fn pidfd_open(tgid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// A pidfd for one thread (PIDFD_THREAD, Linux 6.9+): it still reaches the
+/// process's descriptors after the thread-group leader has exited.
+pub fn pidfd_open_thread(tid: i32) -> Result<OwnedFd, Errno> {
+    const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+    // SAFETY: plain syscall; on success the result is a new descriptor we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: r is a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
 /// The tracer's own copy of descriptor `fd` of the process behind `pidfd`.
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
     use std::os::fd::AsRawFd;

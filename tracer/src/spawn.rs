@@ -136,6 +136,9 @@ pub fn spawn(program: &OsStr, args: &[OsString], filter: &Program) -> Result<Chi
             if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
                 libc::_exit(127);
             }
+            // The Rust runtime ignores SIGPIPE, and ignored signals survive
+            // exec: give the program the default, as a shell would.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             if need_nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 child_fail(st, b'F', *libc::__errno_location());
             }

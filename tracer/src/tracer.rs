@@ -305,6 +305,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let task = self.tasks.entry(tid).or_default();
                 task.tgid = Some(tid);
                 task.started = true;
+                // A call the old leader had pending ended with the old image.
+                if let Some(p) = task.pending.take() {
+                    self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
+                }
                 if tid == self.main {
                     self.main_exec = true;
                 }
@@ -407,7 +411,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             (p.call.op, outcome, self.interests.socket_info)
         {
             p.call.accepted = self
-                .borrow(p.call.pid, fd as i32)
+                .borrow(p.call.pid, tid, fd as i32)
                 .ok()
                 .map(|(_, info)| info);
         }
