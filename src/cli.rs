@@ -34,6 +34,12 @@ pub enum Cmd {
     /// nothing, redirected ones are carried out with the new address while
     /// the program keeps seeing the one it asked for.
     ///
+    /// When `appswitch daemon` runs (its socket, [daemon] socket in the
+    /// config, exists), the program also follows the daemon's policy
+    /// (/appswitch/policy, after its own --policy rules), shows up under
+    /// /appswitch/apps, and reports its connections and decisions; it keeps
+    /// its last policy while the daemon is away. --no-daemon opts out.
+    ///
     /// Examples:
     ///   appswitch trace --events /tmp/ev.jsonl -- curl -s http://127.0.0.1:8000/
     ///   appswitch trace --policy rules.txt -- ./static-binary
@@ -41,9 +47,11 @@ pub enum Cmd {
     #[command(verbatim_doc_comment)]
     Trace(TraceArgs),
 
-    /// Run the per-host daemon: holds the policy, static services, traced
-    /// apps and their connections; mounts the control filesystem
-    /// (default /appswitch) and serves tracers on a UNIX socket. Policy and
+    /// Run the per-host daemon and mount the control filesystem.
+    ///
+    /// The daemon holds the policy, static services, traced apps and their
+    /// connections; mounts the control filesystem (default /appswitch; see
+    /// docs/CONTROLFS.md) and serves tracers on a UNIX socket. Policy and
     /// services are saved on every change and restored at start. SIGTERM or
     /// SIGINT unmounts and exits; a dead mount left by a crash is detached.
     ///
