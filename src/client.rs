@@ -155,16 +155,25 @@ fn writer(
 ) {
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(msg) => {
-                if let ToDaemon::Conn(c) = &msg {
-                    if let Ok(mut k) = known.lock() {
-                        if k.len() >= QUEUE {
-                            k.clear();
+            Ok(first) => {
+                // Everything already queued goes out in one write.
+                let mut batch = String::new();
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    if let ToDaemon::Conn(c) = &msg {
+                        if let Ok(mut k) = known.lock() {
+                            if k.len() >= QUEUE {
+                                k.clear();
+                            }
+                            k.insert(c.inode, c.clone());
                         }
-                        k.insert(c.inode, c.clone());
+                    }
+                    batch.push_str(&msg.line());
+                    if batch.len() < 256 * 1024 {
+                        next = rx.try_recv().ok();
                     }
                 }
-                send(&conn, &msg.line());
+                send(&conn, &batch);
             }
             Err(RecvTimeoutError::Timeout) => {
                 let c = counters.lock().map(|c| *c).unwrap_or_default();

@@ -254,7 +254,10 @@ impl NetHandler for Enforcer {
             send: !p.is_permissive(RuleOp::Send) || all,
             names: p.has_redirects() || all,
             socket_info: true,
-            outcomes: events || self.managed,
+            // The event log wants every result; a daemon only needs accepted
+            // sockets (connects are reported without waiting for the result).
+            outcomes: events,
+            accept_outcomes: self.managed,
             deny_io_uring: self.policed && snap.mode == Mode::Enforce,
         }
     }
@@ -292,7 +295,8 @@ impl NetHandler for Enforcer {
         if self.sink.is_none() && self.reporter.is_none() {
             return;
         }
-        let mut ev = events::event(call, verdict, outcome);
+        let comm = self.proc(call.pid).comm.clone();
+        let mut ev = events::event(call, verdict, outcome, comm);
         if let Some((d, s)) = &decision {
             ev.rule = rule.map(|(_, id)| id as usize);
             ev.rule_source = rule.map(|(src, _)| match src {

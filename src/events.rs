@@ -125,8 +125,13 @@ pub fn result_value(outcome: Outcome) -> serde_json::Value {
     }
 }
 
-/// Build the event for a finished call.
-pub fn event<'a>(call: &'a Call, verdict: &'a Verdict, outcome: Outcome) -> Event<'a> {
+/// Build the event for a finished call; `comm` is the program's name.
+pub fn event<'a>(
+    call: &'a Call,
+    verdict: &'a Verdict,
+    outcome: Outcome,
+    comm: String,
+) -> Event<'a> {
     let family = match (call.socket, call.socket_args, &call.addr) {
         (Some(s), _, _) => Some(family_name(s.domain)),
         (None, Some((d, _, _)), _) => Some(family_name(d)),
@@ -137,7 +142,7 @@ pub fn event<'a>(call: &'a Call, verdict: &'a Verdict, outcome: Outcome) -> Even
         time: now(),
         pid: call.pid,
         tid: call.tid,
-        comm: comm(call.tid),
+        comm,
         abi: call.abi.name(),
         call: call.op.name(),
         fd: call.fd,

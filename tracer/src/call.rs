@@ -63,6 +63,9 @@ pub struct Interests {
     /// Report every call's result to [`NetHandler::finished`]. Calls the tracer
     /// passes to the kernel then cost a second stop (at syscall exit).
     pub outcomes: bool,
+    /// Report the result of accept() only (with the new socket's details in
+    /// [`Call::accepted`]); other passed calls keep one stop.
+    pub accept_outcomes: bool,
     /// Make io_uring_setup fail with ENOSYS (io_uring operations are invisible
     /// to seccomp; runtimes fall back to ordinary calls).
     pub deny_io_uring: bool,
@@ -80,6 +83,7 @@ impl Interests {
         names: true,
         socket_info: true,
         outcomes: true,
+        accept_outcomes: true,
         deny_io_uring: false,
     };
     /// No calls at all.
@@ -93,6 +97,7 @@ impl Interests {
         names: false,
         socket_info: false,
         outcomes: false,
+        accept_outcomes: false,
         deny_io_uring: false,
     };
 

@@ -256,7 +256,7 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Let the kernel run the program's own call.
     pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
-        if self.interests.outcomes {
+        if self.interests.outcomes || (call.op == Op::Accept && self.interests.accept_outcomes) {
             self.tasks.entry(tid).or_default().pending = Some(Pending {
                 call,
                 verdict,

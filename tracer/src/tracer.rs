@@ -407,9 +407,12 @@ impl<H: NetHandler> Tracer<'_, H> {
         } else {
             Outcome::from_raw(ret)
         };
-        if let (crate::call::Op::Accept, Outcome::Ok(fd), true) =
-            (p.call.op, outcome, self.interests.socket_info)
-        {
+        if let (crate::call::Op::Accept, Outcome::Ok(fd), true) = (
+            p.call.op,
+            outcome,
+            self.interests.socket_info
+                && (self.interests.outcomes || self.interests.accept_outcomes),
+        ) {
             p.call.accepted = self
                 .borrow(p.call.pid, tid, fd as i32)
                 .ok()
