@@ -568,3 +568,44 @@ fn sigterm_unmounts_cleanly() {
     );
     assert!(!d.dir.path().join("sock").exists(), "socket left behind");
 }
+
+#[test]
+fn tail_f_follows_events_from_a_fresh_daemon() {
+    let d = Daemon::start();
+    require("tail");
+    let mut tail = Proc(
+        Command::new("tail")
+            .arg("-f")
+            .arg(d.file("events"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = tail.0.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // The first line says the daemon started (the stream is never empty).
+    let first = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("tail printed nothing");
+    assert!(first.contains("\"daemon\":\"started\""), "{first}");
+    let target = Banner::start("x\n");
+    let cc = c_prog("connect_check", &[]);
+    run(&mut d.trace(&cc, &["127.0.0.1", &target.port.to_string()]));
+    let want = format!("127.0.0.1:{}", target.port);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("tail -f stopped following");
+        if l.contains(&want) {
+            break;
+        }
+        assert!(Instant::now() < end);
+    }
+    tail.signal(libc::SIGTERM);
+}

@@ -95,6 +95,17 @@ impl State {
         mode: Mode,
         state_dir: Option<PathBuf>,
     ) -> State {
+        let events = StreamHub::new(1 << 20);
+        // The stream never starts empty: `tail -f` reads an empty file to its
+        // end before following, and a stream has no end.
+        events.publish(
+            format!(
+                "{{\"time\":\"{}\",\"daemon\":\"started\",\"version\":\"{}\"}}\n",
+                humantime::format_rfc3339_micros(SystemTime::now()),
+                env!("CARGO_PKG_VERSION")
+            )
+            .as_bytes(),
+        );
         State {
             policy,
             services,
@@ -103,7 +114,7 @@ impl State {
             next_app: 1,
             conns: HashMap::new(),
             errors: VecDeque::new(),
-            events: StreamHub::new(1 << 20),
+            events,
             started: Instant::now(),
             state_dir,
             retired: Counters::default(),
