@@ -87,6 +87,11 @@ pub fn apply(
                 p.kill_all();
             }
         }
+        ToTracer::Events { wanted } => {
+            if let Ok(mut p) = pids.lock() {
+                p.events_wanted = wanted;
+            }
+        }
         ToTracer::Welcome { app } => log::debug!("registered as app {app}"),
     }
 }

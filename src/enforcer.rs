@@ -45,6 +45,8 @@ const MAX_VIRTUAL: usize = 65_536;
 pub struct Processes {
     pub live: HashSet<i32>,
     pub killed: bool,
+    /// Someone reads the daemon's event stream: send event lines.
+    pub events_wanted: bool,
 }
 
 impl Processes {
@@ -292,7 +294,11 @@ impl NetHandler for Enforcer {
             .as_ref()
             .and_then(|(d, s)| d.rule.map(|i| s.ids[i]));
         self.report_conn(call, verdict, outcome, rule.map(|(_, id)| id));
-        if self.sink.is_none() && self.reporter.is_none() {
+        let stream = self
+            .reporter
+            .as_ref()
+            .is_some_and(|r| r.pids.lock().is_ok_and(|p| p.events_wanted));
+        if self.sink.is_none() && !stream {
             return;
         }
         let comm = self.proc(call.pid).comm.clone();
@@ -314,7 +320,7 @@ impl NetHandler for Enforcer {
         if let Some(sink) = &mut self.sink {
             sink.write(&ev);
         }
-        if let Some(r) = &self.reporter {
+        if let (Some(r), true) = (&self.reporter, stream) {
             if let Ok(line) = serde_json::to_string(&ev) {
                 let _ = r.tx.try_send(ToDaemon::Event { line });
             }

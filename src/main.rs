@@ -203,7 +203,8 @@ fn in_process(
             }
         });
     }
-    let mounted = daemon::mount(state, dir)?;
+    let mounted = daemon::mount(state.clone(), dir)?;
+    daemon::watch_event_readers(state);
     Ok((
         Reporter {
             tx,

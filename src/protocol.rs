@@ -68,6 +68,10 @@ pub enum ToTracer {
         #[serde(default)]
         services: String,
     },
+    /// Whether anyone reads /appswitch/events: tracers send event lines only then.
+    Events {
+        wanted: bool,
+    },
     /// End the traced program (apps/ID/ctl: kill).
     Kill,
 }

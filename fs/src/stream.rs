@@ -88,6 +88,11 @@ impl StreamHub {
     }
 
     /// Append `bytes` (typically one line ending in '\n') and answer parked reads.
+    /// How many open handles read this stream now.
+    pub fn readers(&self) -> usize {
+        self.lock().readers.len()
+    }
+
     /// Never blocks on readers: replies to the kernel are non-blocking writes.
     pub fn publish(&self, bytes: &[u8]) {
         if bytes.is_empty() {

@@ -27,6 +27,16 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// Every 200 ms, tell tracers whether /appswitch/events is being read.
+pub fn watch_event_readers(state: Arc<Mutex<State>>) {
+    let _ = std::thread::Builder::new()
+        .name("appswitch-events".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            files::lock(&state).check_event_readers();
+        });
+}
+
 /// Mount `state` at `dir`, detaching a dead mount left there by a crash.
 pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::Mounted> {
     if controlfs::serving(dir).unwrap_or(false) {
@@ -64,6 +74,7 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let state = Arc::new(Mutex::new(state));
     let dir = mount_dir.unwrap_or(&d.mount);
     let mounted = mount(state.clone(), dir)?;
+    watch_event_readers(state.clone());
     server::serve(&d.socket, state)
         .with_context(|| format!("listening on {}", d.socket.display()))?;
     eprintln!(

@@ -63,6 +63,8 @@ pub struct State {
     state_dir: Option<PathBuf>,
     /// Counters of apps that are gone, so totals never go backwards.
     retired: Counters,
+    /// Whether /appswitch/events had readers at the last check.
+    events_wanted: bool,
 }
 
 fn add_counters(a: &mut Counters, b: &Counters) {
@@ -118,6 +120,7 @@ impl State {
             started: Instant::now(),
             state_dir,
             retired: Counters::default(),
+            events_wanted: false,
         }
     }
 
@@ -195,6 +198,10 @@ impl State {
         self.next_app += 1;
         let _ = tx.send(ToTracer::Welcome { app: id });
         let _ = tx.send(self.policy_message());
+        self.events_wanted = self.events.readers() > 0;
+        let _ = tx.send(ToTracer::Events {
+            wanted: self.events_wanted,
+        });
         self.apps.insert(
             id,
             App {
@@ -210,6 +217,18 @@ impl State {
             },
         );
         Some(id)
+    }
+
+    /// Tell tracers when /appswitch/events gains its first reader or loses
+    /// its last one (called periodically): event lines cost the tracers a
+    /// serialisation and a message per call, so they are sent only when read.
+    pub fn check_event_readers(&mut self) {
+        let wanted = self.events.readers() > 0;
+        if wanted != self.events_wanted {
+            self.events_wanted = wanted;
+            let msg = ToTracer::Events { wanted };
+            self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+        }
     }
 
     pub fn unregister(&mut self, app: u32) {
