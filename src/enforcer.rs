@@ -147,19 +147,23 @@ impl Enforcer {
 
     fn evaluate(&mut self, snap: &Snapshot, call: &Call, op: RuleOp, addr: SocketAddr) -> Decision {
         let proto = Self::proto(call);
-        let mut info = self.proc(call.pid).clone();
-        // uid and name change without exec (setuid, prctl): read them fresh
-        // when a rule looks at them.
-        if snap.policy.uses_identity() {
-            info = read_proc(call.tid);
-        }
+        // Only app= and uid= rules look at who is calling; those read it
+        // fresh (setuid and prctl change it without exec). Otherwise the
+        // decision needs nothing from /proc.
+        let fresh;
+        let (app, uid) = if snap.policy.uses_identity() {
+            fresh = read_proc(call.tid);
+            (fresh.comm.as_str(), fresh.uid)
+        } else {
+            ("", 0)
+        };
         let q = Query {
             op,
             addr,
             proto,
-            app: &info.comm,
+            app,
             labels: &self.labels,
-            uid: info.uid,
+            uid,
         };
         let mut d = snap.policy.decide(&q);
         // connect() on a UDP socket fixes the destination of every later send.

@@ -213,14 +213,6 @@ impl PolicyTable {
     pub fn entries(&self) -> &[(u32, Rule)] {
         &self.rules
     }
-
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
 }
 
 /// Rules of a policy file given with `trace --policy`, for the same table.

@@ -162,11 +162,3 @@ fn export(ctx: &ScmpFilterContext) -> Result<Program, TraceError> {
     }
     Ok(Program { insns })
 }
-
-/// Human-readable form of the filter, for `--debug` output and tests.
-pub fn describe(interests: &Interests) -> Result<String, TraceError> {
-    Ok(format!(
-        "{} BPF instructions",
-        build(interests)?.insns.len()
-    ))
-}
