@@ -79,6 +79,7 @@ fn main() {
     let cmd = tracer::Command {
         program,
         args: args.collect(),
+        bind_files: Vec::new(),
     };
     let mut h = Redirect { from, to, verbose };
     match tracer::run(&cmd, &mut h) {

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use appswitch::config::Mode;
+use appswitch::services::Lb;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -40,7 +41,14 @@ pub enum Cmd {
     /// /appswitch/apps, and reports its connections and decisions; it keeps
     /// its last policy while the daemon is away. --no-daemon opts out.
     ///
+    /// With --ip the program is a service at a virtual IP (docs/SERVICES.md).
+    /// Under a daemon, every traced program reaches services by VIP or by
+    /// name: its /etc/resolv.conf is privately replaced by one naming the
+    /// daemon's DNS responder (the host's file is untouched).
+    ///
     /// Examples:
+    ///   appswitch trace --ip 10.1.0.1 --name web -- python3 -m http.server 8000
+    ///   appswitch trace -- curl http://web:8000/
     ///   appswitch trace --events /tmp/ev.jsonl -- curl -s http://127.0.0.1:8000/
     ///   appswitch trace --policy rules.txt -- ./static-binary
     ///   appswitch trace --policy rules.txt --mode monitor --events - -- python3 app.py
@@ -96,7 +104,7 @@ pub struct TraceArgs {
 
     /// Labels of this program, matched by label=K=V rules: k=v[,k=v...].
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
-    pub labels: Option<Vec<(String, String)>>,
+    pub labels: Option<LabelList>,
 
     /// Configuration file (default: $APPSWITCH_CONFIG, then
     /// /etc/appswitch/appswitch.toml, then built-in defaults).
@@ -112,6 +120,32 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_daemon: bool,
 
+    /// The program's virtual IP: it becomes a service. When it listens on a
+    /// port (on 0.0.0.0, on VIP, or any local address), its real socket is
+    /// bound to a host port the kernel chooses ([services] bind in the
+    /// config) and it is a backend of VIP:PORT; getsockname() still shows
+    /// what it asked for. Several programs may share a VIP: connects are
+    /// load balanced among them. Traced clients reach it with connect() to
+    /// VIP:PORT (or by --name through the daemon's DNS); nothing else sees it.
+    #[arg(long, value_name = "VIP")]
+    pub ip: Option<std::net::IpAddr>,
+
+    /// DNS name for the VIP (answered by the daemon's DNS responder, also as
+    /// NAME.<domain>), and the service's name in /appswitch/services.
+    #[arg(long, value_name = "NAME", requires = "ip", value_parser = parse_name)]
+    pub name: Option<String>,
+
+    /// Load balancing among the VIP's backends: roundrobin (default),
+    /// random, leastconn. The first backend of a service sets it.
+    #[arg(long, value_name = "POLICY", requires = "ip", value_parser = parse_lb)]
+    pub lb: Option<Lb>,
+
+    /// Publish the service's PORT on the host's HOSTPORT (all interfaces)
+    /// for untraced clients: the program's socket for PORT really listens
+    /// there. Repeatable.
+    #[arg(long, value_name = "PORT:HOSTPORT", requires = "ip", value_parser = parse_expose)]
+    pub expose: Vec<(u16, u16)>,
+
     /// The program to run, and its arguments (after "--").
     #[arg(
         required = true,
@@ -121,6 +155,9 @@ pub struct TraceArgs {
     pub command: Vec<OsString>,
 }
 
+/// One --labels value (an alias, so clap takes it as one value, not a list of them).
+pub type LabelList = Vec<(String, String)>;
+
 fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',')
         .filter(|p| !p.is_empty())
@@ -129,4 +166,32 @@ fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
             _ => Err(format!("'{p}': expected KEY=VALUE")),
         })
         .collect()
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "'{s}': expected a DNS label (letters, digits, -; starting with a letter; at most 63)"
+        ))
+    }
+}
+
+fn parse_lb(s: &str) -> Result<Lb, String> {
+    Lb::parse(s).ok_or_else(|| format!("'{s}': expected roundrobin, random or leastconn"))
+}
+
+fn parse_expose(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("'{s}': expected PORT:HOSTPORT, e.g. 8000:18000 (ports 1-65535)");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    if a == 0 || b == 0 {
+        return Err(bad());
+    }
+    Ok((a, b))
 }

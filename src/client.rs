@@ -8,9 +8,10 @@
 
 use crate::config::Mode;
 use crate::enforcer::Processes;
-use crate::live::{LivePolicy, Snapshot};
+use crate::live::{LiveNet, LivePolicy, Snapshot};
 use crate::policytable::PolicyTable;
-use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
+use crate::protocol::{Counters, ToDaemon, ToTracer};
+use crate::routing::{Labels, NoBackend};
 use crate::services::ServiceTable;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -57,6 +58,7 @@ pub fn apply(
     msg: ToTracer,
     local: &PolicyTable,
     live: &LivePolicy,
+    net: &LiveNet,
     pids: &Mutex<Processes>,
     mode: Option<Mode>,
 ) {
@@ -92,7 +94,14 @@ pub fn apply(
                 p.events_wanted = wanted;
             }
         }
-        ToTracer::Welcome { app } => log::debug!("registered as app {app}"),
+        ToTracer::Welcome { app, resolv_conf } => {
+            log::debug!("registered as app {app}");
+            if let Ok(mut r) = net.resolv_conf.lock() {
+                *r = resolv_conf;
+            }
+        }
+        ToTracer::Routes(t) => net.set_routes(t),
+        ToTracer::Picked { .. } => {}
     }
 }
 
@@ -102,13 +111,14 @@ pub fn start(
     hello: ToDaemon,
     local: PolicyTable,
     live: Arc<LivePolicy>,
+    net: Arc<LiveNet>,
     mode: Option<Mode>,
 ) -> Client {
     let (tx, rx) = sync_channel(QUEUE);
     let conn: Conn = Arc::new(Mutex::new(None));
     let counters = Arc::new(Mutex::new(Counters::default()));
     let pids = Arc::new(Mutex::new(Processes::default()));
-    let known: Arc<Mutex<HashMap<u64, ConnReport>>> = Arc::new(Mutex::new(HashMap::new()));
+    let known: Arc<Mutex<HashMap<u64, ToDaemon>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, drained) = sync_channel(1);
     let state = Arc::new(AtomicU8::new(TRYING));
     {
@@ -127,7 +137,11 @@ pub fn start(
             .name("appswitch-rx".into())
             .spawn({
                 let state = state.clone();
-                move || reader(socket, hello, local, live, conn, known, pids, mode, state)
+                move || {
+                    reader(
+                        socket, hello, local, live, net, conn, known, pids, mode, state,
+                    )
+                }
             })
             .ok();
     }
@@ -156,7 +170,7 @@ fn writer(
     rx: Receiver<ToDaemon>,
     conn: Conn,
     counters: Arc<Mutex<Counters>>,
-    known: Arc<Mutex<HashMap<u64, ConnReport>>>,
+    known: Arc<Mutex<HashMap<u64, ToDaemon>>>,
 ) {
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
@@ -165,13 +179,17 @@ fn writer(
                 let mut batch = String::new();
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
-                    if let ToDaemon::Conn(c) = &msg {
-                        if let Ok(mut k) = known.lock() {
-                            if k.len() >= QUEUE {
-                                k.clear();
-                            }
-                            k.insert(c.inode, c.clone());
+                    // Connections and listeners are re-sent to a restarted daemon.
+                    let inode = match &msg {
+                        ToDaemon::Conn(c) => Some(c.inode),
+                        ToDaemon::Listen(l) => Some(l.inode),
+                        _ => None,
+                    };
+                    if let (Some(inode), Ok(mut k)) = (inode, known.lock()) {
+                        if k.len() >= QUEUE {
+                            k.retain(|_, m| matches!(m, ToDaemon::Listen(_)));
                         }
+                        k.insert(inode, msg.clone());
                     }
                     batch.push_str(&msg.line());
                     if batch.len() < 256 * 1024 {
@@ -200,8 +218,9 @@ fn reader(
     hello: ToDaemon,
     local: PolicyTable,
     live: Arc<LivePolicy>,
+    net: Arc<LiveNet>,
     conn: Conn,
-    known: Arc<Mutex<HashMap<u64, ConnReport>>>,
+    known: Arc<Mutex<HashMap<u64, ToDaemon>>>,
     pids: Arc<Mutex<Processes>>,
     mode: Option<Mode>,
     state: Arc<AtomicU8>,
@@ -220,8 +239,8 @@ fn reader(
         // Hello and the known connections go out before anything else.
         let mut first = hello.line();
         if let Ok(k) = known.lock() {
-            for c in k.values() {
-                first.push_str(&ToDaemon::Conn(c.clone()).line());
+            for m in k.values() {
+                first.push_str(&m.line());
             }
         }
         if w.write_all(first.as_bytes()).is_err() {
@@ -235,7 +254,7 @@ fn reader(
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             match serde_json::from_str::<ToTracer>(&line) {
-                Ok(msg) => apply(msg, &local, &live, &pids, mode),
+                Ok(msg) => apply(msg, &local, &live, &net, &pids, mode),
                 Err(e) => log::warn!("unreadable message from the daemon: {e}"),
             }
         }
@@ -244,5 +263,71 @@ fn reader(
         }
         log::debug!("daemon connection lost; running on the last policy");
         std::thread::sleep(RETRY);
+    }
+}
+
+/// The tracer's line to the daemon for backend choices: one request, one
+/// answer, on a connection of its own (the tracer thread waits for it; a
+/// choice made centrally is what makes round robin exact across programs).
+pub struct Picker {
+    socket: PathBuf,
+    conn: Option<(UnixStream, BufReader<UnixStream>)>,
+    /// When the last attempt failed: no new attempt for RETRY.
+    failed: Option<std::time::Instant>,
+}
+
+/// How long a choice may take before the tracer decides on its own.
+const PICK_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Picker {
+    pub fn new(socket: PathBuf) -> Picker {
+        Picker {
+            socket,
+            conn: None,
+            failed: None,
+        }
+    }
+
+    fn connect(&self) -> Option<(UnixStream, BufReader<UnixStream>)> {
+        let s = UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(PICK_TIMEOUT)).ok()?;
+        s.set_write_timeout(Some(PICK_TIMEOUT)).ok()?;
+        let r = BufReader::new(s.try_clone().ok()?);
+        Some((s, r))
+    }
+
+    /// The daemon's choice; None when the daemon cannot be asked.
+    pub fn pick(
+        &mut self,
+        vip: std::net::SocketAddr,
+        labels: &Labels,
+    ) -> Option<Result<std::net::SocketAddr, NoBackend>> {
+        if self.conn.is_none() {
+            if self.failed.is_some_and(|t| t.elapsed() < RETRY) {
+                return None;
+            }
+            self.conn = self.connect();
+            if self.conn.is_none() {
+                self.failed = Some(std::time::Instant::now());
+                return None;
+            }
+        }
+        let (w, r) = self.conn.as_mut()?;
+        let req = ToDaemon::Pick {
+            vip,
+            labels: labels.clone(),
+        };
+        let mut line = String::new();
+        let ok = w.write_all(req.line().as_bytes()).is_ok()
+            && r.read_line(&mut line).is_ok_and(|n| n > 0);
+        match serde_json::from_str::<ToTracer>(&line) {
+            Ok(ToTracer::Picked { to: Some(a), .. }) if ok => Some(Ok(a)),
+            Ok(ToTracer::Picked { why, .. }) if ok => Some(Err(why.unwrap_or(NoBackend::NoneLive))),
+            _ => {
+                self.conn = None;
+                self.failed = Some(std::time::Instant::now());
+                None
+            }
+        }
     }
 }

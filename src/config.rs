@@ -52,11 +52,53 @@ impl Default for DaemonConfig {
     }
 }
 
+/// Traced services (trace --ip).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// The address a traced service's real socket is bound to (port chosen
+    /// by the kernel); clients are sent there.
+    pub bind: std::net::IpAddr,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// The daemon's DNS responder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Where it listens (UDP); "" turns it off. Port 53: resolv.conf has no port.
+    pub listen: String,
+    /// Names answered: NAME and NAME.<domain>.
+    pub domain: String,
+    /// Where other names are forwarded: IP[:PORT] entries, or "host" for the
+    /// nameservers of /etc/resolv.conf when the daemon starts.
+    pub upstream: Vec<String>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: "127.0.77.53:53".into(),
+            domain: "appswitch.internal".into(),
+            upstream: vec!["host".into()],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub policy: PolicyConfig,
     pub daemon: DaemonConfig,
+    pub services: ServicesConfig,
+    pub dns: DnsConfig,
 }
 
 pub const SYSTEM_PATH: &str = "/etc/appswitch/appswitch.toml";
@@ -99,6 +141,12 @@ mod tests {
         assert_eq!(c.daemon.socket, d.socket);
         assert_eq!(c.daemon.mount, d.mount);
         assert_eq!(c.daemon.state_dir, d.state_dir);
+        assert_eq!(c.services.bind, ServicesConfig::default().bind);
+        let dns = DnsConfig::default();
+        assert_eq!(
+            (c.dns.listen, c.dns.domain, c.dns.upstream),
+            (dns.listen, dns.domain, dns.upstream)
+        );
     }
 
     #[test]

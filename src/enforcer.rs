@@ -6,6 +6,7 @@ use crate::config::Mode;
 use crate::events::{self, EventSink};
 use crate::live::{LivePolicy, Snapshot, Source};
 use crate::protocol::{ConnReport, Counters, ToDaemon};
+use crate::router::Router;
 use crate::rules::{Action, Decision, Proto, Query, RuleOp};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct Enforcer {
     virtual_peers: HashMap<u64, SockAddr>,
     /// The last decision per thread (and the snapshot it came from), for its event.
     last: HashMap<i32, (Decision, Arc<Snapshot>)>,
+    /// Services: virtual IPs, backends.
+    router: Router,
 }
 
 impl Enforcer {
@@ -101,7 +104,14 @@ impl Enforcer {
             procs: HashMap::new(),
             virtual_peers: HashMap::new(),
             last: HashMap::new(),
+            router: Router::new(crate::live::LiveNet::new(), None, None),
         }
+    }
+
+    /// Route connects to services, and make this program one with --ip.
+    pub fn with_router(mut self, router: Router) -> Enforcer {
+        self.router = router;
+        self
     }
 
     /// Report to a daemon and trap everything a later policy could need.
@@ -251,19 +261,21 @@ impl NetHandler for Enforcer {
         let events = self.sink.is_some();
         let all = events || self.managed;
         let binds = !p.is_permissive(RuleOp::Bind);
+        let host = self.router.has_host();
         Interests {
             socket: events,
             connect: true,
-            bind: binds || all,
-            listen: binds || all,
-            accept: all,
+            bind: binds || all || host,
+            listen: binds || all || host,
+            accept: all || host,
             send: !p.is_permissive(RuleOp::Send) || all,
-            names: p.has_redirects() || all,
+            names: p.has_redirects() || all || host,
             socket_info: true,
             // The event log wants every result; a daemon only needs accepted
-            // sockets (connects are reported without waiting for the result).
+            // sockets (connects are reported without waiting for the result),
+            // and a service the local address of its accepted ones.
             outcomes: events,
-            accept_outcomes: self.managed,
+            accept_outcomes: self.managed || host,
             deny_io_uring: self.policed && snap.mode == Mode::Enforce,
         }
     }
@@ -291,6 +303,11 @@ impl NetHandler for Enforcer {
                     self.virtual_peers.clear();
                 }
                 self.virtual_peers.insert(s.inode, orig.clone());
+            }
+        }
+        if let Some(msg) = self.router.finished(call, verdict, outcome) {
+            if let Some(r) = &self.reporter {
+                let _ = r.tx.try_send(msg);
             }
         }
         let decision = self.last.remove(&call.tid);
@@ -371,11 +388,15 @@ impl Enforcer {
         self.last.remove(&call.tid);
         if call.op == Op::GetPeerName {
             // Only a connected socket shows its virtual peer (else ENOTCONN, from the kernel).
+            // (Only carried-out rewrites leave one: none in monitor mode.)
             let virt = call.socket.and_then(|s| self.virtual_peers.get(&s.inode));
             return match (call.peer.is_some(), virt) {
-                (true, Some(v)) if snap.mode == Mode::Enforce => Verdict::Answer(v.clone()),
+                (true, Some(v)) => Verdict::Answer(v.clone()),
                 _ => Verdict::Pass,
             };
+        }
+        if call.op == Op::GetSockName {
+            return self.router.sockname(call).unwrap_or(Verdict::Pass);
         }
         let ip_socket = call
             .socket
@@ -409,6 +430,19 @@ impl Enforcer {
                     call.op.name(),
                     d.action
                 );
+            }
+        }
+        // Services are the network, not policy: they route in monitor mode
+        // too, unless a rule refuses or redirects the call (in enforce mode).
+        let ruled = snap.mode == Mode::Enforce && !matches!(d.action, Action::Allow);
+        if !ruled {
+            let routed = match call.op {
+                Op::Bind => self.router.bind(call),
+                _ if op == RuleOp::Connect => self.router.connect(call, addr, &self.labels),
+                _ => None,
+            };
+            if let Some(v) = routed {
+                return v;
             }
         }
         if snap.mode == Mode::Monitor {

@@ -5,11 +5,14 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod enforcer;
 pub mod events;
 pub mod live;
 pub mod policytable;
 pub mod protocol;
+pub mod router;
+pub mod routing;
 pub mod rules;
 pub mod services;
 pub mod sockdiag;

@@ -3,6 +3,7 @@
 
 use crate::config::Mode;
 use crate::policytable::PolicyTable;
+use crate::routing::RouteTable;
 use crate::rules::{AddrMatch, Host, Policy, Ports, Rule};
 use crate::services::ServiceTable;
 use ipnet::IpNet;
@@ -109,6 +110,34 @@ impl LivePolicy {
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(s),
             Err(p) => *p.into_inner() = Arc::new(s),
+        }
+    }
+}
+
+/// What the daemon says about the network: the service routes (swapped
+/// whole, like the policy) and the resolv.conf for the program's DNS.
+#[derive(Default)]
+pub struct LiveNet {
+    routes: RwLock<Arc<RouteTable>>,
+    pub resolv_conf: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+impl LiveNet {
+    pub fn new() -> Arc<LiveNet> {
+        Arc::new(LiveNet::default())
+    }
+
+    pub fn routes(&self) -> Arc<RouteTable> {
+        match self.routes.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_routes(&self, t: RouteTable) {
+        match self.routes.write() {
+            Ok(mut g) => *g = Arc::new(t),
+            Err(p) => *p.into_inner() = Arc::new(t),
         }
     }
 }

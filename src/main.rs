@@ -8,9 +8,10 @@ use appswitch::config::{Config, DefaultAction};
 use appswitch::daemon;
 use appswitch::enforcer::{Enforcer, Reporter};
 use appswitch::events;
-use appswitch::live::{LivePolicy, Snapshot};
+use appswitch::live::{LiveNet, LivePolicy, Snapshot};
 use appswitch::policytable::{self, PolicyTable};
 use appswitch::protocol::ToDaemon;
+use appswitch::router::{HostIdentity, Router};
 use appswitch::rules;
 use clap::Parser;
 use cli::{Cli, Cmd, DaemonArgs, TraceArgs};
@@ -100,9 +101,10 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
     let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone());
     let mut words = args.command.iter().cloned();
     let program = words.next().context("no program given")?;
-    let cmd = tracer::Command {
+    let mut cmd = tracer::Command {
         program: program.clone(),
         args: words.collect(),
+        bind_files: Vec::new(),
     };
     let hello = ToDaemon::Hello {
         pid: std::process::id() as i32,
@@ -117,11 +119,25 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
             .collect(),
         labels,
         local_policy: local.render(),
+        host: args.ip.map(|ip| appswitch::protocol::HostDecl {
+            ip,
+            name: args.name.clone(),
+            lb: args.lb.unwrap_or_default(),
+        }),
     };
+    let host = args.ip.map(|ip| HostIdentity {
+        ip,
+        name: args.name.clone(),
+        lb: args.lb.unwrap_or_default(),
+        bind_ip: config.services.bind,
+        expose: args.expose.clone(),
+    });
+    let net = LiveNet::new();
+    let mut picker = None;
     let mut _mounted = None;
     let mut drained = None;
     if let Some(dir) = &args.mount {
-        let (reporter, mounted) = in_process(dir, hello, &local, &live, &config, args.mode)?;
+        let (reporter, mounted) = in_process(dir, hello, &local, &live, &net, &config, args.mode)?;
         handler = handler.with_reporter(reporter);
         _mounted = Some(mounted);
     } else if !args.no_daemon && config.daemon.socket.exists() {
@@ -130,8 +146,10 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
             hello,
             local.clone(),
             live.clone(),
+            net.clone(),
             args.mode,
         );
+        picker = Some(client::Picker::new(config.daemon.socket.clone()));
         // Start under the daemon's policy when it answers promptly; a stale
         // socket with no daemon behind it costs nothing.
         let end = Instant::now() + Duration::from_secs(1);
@@ -155,6 +173,18 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
         });
         drained = Some(c.drained);
     }
+    handler = handler.with_router(Router::new(net.clone(), host, picker));
+    // The daemon's DNS responder becomes the program's nameserver, through a
+    // private mount (needs root: CAP_SYS_ADMIN for a mount namespace).
+    let resolv = net.resolv_conf.lock().ok().and_then(|r| r.clone());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if let (Some(r), true) = (resolv, root) {
+        let etc = std::path::PathBuf::from("/etc/resolv.conf");
+        if r.exists() && etc.exists() {
+            cmd.bind_files.push((r, etc));
+        }
+    }
     let status = tracer::run(&cmd, &mut handler)?;
     // Let the last reports (the program's final connections and events) reach the daemon.
     drop(handler);
@@ -170,6 +200,7 @@ fn in_process(
     hello: ToDaemon,
     local: &PolicyTable,
     live: &Arc<LivePolicy>,
+    net: &Arc<LiveNet>,
     config: &Config,
     mode_override: Option<appswitch::config::Mode>,
 ) -> anyhow::Result<(Reporter, controlfs::Mounted)> {
@@ -187,10 +218,10 @@ fn in_process(
         .context("registering the program")?;
     let pids = Arc::new(Mutex::new(appswitch::enforcer::Processes::default()));
     {
-        let (local, live, pids) = (local.clone(), live.clone(), pids.clone());
+        let (local, live, net, pids) = (local.clone(), live.clone(), net.clone(), pids.clone());
         std::thread::spawn(move || {
             for msg in from_state {
-                client::apply(msg, &local, &live, &pids, mode_override);
+                client::apply(msg, &local, &live, &net, &pids, mode_override);
             }
         });
     }

@@ -2,7 +2,20 @@
 //! over the daemon's UNIX socket.
 
 use crate::config::Mode;
+use crate::routing::{Labels, Listener, NoBackend, RouteTable};
+use crate::services::Lb;
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// What `trace --ip/--name/--lb` declares: the program's services live at this virtual IP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostDecl {
+    pub ip: IpAddr,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub lb: Lb,
+}
 
 /// A connection a traced program made or accepted.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +57,17 @@ pub enum ToDaemon {
         labels: Vec<(String, String)>,
         /// The trace's own rules (from --policy), rendered.
         local_policy: String,
+        /// The program's virtual IP (trace --ip), if any.
+        #[serde(default)]
+        host: Option<HostDecl>,
+    },
+    /// The program listens on a virtual address (trace --ip): a backend.
+    Listen(Listener),
+    /// Which backend should a connect to `vip` go to? Sent on a connection
+    /// of its own (the first message on it), answered with `Picked`.
+    Pick {
+        vip: SocketAddr,
+        labels: Labels,
     },
     Conn(ConnReport),
     /// One event, as the JSON line `--events` would write.
@@ -58,6 +82,17 @@ pub enum ToDaemon {
 pub enum ToTracer {
     Welcome {
         app: u32,
+        /// A resolv.conf naming the daemon's DNS responder, for the program's
+        /// private /etc/resolv.conf (None: no responder).
+        #[serde(default)]
+        resolv_conf: Option<PathBuf>,
+    },
+    /// Every service and virtual host.
+    Routes(RouteTable),
+    /// The answer to a Pick.
+    Picked {
+        to: Option<SocketAddr>,
+        why: Option<NoBackend>,
     },
     /// The global policy (PolicyTable::render text), mode, and the static
     /// services (ServiceTable::save_text), which service names in rules resolve to.
@@ -69,9 +104,7 @@ pub enum ToTracer {
         services: String,
     },
     /// Whether anyone reads /appswitch/events: tracers send event lines only then.
-    Events {
-        wanted: bool,
-    },
+    Events { wanted: bool },
     /// End the traced program (apps/ID/ctl: kill).
     Kill,
 }

@@ -7,14 +7,25 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Lb {
+    #[default]
     RoundRobin,
     Random,
     LeastConn,
 }
 
 impl Lb {
+    pub fn parse(s: &str) -> Option<Lb> {
+        match s {
+            "roundrobin" => Some(Lb::RoundRobin),
+            "random" => Some(Lb::Random),
+            "leastconn" => Some(Lb::LeastConn),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Lb::RoundRobin => "roundrobin",
@@ -35,6 +46,18 @@ pub struct Service {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceTable {
     services: BTreeMap<String, Service>,
+}
+
+/// Labels as written in files: `k=v,k=v`, or `-` for none.
+pub fn labels_text(labels: &[(String, String)]) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn err(line: usize, col: usize, token: &str, msg: &str) -> ParseError {
@@ -100,30 +123,6 @@ impl ServiceTable {
         Ok(())
     }
 
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for (name, v) in &self.services {
-            let backends: Vec<String> = v.backends.iter().map(|b| b.to_string()).collect();
-            let labels = if v.labels.is_empty() {
-                "-".to_string()
-            } else {
-                v.labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            let _ = writeln!(
-                s,
-                "{name} {} -> {} lb={} labels={labels} origin=static",
-                v.vip,
-                backends.join(","),
-                v.lb.name()
-            );
-        }
-        s
-    }
-
     /// The text that `apply` turns back into this table.
     pub fn save_text(&self) -> String {
         let mut s = String::new();
@@ -151,6 +150,10 @@ impl ServiceTable {
 
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Service)> {
+        self.services.iter()
     }
 
     pub fn get(&self, name: &str) -> Option<&Service> {
@@ -203,19 +206,8 @@ fn parse_add(n: usize, line: &str, w: &[(usize, &str)]) -> Result<(String, Servi
     };
     for &(c, t) in &w[5..] {
         if let Some(v) = t.strip_prefix("lb=") {
-            svc.lb = match v {
-                "roundrobin" => Lb::RoundRobin,
-                "random" => Lb::Random,
-                "leastconn" => Lb::LeastConn,
-                _ => {
-                    return Err(err(
-                        n,
-                        c,
-                        t,
-                        "expected lb=roundrobin, lb=random or lb=leastconn",
-                    ))
-                }
-            };
+            svc.lb = Lb::parse(v)
+                .ok_or_else(|| err(n, c, t, "expected lb=roundrobin, lb=random or lb=leastconn"))?;
         } else if let Some(v) = t.strip_prefix("labels=") {
             for kv in v.split(',') {
                 match kv.split_once('=') {
@@ -242,8 +234,8 @@ mod tests {
         t.apply("add web 10.1.0.1:80 -> 127.0.0.1:8080,127.0.0.1:8081 lb=roundrobin\n")
             .unwrap();
         assert_eq!(
-            t.render(),
-            "web 10.1.0.1:80 -> 127.0.0.1:8080,127.0.0.1:8081 lb=roundrobin labels=- origin=static\n"
+            t.save_text(),
+            "add web 10.1.0.1:80 -> 127.0.0.1:8080,127.0.0.1:8081 lb=roundrobin\n"
         );
         let mut back = ServiceTable::default();
         back.apply(&t.save_text()).unwrap();

@@ -74,18 +74,37 @@ pub fn lookup_by_remote_ports(
     Ok(all)
 }
 
+/// Sockets (TCP and UDP, every state) whose local port is one of `ports`:
+/// listeners and the connections they accepted.
+pub fn by_local_ports(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
+    if ports.is_empty() {
+        return Ok(HashMap::new());
+    }
+    if ports.len() > MAX_FILTER_PORTS {
+        let mut all = dump()?;
+        all.retain(|_, s| ports.contains(&s.local.port()));
+        return Ok(all);
+    }
+    dump_filtered(true, Some(&port_filter(INET_DIAG_BC_S_EQ, ports)))
+}
+
 /// Ports a bytecode filter holds at most (12 bytes each; jumps are u16).
 const MAX_FILTER_PORTS: usize = 4096;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
 const INET_DIAG_BC_D_EQ: u8 = 12;
 
-/// inet_diag bytecode accepting a socket whose destination port is one of
-/// `ports`. Per port: `D_EQ port` (8 bytes: op + operand), on a match falling
+fn dport_filter(ports: &[u16]) -> Vec<u8> {
+    port_filter(INET_DIAG_BC_D_EQ, ports)
+}
+
+/// inet_diag bytecode accepting a socket whose destination (`D_EQ`) or
+/// source (`S_EQ`) port is one of `ports`. Per port: `D_EQ port` (8 bytes: op + operand), on a match falling
 /// into a `JMP` to the end (accept), otherwise on to the next port; the last
 /// mismatch jumps past the end (reject). `yes` is only 8 bits, so the long
 /// jump to accept goes through JMP, whose offset (`no`) is 16 bits.
-fn dport_filter(ports: &[u16]) -> Vec<u8> {
+fn port_filter(code: u8, ports: &[u16]) -> Vec<u8> {
     let total = 12 * ports.len();
     let mut bc = Vec::with_capacity(total);
     let op = |bc: &mut Vec<u8>, code: u8, yes: u8, no: u16| {
@@ -97,7 +116,7 @@ fn dport_filter(ports: &[u16]) -> Vec<u8> {
         let pos = 12 * i;
         let last = i + 1 == ports.len();
         let no = if last { (total - pos + 4) as u16 } else { 12 };
-        op(&mut bc, INET_DIAG_BC_D_EQ, 8, no);
+        op(&mut bc, code, 8, no);
         op(&mut bc, 0, 0, port);
         op(&mut bc, INET_DIAG_BC_JMP, 4, (total - (pos + 8)) as u16);
     }

@@ -18,13 +18,6 @@ fn monotonic_ns() -> i64 {
     t.tv_sec * 1_000_000_000 + t.tv_nsec
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A daemon with its own config, socket, state directory and mount point.
 struct Daemon {
@@ -37,16 +30,8 @@ struct Daemon {
 impl Daemon {
     fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("appswitch.toml");
+        let config = daemon_config(dir.path());
         let mnt = dir.path().join("mnt");
-        std::fs::write(
-            &config,
-            format!(
-                "[daemon]\nsocket = \"{0}/sock\"\nmount = \"{0}/mnt\"\nstate_dir = \"{0}/state\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
         let mut d = Daemon {
             proc: None,
             dir,
@@ -136,16 +121,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.signal(libc::SIGTERM);
-            let _ = p.wait_timeout(Duration::from_secs(5));
-        }
-        // A crashed daemon leaves a dead mount: detach it so the temp dir can go.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.mnt)
-            .stderr(Stdio::null())
-            .status();
+        stop_daemon(self.proc.take(), &self.mnt);
     }
 }
 

@@ -58,6 +58,78 @@ pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::
         .with_context(|| format!("mounting {}", dir.display()))
 }
 
+/// Names for the DNS responder: the daemon's route table.
+struct StateNames(Arc<Mutex<State>>);
+
+impl crate::dns::Names for StateNames {
+    fn lookup(&self, name: &str) -> Vec<std::net::IpAddr> {
+        files::lock(&self.0).routes.lookup(name)
+    }
+}
+
+/// Start the DNS responder ([dns] in the config) and write the resolv.conf
+/// traced programs get. A responder that cannot listen is a warning: the
+/// daemon runs on without names.
+fn start_dns(config: &Config, state: &Arc<Mutex<State>>) -> anyhow::Result<()> {
+    use crate::dns;
+    let c = &config.dns;
+    if c.listen.is_empty() {
+        return Ok(());
+    }
+    let listen: std::net::SocketAddr = c
+        .listen
+        .parse()
+        .with_context(|| format!("[dns] listen = {:?}: expected IP:PORT", c.listen))?;
+    if listen.port() != 53 {
+        log::warn!(
+            "[dns] listen {listen}: resolv.conf can only name port 53; programs will not find it"
+        );
+    }
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (host_ns, host_search) = dns::parse_resolv_conf(&host);
+    let mut upstream = Vec::new();
+    for u in &c.upstream {
+        if u == "host" {
+            upstream.extend(
+                host_ns
+                    .iter()
+                    .filter(|ip| **ip != listen.ip())
+                    .map(|ip| std::net::SocketAddr::new(*ip, 53)),
+            );
+        } else {
+            let a = u
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .with_context(|| {
+                    format!("[dns] upstream {u:?}: expected IP, IP:PORT or \"host\"")
+                })?;
+            upstream.push(a);
+        }
+    }
+    let responder = dns::Responder {
+        domain: c.domain.clone(),
+        upstream,
+    };
+    if let Err(e) = dns::serve(listen, responder, Arc::new(StateNames(state.clone()))) {
+        log::warn!("DNS responder off: cannot listen on {listen}: {e}");
+        return Ok(());
+    }
+    let dir = config
+        .daemon
+        .socket
+        .parent()
+        .unwrap_or(Path::new("/run/appswitch"));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("resolv.conf");
+    std::fs::write(
+        &path,
+        dns::resolv_conf(listen.ip(), &c.domain, &host_search),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    files::lock(state).resolv_conf = Some(path);
+    Ok(())
+}
+
 pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let set = block_signals();
     let d = &config.daemon;
@@ -70,8 +142,10 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let default_deny = config.policy.default == DefaultAction::Deny;
     std::fs::create_dir_all(&d.state_dir)
         .with_context(|| format!("creating {}", d.state_dir.display()))?;
-    let state = State::load(&d.state_dir, default_deny, config.policy.mode)?;
+    let mut state = State::load(&d.state_dir, default_deny, config.policy.mode)?;
+    state.bind_ip = config.services.bind;
     let state = Arc::new(Mutex::new(state));
+    start_dns(config, &state)?;
     let dir = mount_dir.unwrap_or(&d.mount);
     let mounted = mount(state.clone(), dir)?;
     watch_event_readers(state.clone());

@@ -44,6 +44,9 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
         log::warn!("a tracer did not say hello: {first:.80}");
         return;
     };
+    if let ToDaemon::Pick { .. } = hello {
+        return pick_session(hello, lines, w, state);
+    }
     let (tx, rx) = channel::<ToTracer>();
     let Some(app) = lock(&state).register(hello, tx) else {
         return;
@@ -65,4 +68,31 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
         }
     }
     lock(&state).unregister(app);
+}
+
+/// A tracer's connection for backend choices: each Pick is answered at once.
+fn pick_session(
+    first: ToDaemon,
+    lines: std::io::Lines<BufReader<UnixStream>>,
+    mut w: UnixStream,
+    state: Arc<Mutex<State>>,
+) {
+    let mut next = Some(first);
+    let mut lines = lines;
+    while let Some(msg) = next.take() {
+        if let ToDaemon::Pick { vip, labels } = msg {
+            let r = lock(&state).pick(vip, &labels);
+            let reply = ToTracer::Picked {
+                to: r.ok(),
+                why: r.err(),
+            };
+            if w.write_all(reply.line().as_bytes()).is_err() {
+                return;
+            }
+        }
+        next = match lines.next() {
+            Some(Ok(l)) => serde_json::from_str(&l).ok(),
+            _ => None,
+        };
+    }
 }

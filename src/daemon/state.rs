@@ -6,8 +6,11 @@
 use crate::config::Mode;
 use crate::policytable::PolicyTable;
 use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
+use crate::routing::{
+    Balancer, Labels, NoBackend, Origin, Registry, Route, RouteTable, VirtualHost,
+};
 use crate::rules::ParseError;
-use crate::services::ServiceTable;
+use crate::services::{labels_text, ServiceTable};
 use crate::sockdiag;
 use controlfs::{Errno, StreamHub};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -65,6 +68,45 @@ pub struct State {
     retired: Counters,
     /// Whether /appswitch/events had readers at the last check.
     events_wanted: bool,
+    /// Traced services (trace --ip), per app.
+    registry: Registry,
+    /// Static and traced services together, as pushed to tracers.
+    pub routes: RouteTable,
+    balancer: Balancer,
+    /// The resolv.conf naming the DNS responder, once it runs.
+    pub resolv_conf: Option<PathBuf>,
+    /// Where traced services really listen ([services] bind).
+    pub bind_ip: std::net::IpAddr,
+    /// Inode of the daemon's network namespace (liveness checks of traced
+    /// backends work only for programs in the same one).
+    netns: u64,
+}
+
+/// Whether a backend can take connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Its socket listens (seen by sock_diag).
+    Up,
+    /// Nothing listens there any more.
+    Down,
+    /// Not checkable from here (another host or network namespace).
+    Unknown,
+}
+
+impl Health {
+    fn name(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+/// The network namespace inode of a process ("self" or a pid); 0 if unknown.
+pub fn netns_of(pid: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino())
 }
 
 fn add_counters(a: &mut Counters, b: &Counters) {
@@ -121,7 +163,128 @@ impl State {
             state_dir,
             retired: Counters::default(),
             events_wanted: false,
+            registry: Registry::default(),
+            routes: RouteTable::default(),
+            balancer: Balancer::default(),
+            resolv_conf: None,
+            bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            netns: netns_of("self"),
         }
+        .with_routes()
+    }
+
+    fn with_routes(mut self) -> State {
+        self.routes = self.registry.table(&self.services);
+        self
+    }
+
+    /// Rebuild the route table and push it to every tracer.
+    fn push_routes(&mut self) {
+        self.routes = self.registry.table(&self.services);
+        let msg = ToTracer::Routes(self.routes.clone());
+        self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+    }
+
+    /// Health of each backend of `route` and its current connection count,
+    /// from one sock_diag query on the backends' ports.
+    fn health(&self, route: &Route) -> Vec<(Health, usize)> {
+        let local = |a: &std::net::SocketAddr| {
+            a.ip().is_loopback() || a.ip().is_unspecified() || a.ip() == self.bind_ip()
+        };
+        let checkable = |b: &crate::routing::Backend| match b.origin {
+            Origin::Traced { netns, .. } => netns == 0 || netns == self.netns,
+            Origin::Static => local(&b.addr),
+        };
+        let ports: Vec<u16> = route
+            .backends
+            .iter()
+            .filter(|b| checkable(b))
+            .map(|b| b.addr.port())
+            .collect();
+        let socks = match sockdiag::by_local_ports(&ports) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("sock_diag: {e}: backends taken as live");
+                return vec![(Health::Unknown, 0); route.backends.len()];
+            }
+        };
+        route
+            .backends
+            .iter()
+            .map(|b| {
+                let port = b.addr.port();
+                let load = socks
+                    .values()
+                    .filter(|s| s.local.port() == port && s.state == "ESTABLISHED")
+                    .count();
+                let health = match b.origin {
+                    _ if !checkable(b) => Health::Unknown,
+                    Origin::Traced { inode, .. } => match socks.get(&inode) {
+                        Some(s) if s.state == "LISTEN" => Health::Up,
+                        _ => Health::Down,
+                    },
+                    Origin::Static => {
+                        if socks
+                            .values()
+                            .any(|s| s.local.port() == port && s.state == "LISTEN")
+                        {
+                            Health::Up
+                        } else {
+                            Health::Down
+                        }
+                    }
+                };
+                (health, load)
+            })
+            .collect()
+    }
+
+    fn bind_ip(&self) -> std::net::IpAddr {
+        self.bind_ip
+    }
+
+    /// Choose the backend for a connect to `vip` from a client with `labels`.
+    /// Traced backends found closed leave the table.
+    pub fn pick(
+        &mut self,
+        vip: std::net::SocketAddr,
+        labels: &Labels,
+    ) -> Result<std::net::SocketAddr, NoBackend> {
+        let Some(route) = self.routes.route(&vip).cloned() else {
+            return Err(NoBackend::NoneLive);
+        };
+        let health = self.health(&route);
+        let at = |b: &crate::routing::Backend| {
+            route
+                .backends
+                .iter()
+                .position(|x| std::ptr::eq(x, b))
+                .map_or((Health::Unknown, 0), |i| health[i])
+        };
+        let down: Vec<u64> = route
+            .backends
+            .iter()
+            .zip(&health)
+            .filter_map(|(b, h)| match b.origin {
+                Origin::Traced { inode, .. } if h.0 == Health::Down => Some(inode),
+                _ => None,
+            })
+            .collect();
+        // Static backends that look down are still tried when nothing else
+        // is up: they may be on an address sock_diag cannot see.
+        let any_up = health.iter().any(|h| h.0 != Health::Down);
+        let r = self.balancer.pick(
+            &route,
+            labels,
+            |b| at(b).0 != Health::Down || (!any_up && b.origin == Origin::Static),
+            |b| at(b).1,
+        );
+        if !down.is_empty() {
+            log::info!("{} backend(s) of {vip} closed: removed", down.len());
+            self.registry.retain_listeners(|l| !down.contains(&l.inode));
+            self.push_routes();
+        }
+        r
     }
 
     /// Load the saved policy and services from `dir` (missing files: empty).
@@ -190,14 +353,32 @@ impl State {
             cmdline,
             labels,
             local_policy,
+            host,
         } = hello
         else {
             return None;
         };
         let id = self.next_app;
         self.next_app += 1;
-        let _ = tx.send(ToTracer::Welcome { app: id });
+        let _ = tx.send(ToTracer::Welcome {
+            app: id,
+            resolv_conf: self.resolv_conf.clone(),
+        });
         let _ = tx.send(self.policy_message());
+        if let Some(h) = &host {
+            self.registry.add_host(
+                id,
+                VirtualHost {
+                    ip: h.ip,
+                    name: h.name.clone(),
+                    labels: labels.clone(),
+                    lb: h.lb,
+                    pid,
+                },
+            );
+            self.push_routes();
+        }
+        let _ = tx.send(ToTracer::Routes(self.routes.clone()));
         self.events_wanted = self.events.readers() > 0;
         let _ = tx.send(ToTracer::Events {
             wanted: self.events_wanted,
@@ -236,6 +417,9 @@ impl State {
             add_counters(&mut self.retired, &a.counters);
         }
         self.conns.retain(|_, c| c.app != app);
+        if self.registry.remove_app(app) {
+            self.push_routes();
+        }
     }
 
     pub fn handle(&mut self, app: u32, msg: ToDaemon) {
@@ -260,7 +444,13 @@ impl State {
                     a.counters = c;
                 }
             }
-            ToDaemon::Hello { .. } => {}
+            ToDaemon::Listen(l) => {
+                if self.registry.hosts.contains_key(&app) {
+                    self.registry.add_listener(app, l);
+                    self.push_routes();
+                }
+            }
+            ToDaemon::Hello { .. } | ToDaemon::Pick { .. } => {}
         }
     }
 
@@ -330,6 +520,7 @@ impl State {
         // Rules may name services: tracers resolve them with the new table.
         self.policy.version += 1;
         self.push_policy();
+        self.push_routes();
         Ok(())
     }
 
@@ -390,6 +581,7 @@ impl State {
         // Versions only go forward, whatever was reloaded.
         self.policy.version = self.policy.version.max(version) + 1;
         self.push_policy();
+        self.push_routes();
         Ok(())
     }
 
@@ -421,8 +613,65 @@ impl State {
         self.policy.render()
     }
 
-    pub fn render_services(&self) -> String {
-        self.services.render()
+    /// Every service, static and traced, then one line per backend with its health.
+    pub fn render_services(&mut self) -> String {
+        // Closed traced listeners leave the table first.
+        let mut down = Vec::new();
+        for r in self.routes.routes.clone() {
+            for (b, (h, _)) in r.backends.iter().zip(self.health(&r)) {
+                if let (Origin::Traced { inode, .. }, Health::Down) = (&b.origin, h) {
+                    down.push(*inode);
+                }
+            }
+        }
+        if !down.is_empty() {
+            self.registry.retain_listeners(|l| !down.contains(&l.inode));
+            self.push_routes();
+        }
+        let mut s = String::new();
+        let routes = self.routes.routes.clone();
+        for r in &routes {
+            let health = self.health(r);
+            let addrs: Vec<String> = r.backends.iter().map(|b| b.addr.to_string()).collect();
+            let statics = r.backends.iter().any(|b| b.origin == Origin::Static)
+                || self.services.get(&r.name).is_some_and(|x| x.vip == r.vip);
+            let traced = r.backends.iter().any(|b| b.origin != Origin::Static);
+            let origin = match (statics, traced) {
+                (true, true) => "static+traced",
+                (false, true) => "traced",
+                _ => "static",
+            };
+            let labels = self
+                .services
+                .get(&r.name)
+                .map_or(String::from("-"), |x| labels_text(&x.labels));
+            let _ = writeln!(
+                s,
+                "{} {} -> {} lb={} labels={labels} origin={origin}",
+                r.name,
+                r.vip,
+                if addrs.is_empty() {
+                    "-".into()
+                } else {
+                    addrs.join(",")
+                },
+                r.lb.name()
+            );
+            for (b, (h, load)) in r.backends.iter().zip(health) {
+                let who = match &b.origin {
+                    Origin::Static => "static".to_string(),
+                    Origin::Traced { app, pid, .. } => format!("traced app={app} pid={pid}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "  backend {} health={} connections={load} labels={} origin={who}",
+                    b.addr,
+                    h.name(),
+                    labels_text(&b.labels),
+                );
+            }
+        }
+        s
     }
 
     pub fn render_errors(&self) -> String {
@@ -539,14 +788,13 @@ impl State {
 
     pub fn render_app_info(&self, app: u32) -> Option<String> {
         let a = self.apps.get(&app)?;
-        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         Some(format!(
             "id={}\ntracer_pid={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls={}\ndenied={}\nrewritten={}\n",
             a.id,
             a.pid,
             a.comm,
             a.cmdline.join(" "),
-            if labels.is_empty() { "-".into() } else { labels.join(",") },
+            labels_text(&a.labels),
             humantime::format_rfc3339_seconds(a.started),
             a.counters.calls,
             a.counters.denied,

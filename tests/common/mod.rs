@@ -455,3 +455,40 @@ pub fn policed(
     opts.extend(extra.iter().map(|e| std::ffi::OsStr::new(*e)));
     trace_with(&opts, prog, args)
 }
+
+/// Poll `f` every 10 ms until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A daemon config in `dir`: its socket, mount (DIR/mnt) and state there.
+pub fn daemon_config(dir: &Path) -> PathBuf {
+    let config = dir.join("appswitch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nsocket = \"{0}/sock\"\nmount = \"{0}/mnt\"\nstate_dir = \"{0}/state\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Stop a daemon (SIGTERM, then wait) and detach its mount: a crashed
+/// daemon leaves a dead one, which would keep the temp dir from going.
+pub fn stop_daemon(daemon: Option<Proc>, mnt: &Path) {
+    if let Some(mut p) = daemon {
+        p.signal(libc::SIGTERM);
+        let _ = p.wait_timeout(Duration::from_secs(5));
+    }
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(mnt)
+        .stderr(Stdio::null())
+        .status();
+}

@@ -101,9 +101,58 @@ fn child_fail(fd: i32, stage: u8, errno: i32) -> ! {
     }
 }
 
+/// In the child: a private mount namespace with each (source, target) bind
+/// mounted. Only async-signal-safe calls. False if any step failed.
+///
+/// # Safety
+/// The pointers must be valid NUL-terminated strings.
+unsafe fn private_binds(
+    binds: &[(CString, CString)],
+    root: *const libc::c_char,
+    none: *const libc::c_char,
+) -> bool {
+    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+        return false;
+    }
+    // Mounts made here must not propagate back to the host.
+    if libc::mount(
+        none,
+        root,
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
+        return false;
+    }
+    let mut ok = true;
+    for (src, dst) in binds {
+        ok &= libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) == 0;
+    }
+    ok
+}
+
 /// Fork and exec `program args` under `filter`, seized by the calling thread.
-pub fn spawn(program: &OsStr, args: &[OsString], filter: &Program) -> Result<Child, TraceError> {
+pub fn spawn(
+    program: &OsStr,
+    args: &[OsString],
+    bind_files: &[(PathBuf, PathBuf)],
+    filter: &Program,
+) -> Result<Child, TraceError> {
     let path = cstring(resolve(program)?.as_os_str())?;
+    let binds = bind_files
+        .iter()
+        .map(|(s, t)| Ok((cstring(s.as_os_str())?, cstring(t.as_os_str())?)))
+        .collect::<Result<Vec<_>, TraceError>>()?;
+    let root = c"/";
+    let none = c"none";
+    let warn: &[u8] = b"appswitch: warning: could not give the program its private files (mount namespace): it sees the host's\n";
     let mut argv_c = vec![cstring(program)?];
     for a in args {
         argv_c.push(cstring(a)?);
@@ -139,6 +188,9 @@ pub fn spawn(program: &OsStr, args: &[OsString], filter: &Program) -> Result<Chi
             // The Rust runtime ignores SIGPIPE, and ignored signals survive
             // exec: give the program the default, as a shell would.
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if !binds.is_empty() && !private_binds(&binds, root.as_ptr(), none.as_ptr()) {
+                libc::write(2, warn.as_ptr().cast(), warn.len());
+            }
             if need_nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 child_fail(st, b'F', *libc::__errno_location());
             }

@@ -31,6 +31,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub struct Command {
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// Files to show the program in place of others: (source, target). The
+    /// program gets a private mount namespace with each source bind-mounted
+    /// on its target; the host's files are untouched.
+    pub bind_files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// How the traced program ended.
@@ -131,7 +135,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let interests = handler.interests();
     let program = filter::build(&interests)?;
     install_forwarding();
-    let child = spawn::spawn(&cmd.program, &cmd.args, &program)?;
+    let child = spawn::spawn(&cmd.program, &cmd.args, &cmd.bind_files, &program)?;
     MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
     let mut t = Tracer {
         handler,

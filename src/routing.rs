@@ -1,0 +1,505 @@
+//! Service routing: which real backend a connect() to a virtual address goes
+//! to. The table (static services from /appswitch/services plus traced
+//! programs listening under `--ip`) is built by the daemon and pushed to every
+//! tracer; the choice among backends (load balancing, labels, liveness) is made
+//! by [`Balancer`], in the daemon when there is one (so round robin is exact
+//! across separate client programs), in the tracer otherwise.
+
+use crate::services::{Lb, ServiceTable};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+pub type Labels = Vec<(String, String)>;
+
+/// Where a backend came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A static service's backend (/appswitch/services).
+    Static,
+    /// A traced program's listening socket.
+    Traced {
+        app: u32,
+        pid: i32,
+        /// The listening socket's inode (liveness: the kernel still has it).
+        inode: u64,
+        /// Inode of the program's network namespace (liveness can be
+        /// checked only from the same one).
+        #[serde(default)]
+        netns: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// The real address a client is connected to.
+    pub addr: SocketAddr,
+    pub labels: Labels,
+    pub origin: Origin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub name: String,
+    pub vip: SocketAddr,
+    pub lb: Lb,
+    pub backends: Vec<Backend>,
+}
+
+/// Every service and every virtual host (an `--ip` some traced program has).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub routes: Vec<Route>,
+    /// Virtual IPs of traced programs: a TCP connect to any port of one is
+    /// routed (or refused when nothing listens there), never sent out.
+    pub hosts: Vec<IpAddr>,
+    /// Service names (static and traced) and their virtual IPs, for DNS and rules.
+    pub names: Vec<(String, IpAddr)>,
+}
+
+impl RouteTable {
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.hosts.is_empty()
+    }
+
+    /// Whether a connect to `addr` is the routing's business.
+    pub fn is_virtual(&self, addr: &SocketAddr) -> bool {
+        let ip = canonical(addr.ip());
+        self.hosts.contains(&ip)
+            || self
+                .routes
+                .iter()
+                .any(|r| r.vip.ip() == ip && r.vip.port() == addr.port())
+    }
+
+    pub fn route(&self, vip: &SocketAddr) -> Option<&Route> {
+        let ip = canonical(vip.ip());
+        self.routes
+            .iter()
+            .find(|r| r.vip.ip() == ip && r.vip.port() == vip.port())
+    }
+
+    /// The virtual IPs a name stands for (`name` or `name.<domain>`).
+    pub fn lookup(&self, name: &str) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self
+            .names
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, ip)| *ip)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub fn canonical_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(canonical(a.ip()), a.port())
+}
+
+/// A client reaches a backend that has no labels, or one that shares at
+/// least one key=value label with it.
+pub fn labels_match(client: &[(String, String)], backend: &[(String, String)]) -> bool {
+    backend.is_empty() || client.iter().any(|c| backend.contains(c))
+}
+
+/// Why no backend was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoBackend {
+    /// Nothing listens at this virtual address (any more).
+    NoneLive,
+    /// Backends exist, but none shares a label with the client.
+    Labels,
+}
+
+impl NoBackend {
+    pub fn reason(self) -> &'static str {
+        match self {
+            NoBackend::NoneLive => "no live backend",
+            NoBackend::Labels => "no backend shares a label with the client",
+        }
+    }
+}
+
+/// Load-balancing state: a counter per service, a random generator.
+#[derive(Debug)]
+pub struct Balancer {
+    next: HashMap<SocketAddr, usize>,
+    rng: u64,
+}
+
+impl Default for Balancer {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        Balancer {
+            next: HashMap::new(),
+            rng: seed | 1,
+        }
+    }
+}
+
+impl Balancer {
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Choose a backend of `route` for a client with `labels`. `live` says
+    /// whether a backend can take connections (a traced listener still open);
+    /// `load` counts its current connections (for leastconn).
+    pub fn pick(
+        &mut self,
+        route: &Route,
+        labels: &[(String, String)],
+        live: impl Fn(&Backend) -> bool,
+        load: impl Fn(&Backend) -> usize,
+    ) -> Result<SocketAddr, NoBackend> {
+        let alive: Vec<&Backend> = route.backends.iter().filter(|b| live(b)).collect();
+        if alive.is_empty() {
+            return Err(NoBackend::NoneLive);
+        }
+        let fit: Vec<&Backend> = alive
+            .into_iter()
+            .filter(|b| labels_match(labels, &b.labels))
+            .collect();
+        if fit.is_empty() {
+            return Err(NoBackend::Labels);
+        }
+        let i = match route.lb {
+            Lb::RoundRobin => {
+                let n = self.next.entry(route.vip).or_insert(0);
+                let i = *n % fit.len();
+                *n = n.wrapping_add(1);
+                i
+            }
+            Lb::Random => (self.random() % fit.len() as u64) as usize,
+            Lb::LeastConn => {
+                // Ties go round robin, so equal loads still spread.
+                let n = self.next.entry(route.vip).or_insert(0);
+                let start = *n % fit.len();
+                *n = n.wrapping_add(1);
+                (0..fit.len())
+                    .map(|k| (start + k) % fit.len())
+                    .min_by_key(|&k| load(fit[k]))
+                    .unwrap_or(start)
+            }
+        };
+        Ok(fit[i].addr)
+    }
+}
+
+/// One traced program that declared a virtual IP (`trace --ip`).
+#[derive(Clone, Debug)]
+pub struct VirtualHost {
+    pub ip: IpAddr,
+    pub name: Option<String>,
+    pub labels: Labels,
+    pub lb: Lb,
+    pub pid: i32,
+}
+
+/// A traced program's listening socket, registered as a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listener {
+    pub inode: u64,
+    pub pid: i32,
+    /// The address the program asked for (its VIP and port).
+    pub service: SocketAddr,
+    /// Where the socket really listens.
+    pub real: SocketAddr,
+    /// Inode of the program's network namespace.
+    #[serde(default)]
+    pub netns: u64,
+}
+
+/// Virtual addresses remembered after their programs are gone, at most.
+const MAX_PAST: usize = 4096;
+
+/// The daemon's table of traced services, per app.
+#[derive(Debug, Default)]
+pub struct Registry {
+    pub hosts: std::collections::BTreeMap<u32, VirtualHost>,
+    /// app -> its listeners, in registration order.
+    pub listeners: std::collections::BTreeMap<u32, Vec<Listener>>,
+    /// Virtual IPs (and names) whose programs are gone: they stay known, so a
+    /// connect to one is refused (ECONNREFUSED, as for a host where nothing
+    /// listens) rather than sent out to an address that exists nowhere.
+    past_hosts: std::collections::BTreeMap<IpAddr, Option<String>>,
+    /// Services whose backends are all gone: (name, lb).
+    past_services: std::collections::BTreeMap<SocketAddr, (String, Lb)>,
+}
+
+impl Registry {
+    pub fn add_host(&mut self, app: u32, host: VirtualHost) {
+        self.hosts.insert(app, host);
+    }
+
+    pub fn add_listener(&mut self, app: u32, l: Listener) {
+        let v = self.listeners.entry(app).or_default();
+        v.retain(|x| x.inode != l.inode);
+        v.push(l);
+    }
+
+    fn remember(&mut self, app: u32, gone: &[Listener]) {
+        let Some(h) = self.hosts.get(&app) else {
+            return;
+        };
+        if self.past_hosts.len() >= MAX_PAST || self.past_services.len() >= MAX_PAST {
+            self.past_hosts.clear();
+            self.past_services.clear();
+        }
+        let name = h
+            .name
+            .clone()
+            .unwrap_or_else(|| canonical(h.ip).to_string());
+        for l in gone {
+            self.past_services
+                .insert(canonical_addr(l.service), (name.clone(), h.lb));
+        }
+        self.past_hosts.insert(canonical(h.ip), h.name.clone());
+    }
+
+    /// Forget an app (its tracer is gone): its backends leave at once.
+    pub fn remove_app(&mut self, app: u32) -> bool {
+        let gone = self.listeners.remove(&app).unwrap_or_default();
+        self.remember(app, &gone);
+        let a = self.hosts.remove(&app).is_some();
+        a || !gone.is_empty()
+    }
+
+    /// Forget listeners the kernel no longer has.
+    pub fn retain_listeners(&mut self, mut live: impl FnMut(&Listener) -> bool) -> bool {
+        let mut gone = Vec::new();
+        for (app, v) in self.listeners.iter_mut() {
+            v.retain(|l| {
+                let keep = live(l);
+                if !keep {
+                    gone.push((*app, l.clone()));
+                }
+                keep
+            });
+        }
+        self.listeners.retain(|_, v| !v.is_empty());
+        for (app, l) in &gone {
+            self.remember(*app, std::slice::from_ref(l));
+        }
+        !gone.is_empty()
+    }
+
+    /// The whole table: static services, then traced ones (a static service
+    /// at the same address gains the traced backends and keeps its lb).
+    pub fn table(&self, statics: &ServiceTable) -> RouteTable {
+        let mut t = RouteTable::default();
+        for (name, s) in statics.iter() {
+            t.routes.push(Route {
+                name: name.clone(),
+                vip: canonical_addr(s.vip),
+                lb: s.lb,
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| Backend {
+                        addr: *b,
+                        labels: s.labels.clone(),
+                        origin: Origin::Static,
+                    })
+                    .collect(),
+            });
+            t.names.push((name.clone(), canonical(s.vip.ip())));
+        }
+        for (app, h) in &self.hosts {
+            let ip = canonical(h.ip);
+            if !t.hosts.contains(&ip) {
+                t.hosts.push(ip);
+            }
+            if let Some(n) = &h.name {
+                t.names.push((n.clone(), ip));
+            }
+            for l in self.listeners.get(app).into_iter().flatten() {
+                let vip = canonical_addr(l.service);
+                let backend = Backend {
+                    addr: l.real,
+                    labels: h.labels.clone(),
+                    origin: Origin::Traced {
+                        app: *app,
+                        pid: l.pid,
+                        inode: l.inode,
+                        netns: l.netns,
+                    },
+                };
+                match t.routes.iter_mut().find(|r| r.vip == vip) {
+                    Some(r) => r.backends.push(backend),
+                    None => t.routes.push(Route {
+                        name: h.name.clone().unwrap_or_else(|| ip.to_string()),
+                        vip,
+                        lb: h.lb,
+                        backends: vec![backend],
+                    }),
+                }
+            }
+        }
+        for (ip, name) in &self.past_hosts {
+            if !t.hosts.contains(ip) {
+                t.hosts.push(*ip);
+            }
+            if let Some(n) = name {
+                t.names.push((n.clone(), *ip));
+            }
+        }
+        for (vip, (name, lb)) in &self.past_services {
+            if t.route(vip).is_none() {
+                t.routes.push(Route {
+                    name: name.clone(),
+                    vip: *vip,
+                    lb: *lb,
+                    backends: Vec::new(),
+                });
+            }
+        }
+        t.names.sort();
+        t.names.dedup();
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(lb: Lb, backends: &[(&str, &[(&str, &str)])]) -> Route {
+        Route {
+            name: "web".into(),
+            vip: "10.1.0.1:80".parse().unwrap(),
+            lb,
+            backends: backends
+                .iter()
+                .map(|(a, l)| Backend {
+                    addr: a.parse().unwrap(),
+                    labels: l
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    origin: Origin::Static,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn round_robin_alternates_and_skips_dead() {
+        let r = route(
+            Lb::RoundRobin,
+            &[("127.0.0.1:1", &[]), ("127.0.0.1:2", &[])],
+        );
+        let mut b = Balancer::default();
+        let picks: Vec<u16> = (0..6)
+            .map(|_| b.pick(&r, &[], |_| true, |_| 0).unwrap().port())
+            .collect();
+        assert_eq!(picks, [1, 2, 1, 2, 1, 2]);
+        let only2 = |x: &Backend| x.addr.port() == 2;
+        assert_eq!(b.pick(&r, &[], only2, |_| 0).unwrap().port(), 2);
+        assert_eq!(b.pick(&r, &[], |_| false, |_| 0), Err(NoBackend::NoneLive));
+    }
+
+    #[test]
+    fn labels_filter_backends() {
+        let r = route(
+            Lb::RoundRobin,
+            &[
+                ("127.0.0.1:1", &[("role", "prod")]),
+                ("127.0.0.1:2", &[("role", "test")]),
+            ],
+        );
+        let mut b = Balancer::default();
+        let test = vec![("role".to_string(), "test".to_string())];
+        for _ in 0..4 {
+            assert_eq!(b.pick(&r, &test, |_| true, |_| 0).unwrap().port(), 2);
+        }
+        let prod_only = |x: &Backend| x.addr.port() == 1;
+        assert_eq!(b.pick(&r, &test, prod_only, |_| 0), Err(NoBackend::Labels));
+        assert_eq!(b.pick(&r, &[], |_| true, |_| 0), Err(NoBackend::Labels));
+        assert!(labels_match(&[], &[]));
+    }
+
+    #[test]
+    fn leastconn_and_random_stay_in_the_set() {
+        let r = route(
+            Lb::LeastConn,
+            &[
+                ("127.0.0.1:1", &[]),
+                ("127.0.0.1:2", &[]),
+                ("127.0.0.1:3", &[]),
+            ],
+        );
+        let mut b = Balancer::default();
+        let load = |x: &Backend| if x.addr.port() == 3 { 0 } else { 5 };
+        for _ in 0..5 {
+            assert_eq!(b.pick(&r, &[], |_| true, load).unwrap().port(), 3);
+        }
+        let r = route(Lb::Random, &[("127.0.0.1:1", &[]), ("127.0.0.1:2", &[])]);
+        let mut seen = [false; 3];
+        for _ in 0..200 {
+            seen[b.pick(&r, &[], |_| true, |_| 0).unwrap().port() as usize] = true;
+        }
+        assert_eq!(seen, [false, true, true]);
+    }
+
+    #[test]
+    fn table_merges_static_and_traced() {
+        let mut statics = ServiceTable::default();
+        statics
+            .apply("add web 10.1.0.1:80 -> 127.0.0.1:8080 lb=leastconn\n")
+            .unwrap();
+        let mut reg = Registry::default();
+        reg.add_host(
+            7,
+            VirtualHost {
+                ip: "10.1.0.1".parse().unwrap(),
+                name: Some("web".into()),
+                labels: vec![],
+                lb: Lb::RoundRobin,
+                pid: 1,
+            },
+        );
+        reg.add_listener(
+            7,
+            Listener {
+                inode: 42,
+                pid: 1,
+                service: "[::ffff:10.1.0.1]:80".parse().unwrap(),
+                real: "127.0.0.1:40000".parse().unwrap(),
+                netns: 0,
+            },
+        );
+        let t = reg.table(&statics);
+        assert_eq!(t.routes.len(), 1);
+        assert_eq!(t.routes[0].lb, Lb::LeastConn);
+        assert_eq!(t.routes[0].backends.len(), 2);
+        assert!(t.is_virtual(&"10.1.0.1:9".parse().unwrap()));
+        assert!(!t.is_virtual(&"10.1.0.2:80".parse().unwrap()));
+        assert_eq!(t.lookup("WEB"), vec!["10.1.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(reg.remove_app(7));
+        let t = reg.table(&statics);
+        assert_eq!(t.routes[0].backends.len(), 1);
+        // The virtual IP stays known: connects to it are refused, not sent out.
+        assert!(t.is_virtual(&"10.1.0.1:9".parse().unwrap()));
+    }
+}

@@ -1,0 +1,415 @@
+//! Services: virtual IPs, names, load balancing, labels, static services.
+//!
+//! Every test here runs in a network namespace it creates itself, with only
+//! a loopback interface and no route out: the virtual IPs (10.1.0.x) exist
+//! nowhere, so a connect that is not rewritten fails with ENETUNREACH and no
+//! packet can leave the machine. The daemon, servers and clients all run in
+//! that namespace (setns before exec); the daemon's mount is in the host's
+//! mount namespace, where the test reads it.
+
+mod common;
+use common::*;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+
+/// A network namespace with only `lo` (up), deleted on drop.
+struct Netns {
+    name: String,
+    file: std::fs::File,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        require("ip");
+        let name = format!(
+            "appsw-t{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        ok(Command::new("ip").args(["netns", "add", &name]));
+        ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        let file = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        Netns { name, file }
+    }
+
+    /// `prog` run inside the namespace (only the network namespace changes).
+    fn cmd(&self, prog: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(prog);
+        let fd = self.file.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; fd stays open until exec.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A namespace with a daemon in it.
+struct Host {
+    // Dropped in order: programs first (by the tests), then daemon, then namespace.
+    daemon: Option<Proc>,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    mnt: PathBuf,
+    ns: Netns,
+}
+
+impl Host {
+    fn start() -> Host {
+        let ns = Netns::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = daemon_config(dir.path());
+        let mnt = dir.path().join("mnt");
+        let log = match std::env::var_os("APPSWITCH_TEST_LOG") {
+            Some(d) => Stdio::from(
+                std::fs::File::create(PathBuf::from(d).join(format!("daemon-{}.log", ns.name)))
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
+        let daemon = Proc(
+            ns.cmd(appswitch())
+                .args(["daemon", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "appswitch=debug")
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let (ctl, sock) = (mnt.join("ctl"), dir.path().join("sock"));
+        wait_until("the daemon", Duration::from_secs(10), || {
+            std::fs::read_to_string(&ctl).is_ok_and(|s| s.contains("mode=")) && sock.exists()
+        });
+        Host {
+            daemon: Some(daemon),
+            dir,
+            config,
+            mnt,
+            ns,
+        }
+    }
+
+    fn services(&self) -> String {
+        std::fs::read_to_string(self.mnt.join("services")).unwrap()
+    }
+
+    /// `appswitch trace [opts] -- prog args` in the namespace.
+    fn trace(&self, opts: &[&str], prog: impl AsRef<Path>, args: &[&str]) -> Command {
+        let mut c = self.ns.cmd(appswitch());
+        c.arg("trace")
+            .arg("--config")
+            .arg(&self.config)
+            .args(opts)
+            .arg("--")
+            .arg(prog.as_ref())
+            .args(args);
+        c
+    }
+
+    /// A traced `python3 -m http.server PORT` serving `body` as its index.
+    fn web(&self, opts: &[&str], port: u16, body: &str) -> Proc {
+        let root = self.dir.path().join(format!("www-{body}"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), body).unwrap();
+        let mut c = self.trace(opts, "python3", &["-m", "http.server", &port.to_string()]);
+        c.current_dir(&root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        Proc(c.spawn().unwrap())
+    }
+
+    /// Wait until `vip` has `n` backends that are up.
+    fn wait_backends(&self, vip: &str, n: usize) {
+        wait_until(
+            &format!("{n} backends of {vip} in {}", self.services()),
+            Duration::from_secs(10),
+            || {
+                let s = self.services();
+                let mut lines = s.lines().skip_while(|l| !l.contains(&format!(" {vip} ")));
+                lines.next().is_some()
+                    && lines
+                        .take_while(|l| l.starts_with("  backend"))
+                        .filter(|l| l.contains("health=up"))
+                        .count()
+                        == n
+            },
+        );
+    }
+
+    fn curl(&self, opts: &[&str], url: &str) -> Output {
+        let curl = require("curl");
+        run(&mut self.trace(opts, curl, &["-sS", "--max-time", "5", url]))
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        stop_daemon(self.daemon.take(), &self.mnt);
+    }
+}
+
+/// The pid of the traced program behind `trace` (its only child).
+fn tracee(trace: &Proc) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", trace.pid()))
+        .unwrap_or_default();
+    s.split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the traced program")
+}
+
+fn kill_program(trace: &mut Proc) {
+    // SAFETY: signalling the program our test started.
+    unsafe { libc::kill(tracee(trace), libc::SIGKILL) };
+    assert_eq!(
+        trace.wait_timeout(Duration::from_secs(10)),
+        Some(128 + libc::SIGKILL),
+        "the trace ends with its program"
+    );
+}
+
+#[test]
+fn round_robin_across_programs_then_failover_then_refused() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1", "--name", "web"];
+    let mut a = h.web(&ip, 8000, "A");
+    let mut b = h.web(&ip, 8000, "B");
+    h.wait_backends("10.1.0.1:8000", 2);
+
+    // Ten separate traced curls alternate exactly.
+    let bodies: Vec<String> = (0..10)
+        .map(|_| {
+            let o = h.curl(&[], "http://10.1.0.1:8000/");
+            assert!(o.status.success(), "{o:?}");
+            stdout(&o)
+        })
+        .collect();
+    for w in bodies.windows(2) {
+        assert_ne!(w[0], w[1], "round robin must alternate: {bodies:?}");
+    }
+    assert!(bodies.iter().all(|b| b == "A" || b == "B"), "{bodies:?}");
+
+    // The client saw the virtual address, not the backend's.
+    let curl = require("curl");
+    let o = run(&mut h.trace(
+        &[],
+        &curl,
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{remote_ip}:%{remote_port}",
+            "http://10.1.0.1:8000/",
+        ],
+    ));
+    assert_eq!(stdout(&o), "10.1.0.1:8000");
+
+    // One backend killed: every later request goes to the other.
+    kill_program(&mut a);
+    for _ in 0..5 {
+        let o = h.curl(&[], "http://10.1.0.1:8000/");
+        assert_eq!(stdout(&o), "B", "{o:?}");
+    }
+    assert_eq!(
+        h.services().matches("  backend").count(),
+        1,
+        "{}",
+        h.services()
+    );
+
+    // Both killed: the connect is refused.
+    kill_program(&mut b);
+    let o = h.curl(&[], "http://10.1.0.1:8000/");
+    assert_eq!(o.status.code(), Some(7), "curl: couldn't connect: {o:?}");
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("errno=ECONNREFUSED"), "{}", stdout(&o));
+    // Untraced, the virtual IP does not exist here: nothing is routed.
+    let o = run(h.ns.cmd(&cc).args(["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("errno=ENETUNREACH"), "{}", stdout(&o));
+}
+
+#[test]
+fn server_sees_the_address_it_asked_for() {
+    let h = Host::start();
+    let mut web = h.web(&["--ip", "10.1.0.1"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    // http.server prints getsockname(): the port it asked for, not the real one.
+    let out = web.0.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    assert!(line.contains("port 8000"), "{line}");
+    let real = h.services();
+    assert!(!real.contains("127.0.0.1:8000"), "{real}");
+}
+
+#[test]
+fn names_resolve_for_go_busybox_and_glibc() {
+    let h = Host::start();
+    let _web = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "hello");
+    h.wait_backends("10.1.0.1:8000", 1);
+
+    let o = h.curl(&[], "http://web:8000/");
+    assert_eq!(stdout(&o), "hello", "{o:?}");
+    let o = h.curl(&[], "http://web.appswitch.internal:8000/");
+    assert_eq!(stdout(&o), "hello", "{o:?}");
+
+    let go = go_prog();
+    let o = run(&mut h.trace(&[], &go, &["-url", "http://web:8000/"]));
+    assert_eq!(stdout(&o).trim(), "hello", "{o:?}");
+
+    let bb = require("busybox");
+    let o = run(&mut h.trace(&[], &bb, &["wget", "-q", "-O", "-", "http://web:8000/"]));
+    assert_eq!(stdout(&o), "hello", "{o:?}");
+
+    // An unknown name fails as it does untraced (the host's resolvers are
+    // unreachable from this namespace either way).
+    let curl = require("curl");
+    let url = "http://nosuch-name-xyz:8000/";
+    let untraced = run(h.ns.cmd(&curl).args(["-sS", "--max-time", "10", url]));
+    let traced = h.curl(&[], url);
+    assert_eq!(untraced.status.code(), Some(6), "{untraced:?}");
+    assert_eq!(traced.status.code(), untraced.status.code(), "{traced:?}");
+    let untraced = run(h.ns.cmd(&go).args(["-url", url]));
+    let traced = run(&mut h.trace(&[], &go, &["-url", url]));
+    assert_eq!(traced.status.code(), untraced.status.code());
+    assert!(
+        stdout(&traced).contains("lookup nosuch-name-xyz"),
+        "{}",
+        stdout(&traced)
+    );
+
+    // The host's /etc/resolv.conf was not touched.
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert!(!host.contains("appswitch"), "{host}");
+}
+
+#[test]
+fn labels_decide_which_backends_a_client_reaches() {
+    let h = Host::start();
+    let _test = h.web(&["--ip", "10.1.0.2", "--labels", "role=test"], 8000, "test");
+    let _prod = h.web(&["--ip", "10.1.0.3", "--labels", "role=prod"], 8000, "prod");
+    h.wait_backends("10.1.0.2:8000", 1);
+    h.wait_backends("10.1.0.3:8000", 1);
+    let me = ["--labels", "role=test"];
+    let o = h.curl(&me, "http://10.1.0.2:8000/");
+    assert_eq!(stdout(&o), "test", "{o:?}");
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&me, &cc, &["10.1.0.3", "8000"]));
+    assert!(stdout(&o).contains("errno=ECONNREFUSED"), "{}", stdout(&o));
+    // A client without labels reaches neither.
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.2", "8000"]));
+    assert!(stdout(&o).contains("errno=ECONNREFUSED"), "{}", stdout(&o));
+}
+
+#[test]
+fn static_services_change_under_a_running_client() {
+    let h = Host::start();
+    // An untraced server in the namespace, on a port the kernel picks.
+    let mut srv = Proc(
+        h.ns.cmd("python3")
+            .args([
+                "-c",
+                "import socket,sys\n\
+                 s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(16)\n\
+                 print(s.getsockname()[1], flush=True)\n\
+                 while True:\n    c,_=s.accept(); c.sendall(b'static\\n'); c.close()\n",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port = port.trim().to_string();
+
+    // One traced client for the whole test: it connects whenever told to.
+    let client = "import socket,sys,errno\n\
+                  for line in sys.stdin:\n\
+                  \x20   s=socket.socket()\n\
+                  \x20   try:\n\
+                  \x20       s.connect(('10.1.0.9',80)); print(s.recv(64).decode().strip(), flush=True)\n\
+                  \x20   except OSError as e:\n\
+                  \x20       print(errno.errorcode[e.errno], flush=True)\n\
+                  \x20   s.close()\n";
+    let mut c = Proc(
+        h.trace(&[], "python3", &["-c", client])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut input = c.0.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(c.0.stdout.take().unwrap());
+    let mut ask = || {
+        use std::io::{BufRead, Write};
+        writeln!(input).unwrap();
+        let mut l = String::new();
+        output.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    assert_eq!(ask(), "ENETUNREACH");
+    std::fs::write(
+        h.mnt.join("services"),
+        format!("add db 10.1.0.9:80 -> 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    wait_until("the client to reach db", Duration::from_secs(5), || {
+        ask() == "static"
+    });
+    assert!(
+        h.services().contains("db 10.1.0.9:80 -> 127.0.0.1:"),
+        "{}",
+        h.services()
+    );
+    std::fs::write(h.mnt.join("services"), "del db\n").unwrap();
+    wait_until("the client to lose db", Duration::from_secs(5), || {
+        ask() == "ENETUNREACH"
+    });
+}
+
+#[test]
+fn expose_publishes_on_a_host_port() {
+    let h = Host::start();
+    let _web = h.web(
+        &["--ip", "10.1.0.1", "--expose", "8000:18000"],
+        8000,
+        "exposed",
+    );
+    h.wait_backends("10.1.0.1:8000", 1);
+    let curl = require("curl");
+    // Untraced, on the host's port.
+    let o = run(h
+        .ns
+        .cmd(&curl)
+        .args(["-sS", "--max-time", "5", "http://127.0.0.1:18000/"]));
+    assert_eq!(stdout(&o), "exposed", "{o:?}");
+    // Traced, through the VIP.
+    let o = h.curl(&[], "http://10.1.0.1:8000/");
+    assert_eq!(stdout(&o), "exposed", "{o:?}");
+}
