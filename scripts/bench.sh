@@ -21,6 +21,7 @@
 #   BENCH_CONNECT_ITERS  iterations of (b) (default 20000)
 #   BENCH_PIN=1          run every variant under `taskset -c 0`
 #   BENCH_CONNS          live connections for the `cat connections` row (default 10000)
+#   BENCH_SERVICE_ROUNDS rounds of the services figures (default 7)
 #
 # Needs: gcc with static glibc (libc6-dev), strace, cargo (unless APPSWITCH set).
 set -euo pipefail
@@ -207,3 +208,11 @@ fi
 echo
 echo "control filesystem (scripts/bench/controlfs_bench.py: a real daemon and traced programs):"
 python3 "$SRC/controlfs_bench.py" "$APP" "$TMP/connect_loop" "${BENCH_CONNS:-10000}" | sed 's/^/  /'
+
+echo
+echo "services (scripts/bench/services_bench.py: VIP 127.77.0.1 under a real daemon; no proxy in the data path):"
+if command -v iperf3 >/dev/null; then
+    python3 "$SRC/services_bench.py" "$APP" "${BENCH_SERVICE_ROUNDS:-7}" | sed 's/^/  /'
+else
+    echo "  iperf3 not found (apt-get install -y iperf3)"
+fi

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Service figures: no proxy in the data path.
+
+  services_bench.py APPSWITCH [ROUNDS]
+
+Against a real daemon, with the virtual IP 127.77.0.1 (loopback: nothing can
+leave the machine). Each round runs the untraced and the traced variant back
+to back; the report gives medians and the ratio traced/untraced.
+
+1. Bulk TCP throughput (iperf3, 2 s, one stream): untraced server and client
+   on 127.0.0.1, against a server traced with --ip 127.77.0.1 and a traced
+   client connecting to 127.77.0.1 (the connect is redirected to the server's
+   real port; the bytes then go through the kernel alone). Target >= 0.98x.
+2. HTTP keep-alive: 5,000 GETs over one connection (python3 http.client)
+   to a python3 HTTP/1.1 server; untraced, against both traced with the
+   client going through the VIP. Target >= 0.95x.
+Every process started here is stopped here; the daemon's mount goes with it.
+"""
+import json, os, socket, statistics, subprocess, sys, tempfile, time
+
+APP = sys.argv[1]
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+VIP = "127.77.0.1"
+REQUESTS = 5000
+
+def wait(what, pred, limit=30.0):
+    end = time.monotonic() + limit
+    while not pred():
+        if time.monotonic() > end:
+            sys.exit(f"services_bench: timed out waiting for {what}")
+        time.sleep(0.01)
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    return p
+
+procs = []
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, **kw)
+    procs.append(p)
+    return p
+
+def stop(p):
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+tmp = tempfile.TemporaryDirectory()
+d = tmp.name
+cfg = os.path.join(d, "appswitch.toml")
+mnt = os.path.join(d, "mnt")
+with open(cfg, "w") as f:
+    f.write(f'[daemon]\nsocket = "{d}/sock"\nmount = "{mnt}"\nstate_dir = "{d}/state"\n'
+            '[dns]\nlisten = ""\n')
+TRACE = [APP, "trace", "--config", cfg]
+
+def backends(vip_port):
+    s = open(f"{mnt}/services").read()
+    lines = s.splitlines()
+    for i, l in enumerate(lines):
+        if f" {vip_port} " in l:
+            return sum(1 for b in lines[i + 1:] if b.startswith("  backend") and "health=up" in b)
+    return 0
+
+def listening(port):
+    out = subprocess.run(["ss", "-Htln", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return out.strip() != ""
+
+def iperf(traced):
+    """Bits/s of one 2 s iperf3 transfer; traced: server with --ip, client to the VIP."""
+    port = free_port()
+    pre = TRACE + ["--ip", VIP, "--"] if traced else []
+    srv = start(pre + ["iperf3", "-s", "-1", "-A", "0", "-p", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if traced:
+        wait("the traced iperf3 server", lambda: backends(f"{VIP}:{port}") == 1)
+        client = TRACE + ["--", "iperf3", "-c", VIP]
+    else:
+        wait("the iperf3 server", lambda: listening(port))
+        client = ["iperf3", "-c", "127.0.0.1"]
+    out = subprocess.run(client + ["-A", "1", "-p", str(port), "-J", "-t", "2"],
+                         capture_output=True, text=True, timeout=60)
+    srv.wait(timeout=30)
+    if out.returncode != 0:
+        sys.exit(f"services_bench: iperf3 client failed: {out.stdout[-300:]} {out.stderr[-300:]}")
+    return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+
+SERVER = (
+    "import http.server,sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "  protocol_version='HTTP/1.1'; disable_nagle_algorithm=True\n"
+    "  def do_GET(self):\n"
+    "    b=b'ok\\n'; self.send_response(200); self.send_header('Content-Length',str(len(b))); self.end_headers(); self.wfile.write(b)\n"
+    "  def log_message(self,*a): pass\n"
+    "s=http.server.HTTPServer(('0.0.0.0',int(sys.argv[1])),H)\n"
+    "print('ready',flush=True); s.serve_forever()\n")
+CLIENT = (
+    "import http.client,sys,time\n"
+    "import socket\n"
+    "c=http.client.HTTPConnection(sys.argv[1],int(sys.argv[2])); n=int(sys.argv[3])\n"
+    "c.connect(); c.sock.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
+    "c.request('GET','/'); c.getresponse().read()\n"
+    "t=time.monotonic()\n"
+    "for i in range(n):\n  c.request('GET','/'); r=c.getresponse(); r.read()\n"
+    "print(n/(time.monotonic()-t))\n")
+
+def keepalive(traced):
+    """Requests/s over one keep-alive connection."""
+    port = free_port()
+    pre = TRACE + ["--ip", VIP, "--"] if traced else []
+    srv = start(pre + [sys.executable, "-c", SERVER, str(port)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if srv.stdout.readline().strip() != "ready":
+        sys.exit("services_bench: HTTP server did not start")
+    if traced:
+        wait("the traced HTTP server", lambda: backends(f"{VIP}:{port}") == 1)
+        client = TRACE + ["--", sys.executable, "-c", CLIENT, VIP]
+    else:
+        client = [sys.executable, "-c", CLIENT, "127.0.0.1"]
+    out = subprocess.run(client + [str(port), str(REQUESTS)], capture_output=True, text=True, timeout=120)
+    stop(srv)
+    if out.returncode != 0:
+        sys.exit(f"services_bench: client failed: {out.stderr[-300:]}")
+    return float(out.stdout)
+
+def report(what, unit, scale, data, target):
+    u, t = statistics.median(data["untraced"]), statistics.median(data["traced"])
+    ratio = t / u
+    # Each round's pair ran back to back: their ratio cancels slow drift.
+    paired = statistics.median(a / b for a, b in zip(data["traced"], data["untraced"]))
+    verdict = "ok" if ratio >= target else "MISSED"
+    spread = lambda k: " ".join(f"{x / scale:.1f}" for x in data[k])
+    print(f"{what}: untraced {u / scale:.1f} {unit}, traced {t / scale:.1f} {unit}: "
+          f"{ratio:.3f}x, median of paired ratios {paired:.3f}x (target >= {target:.2f}x: {verdict})")
+    print(f"    untraced rounds: {spread('untraced')}")
+    print(f"    traced rounds:   {spread('traced')}")
+
+try:
+    daemon = start([APP, "daemon", "--config", cfg], stderr=subprocess.DEVNULL)
+    wait("the daemon", lambda: os.path.exists(f"{mnt}/ctl") and os.path.exists(f"{d}/sock"))
+    tput = {"untraced": [], "traced": []}
+    reqs = {"untraced": [], "traced": []}
+    # A warm-up round, not counted (the first transfers on a fresh machine are slow).
+    iperf(False); iperf(True)
+    for r in range(ROUNDS):
+        print(f"round {r + 1}/{ROUNDS} ...", end="\r", file=sys.stderr, flush=True)
+        # Alternate which goes first, so drift does not favour one side.
+        order = ("untraced", "traced") if r % 2 == 0 else ("traced", "untraced")
+        for k in order:
+            tput[k].append(iperf(k == "traced"))
+        for k in order:
+            reqs[k].append(keepalive(k == "traced"))
+    print(" " * 20, end="\r", file=sys.stderr)
+    report("bulk TCP throughput via VIP (iperf3 -t 2)", "Gbit/s", 1e9, tput, 0.98)
+    report(f"HTTP keep-alive, {REQUESTS} GETs on one connection", "req/s", 1, reqs, 0.95)
+finally:
+    for p in procs[1:]:
+        stop(p)
+    # The daemon unmounts on SIGTERM.
+    if procs:
+        procs[0].terminate()
+        procs[0].wait(timeout=10)
