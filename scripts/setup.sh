@@ -7,6 +7,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config libseccomp-dev   # build: libseccomp for the BPF filter
   curl python3 busybox-static golang-go     # programs the tests trace
   iproute2 fuse3 strace hyperfine iperf3    # namespaces, control fs, reference/bench tools
+  etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client
 )
 
 missing=()
@@ -21,7 +22,14 @@ if ((${#missing[@]})); then
   echo "setup.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # etcd-server would start a system-wide etcd: the tests run their own, so
+  # keep package scripts from starting services during this install.
+  made_policy=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || { [[ -n $made_policy ]] && rm -f /usr/sbin/policy-rc.d; exit 1; }
+  [[ -n $made_policy ]] && rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -81,6 +81,29 @@ pub struct DaemonArgs {
     /// Where to mount the control filesystem (default: [daemon] mount in the config).
     #[arg(long, value_name = "DIR")]
     pub mount: Option<PathBuf>,
+
+    /// Cluster mode: share the service table with the other hosts' daemons
+    /// through etcd (docs/CLUSTER.md). Overrides [cluster] etcd in the config.
+    #[arg(long, value_name = "etcd=URL[,URL...]", value_parser = parse_cluster)]
+    pub cluster: Option<EtcdList>,
+}
+
+/// One --cluster value (an alias, so clap takes it as one value).
+pub type EtcdList = Vec<String>;
+
+fn parse_cluster(s: &str) -> Result<EtcdList, String> {
+    let list = s.strip_prefix("etcd=").ok_or_else(|| {
+        format!("'{s}': expected etcd=URL[,URL...], e.g. etcd=http://10.0.0.5:2379")
+    })?;
+    let urls: Vec<String> = list
+        .split(',')
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err(format!("'{s}': no etcd endpoint given"));
+    }
+    Ok(urls)
 }
 
 #[derive(clap::Args, Debug)]

@@ -94,10 +94,17 @@ pub fn apply(
                 p.events_wanted = wanted;
             }
         }
-        ToTracer::Welcome { app, resolv_conf } => {
+        ToTracer::Welcome {
+            app,
+            resolv_conf,
+            bind,
+        } => {
             log::debug!("registered as app {app}");
             if let Ok(mut r) = net.resolv_conf.lock() {
                 *r = resolv_conf;
+            }
+            if let Ok(mut b) = net.bind.lock() {
+                *b = bind;
             }
         }
         ToTracer::Routes(t) => net.set_routes(t),

@@ -92,6 +92,37 @@ impl Default for DnsConfig {
     }
 }
 
+/// Cluster mode: one service table across hosts, kept in etcd.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// etcd endpoints (http://HOST:PORT); empty: no cluster.
+    pub etcd: Vec<String>,
+    /// Key prefix; this daemon writes `<prefix>nodes/<node>`.
+    pub prefix: String,
+    /// Lease TTL in seconds: a silent daemon's services vanish after this.
+    pub ttl: u64,
+    /// This host's name in the cluster ("": the hostname).
+    pub node: String,
+    /// The address other hosts reach this one at ("": from `interface`).
+    pub address: String,
+    /// Take the address from this interface ("": the first non-loopback IPv4).
+    pub interface: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd: Vec::new(),
+            prefix: "/appswitch/".into(),
+            ttl: 5,
+            node: String::new(),
+            address: String::new(),
+            interface: String::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -99,6 +130,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub services: ServicesConfig,
     pub dns: DnsConfig,
+    pub cluster: ClusterConfig,
 }
 
 pub const SYSTEM_PATH: &str = "/etc/appswitch/appswitch.toml";
@@ -142,6 +174,20 @@ mod tests {
         assert_eq!(c.daemon.mount, d.mount);
         assert_eq!(c.daemon.state_dir, d.state_dir);
         assert_eq!(c.services.bind, ServicesConfig::default().bind);
+        let cl = ClusterConfig::default();
+        assert_eq!(
+            (
+                c.cluster.etcd,
+                c.cluster.prefix,
+                c.cluster.ttl,
+                c.cluster.node
+            ),
+            (cl.etcd, cl.prefix, cl.ttl, cl.node)
+        );
+        assert_eq!(
+            (c.cluster.address, c.cluster.interface),
+            (cl.address, cl.interface)
+        );
         let dns = DnsConfig::default();
         assert_eq!(
             (c.dns.listen, c.dns.domain, c.dns.upstream),

@@ -3,6 +3,7 @@
 //! this library.
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dns;

@@ -120,6 +120,8 @@ impl LivePolicy {
 pub struct LiveNet {
     routes: RwLock<Arc<RouteTable>>,
     pub resolv_conf: std::sync::Mutex<Option<std::path::PathBuf>>,
+    /// Where the daemon wants traced services to listen.
+    pub bind: std::sync::Mutex<Option<std::net::IpAddr>>,
 }
 
 impl LiveNet {

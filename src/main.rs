@@ -48,7 +48,10 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 fn daemon_cmd(args: DaemonArgs) -> anyhow::Result<()> {
-    let config = load_config(args.config.as_deref())?;
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(etcd) = args.cluster {
+        config.cluster.etcd = etcd;
+    }
     daemon::run(&config, args.mount.as_deref())
 }
 
@@ -173,6 +176,13 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
         });
         drained = Some(c.drained);
     }
+    // The daemon says where services listen (the node address in cluster mode).
+    let host = host.map(|mut h| {
+        if let Some(b) = net.bind.lock().ok().and_then(|b| *b) {
+            h.bind_ip = b;
+        }
+        h
+    });
     handler = handler.with_router(Router::new(net.clone(), host, picker));
     // The daemon's DNS responder becomes the program's nameserver, through a
     // private mount (needs root: CAP_SYS_ADMIN for a mount namespace).

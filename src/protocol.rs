@@ -86,6 +86,10 @@ pub enum ToTracer {
         /// private /etc/resolv.conf (None: no responder).
         #[serde(default)]
         resolv_conf: Option<PathBuf>,
+        /// Where traced services' real sockets listen (the daemon's
+        /// [services] bind, or the node address in cluster mode).
+        #[serde(default)]
+        bind: Option<IpAddr>,
     },
     /// Every service and virtual host.
     Routes(RouteTable),

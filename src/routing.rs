@@ -18,6 +18,8 @@ pub type Labels = Vec<(String, String)>;
 pub enum Origin {
     /// A static service's backend (/appswitch/services).
     Static,
+    /// A backend on another host (cluster mode), as that host published it.
+    Remote { node: String },
     /// A traced program's listening socket.
     Traced {
         app: u32,
@@ -91,6 +93,27 @@ impl RouteTable {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+impl RouteTable {
+    /// Add another table (another node's, in cluster mode): backends of the
+    /// same VIP:PORT join this one's; virtual hosts and names are united.
+    pub fn merge(&mut self, other: &RouteTable) {
+        for r in &other.routes {
+            match self.routes.iter_mut().find(|x| x.vip == r.vip) {
+                Some(x) => x.backends.extend(r.backends.iter().cloned()),
+                None => self.routes.push(r.clone()),
+            }
+        }
+        for h in &other.hosts {
+            if !self.hosts.contains(h) {
+                self.hosts.push(*h);
+            }
+        }
+        self.names.extend(other.names.iter().cloned());
+        self.names.sort();
+        self.names.dedup();
     }
 }
 

@@ -18,7 +18,6 @@ fn monotonic_ns() -> i64 {
     t.tv_sec * 1_000_000_000 + t.tv_nsec
 }
 
-
 /// A daemon with its own config, socket, state directory and mount point.
 struct Daemon {
     proc: Option<Proc>,

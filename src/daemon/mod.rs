@@ -58,6 +58,18 @@ pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::
         .with_context(|| format!("mounting {}", dir.display()))
 }
 
+/// Where the cluster side delivers the other nodes' tables and its status.
+struct StateSink(Arc<Mutex<State>>);
+
+impl crate::cluster::Sink for StateSink {
+    fn remote(&self, nodes: std::collections::BTreeMap<String, crate::cluster::NodeRecord>) {
+        files::lock(&self.0).set_remote(nodes);
+    }
+    fn status(&self, status: crate::cluster::Status) {
+        files::lock(&self.0).set_cluster_status(status);
+    }
+}
+
 /// Names for the DNS responder: the daemon's route table.
 struct StateNames(Arc<Mutex<State>>);
 
@@ -146,9 +158,28 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     state.bind_ip = config.services.bind;
     let state = Arc::new(Mutex::new(state));
     start_dns(config, &state)?;
+    if !config.cluster.etcd.is_empty() {
+        let c = crate::cluster::Cluster::start(&config.cluster, StateSink(state.clone()))
+            .context("cluster mode")?;
+        let mut s = files::lock(&state);
+        // Services must be reachable from other hosts: a loopback bind
+        // address becomes the node's address.
+        if s.bind_ip.is_loopback() {
+            s.bind_ip = c.address;
+        }
+        log::info!(
+            "cluster: node {} at {}, etcd {}",
+            c.node,
+            c.address,
+            c.endpoints.join(",")
+        );
+        s.cluster = Some(c);
+        s.push_routes();
+    }
     let dir = mount_dir.unwrap_or(&d.mount);
     let mounted = mount(state.clone(), dir)?;
     watch_event_readers(state.clone());
+    let state_for_exit = state.clone();
     server::serve(&d.socket, state)
         .with_context(|| format!("listening on {}", d.socket.display()))?;
     eprintln!(
@@ -161,6 +192,12 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     // SAFETY: waits for one of the blocked signals.
     unsafe { libc::sigwait(&set, &mut sig) };
     log::info!("signal {sig}: unmounting and exiting");
+    // Leave the cluster first: the lease is revoked, our services vanish
+    // from the other hosts at once instead of after the TTL.
+    let cluster = files::lock(&state_for_exit).cluster.take();
+    if let Some(c) = cluster {
+        c.shutdown();
+    }
     let _ = std::fs::remove_file(&d.socket);
     mounted
         .unmount()

@@ -80,6 +80,11 @@ pub struct State {
     /// Inode of the daemon's network namespace (liveness checks of traced
     /// backends work only for programs in the same one).
     netns: u64,
+    /// Cluster mode: where this node's table is published.
+    pub cluster: Option<crate::cluster::Cluster>,
+    /// The other nodes' tables, as last read from etcd.
+    remote: BTreeMap<String, crate::cluster::NodeRecord>,
+    cluster_status: Option<crate::cluster::Status>,
 }
 
 /// Whether a backend can take connections.
@@ -169,6 +174,9 @@ impl State {
             resolv_conf: None,
             bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             netns: netns_of("self"),
+            cluster: None,
+            remote: BTreeMap::new(),
+            cluster_status: None,
         }
         .with_routes()
     }
@@ -178,11 +186,56 @@ impl State {
         self
     }
 
-    /// Rebuild the route table and push it to every tracer.
-    fn push_routes(&mut self) {
-        self.routes = self.registry.table(&self.services);
+    /// Rebuild the route table (this node's, published in cluster mode, plus
+    /// the other nodes') and push it to every tracer.
+    pub fn push_routes(&mut self) {
+        let mut t = self.registry.table(&self.services);
+        if let Some(c) = &self.cluster {
+            c.publish(&t);
+        }
+        for r in self.remote.values() {
+            t.merge(&r.table);
+        }
+        self.routes = t;
         let msg = ToTracer::Routes(self.routes.clone());
         self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+    }
+
+    /// The other nodes' tables changed (cluster mode).
+    pub fn set_remote(&mut self, nodes: BTreeMap<String, crate::cluster::NodeRecord>) {
+        if nodes != self.remote {
+            self.remote = nodes;
+            self.push_routes();
+        }
+    }
+
+    pub fn set_cluster_status(&mut self, s: crate::cluster::Status) {
+        if let crate::cluster::Status::Unreachable { why, .. } = &s {
+            if !matches!(
+                self.cluster_status,
+                Some(crate::cluster::Status::Unreachable { .. })
+            ) {
+                self.error(format!(
+                    "cluster: etcd unreachable ({why}): serving the last copy"
+                ));
+            }
+        }
+        self.cluster_status = Some(s);
+    }
+
+    /// The cluster lines of ctl and stats.
+    fn render_cluster(&self) -> String {
+        match (&self.cluster, &self.cluster_status) {
+            (Some(c), Some(st)) => format!(
+                "cluster={}\ncluster_node={}\ncluster_address={}\ncluster_etcd={}\ncluster_nodes={}\n",
+                st.render(),
+                c.node,
+                c.address,
+                c.endpoints.join(","),
+                self.remote.len() + 1
+            ),
+            _ => "cluster=off\n".into(),
+        }
     }
 
     /// Health of each backend of `route` and its current connection count,
@@ -194,6 +247,7 @@ impl State {
         let checkable = |b: &crate::routing::Backend| match b.origin {
             Origin::Traced { netns, .. } => netns == 0 || netns == self.netns,
             Origin::Static => local(&b.addr),
+            Origin::Remote { .. } => false,
         };
         let ports: Vec<u16> = route
             .backends
@@ -223,6 +277,7 @@ impl State {
                         Some(s) if s.state == "LISTEN" => Health::Up,
                         _ => Health::Down,
                     },
+                    Origin::Remote { .. } => Health::Unknown,
                     Origin::Static => {
                         if socks
                             .values()
@@ -363,6 +418,7 @@ impl State {
         let _ = tx.send(ToTracer::Welcome {
             app: id,
             resolv_conf: self.resolv_conf.clone(),
+            bind: Some(self.bind_ip),
         });
         let _ = tx.send(self.policy_message());
         if let Some(h) = &host {
@@ -444,7 +500,16 @@ impl State {
                     a.counters = c;
                 }
             }
-            ToDaemon::Listen(l) => {
+            ToDaemon::Listen(mut l) => {
+                // A wildcard listener is reached at this host's address.
+                if l.real.ip().is_unspecified() {
+                    let ip = match &self.cluster {
+                        Some(c) => c.address,
+                        None if l.real.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+                        None => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    l.real.set_ip(ip);
+                }
                 if self.registry.hosts.contains_key(&app) {
                     self.registry.add_listener(app, l);
                     self.push_routes();
@@ -635,10 +700,18 @@ impl State {
             let addrs: Vec<String> = r.backends.iter().map(|b| b.addr.to_string()).collect();
             let statics = r.backends.iter().any(|b| b.origin == Origin::Static)
                 || self.services.get(&r.name).is_some_and(|x| x.vip == r.vip);
-            let traced = r.backends.iter().any(|b| b.origin != Origin::Static);
-            let origin = match (statics, traced) {
-                (true, true) => "static+traced",
-                (false, true) => "traced",
+            let traced = r
+                .backends
+                .iter()
+                .any(|b| matches!(b.origin, Origin::Traced { .. }));
+            let remote = r
+                .backends
+                .iter()
+                .any(|b| matches!(b.origin, Origin::Remote { .. }));
+            let origin = match (statics, traced, remote) {
+                (true, true, _) => "static+traced",
+                (false, true, _) => "traced",
+                (false, false, true) => "remote",
                 _ => "static",
             };
             let labels = self
@@ -658,9 +731,17 @@ impl State {
                 r.lb.name()
             );
             for (b, (h, load)) in r.backends.iter().zip(health) {
-                let who = match &b.origin {
-                    Origin::Static => "static".to_string(),
-                    Origin::Traced { app, pid, .. } => format!("traced app={app} pid={pid}"),
+                let here = self.cluster.as_ref().map(|c| c.node.as_str());
+                let who = match (&b.origin, here) {
+                    (Origin::Static, None) => "static".to_string(),
+                    (Origin::Static, Some(n)) => format!("static host={n}"),
+                    (Origin::Traced { app, pid, .. }, None) => {
+                        format!("traced app={app} pid={pid}")
+                    }
+                    (Origin::Traced { app, pid, .. }, Some(n)) => {
+                        format!("traced app={app} pid={pid} host={n}")
+                    }
+                    (Origin::Remote { node }, _) => format!("remote host={node}"),
                 };
                 let _ = writeln!(
                     s,
@@ -688,7 +769,7 @@ impl State {
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
             self.policy.version,
-        )
+        ) + &self.render_cluster()
     }
 
     pub fn render_stats(&self) -> String {
@@ -717,7 +798,7 @@ impl State {
             total.rewritten,
             if n > 0 { pct(0.5) } else { 0 },
             if n > 0 { pct(0.99) } else { 0 },
-        )
+        ) + &self.render_cluster()
     }
 
     /// Live connections (of one app, or all): joined with the kernel's view;
