@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on loopback: the daemon with the control
-# filesystem mounted, programs traced under it, a policy written to a file
-# and taking effect on the next connect. Everything it starts it stops.
+# filesystem mounted, programs traced under it, two servers sharing a virtual
+# IP reached by name, a policy written to a file and taking effect on the
+# next connect. Everything it starts it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -48,6 +49,19 @@ say "cat $mnt/connections"
 cat "$mnt/connections"
 say "ls $mnt/apps; cat $mnt/apps/*/info"
 ls "$mnt/apps"; cat "$mnt"/apps/*/info
+
+# Services: two servers share one virtual IP and port (a loopback VIP here,
+# so nothing can leave the machine); clients reach them by name, no proxy.
+for b in one two; do
+  mkdir -p "$work/$b"; echo "served by backend $b" >"$work/$b/index.html"
+  (cd "$work/$b" && exec "$bin" trace --ip 127.77.0.1 --name web -- python3 -m http.server 8000 >/dev/null 2>&1) & pids+=($!)
+done
+say "appswitch trace --ip 127.77.0.1 --name web -- python3 -m http.server 8000 &    # twice"
+for _ in $(seq 200); do [[ $(grep -c 'health=up' "$mnt/services" 2>/dev/null) == 2 ]] && break; sleep 0.05; done
+say "cat $mnt/services"
+cat "$mnt/services"
+say "for i in 1 2 3 4; do appswitch trace -- curl -s http://web:8000/; done    # by name, round robin"
+for i in 1 2 3 4; do "$bin" trace -- curl -s http://web:8000/; done
 
 say "echo 'deny connect 127.0.0.1:$port' > $mnt/policy"
 echo "deny connect 127.0.0.1:$port" >"$mnt/policy"

@@ -88,6 +88,44 @@ pub fn by_local_ports(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
     dump_filtered(true, Some(&port_filter(INET_DIAG_BC_S_EQ, ports)))
 }
 
+/// TCP sockets in the states of `states` (a bit per TCP state) whose local
+/// port is one of `ports`. LISTEN alone is cheap: the kernel then walks only
+/// its listening hash, not every connection.
+fn tcp_by_local_ports(ports: &[u16], states: u32) -> io::Result<HashMap<u64, SockState>> {
+    let mut out = HashMap::new();
+    if ports.is_empty() {
+        return Ok(out);
+    }
+    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_S_EQ, ports));
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut fd = open()?;
+    let mut tcp = |p: &[u8]| insert(&mut out, p, Proto::Tcp);
+    let req = with_filter(tcp_legacy_request_states(1, states), filter.as_deref());
+    if run(&fd, &mut buf, &req, 1, &mut tcp).is_err() {
+        fd = open()?;
+        for (seq, family) in [(2, AF_INET), (3, AF_INET6)] {
+            let req = with_filter(
+                inet_request_states(seq, family, IPPROTO_TCP, EXT_INFO, states),
+                filter.as_deref(),
+            );
+            skip_enoent(run(&fd, &mut buf, &req, seq, &mut tcp))?;
+        }
+    }
+    out.retain(|_, s| ports.contains(&s.local.port()));
+    Ok(out)
+}
+
+/// Listening TCP sockets on any of `ports` (local port), by inode.
+pub fn tcp_listeners(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
+    tcp_by_local_ports(ports, 1 << TCP_LISTEN)
+}
+
+/// Established TCP connections whose local port is one of `ports` (the
+/// accepted side of a server's connections). Walks every connection.
+pub fn tcp_established(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
+    tcp_by_local_ports(ports, 1 << TCP_ESTABLISHED)
+}
+
 /// Ports a bytecode filter holds at most (12 bytes each; jumps are u16).
 const MAX_FILTER_PORTS: usize = 4096;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
@@ -209,7 +247,9 @@ const INET_DIAG_MSG_LEN: usize = 72;
 /// Offsets in `struct tcp_info` (linux/tcp.h; stable ABI, fields are only appended).
 const TCPI_BYTES_ACKED: usize = 120;
 const TCPI_BYTES_RECEIVED: usize = 128;
+const TCP_ESTABLISHED: u32 = 1;
 const TCP_TIME_WAIT: u32 = 6;
+const TCP_LISTEN: u32 = 10;
 const TCP_NEW_SYN_RECV: u32 = 12;
 /// Every state bit (BOUND_INACTIVE and future ones included) except the two whose
 /// sockets never have an inode: the kernel would only format entries dump() drops.
@@ -251,9 +291,13 @@ fn nlmsghdr(len: usize, ty: u16, seq: u32) -> Vec<u8> {
 /// SOCK_DIAG_BY_FAMILY dump: `struct inet_diag_req_v2` (family, protocol, ext, pad,
 /// states, 48-byte inet_diag_sockid left zero: no address/port filter).
 fn inet_request(seq: u32, family: u8, protocol: u8, ext: u8) -> Vec<u8> {
+    inet_request_states(seq, family, protocol, ext, STATES)
+}
+
+fn inet_request_states(seq: u32, family: u8, protocol: u8, ext: u8, states: u32) -> Vec<u8> {
     let mut v = nlmsghdr(NLMSG_HDRLEN + 56, SOCK_DIAG_BY_FAMILY, seq);
     v.extend_from_slice(&[family, protocol, ext, 0]);
-    v.extend_from_slice(&STATES.to_ne_bytes());
+    v.extend_from_slice(&states.to_ne_bytes());
     v.extend_from_slice(&[0u8; 48]);
     v
 }
@@ -261,10 +305,14 @@ fn inet_request(seq: u32, family: u8, protocol: u8, ext: u8) -> Vec<u8> {
 /// TCPDIAG_GETSOCK dump: legacy `struct inet_diag_req` (family, src_len, dst_len, ext,
 /// 48-byte inet_diag_sockid, states, dbs).
 fn tcp_legacy_request(seq: u32) -> Vec<u8> {
+    tcp_legacy_request_states(seq, STATES)
+}
+
+fn tcp_legacy_request_states(seq: u32, states: u32) -> Vec<u8> {
     let mut v = nlmsghdr(NLMSG_HDRLEN + 60, TCPDIAG_GETSOCK, seq);
     v.extend_from_slice(&[AF_INET, 0, 0, EXT_INFO]);
     v.extend_from_slice(&[0u8; 48]);
-    v.extend_from_slice(&STATES.to_ne_bytes());
+    v.extend_from_slice(&states.to_ne_bytes());
     v.extend_from_slice(&0u32.to_ne_bytes());
     v
 }
@@ -904,5 +952,24 @@ mod tests {
         assert_eq!(state_name(Proto::Udp, 7), "UNCONN");
         assert_eq!(state_name(Proto::Udp, 1), "ESTABLISHED");
         assert_eq!(state_name(Proto::Tcp, 200), "UNKNOWN");
+    }
+
+    #[test]
+    fn listeners_and_established_by_local_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (a, _) = l.accept().unwrap();
+        let ls = tcp_listeners(&[port]).unwrap();
+        assert_eq!(ls.keys().copied().collect::<Vec<_>>(), vec![inode_of(&l)]);
+        assert_eq!(ls[&inode_of(&l)].state, "LISTEN");
+        let est = tcp_established(&[port]).unwrap();
+        // Only the accepted side has local port `port`; the client's is ephemeral.
+        assert!(est.contains_key(&inode_of(&a)), "{est:?}");
+        assert!(!est.contains_key(&inode_of(&c)));
+        assert!(!est.contains_key(&inode_of(&l)));
+        drop(l);
+        assert!(tcp_listeners(&[port]).unwrap().is_empty());
+        assert!(tcp_listeners(&[]).unwrap().is_empty());
     }
 }

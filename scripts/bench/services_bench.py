@@ -14,6 +14,9 @@ to back; the report gives medians and the ratio traced/untraced.
 2. HTTP keep-alive: 5,000 GETs over one connection (python3 http.client)
    to a python3 HTTP/1.1 server; untraced, against both traced with the
    client going through the VIP. Target >= 0.95x.
+3. Connect latency (2,000 connect+close, python3): untraced to the server's
+   real address, traced to the real address, traced to the VIP (the daemon
+   chooses the backend: one round trip and a sock_diag query per connect).
 Every process started here is stopped here; the daemon's mount goes with it.
 """
 import json, os, socket, statistics, subprocess, sys, tempfile, time
@@ -123,6 +126,39 @@ def keepalive(traced):
         sys.exit(f"services_bench: client failed: {out.stderr[-300:]}")
     return float(out.stdout)
 
+LAT = (
+    "import socket,sys,time\n"
+    "host,port,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3]); ts=[]\n"
+    "for i in range(n):\n"
+    "  t=time.perf_counter(); s=socket.socket(); s.connect((host,port)); ts.append(time.perf_counter()-t); s.close()\n"
+    "ts.sort(); print(ts[n//2]*1e6)\n")
+SINK = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.bind(('0.0.0.0',int(sys.argv[1]))); s.listen(4096); print('ready',flush=True)\n"
+    "while True:\n  c,_=s.accept(); c.close()\n")
+
+def latency():
+    """Median connect time (us): untraced direct, traced direct, traced via the VIP."""
+    vport = free_port()
+    srv = start(TRACE + ["--ip", VIP, "--", sys.executable, "-c", SINK, str(vport)],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if srv.stdout.readline().strip() != "ready":
+        sys.exit("services_bench: accept server did not start")
+    wait("the traced accept server", lambda: backends(f"{VIP}:{vport}") == 1)
+    line = [l for l in open(f"{mnt}/services").read().splitlines() if l.startswith("  backend")][0]
+    real = line.split()[1]
+    rhost, rport = real.rsplit(":", 1)
+    out = {}
+    for k, cmd in (("untraced", [sys.executable, "-c", LAT, rhost, rport, "2000"]),
+                   ("traced", TRACE + ["--", sys.executable, "-c", LAT, rhost, rport, "2000"]),
+                   ("vip", TRACE + ["--", sys.executable, "-c", LAT, VIP, str(vport), "2000"])):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            sys.exit(f"services_bench: latency client failed: {r.stderr[-300:]}")
+        out[k] = float(r.stdout)
+    stop(srv)
+    return out
+
 def report(what, unit, scale, data, target):
     u, t = statistics.median(data["untraced"]), statistics.median(data["traced"])
     ratio = t / u
@@ -153,6 +189,11 @@ try:
     print(" " * 20, end="\r", file=sys.stderr)
     report("bulk TCP throughput via VIP (iperf3 -t 2)", "Gbit/s", 1e9, tput, 0.98)
     report(f"HTTP keep-alive, {REQUESTS} GETs on one connection", "req/s", 1, reqs, 0.95)
+    lat = [latency() for _ in range(3)]
+    med = {k: statistics.median(x[k] for x in lat) for k in lat[0]}
+    print(f"connect+close latency, median of 3 runs of 2000: untraced {med['untraced']:.0f} us, "
+          f"traced {med['traced']:.0f} us, traced via the VIP {med['vip']:.0f} us "
+          f"(the daemon's choice costs {med['vip'] - med['traced']:.0f} us per connect)")
 finally:
     for p in procs[1:]:
         stop(p)

@@ -238,9 +238,10 @@ impl State {
         }
     }
 
-    /// Health of each backend of `route` and its current connection count,
-    /// from one sock_diag query on the backends' ports.
-    fn health(&self, route: &Route) -> Vec<(Health, usize)> {
+    /// Health of each backend of `route`, and its current connection count
+    /// when `with_load` (a walk of every connection: leastconn and the
+    /// services listing only). Listeners come from one cheap sock_diag query.
+    fn health(&self, route: &Route, with_load: bool) -> Vec<(Health, usize)> {
         let local = |a: &std::net::SocketAddr| {
             a.ip().is_loopback() || a.ip().is_unspecified() || a.ip() == self.bind_ip()
         };
@@ -255,34 +256,36 @@ impl State {
             .filter(|b| checkable(b))
             .map(|b| b.addr.port())
             .collect();
-        let socks = match sockdiag::by_local_ports(&ports) {
+        let listeners = match sockdiag::tcp_listeners(&ports) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("sock_diag: {e}: backends taken as live");
                 return vec![(Health::Unknown, 0); route.backends.len()];
             }
         };
+        let conns = if with_load {
+            sockdiag::tcp_established(&ports).unwrap_or_default()
+        } else {
+            Default::default()
+        };
         route
             .backends
             .iter()
             .map(|b| {
                 let port = b.addr.port();
-                let load = socks
-                    .values()
-                    .filter(|s| s.local.port() == port && s.state == "ESTABLISHED")
-                    .count();
+                let load = conns.values().filter(|s| s.local.port() == port).count();
                 let health = match b.origin {
                     _ if !checkable(b) => Health::Unknown,
-                    Origin::Traced { inode, .. } => match socks.get(&inode) {
-                        Some(s) if s.state == "LISTEN" => Health::Up,
-                        _ => Health::Down,
-                    },
+                    Origin::Traced { inode, .. } => {
+                        if listeners.contains_key(&inode) {
+                            Health::Up
+                        } else {
+                            Health::Down
+                        }
+                    }
                     Origin::Remote { .. } => Health::Unknown,
                     Origin::Static => {
-                        if socks
-                            .values()
-                            .any(|s| s.local.port() == port && s.state == "LISTEN")
-                        {
+                        if listeners.values().any(|s| s.local.port() == port) {
                             Health::Up
                         } else {
                             Health::Down
@@ -308,7 +311,7 @@ impl State {
         let Some(route) = self.routes.route(&vip).cloned() else {
             return Err(NoBackend::NoneLive);
         };
-        let health = self.health(&route);
+        let health = self.health(&route, route.lb == crate::services::Lb::LeastConn);
         let at = |b: &crate::routing::Backend| {
             route
                 .backends
@@ -683,7 +686,7 @@ impl State {
         // Closed traced listeners leave the table first.
         let mut down = Vec::new();
         for r in self.routes.routes.clone() {
-            for (b, (h, _)) in r.backends.iter().zip(self.health(&r)) {
+            for (b, (h, _)) in r.backends.iter().zip(self.health(&r, false)) {
                 if let (Origin::Traced { inode, .. }, Health::Down) = (&b.origin, h) {
                     down.push(*inode);
                 }
@@ -696,7 +699,7 @@ impl State {
         let mut s = String::new();
         let routes = self.routes.routes.clone();
         for r in &routes {
-            let health = self.health(r);
+            let health = self.health(r, true);
             let addrs: Vec<String> = r.backends.iter().map(|b| b.addr.to_string()).collect();
             let statics = r.backends.iter().any(|b| b.origin == Origin::Static)
                 || self.services.get(&r.name).is_some_and(|x| x.vip == r.vip);
