@@ -143,6 +143,12 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_daemon: bool,
 
+    /// Keep the host's /etc/resolv.conf: no private mount namespace for the
+    /// program (service names then resolve only if the host's resolver knows
+    /// them; VIPs still work).
+    #[arg(long)]
+    pub no_dns: bool,
+
     /// The program's virtual IP: it becomes a service. When it listens on a
     /// port (on 0.0.0.0, on VIP, or any local address), its real socket is
     /// bound to a host port the kernel chooses ([services] bind in the

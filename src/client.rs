@@ -98,7 +98,9 @@ pub fn apply(
             app,
             resolv_conf,
             bind,
+            netns,
         } => {
+            net.netns.store(netns, std::sync::atomic::Ordering::Relaxed);
             log::debug!("registered as app {app}");
             if let Ok(mut r) = net.resolv_conf.lock() {
                 *r = resolv_conf;

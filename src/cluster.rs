@@ -176,7 +176,15 @@ impl Cluster {
             address: self.address,
             table: table.clone(),
         };
-        self.publish.send_replace(Some(rec));
+        // Only a change is written to etcd.
+        self.publish.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&rec) {
+                false
+            } else {
+                *cur = Some(rec);
+                true
+            }
+        });
     }
 
     /// Revoke the lease (our services vanish from the others at once) and stop.

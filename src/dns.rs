@@ -198,7 +198,8 @@ pub fn serve(
                         }
                         let (sock, responder, inflight) =
                             (sock.clone(), responder.clone(), inflight.clone());
-                        let _ = std::thread::Builder::new()
+                        let counter = inflight.clone();
+                        let spawned = std::thread::Builder::new()
                             .name("appswitch-dns-fwd".into())
                             .spawn(move || {
                                 let r = forward(&query, &responder.upstream)
@@ -208,6 +209,9 @@ pub fn serve(
                                 }
                                 inflight.fetch_sub(1, Ordering::AcqRel);
                             });
+                        if spawned.is_err() {
+                            counter.fetch_sub(1, Ordering::AcqRel);
+                        }
                     }
                 }
             }

@@ -276,6 +276,8 @@ impl NetHandler for Enforcer {
             // and a service the local address of its accepted ones.
             outcomes: events,
             accept_outcomes: self.managed || host,
+            // A service registers once listen() has succeeded.
+            listen_outcomes: host,
             deny_io_uring: self.policed && snap.mode == Mode::Enforce,
         }
     }

@@ -122,6 +122,8 @@ pub struct LiveNet {
     pub resolv_conf: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Where the daemon wants traced services to listen.
     pub bind: std::sync::Mutex<Option<std::net::IpAddr>>,
+    /// The daemon's network namespace inode (0: unknown).
+    pub netns: std::sync::atomic::AtomicU64,
 }
 
 impl LiveNet {

@@ -189,7 +189,11 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
     let resolv = net.resolv_conf.lock().ok().and_then(|r| r.clone());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if let (Some(r), true) = (resolv, root) {
+    // The responder listens on a loopback address of the daemon's network
+    // namespace: a program in another one could not reach it.
+    let daemon_ns = net.netns.load(std::sync::atomic::Ordering::Relaxed);
+    let same_ns = daemon_ns == 0 || daemon_ns == appswitch::daemon::state::netns_of("self");
+    if let (Some(r), true, true, false) = (resolv, root, same_ns, args.no_dns) {
         let etc = std::path::PathBuf::from("/etc/resolv.conf");
         if r.exists() && etc.exists() {
             cmd.bind_files.push((r, etc));

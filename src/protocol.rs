@@ -90,6 +90,10 @@ pub enum ToTracer {
         /// [services] bind, or the node address in cluster mode).
         #[serde(default)]
         bind: Option<IpAddr>,
+        /// The daemon's network namespace (inode): its DNS responder is
+        /// reachable only from programs in the same one.
+        #[serde(default)]
+        netns: u64,
     },
     /// Every service and virtual host.
     Routes(RouteTable),

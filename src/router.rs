@@ -9,7 +9,7 @@ use crate::routing::{
     canonical, canonical_addr, Balancer, Labels, Listener, NoBackend, Registry, VirtualHost,
 };
 use crate::services::Lb;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tracer::{Call, Errno, Outcome, SockAddr, Verdict};
@@ -37,10 +37,24 @@ pub struct Router {
     balancer: Balancer,
     /// Standalone: this program's own services.
     local: Option<(Registry, crate::services::ServiceTable)>,
-    /// Socket inode -> the address the program bound (getsockname shows it).
-    virtual_locals: HashMap<u64, SockAddr>,
-    /// Threads whose bind() is a service bind in flight.
-    binding: HashSet<i32>,
+    /// Socket inode -> the address the program bound (getsockname shows
+    /// it), and whether listen() on it makes a backend.
+    bound: HashMap<u64, (SockAddr, bool)>,
+    /// Accepted socket inode -> its virtual local address (VIP:PORT).
+    accepted: HashMap<u64, SockAddr>,
+    /// Threads with a rewritten bind() in flight: whether it is a service bind.
+    binding: HashMap<i32, bool>,
+}
+
+/// `ip:port` in the family of a socket of `domain` (None: IPv6 on an IPv4 socket).
+fn in_family(ip: IpAddr, port: u16, domain: i32) -> Option<SockAddr> {
+    match (ip, domain) {
+        (IpAddr::V4(v4), libc::AF_INET6) => {
+            Some(SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), port).into())
+        }
+        (IpAddr::V6(_), libc::AF_INET) => None,
+        _ => Some(SocketAddr::new(ip, port).into()),
+    }
 }
 
 fn is_tcp(call: &Call) -> bool {
@@ -77,8 +91,9 @@ impl Router {
             picker,
             balancer: Balancer::default(),
             local,
-            virtual_locals: HashMap::new(),
-            binding: HashSet::new(),
+            bound: HashMap::new(),
+            accepted: HashMap::new(),
+            binding: HashMap::new(),
         }
     }
 
@@ -86,31 +101,52 @@ impl Router {
         self.host.is_some()
     }
 
-    /// bind() of a TCP socket to a non-zero port by a program with a virtual
-    /// IP: the real socket goes to the configured address with a port the
-    /// kernel chooses (or the --expose host port).
+    /// bind() by a program with a virtual IP. A TCP socket bound to a
+    /// non-zero port (on any address) is a service: its real socket goes to
+    /// the configured address with a port the kernel chooses (or the
+    /// --expose host port). Any other bind to the VIP itself (UDP, port 0)
+    /// goes to the configured address with the port asked for.
     pub fn bind(&mut self, call: &Call) -> Option<Verdict> {
         let h = self.host.as_ref()?;
         let asked = call.addr.as_ref()?.ip()?;
-        if asked.port() == 0 || !is_tcp(call) {
-            return None;
-        }
-        let real = match h.expose.iter().find(|(p, _)| *p == asked.port()) {
-            Some(&(_, host_port)) => {
-                SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), host_port)
+        let domain = call.socket?.domain;
+        let service = asked.port() != 0 && is_tcp(call);
+        let real = if service {
+            match h.expose.iter().find(|(p, _)| *p == asked.port()) {
+                // The host port, on every interface of the socket's family.
+                Some(&(_, host_port)) => match domain {
+                    libc::AF_INET6 => {
+                        SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), host_port)
+                    }
+                    _ => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), host_port),
+                },
+                None => SocketAddr::new(h.bind_ip, 0),
             }
-            None => SocketAddr::new(h.bind_ip, 0),
+        } else if canonical(asked.ip()) == canonical(h.ip) {
+            SocketAddr::new(h.bind_ip, asked.port())
+        } else {
+            return None;
         };
-        self.binding.insert(call.tid);
+        self.binding.insert(call.tid, service);
         Some(Verdict::Rewrite(real.into()))
     }
 
-    /// getsockname() of a socket bound as a service: the address it asked for.
+    /// getsockname() of a socket bound or accepted as a service: the address
+    /// it asked for (with the real port when it asked for port 0).
     pub fn sockname(&self, call: &Call) -> Option<Verdict> {
         let inode = call.socket?.inode;
-        self.virtual_locals
-            .get(&inode)
-            .map(|a| Verdict::Answer(a.clone()))
+        if let Some(a) = self.accepted.get(&inode) {
+            return Some(Verdict::Answer(a.clone()));
+        }
+        let (asked, _) = self.bound.get(&inode)?;
+        let ip = asked.ip()?;
+        if ip.port() != 0 {
+            return Some(Verdict::Answer(asked.clone()));
+        }
+        let real = call.local.as_ref()?.ip()?;
+        Some(Verdict::Answer(
+            SocketAddr::new(ip.ip(), real.port()).into(),
+        ))
     }
 
     /// connect() to a virtual address: the backend (or ECONNREFUSED).
@@ -138,42 +174,55 @@ impl Router {
         })
     }
 
-    /// After a call: remember service binds, register listeners. Returns the
-    /// report for the daemon, if any.
+    /// After a call: remember rewritten binds, register listeners. Returns
+    /// the report for the daemon, if any.
     pub fn finished(
         &mut self,
         call: &Call,
         verdict: &Verdict,
         outcome: Outcome,
     ) -> Option<ToDaemon> {
-        let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Unknown);
         match call.op {
             tracer::Op::Bind => {
-                let service_bind = self.binding.remove(&call.tid);
+                let service = self.binding.remove(&call.tid);
                 let inode = call.socket?.inode;
-                if service_bind && ok && matches!(verdict, Verdict::Rewrite(_)) {
-                    if self.virtual_locals.len() >= MAX_SOCKETS {
-                        self.virtual_locals.clear();
+                let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Unknown);
+                match service {
+                    Some(service) if ok && matches!(verdict, Verdict::Rewrite(_)) => {
+                        if self.bound.len() >= MAX_SOCKETS {
+                            self.bound.clear();
+                        }
+                        self.bound.insert(inode, (call.addr.clone()?, service));
                     }
-                    self.virtual_locals.insert(inode, call.addr.clone()?);
-                } else {
-                    self.virtual_locals.remove(&inode);
+                    _ => {
+                        self.bound.remove(&inode);
+                    }
                 }
                 None
             }
             tracer::Op::Accept => {
                 // An accepted connection's local address is the service's.
-                let (listener, accepted) = (call.socket?.inode, call.accepted?.inode);
+                let (listener, accepted) = (call.socket?.inode, call.accepted?);
                 let h = self.host.as_ref()?;
-                let asked = self.virtual_locals.get(&listener)?.ip()?;
-                let local = SocketAddr::new(h.ip, asked.port());
-                self.virtual_locals.insert(accepted, local.into());
+                let (asked, true) = self.bound.get(&listener)? else {
+                    return None;
+                };
+                let local = in_family(h.ip, asked.ip()?.port(), accepted.domain)?;
+                // Closed sockets are not seen: forget them all now and then
+                // (their getsockname then shows the real address).
+                if self.accepted.len() >= MAX_SOCKETS {
+                    self.accepted.clear();
+                }
+                self.accepted.insert(accepted.inode, local);
                 None
             }
-            tracer::Op::Listen if ok => {
+            tracer::Op::Listen if matches!(outcome, Outcome::Ok(_)) => {
                 let h = self.host.as_ref()?;
                 let inode = call.socket?.inode;
-                let asked = self.virtual_locals.get(&inode)?.ip()?;
+                let (asked, true) = self.bound.get(&inode)? else {
+                    return None;
+                };
+                let asked = asked.ip()?;
                 let real = canonical_addr(call.local.as_ref()?.ip()?);
                 let real = if real.ip().is_unspecified() {
                     SocketAddr::new(h.bind_ip, real.port())

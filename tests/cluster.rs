@@ -217,10 +217,11 @@ fn one_service_table_across_three_hosts() {
     );
 
     // A change made meanwhile on c: a static service for a server there.
-    let (_srv, port) = c.ns.banner_server("10.9.0.3", "db");
+    // On c's loopback-or-any address: published with c's node address.
+    let (_srv, port) = c.ns.banner_server("0.0.0.0", "db");
     std::fs::write(
         c.file("services"),
-        format!("add db 10.1.0.9:80 -> 10.9.0.3:{port}\n"),
+        format!("add db 10.1.0.9:80 -> 127.0.0.1:{port}\n"),
     )
     .unwrap();
     assert!(!b.services().contains("db "), "{}", b.services());
@@ -228,7 +229,8 @@ fn one_service_table_across_three_hosts() {
     // etcd returns: the change converges, and b's clients use it.
     sw.start_etcd();
     wait_until("b to see db", Duration::from_secs(15), || {
-        b.services().contains("db 10.1.0.9:80")
+        b.services()
+            .contains(&format!("db 10.1.0.9:80 -> 10.9.0.3:{port}"))
     });
     let cc = c_prog("connect_check", &[]);
     let o = run(&mut b.trace(&[], &cc, &["10.1.0.9", "80"]));

@@ -65,6 +65,14 @@ fn round_robin_across_programs_then_failover_then_refused() {
 
     // Both killed: the connect is refused.
     kill_program(&mut b);
+    wait_until(
+        "the service to lose its backends",
+        Duration::from_secs(5),
+        || {
+            h.services()
+                .contains("web 10.1.0.1:8000 -> - lb=roundrobin labels=- origin=traced")
+        },
+    );
     let o = h.curl(&[], "http://10.1.0.1:8000/");
     assert_eq!(o.status.code(), Some(7), "curl: couldn't connect: {o:?}");
     let cc = c_prog("connect_check", &[]);
@@ -87,6 +95,50 @@ fn server_sees_the_address_it_asked_for() {
     assert!(line.contains("port 8000"), "{line}");
     let real = h.services();
     assert!(!real.contains("127.0.0.1:8000"), "{real}");
+}
+
+#[test]
+fn addresses_a_service_sees_in_every_family() {
+    let h = Host::start();
+    // A dual-stack IPv6 listener, a UDP socket and a TCP client socket bound
+    // to the VIP itself: each works, and getsockname() shows the VIP.
+    let code = "import socket\n\
+        l=socket.socket(socket.AF_INET6); l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+        l.bind(('::',8000)); l.listen(8); print('listener', l.getsockname()[:2])\n\
+        u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('10.1.0.1',5353)); print('udp', u.getsockname())\n\
+        t=socket.socket(); t.bind(('10.1.0.1',0)); a=t.getsockname(); print('tcp0', a[0], a[1] > 0)\n\
+        print('ready', flush=True)\n\
+        c,_=l.accept(); print('accepted', c.getsockname()[:2], flush=True)\n";
+    let mut srv = Proc(
+        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..4 {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        lines.push(l.trim().to_string());
+    }
+    assert_eq!(
+        lines,
+        [
+            "listener ('::', 8000)",
+            "udp ('10.1.0.1', 5353)",
+            "tcp0 10.1.0.1 True",
+            "ready"
+        ]
+    );
+    h.wait_backends("10.1.0.1:8000", 1);
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
+    let mut l = String::new();
+    std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+    // The accepted socket is IPv6: its local address is the VIP, IPv4-mapped.
+    assert_eq!(l.trim(), "accepted ('::ffff:10.1.0.1', 8000)");
 }
 
 #[test]

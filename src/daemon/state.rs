@@ -191,7 +191,17 @@ impl State {
     pub fn push_routes(&mut self) {
         let mut t = self.registry.table(&self.services);
         if let Some(c) = &self.cluster {
-            c.publish(&t);
+            // Other hosts reach this one's loopback and wildcard backends at
+            // the node address.
+            let mut mine = t.clone();
+            for r in &mut mine.routes {
+                for b in &mut r.backends {
+                    if b.addr.ip().is_loopback() || b.addr.ip().is_unspecified() {
+                        b.addr.set_ip(c.address);
+                    }
+                }
+            }
+            c.publish(&mine);
         }
         for r in self.remote.values() {
             t.merge(&r.table);
@@ -422,8 +432,8 @@ impl State {
             app: id,
             resolv_conf: self.resolv_conf.clone(),
             bind: Some(self.bind_ip),
+            netns: self.netns,
         });
-        let _ = tx.send(self.policy_message());
         if let Some(h) = &host {
             self.registry.add_host(
                 id,
@@ -437,7 +447,10 @@ impl State {
             );
             self.push_routes();
         }
+        // Routes before the policy: a trace starts its program once the
+        // policy is in, and the program may connect to a service at once.
         let _ = tx.send(ToTracer::Routes(self.routes.clone()));
+        let _ = tx.send(self.policy_message());
         self.events_wanted = self.events.readers() > 0;
         let _ = tx.send(ToTracer::Events {
             wanted: self.events_wanted,
@@ -715,7 +728,9 @@ impl State {
                 (true, true, _) => "static+traced",
                 (false, true, _) => "traced",
                 (false, false, true) => "remote",
-                _ => "static",
+                (true, false, _) => "static",
+                // A traced service whose programs are all gone.
+                (false, false, false) => "traced",
             };
             let labels = self
                 .services

@@ -66,6 +66,8 @@ pub struct Interests {
     /// Report the result of accept() only (with the new socket's details in
     /// [`Call::accepted`]); other passed calls keep one stop.
     pub accept_outcomes: bool,
+    /// Report the result of listen() (one more stop per listen()).
+    pub listen_outcomes: bool,
     /// Make io_uring_setup fail with ENOSYS (io_uring operations are invisible
     /// to seccomp; runtimes fall back to ordinary calls).
     pub deny_io_uring: bool,
@@ -84,6 +86,7 @@ impl Interests {
         socket_info: true,
         outcomes: true,
         accept_outcomes: true,
+        listen_outcomes: true,
         deny_io_uring: false,
     };
     /// No calls at all.
@@ -98,6 +101,7 @@ impl Interests {
         socket_info: false,
         outcomes: false,
         accept_outcomes: false,
+        listen_outcomes: false,
         deny_io_uring: false,
     };
 
@@ -148,8 +152,9 @@ pub struct Call {
     /// For sendmsg it is the message's msg_name; for sendmmsg, that of
     /// message `index` (sendmmsg is decided message by message).
     pub addr: Option<SockAddr>,
-    /// The socket's local address, for listen() when socket details are
-    /// wanted (a port of 0 means listen() will bind implicitly).
+    /// The socket's local address, for listen() and getsockname() when
+    /// socket details are wanted (for listen, a port of 0 means listen()
+    /// will bind implicitly).
     pub local: Option<SockAddr>,
     /// For sendmmsg: which message of the vector this is.
     pub index: usize,

@@ -59,7 +59,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 match self.borrow(d.call.pid, tid, fd) {
                     Ok((f, info)) => {
                         d.call.socket = Some(info);
-                        if d.call.op == Op::Listen {
+                        if matches!(d.call.op, Op::Listen | Op::GetSockName) {
                             d.call.local = emulate::local_addr(&f);
                         }
                         if d.call.op == Op::GetPeerName {
@@ -256,7 +256,10 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Let the kernel run the program's own call.
     pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
-        if self.interests.outcomes || (call.op == Op::Accept && self.interests.accept_outcomes) {
+        let wanted = self.interests.outcomes
+            || (call.op == Op::Accept && self.interests.accept_outcomes)
+            || (call.op == Op::Listen && self.interests.listen_outcomes);
+        if wanted {
             self.tasks.entry(tid).or_default().pending = Some(Pending {
                 call,
                 verdict,

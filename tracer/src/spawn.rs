@@ -114,12 +114,13 @@ unsafe fn private_binds(
     if libc::unshare(libc::CLONE_NEWNS) != 0 {
         return false;
     }
-    // Mounts made here must not propagate back to the host.
+    // Mounts made here must not propagate back to the host; the host's
+    // later mounts still reach the program (slave, not private).
     if libc::mount(
         none,
         root,
         std::ptr::null(),
-        libc::MS_REC | libc::MS_PRIVATE,
+        libc::MS_REC | libc::MS_SLAVE,
         std::ptr::null(),
     ) != 0
     {
