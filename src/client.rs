@@ -110,7 +110,7 @@ pub fn apply(
             }
         }
         ToTracer::Routes(t) => net.set_routes(t),
-        ToTracer::Picked { .. } => {}
+        ToTracer::Picked { .. } | ToTracer::Peer { .. } => {}
     }
 }
 
@@ -305,12 +305,9 @@ impl Picker {
         Some((s, r))
     }
 
-    /// The daemon's choice; None when the daemon cannot be asked.
-    pub fn pick(
-        &mut self,
-        vip: std::net::SocketAddr,
-        labels: &Labels,
-    ) -> Option<Result<std::net::SocketAddr, NoBackend>> {
+    /// One request; its answer line when `answer`. None when the daemon
+    /// cannot be asked (then no new attempt for RETRY).
+    fn ask(&mut self, req: &ToDaemon, answer: bool) -> Option<ToTracer> {
         if self.conn.is_none() {
             if self.failed.is_some_and(|t| t.elapsed() < RETRY) {
                 return None;
@@ -322,21 +319,66 @@ impl Picker {
             }
         }
         let (w, r) = self.conn.as_mut()?;
+        let mut ok = w.write_all(req.line().as_bytes()).is_ok();
+        let mut reply = None;
+        if ok && answer {
+            let mut line = String::new();
+            ok = r.read_line(&mut line).is_ok_and(|n| n > 0);
+            reply = serde_json::from_str::<ToTracer>(&line).ok();
+            ok &= reply.is_some();
+        }
+        if !ok {
+            self.conn = None;
+            self.failed = Some(std::time::Instant::now());
+        }
+        reply
+    }
+
+    /// The daemon's choice; None when the daemon cannot be asked.
+    pub fn pick(
+        &mut self,
+        vip: std::net::SocketAddr,
+        labels: &Labels,
+        from: Option<std::net::IpAddr>,
+    ) -> Option<Result<std::net::SocketAddr, NoBackend>> {
         let req = ToDaemon::Pick {
             vip,
             labels: labels.clone(),
+            from,
         };
-        let mut line = String::new();
-        let ok = w.write_all(req.line().as_bytes()).is_ok()
-            && r.read_line(&mut line).is_ok_and(|n| n > 0);
-        match serde_json::from_str::<ToTracer>(&line) {
-            Ok(ToTracer::Picked { to: Some(a), .. }) if ok => Some(Ok(a)),
-            Ok(ToTracer::Picked { why, .. }) if ok => Some(Err(why.unwrap_or(NoBackend::NoneLive))),
-            _ => {
-                self.conn = None;
-                self.failed = Some(std::time::Instant::now());
-                None
-            }
+        match self.ask(&req, true)? {
+            ToTracer::Picked { to: Some(a), .. } => Some(Ok(a)),
+            ToTracer::Picked { why, .. } => Some(Err(why.unwrap_or(NoBackend::NoneLive))),
+            _ => None,
+        }
+    }
+
+    /// Tell the daemon this program (virtual address `vip`) connected from `local`.
+    pub fn announce(
+        &mut self,
+        local: std::net::SocketAddr,
+        vip: std::net::SocketAddr,
+        backend: std::net::SocketAddr,
+    ) {
+        let _ = self.ask(
+            &ToDaemon::Announce {
+                local,
+                vip,
+                backend,
+            },
+            false,
+        );
+    }
+
+    /// The virtual address of the client at `peer` (connected to `backend`), if it has one.
+    pub fn who(
+        &mut self,
+        peer: std::net::SocketAddr,
+        backend: std::net::SocketAddr,
+    ) -> Option<std::net::SocketAddr> {
+        match self.ask(&ToDaemon::Who { peer, backend }, true)? {
+            ToTracer::Peer { vip } => vip,
+            _ => None,
         }
     }
 }

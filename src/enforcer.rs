@@ -350,6 +350,10 @@ impl NetHandler for Enforcer {
         }
     }
 
+    fn accepted(&mut self, call: &Call) -> Option<SockAddr> {
+        self.router.accepted(call)
+    }
+
     fn process(&mut self, event: ProcessEvent) {
         match event {
             ProcessEvent::Exec { pid } => {
@@ -389,6 +393,9 @@ impl Enforcer {
     fn decide_with(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
         self.last.remove(&call.tid);
         if call.op == Op::GetPeerName {
+            if let (Some(v), true) = (self.router.peername(call), call.peer.is_some()) {
+                return v;
+            }
             // Only a connected socket shows its virtual peer (else ENOTCONN, from the kernel).
             // (Only carried-out rewrites leave one: none in monitor mode.)
             let virt = call.socket.and_then(|s| self.virtual_peers.get(&s.inode));

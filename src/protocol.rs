@@ -68,6 +68,24 @@ pub enum ToDaemon {
     Pick {
         vip: SocketAddr,
         labels: Labels,
+        /// The client's own virtual IP, when it has one: it will announce
+        /// its connection, and the server may ask who it is.
+        #[serde(default)]
+        from: Option<IpAddr>,
+    },
+    /// (On the pick connection, no answer.) A client with a virtual IP
+    /// connected from `local` to `backend`: its peer sees it as `vip`.
+    Announce {
+        local: SocketAddr,
+        vip: SocketAddr,
+        backend: SocketAddr,
+    },
+    /// (On the pick connection.) A service accepted a connection from
+    /// `peer` on its real address `backend`: is that a client's virtual
+    /// address? Answered with `Peer`.
+    Who {
+        peer: SocketAddr,
+        backend: SocketAddr,
     },
     Conn(ConnReport),
     /// One event, as the JSON line `--events` would write.
@@ -102,6 +120,8 @@ pub enum ToTracer {
         to: Option<SocketAddr>,
         why: Option<NoBackend>,
     },
+    /// The answer to a Who: the client's virtual address, if it has one.
+    Peer { vip: Option<SocketAddr> },
     /// The global policy (PolicyTable::render text), mode, and the static
     /// services (ServiceTable::save_text), which service names in rules resolve to.
     Policy {

@@ -44,6 +44,12 @@ pub struct Router {
     accepted: HashMap<u64, SockAddr>,
     /// Threads with a rewritten bind() in flight: whether it is a service bind.
     binding: HashMap<i32, bool>,
+    /// Threads with a routed connect() in flight: the backend.
+    routing: HashMap<i32, SocketAddr>,
+    /// Listening service socket inode -> its real address.
+    listening: HashMap<u64, SocketAddr>,
+    /// Accepted socket inode -> the client's virtual address (getpeername).
+    peers: HashMap<u64, SockAddr>,
 }
 
 /// `ip:port` in the family of a socket of `domain` (None: IPv6 on an IPv4 socket).
@@ -94,6 +100,9 @@ impl Router {
             bound: HashMap::new(),
             accepted: HashMap::new(),
             binding: HashMap::new(),
+            routing: HashMap::new(),
+            listening: HashMap::new(),
+            peers: HashMap::new(),
         }
     }
 
@@ -156,7 +165,8 @@ impl Router {
             return None;
         }
         let vip = canonical_addr(addr);
-        let remote = self.picker.as_mut().and_then(|p| p.pick(vip, labels));
+        let from = self.host.as_ref().map(|h| h.ip);
+        let remote = self.picker.as_mut().and_then(|p| p.pick(vip, labels, from));
         let choice = match remote {
             Some(r) => r,
             // No daemon to ask: choose here from the last table.
@@ -166,7 +176,10 @@ impl Router {
             },
         };
         Some(match choice {
-            Ok(to) => Verdict::Rewrite(to.into()),
+            Ok(to) => {
+                self.routing.insert(call.tid, to);
+                Verdict::Rewrite(to.into())
+            }
             Err(why) => {
                 log::info!("connect to {vip} from pid {}: {}", call.pid, why.reason());
                 Verdict::Fail(Errno::ECONNREFUSED)
@@ -174,8 +187,38 @@ impl Router {
         })
     }
 
-    /// After a call: remember rewritten binds, register listeners. Returns
-    /// the report for the daemon, if any.
+    /// getpeername() of a connection a service accepted from a client with
+    /// a virtual IP: that address.
+    pub fn peername(&self, call: &Call) -> Option<Verdict> {
+        let inode = call.socket?.inode;
+        self.peers.get(&inode).map(|a| Verdict::Answer(a.clone()))
+    }
+
+    /// A service accepted a connection: if the client has a virtual IP, the
+    /// program sees that as its peer (accept's output, later getpeername).
+    pub fn accepted(&mut self, call: &Call) -> Option<SockAddr> {
+        let h = self.host.as_ref()?;
+        let listener = call.socket?.inode;
+        let accepted = call.accepted?;
+        let backend = *self.listening.get(&listener)?;
+        // Only programs with a virtual IP announce themselves: ask only when
+        // some other program has one.
+        let own = canonical(h.ip);
+        if !self.net.routes().hosts.iter().any(|ip| *ip != own) {
+            return None;
+        }
+        let peer = call.peer.as_ref()?.ip()?;
+        let vip = self.picker.as_mut()?.who(peer, backend)?;
+        let shown = in_family(vip.ip(), vip.port(), accepted.domain)?;
+        if self.peers.len() >= MAX_SOCKETS {
+            self.peers.clear();
+        }
+        self.peers.insert(accepted.inode, shown.clone());
+        Some(shown)
+    }
+
+    /// After a call: remember rewritten binds, register listeners, announce
+    /// routed connects. Returns the report for the daemon, if any.
     pub fn finished(
         &mut self,
         call: &Call,
@@ -183,6 +226,23 @@ impl Router {
         outcome: Outcome,
     ) -> Option<ToDaemon> {
         match call.op {
+            tracer::Op::Connect => {
+                let backend = self.routing.remove(&call.tid)?;
+                let h = self.host.as_ref()?;
+                let connected = matches!(
+                    outcome,
+                    Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
+                );
+                let local = call.local.as_ref().and_then(SockAddr::ip);
+                if let (true, Some(local)) = (connected, local) {
+                    let local = canonical_addr(local);
+                    let vip = SocketAddr::new(canonical(h.ip), local.port());
+                    if let Some(p) = self.picker.as_mut() {
+                        p.announce(local, vip, backend);
+                    }
+                }
+                None
+            }
             tracer::Op::Bind => {
                 let service = self.binding.remove(&call.tid);
                 let inode = call.socket?.inode;
@@ -229,6 +289,10 @@ impl Router {
                 } else {
                     real
                 };
+                if self.listening.len() >= MAX_SOCKETS {
+                    self.listening.clear();
+                }
+                self.listening.insert(inode, real);
                 let l = Listener {
                     inode,
                     pid: call.pid,

@@ -271,3 +271,36 @@ fn expose_publishes_on_a_host_port() {
     let o = h.curl(&[], "http://10.1.0.1:8000/");
     assert_eq!(stdout(&o), "exposed", "{o:?}");
 }
+
+#[test]
+fn a_service_sees_its_clients_virtual_ips() {
+    let h = Host::start();
+    // accept()'s address and getpeername() of each accepted connection.
+    let code = "import socket\n\
+        l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
+        while True:\n\
+        \x20   c,a=l.accept(); print(a[0], c.getpeername()[0], a[1] == c.getpeername()[1], flush=True); c.close()\n";
+    let mut srv = Proc(
+        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
+    let mut next = || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        l.trim().to_string()
+    };
+    assert_eq!(next(), "ready");
+    h.wait_backends("10.1.0.1:8000", 1);
+    let cc = c_prog("connect_check", &[]);
+    // A client with a virtual IP: the server sees that address.
+    let o = run(&mut h.trace(&["--ip", "10.1.0.7"], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
+    assert_eq!(next(), "10.1.0.7 10.1.0.7 True");
+    // A client without one: its real address, as untraced.
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
+    assert_eq!(next(), "127.0.0.1 127.0.0.1 True");
+}

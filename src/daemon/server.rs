@@ -2,6 +2,7 @@
 //! writer thread per tracer sends what the State pushes.
 
 use super::files::lock;
+use super::peers::Peers;
 use super::state::State;
 use crate::protocol::{ToDaemon, ToTracer};
 use std::io::{BufRead, BufReader, Write};
@@ -17,22 +18,23 @@ pub fn serve(path: &Path, state: Arc<Mutex<State>>) -> std::io::Result<()> {
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
+    let peers = Arc::new(super::peers::Peers::default());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     std::thread::Builder::new()
         .name("appswitch-accept".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let state = state.clone();
+                let (state, peers) = (state.clone(), peers.clone());
                 let _ = std::thread::Builder::new()
                     .name("appswitch-tracer".into())
-                    .spawn(move || tracer_session(stream, state));
+                    .spawn(move || tracer_session(stream, state, peers));
             }
         })?;
     Ok(())
 }
 
-fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
+fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>, peers: Arc<Peers>) {
     let Ok(mut w) = stream.try_clone() else {
         return;
     };
@@ -44,8 +46,8 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
         log::warn!("a tracer did not say hello: {first:.80}");
         return;
     };
-    if let ToDaemon::Pick { .. } = hello {
-        return pick_session(hello, lines, w, state);
+    if let ToDaemon::Pick { .. } | ToDaemon::Announce { .. } | ToDaemon::Who { .. } = hello {
+        return pick_session(hello, lines, w, state, &peers);
     }
     let (tx, rx) = channel::<ToTracer>();
     let Some(app) = lock(&state).register(hello, tx) else {
@@ -70,22 +72,43 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
     lock(&state).unregister(app);
 }
 
-/// A tracer's connection for backend choices: each Pick is answered at once.
+/// A tracer's connection for backend choices: each Pick and Who is
+/// answered at once (Announce has no answer).
 fn pick_session(
     first: ToDaemon,
     lines: std::io::Lines<BufReader<UnixStream>>,
     mut w: UnixStream,
     state: Arc<Mutex<State>>,
+    peers: &Peers,
 ) {
     let mut next = Some(first);
     let mut lines = lines;
     while let Some(msg) = next.take() {
-        if let ToDaemon::Pick { vip, labels } = msg {
-            let r = lock(&state).pick(vip, &labels);
-            let reply = ToTracer::Picked {
-                to: r.ok(),
-                why: r.err(),
-            };
+        let reply = match msg {
+            ToDaemon::Pick { vip, labels, from } => {
+                let r = lock(&state).pick(vip, &labels);
+                if let (Ok(to), Some(_)) = (r, from) {
+                    peers.picked(to);
+                }
+                Some(ToTracer::Picked {
+                    to: r.ok(),
+                    why: r.err(),
+                })
+            }
+            ToDaemon::Announce {
+                local,
+                vip,
+                backend,
+            } => {
+                peers.announce(local, vip, backend);
+                None
+            }
+            ToDaemon::Who { peer, backend } => Some(ToTracer::Peer {
+                vip: peers.who(peer, backend),
+            }),
+            _ => None,
+        };
+        if let Some(reply) = reply {
             if w.write_all(reply.line().as_bytes()).is_err() {
                 return;
             }

@@ -531,7 +531,10 @@ impl State {
                     self.push_routes();
                 }
             }
-            ToDaemon::Hello { .. } | ToDaemon::Pick { .. } => {}
+            ToDaemon::Hello { .. }
+            | ToDaemon::Pick { .. }
+            | ToDaemon::Announce { .. }
+            | ToDaemon::Who { .. } => {}
         }
     }
 

@@ -154,18 +154,23 @@ pub struct Call {
     pub addr: Option<SockAddr>,
     /// The socket's local address, for listen() and getsockname() when
     /// socket details are wanted (for listen, a port of 0 means listen()
-    /// will bind implicitly).
+    /// will bind implicitly); for a connect the tracer carried out, the
+    /// local address it got (in `finished`).
     pub local: Option<SockAddr>,
     /// For sendmmsg: which message of the vector this is.
     pub index: usize,
     /// For getpeername, when socket details are wanted: the kernel's real
-    /// peer (None: not connected).
+    /// peer (None: not connected). For accept, once it returned a socket:
+    /// that socket's peer.
     pub peer: Option<SockAddr>,
     /// For accept, once it returned a descriptor: the new socket's details
     /// (when socket details and outcomes are wanted).
     pub accepted: Option<SocketInfo>,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
+    /// For accept: the program's (address, address-length) output pointers
+    /// (0 when it passed NULL).
+    pub out_addr: Option<(u64, u64)>,
 }
 
 /// What to do with a call.
@@ -245,6 +250,14 @@ pub trait NetHandler {
     /// The call's result, once known (always called, with [`Outcome::Unknown`]
     /// when the result was not observed).
     fn finished(&mut self, _call: &Call, _verdict: &Verdict, _outcome: Outcome) {}
+
+    /// accept() returned a socket (with [`Interests::accept_outcomes`] and
+    /// socket details): the address to show the program as the peer in
+    /// accept's output instead of the real one ([`Call::peer`]), if any.
+    /// Called before the program resumes.
+    fn accepted(&mut self, _call: &Call) -> Option<SockAddr> {
+        None
+    }
 
     /// A process started, exec'd or exited.
     fn process(&mut self, _event: ProcessEvent) {}

@@ -171,6 +171,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         index: 0,
         accepted: None,
         flags: 0,
+        out_addr: None,
     };
     match op {
         Op::Socket => call.socket_args = Some((a[0] as i32, a[1] as i32, a[2] as i32)),
@@ -178,7 +179,10 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
             // connect(fd, NULL, 0) is legal for some families; the kernel decides.
             call.addr = read_addr(tid, a[1], a[2])?;
         }
-        Op::Accept => call.flags = a[3] as i32,
+        Op::Accept => {
+            call.flags = a[3] as i32;
+            call.out_addr = Some((a[1], a[2]));
+        }
         Op::SendTo => {
             call.flags = a[3] as i32;
             call.addr = read_addr(tid, a[4], a[5])?;

@@ -93,7 +93,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     fn apply(
         &mut self,
         tid: i32,
-        d: Decoded,
+        mut d: Decoded,
         borrowed: Option<(OwnedFd, SocketInfo)>,
         verdict: Verdict,
     ) {
@@ -141,6 +141,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
         };
+        if op == Op::Connect {
+            d.call.local = emulate::local_addr(&sock);
+        }
         match result {
             Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
             Emulated::NotIp => self.pass(tid, d.call, verdict),
@@ -352,7 +355,12 @@ impl<H: NetHandler> Tracer<'_, H> {
 /// Write `addr` to a getpeername/getsockname output buffer: copy at most the
 /// caller's *addrlen bytes and store the full length, as the kernel does.
 fn answer(tid: i32, d: &Decoded, addr: &SockAddr) -> i64 {
-    let (ptr, lenp) = (d.args[1], d.args[2]);
+    write_addr(tid, d.args[1], d.args[2], addr)
+}
+
+/// Write `addr` to an (address, length) output pair of the program's, with
+/// the kernel's truncation rules. 0 on success, else -errno.
+pub(crate) fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 {
     let Ok(cap) = remote::read_u32(tid, lenp) else {
         return neg(Errno::EFAULT);
     };

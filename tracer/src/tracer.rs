@@ -417,10 +417,18 @@ impl<H: NetHandler> Tracer<'_, H> {
             self.interests.socket_info
                 && (self.interests.outcomes || self.interests.accept_outcomes),
         ) {
-            p.call.accepted = self
-                .borrow(p.call.pid, tid, fd as i32)
-                .ok()
-                .map(|(_, info)| info);
+            if let Ok((f, info)) = self.borrow(p.call.pid, tid, fd as i32) {
+                p.call.accepted = Some(info);
+                p.call.peer = crate::emulate::peer_addr(&f);
+                // The handler may show the program another peer address.
+                if let (Some(a), Some((ptr, lenp))) =
+                    (self.handler.accepted(&p.call), p.call.out_addr)
+                {
+                    if ptr != 0 {
+                        let _ = crate::netcall::write_addr(tid, ptr, lenp, &a);
+                    }
+                }
+            }
         }
         // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
