@@ -97,6 +97,23 @@ fn server_sees_the_address_it_asked_for() {
     assert!(!real.contains("127.0.0.1:8000"), "{real}");
 }
 
+/// `python3 -c CODE` traced with --ip 10.1.0.1, and a reader of its output lines.
+fn python_service(h: &Host, code: &str) -> (Proc, impl FnMut() -> String) {
+    let mut srv = Proc(
+        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
+    let next = move || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        l.trim().to_string()
+    };
+    (srv, next)
+}
+
 #[test]
 fn addresses_a_service_sees_in_every_family() {
     let h = Host::start();
@@ -109,19 +126,8 @@ fn addresses_a_service_sees_in_every_family() {
         t=socket.socket(); t.bind(('10.1.0.1',0)); a=t.getsockname(); print('tcp0', a[0], a[1] > 0)\n\
         print('ready', flush=True)\n\
         c,_=l.accept(); print('accepted', c.getsockname()[:2], flush=True)\n";
-    let mut srv = Proc(
-        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for _ in 0..4 {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
-        lines.push(l.trim().to_string());
-    }
+    let (_srv, mut next) = python_service(&h, code);
+    let lines: Vec<String> = (0..4).map(|_| next()).collect();
     assert_eq!(
         lines,
         [
@@ -135,10 +141,8 @@ fn addresses_a_service_sees_in_every_family() {
     let cc = c_prog("connect_check", &[]);
     let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
     assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
-    let mut l = String::new();
-    std::io::BufRead::read_line(&mut out, &mut l).unwrap();
     // The accepted socket is IPv6: its local address is the VIP, IPv4-mapped.
-    assert_eq!(l.trim(), "accepted ('::ffff:10.1.0.1', 8000)");
+    assert_eq!(next(), "accepted ('::ffff:10.1.0.1', 8000)");
 }
 
 #[test]
@@ -280,18 +284,7 @@ fn a_service_sees_its_clients_virtual_ips() {
         l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
         while True:\n\
         \x20   c,a=l.accept(); print(a[0], c.getpeername()[0], a[1] == c.getpeername()[1], flush=True); c.close()\n";
-    let mut srv = Proc(
-        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
-    let mut next = || {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
-        l.trim().to_string()
-    };
+    let (_srv, mut next) = python_service(&h, code);
     assert_eq!(next(), "ready");
     h.wait_backends("10.1.0.1:8000", 1);
     let cc = c_prog("connect_check", &[]);
