@@ -74,13 +74,13 @@ pub fn apply(
                 log::error!("daemon sent services that do not parse: {e}");
             }
             match PolicyTable::load(&table) {
-                Ok(global) => live.set(Snapshot::combine(
-                    local,
-                    Some(&global),
-                    &svc,
-                    mode.unwrap_or(global_mode),
-                    version,
-                )),
+                Ok(global) => {
+                    let last = (global, svc, mode.unwrap_or(global_mode), version);
+                    install(local, &last, live, net);
+                    if let Ok(mut l) = net.last_policy.lock() {
+                        *l = Some(last);
+                    }
+                }
                 Err(e) => log::error!("daemon sent a policy that does not parse: {e}"),
             }
         }
@@ -109,9 +109,42 @@ pub fn apply(
                 *b = bind;
             }
         }
-        ToTracer::Routes(t) => net.set_routes(t),
+        ToTracer::Routes(t) => {
+            net.set_routes(t);
+            // Rules naming a traced service follow its virtual IP.
+            let last = net.last_policy.lock().ok().and_then(|l| l.clone());
+            if let Some(last) = last {
+                let named = local
+                    .entries()
+                    .iter()
+                    .chain(last.0.entries().iter())
+                    .any(|(_, r)| crate::live::names_service(r));
+                if named {
+                    install(local, &last, live, net);
+                }
+            }
+        }
         ToTracer::Picked { .. } | ToTracer::Peer { .. } => {}
     }
+}
+
+/// Build and swap in the snapshot: the trace's rules, then the daemon's
+/// `last` push (table, services, mode, version), with the current routes.
+fn install(
+    local: &PolicyTable,
+    last: &(PolicyTable, ServiceTable, Mode, u64),
+    live: &LivePolicy,
+    net: &LiveNet,
+) {
+    let (global, svc, mode, version) = last;
+    live.set(Snapshot::combine(
+        local,
+        Some(global),
+        svc,
+        &net.routes(),
+        *mode,
+        *version,
+    ));
 }
 
 /// Start the client threads. `hello` is sent on every connect.
@@ -287,6 +320,9 @@ pub struct Picker {
 
 /// How long a choice may take before the tracer decides on its own.
 const PICK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a server waits to learn a client's virtual IP (the daemon waits
+/// at most 50 ms for it).
+const WHO_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl Picker {
     pub fn new(socket: PathBuf) -> Picker {
@@ -305,9 +341,10 @@ impl Picker {
         Some((s, r))
     }
 
-    /// One request; its answer line when `answer`. None when the daemon
-    /// cannot be asked (then no new attempt for RETRY).
-    fn ask(&mut self, req: &ToDaemon, answer: bool) -> Option<ToTracer> {
+    /// One request; its answer line when `answer`, waiting at most
+    /// `timeout`. None when the daemon cannot be asked (then no new attempt
+    /// for RETRY).
+    fn ask(&mut self, req: &ToDaemon, answer: bool, timeout: Duration) -> Option<ToTracer> {
         if self.conn.is_none() {
             if self.failed.is_some_and(|t| t.elapsed() < RETRY) {
                 return None;
@@ -318,8 +355,24 @@ impl Picker {
                 return None;
             }
         }
-        let (w, r) = self.conn.as_mut()?;
-        let mut ok = w.write_all(req.line().as_bytes()).is_ok();
+        let line = req.line();
+        let mut ok = self
+            .conn
+            .as_mut()
+            .is_some_and(|(w, _)| w.write_all(line.as_bytes()).is_ok());
+        if !ok {
+            // A daemon that restarted: a new connection at once, once.
+            self.conn = self.connect();
+            ok = self
+                .conn
+                .as_mut()
+                .is_some_and(|(w, _)| w.write_all(line.as_bytes()).is_ok());
+        }
+        let Some((_, r)) = self.conn.as_mut() else {
+            self.failed = Some(std::time::Instant::now());
+            return None;
+        };
+        let _ = r.get_ref().set_read_timeout(Some(timeout));
         let mut reply = None;
         if ok && answer {
             let mut line = String::new();
@@ -346,7 +399,7 @@ impl Picker {
             labels: labels.clone(),
             from,
         };
-        match self.ask(&req, true)? {
+        match self.ask(&req, true, PICK_TIMEOUT)? {
             ToTracer::Picked { to: Some(a), .. } => Some(Ok(a)),
             ToTracer::Picked { why, .. } => Some(Err(why.unwrap_or(NoBackend::NoneLive))),
             _ => None,
@@ -367,6 +420,7 @@ impl Picker {
                 backend,
             },
             false,
+            PICK_TIMEOUT,
         );
     }
 
@@ -376,7 +430,7 @@ impl Picker {
         peer: std::net::SocketAddr,
         backend: std::net::SocketAddr,
     ) -> Option<std::net::SocketAddr> {
-        match self.ask(&ToDaemon::Who { peer, backend }, true)? {
+        match self.ask(&ToDaemon::Who { peer, backend }, true, WHO_TIMEOUT)? {
             ToTracer::Peer { vip } => vip,
             _ => None,
         }

@@ -29,22 +29,24 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The trace's own rules, then the global ones; service names resolved
-    /// against `services` (an unknown name matches nothing).
+    /// against the static `services`, then the names of traced services in
+    /// `routes` (an unknown name matches nothing).
     pub fn combine(
         local: &PolicyTable,
         global: Option<&PolicyTable>,
         services: &ServiceTable,
+        routes: &RouteTable,
         mode: Mode,
         version: u64,
     ) -> Snapshot {
         let mut rules = Vec::new();
         let mut ids = Vec::new();
         for (id, r) in local.entries() {
-            rules.push(resolve(r, services));
+            rules.push(resolve(r, services, routes));
             ids.push((Source::File, *id));
         }
         for (id, r) in global.map(|g| g.entries()).unwrap_or_default() {
-            rules.push(resolve(r, services));
+            rules.push(resolve(r, services, routes));
             ids.push((Source::Daemon, *id));
         }
         // Either side's `default deny` holds: a trace's strict policy stays strict under a daemon.
@@ -58,9 +60,21 @@ impl Snapshot {
     }
 }
 
-/// A rule naming a service matches its virtual address: the service's port
-/// unless the rule gives its own ports.
-fn resolve(r: &Rule, services: &ServiceTable) -> Rule {
+/// Whether a rule names a service (its meaning then follows the service table).
+pub fn names_service(r: &Rule) -> bool {
+    matches!(
+        &r.addr,
+        Some(AddrMatch {
+            host: Host::Service(_),
+            ..
+        })
+    )
+}
+
+/// A rule naming a service matches its virtual address: a static service's
+/// port unless the rule gives its own ports; a traced service's virtual IP
+/// on the rule's ports (all by default).
+fn resolve(r: &Rule, services: &ServiceTable, routes: &RouteTable) -> Rule {
     let Some(AddrMatch {
         host: Host::Service(name),
         ports,
@@ -68,20 +82,24 @@ fn resolve(r: &Rule, services: &ServiceTable) -> Rule {
     else {
         return r.clone();
     };
-    let Some(svc) = services.get(name) else {
-        return r.clone();
+    let (ip, ports) = match (services.get(name), routes.lookup(name).first()) {
+        (Some(svc), _) => {
+            let p = if ports.is_all() {
+                Ports {
+                    lo: svc.vip.port(),
+                    hi: svc.vip.port(),
+                }
+            } else {
+                *ports
+            };
+            (svc.vip.ip(), p)
+        }
+        (None, Some(ip)) => (*ip, *ports),
+        (None, None) => return r.clone(),
     };
     let mut out = r.clone();
-    let ports = if ports.is_all() {
-        Ports {
-            lo: svc.vip.port(),
-            hi: svc.vip.port(),
-        }
-    } else {
-        *ports
-    };
     out.addr = Some(AddrMatch {
-        host: Host::Net(IpNet::from(svc.vip.ip())),
+        host: Host::Net(IpNet::from(ip)),
         ports,
     });
     out
@@ -124,6 +142,9 @@ pub struct LiveNet {
     pub bind: std::sync::Mutex<Option<std::net::IpAddr>>,
     /// The daemon's network namespace inode (0: unknown).
     pub netns: std::sync::atomic::AtomicU64,
+    /// The daemon's last policy push (global table, static services, mode,
+    /// version): rules naming services are resolved again when routes change.
+    pub last_policy: std::sync::Mutex<Option<(PolicyTable, ServiceTable, Mode, u64)>>,
 }
 
 impl LiveNet {

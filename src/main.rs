@@ -96,6 +96,7 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
         &local,
         None,
         &Default::default(),
+        &Default::default(),
         mode,
         0,
     ));

@@ -165,7 +165,10 @@ impl Router {
             return None;
         }
         let vip = canonical_addr(addr);
-        let from = self.host.as_ref().map(|h| h.ip);
+        // Only a connect() announces itself afterwards (a TCP Fast Open
+        // send does not): only then is the server told to expect it.
+        let connect = call.op == tracer::Op::Connect;
+        let from = self.host.as_ref().map(|h| h.ip).filter(|_| connect);
         let remote = self.picker.as_mut().and_then(|p| p.pick(vip, labels, from));
         let choice = match remote {
             Some(r) => r,
@@ -177,7 +180,9 @@ impl Router {
         };
         Some(match choice {
             Ok(to) => {
-                self.routing.insert(call.tid, to);
+                if from.is_some() {
+                    self.routing.insert(call.tid, to);
+                }
                 Verdict::Rewrite(to.into())
             }
             Err(why) => {
@@ -202,9 +207,9 @@ impl Router {
         let accepted = call.accepted?;
         let backend = *self.listening.get(&listener)?;
         // Only programs with a virtual IP announce themselves: ask only when
-        // some other program has one.
+        // another running program of this daemon has one.
         let own = canonical(h.ip);
-        if !self.net.routes().hosts.iter().any(|ip| *ip != own) {
+        if !self.net.routes().local_hosts.iter().any(|ip| *ip != own) {
             return None;
         }
         let peer = call.peer.as_ref()?.ip()?;
@@ -229,12 +234,10 @@ impl Router {
             tracer::Op::Connect => {
                 let backend = self.routing.remove(&call.tid)?;
                 let h = self.host.as_ref()?;
-                let connected = matches!(
-                    outcome,
-                    Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
-                );
+                // Whatever the outcome (an EINTR connect still completes in
+                // the kernel): the daemon expects the announcement.
                 let local = call.local.as_ref().and_then(SockAddr::ip);
-                if let (true, Some(local)) = (connected, local) {
+                if let Some(local) = local.filter(|l| l.port() != 0) {
                     let local = canonical_addr(local);
                     let vip = SocketAddr::new(canonical(h.ip), local.port());
                     if let Some(p) = self.picker.as_mut() {

@@ -58,6 +58,10 @@ pub struct RouteTable {
     pub hosts: Vec<IpAddr>,
     /// Service names (static and traced) and their virtual IPs, for DNS and rules.
     pub names: Vec<(String, IpAddr)>,
+    /// Virtual IPs of programs running under this daemon now (not merged
+    /// from other nodes): clients that may announce their connections.
+    #[serde(default)]
+    pub local_hosts: Vec<IpAddr>,
 }
 
 impl RouteTable {
@@ -352,6 +356,9 @@ impl Registry {
             let ip = canonical(h.ip);
             if !t.hosts.contains(&ip) {
                 t.hosts.push(ip);
+            }
+            if !t.local_hosts.contains(&ip) {
+                t.local_hosts.push(ip);
             }
             if let Some(n) = &h.name {
                 t.names.push((n.clone(), ip));

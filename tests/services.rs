@@ -97,6 +97,44 @@ fn server_sees_the_address_it_asked_for() {
     assert!(!real.contains("127.0.0.1:8000"), "{real}");
 }
 
+/// A traced python3 client that, for each line on its stdin, connects to
+/// `ip:port` and prints the first line the server sends (`connected` if it
+/// sends nothing within 5 s), or the errno name.
+/// With a function that asks it once and returns that answer.
+fn running_client(h: &Host, ip: &str, port: u16) -> (Proc, impl FnMut() -> String) {
+    let code = format!(
+        "import socket,sys,errno\n\
+         for line in sys.stdin:\n\
+         \x20   s=socket.socket(); s.settimeout(5)\n\
+         \x20   try:\n\
+         \x20       s.connect(('{ip}',{port}))\n\
+         \x20   except OSError as e:\n\
+         \x20       print(errno.errorcode.get(e.errno, 'timeout'), flush=True); s.close(); continue\n\
+         \x20   try:\n\
+         \x20       print(s.recv(64).decode().strip() or 'connected', flush=True)\n\
+         \x20   except OSError:\n\
+         \x20       print('connected', flush=True)\n\
+         \x20   s.close()\n"
+    );
+    let mut c = Proc(
+        h.trace(&[], "python3", &["-c", &code])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut input = c.0.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(c.0.stdout.take().unwrap());
+    let ask = move || {
+        use std::io::{BufRead, Write};
+        writeln!(input).unwrap();
+        let mut l = String::new();
+        output.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    (c, ask)
+}
+
 /// `python3 -c CODE` traced with --ip 10.1.0.1, and a reader of its output lines.
 fn python_service(h: &Host, code: &str) -> (Proc, impl FnMut() -> String) {
     let mut srv = Proc(
@@ -211,30 +249,7 @@ fn static_services_change_under_a_running_client() {
     let (_srv, port) = h.ns.banner_server("127.0.0.1", "static");
 
     // One traced client for the whole test: it connects whenever told to.
-    let client = "import socket,sys,errno\n\
-                  for line in sys.stdin:\n\
-                  \x20   s=socket.socket()\n\
-                  \x20   try:\n\
-                  \x20       s.connect(('10.1.0.9',80)); print(s.recv(64).decode().strip(), flush=True)\n\
-                  \x20   except OSError as e:\n\
-                  \x20       print(errno.errorcode[e.errno], flush=True)\n\
-                  \x20   s.close()\n";
-    let mut c = Proc(
-        h.trace(&[], "python3", &["-c", client])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut input = c.0.stdin.take().unwrap();
-    let mut output = std::io::BufReader::new(c.0.stdout.take().unwrap());
-    let mut ask = || {
-        use std::io::{BufRead, Write};
-        writeln!(input).unwrap();
-        let mut l = String::new();
-        output.read_line(&mut l).unwrap();
-        l.trim().to_string()
-    };
+    let (_client, mut ask) = running_client(&h, "10.1.0.9", 80);
     assert_eq!(ask(), "ENETUNREACH");
     std::fs::write(
         h.mnt.join("services"),
@@ -296,4 +311,59 @@ fn a_service_sees_its_clients_virtual_ips() {
     let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
     assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
     assert_eq!(next(), "127.0.0.1 127.0.0.1 True");
+}
+
+#[test]
+fn rules_can_name_traced_services() {
+    let h = Host::start();
+    std::fs::write(h.file("policy"), "deny connect web errno=EHOSTUNREACH\n").unwrap();
+    // A client running before the service exists: the rule starts to match
+    // when the service appears.
+    let (_client, mut ask) = running_client(&h, "10.1.0.1", 8000);
+    assert_eq!(ask(), "ENETUNREACH");
+    let _web = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    wait_until(
+        "the rule to match web's VIP",
+        Duration::from_secs(5),
+        || ask() == "EHOSTUNREACH",
+    );
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("errno=EHOSTUNREACH"), "{}", stdout(&o));
+    // Another service is not affected.
+    let _api = h.web(&["--ip", "10.1.0.2", "--name", "api"], 8000, "B");
+    h.wait_backends("10.1.0.2:8000", 1);
+    let o = h.curl(&[], "http://api:8000/");
+    assert_eq!(stdout(&o), "B", "{o:?}");
+}
+
+#[test]
+fn a_small_accept_buffer_is_not_overrun() {
+    let h = Host::start();
+    let prog = c_prog("accept_small", &[]);
+    let mut srv = Proc(
+        h.trace(&["--ip", "10.1.0.1"], &prog, &["8000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
+    let mut next = || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        l.trim().to_string()
+    };
+    assert_eq!(next(), "ready");
+    h.wait_backends("10.1.0.1:8000", 1);
+    // The client has a VIP, so accept's address is replaced: with a 16-byte
+    // buffer on an IPv6 socket the kernel's rules hold (copy 16, report 28).
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&["--ip", "10.1.0.7"], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("result=ok"), "{}", stdout(&o));
+    assert_eq!(
+        next(),
+        format!("len=28 family={} canary=intact", libc::AF_INET6)
+    );
+    assert_eq!(next(), "peer=::ffff:10.1.0.7");
 }

@@ -14,20 +14,24 @@ use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long an announced connection is remembered (the server's accept
-/// comes within milliseconds; a backlog may hold it longer).
-const KEEP: Duration = Duration::from_secs(30);
+/// How long an announced connection is remembered if no server asks (the
+/// server's accept comes within milliseconds; a backlog may hold it longer).
+const KEEP: Duration = Duration::from_secs(5);
 /// How long a pick waits for its announcement (a failed connect never sends one).
 const PENDING: Duration = Duration::from_secs(1);
 /// The longest a question waits for a pending announcement.
 const WAIT: Duration = Duration::from_millis(50);
 /// Entries at which old ones are swept.
 const SWEEP_AT: usize = 4096;
+/// Entries kept at most (beyond, all are dropped: those servers see real addresses).
+const MAX: usize = 65_536;
 
 #[derive(Default)]
 struct Inner {
-    /// Client's real local address -> (its virtual address, when).
-    by_local: HashMap<SocketAddr, (SocketAddr, Instant)>,
+    /// (Client's real local address, backend) -> (its virtual address, when).
+    /// Taken out when the server asks: a later connection from the same
+    /// port (ports are reused) is not mistaken for this one.
+    by_local: HashMap<(SocketAddr, u16), (SocketAddr, Instant)>,
     /// Backend port -> when picks from clients with a VIP were made.
     pending: HashMap<u16, Vec<Instant>>,
 }
@@ -58,8 +62,12 @@ impl Peers {
         let mut g = self.lock();
         if g.by_local.len() >= SWEEP_AT {
             g.by_local.retain(|_, (_, t)| now.duration_since(*t) < KEEP);
+            if g.by_local.len() >= MAX {
+                g.by_local.clear();
+            }
         }
-        g.by_local.insert(canonical_addr(local), (vip, now));
+        g.by_local
+            .insert((canonical_addr(local), backend.port()), (vip, now));
         if let Some(v) = g.pending.get_mut(&backend.port()) {
             if !v.is_empty() {
                 v.remove(0);
@@ -74,9 +82,12 @@ impl Peers {
         let peer = canonical_addr(peer);
         let end = Instant::now() + WAIT;
         let mut g = self.lock();
+        let key = (peer, backend.port());
         loop {
-            if let Some((vip, _)) = g.by_local.get(&peer) {
-                return Some(*vip);
+            if let Some((vip, t)) = g.by_local.remove(&key) {
+                if t.elapsed() < KEEP {
+                    return Some(vip);
+                }
             }
             let now = Instant::now();
             let waiting = g
@@ -117,7 +128,12 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         p.announce(peer, vip, backend);
         assert_eq!(h.join().unwrap(), Some(vip));
-        // IPv4-mapped peers are the same peer.
+        // Answered once: the next connection from that port is another one.
+        assert_eq!(p.who(peer, backend), None);
+        // Another backend is another connection; IPv4-mapped peers are the same peer.
+        p.announce(peer, vip, backend);
+        let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(p.who(peer, other), None);
         assert_eq!(
             p.who("[::ffff:127.0.0.1]:50000".parse().unwrap(), backend),
             Some(vip)

@@ -168,9 +168,10 @@ pub struct Call {
     pub accepted: Option<SocketInfo>,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
-    /// For accept: the program's (address, address-length) output pointers
-    /// (0 when it passed NULL).
-    pub out_addr: Option<(u64, u64)>,
+    /// For accept with an address buffer: the program's (address,
+    /// address-length) pointers and the buffer's size as the program passed
+    /// it (read at entry: the kernel overwrites it with the real length).
+    pub out_addr: Option<(u64, u64, u32)>,
 }
 
 /// What to do with a call.

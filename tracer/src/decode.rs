@@ -181,7 +181,12 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         }
         Op::Accept => {
             call.flags = a[3] as i32;
-            call.out_addr = Some((a[1], a[2]));
+            // An unreadable length: the kernel fails the call with EFAULT.
+            if a[1] != 0 {
+                if let Ok(cap) = read_u32(tid, a[2]) {
+                    call.out_addr = Some((a[1], a[2], cap));
+                }
+            }
         }
         Op::SendTo => {
             call.flags = a[3] as i32;

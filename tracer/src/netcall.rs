@@ -364,6 +364,12 @@ pub(crate) fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 
     let Ok(cap) = remote::read_u32(tid, lenp) else {
         return neg(Errno::EFAULT);
     };
+    write_addr_cap(tid, ptr, lenp, cap, addr)
+}
+
+/// Like [`write_addr`], with the buffer's size `cap` known (as the program
+/// passed it): copy at most `cap` bytes, store the full length.
+pub(crate) fn write_addr_cap(tid: i32, ptr: u64, lenp: u64, cap: u32, addr: &SockAddr) -> i64 {
     if (cap as i32) < 0 {
         return neg(Errno::EINVAL);
     }

@@ -421,12 +421,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                 p.call.accepted = Some(info);
                 p.call.peer = crate::emulate::peer_addr(&f);
                 // The handler may show the program another peer address.
-                if let (Some(a), Some((ptr, lenp))) =
+                if let (Some(a), Some((ptr, lenp, cap))) =
                     (self.handler.accepted(&p.call), p.call.out_addr)
                 {
-                    if ptr != 0 {
-                        let _ = crate::netcall::write_addr(tid, ptr, lenp, &a);
-                    }
+                    let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
                 }
             }
         }
