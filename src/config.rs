@@ -59,13 +59,38 @@ pub struct ServicesConfig {
     /// The address a traced service's real socket is bound to (port chosen
     /// by the kernel); clients are sent there.
     pub bind: std::net::IpAddr,
+    /// "LO-HI": real ports come from this range instead ("": the kernel's choice).
+    pub ports: String,
 }
 
 impl Default for ServicesConfig {
     fn default() -> Self {
         ServicesConfig {
             bind: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            ports: String::new(),
         }
+    }
+}
+
+impl ServicesConfig {
+    /// The configured port range, if any.
+    pub fn port_range(&self) -> Result<Option<(u16, u16)>> {
+        if self.ports.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            anyhow::anyhow!(
+                "[services] ports = {:?}: expected LO-HI, e.g. \"40000-40999\"",
+                self.ports
+            )
+        };
+        let (lo, hi) = self.ports.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || hi < lo {
+            return Err(bad());
+        }
+        Ok(Some((lo, hi)))
     }
 }
 
@@ -174,6 +199,14 @@ mod tests {
         assert_eq!(c.daemon.mount, d.mount);
         assert_eq!(c.daemon.state_dir, d.state_dir);
         assert_eq!(c.services.bind, ServicesConfig::default().bind);
+        assert_eq!(c.services.port_range().unwrap(), None);
+        let mut r = ServicesConfig {
+            ports: "40000-40009".into(),
+            ..Default::default()
+        };
+        assert_eq!(r.port_range().unwrap(), Some((40000, 40009)));
+        r.ports = "9-1".into();
+        assert!(r.port_range().is_err());
         let cl = ClusterConfig::default();
         assert_eq!(
             (

@@ -129,12 +129,17 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
             lb: args.lb.unwrap_or_default(),
         }),
     };
+    let port_range = config
+        .services
+        .port_range()
+        .map_err(|e| UsageError(format!("{e:#}")))?;
     let host = args.ip.map(|ip| HostIdentity {
         ip,
         name: args.name.clone(),
         lb: args.lb.unwrap_or_default(),
         bind_ip: config.services.bind,
         expose: args.expose.clone(),
+        ports: port_range,
     });
     let net = LiveNet::new();
     let mut picker = None;

@@ -24,6 +24,20 @@ pub struct HostIdentity {
     pub bind_ip: IpAddr,
     /// --expose PORT:HOSTPORT: the socket for PORT listens on HOSTPORT (all interfaces).
     pub expose: Vec<(u16, u16)>,
+    /// [services] ports: real ports from this range (None: the kernel's choice).
+    pub ports: Option<(u16, u16)>,
+}
+
+/// A port of `lo..=hi` free for a TCP socket on `ip` (tried from `start`),
+/// found by binding a probe socket. None when all are taken.
+fn free_port(ip: IpAddr, lo: u16, hi: u16, start: u32) -> Option<u16> {
+    let n = u32::from(hi - lo) + 1;
+    (0..n).find_map(|k| {
+        let port = lo + ((start + k) % n) as u16;
+        std::net::TcpListener::bind(SocketAddr::new(ip, port))
+            .ok()
+            .map(|_| port)
+    })
 }
 
 /// Sockets remembered at most (virtual local addresses).
@@ -44,6 +58,8 @@ pub struct Router {
     accepted: HashMap<u64, SockAddr>,
     /// Threads with a rewritten bind() in flight: whether it is a service bind.
     binding: HashMap<i32, bool>,
+    /// Where the next search of the port range starts.
+    next_port: u32,
     /// Threads with a routed connect() in flight: the backend.
     routing: HashMap<i32, SocketAddr>,
     /// Listening service socket inode -> its real address.
@@ -100,6 +116,7 @@ impl Router {
             bound: HashMap::new(),
             accepted: HashMap::new(),
             binding: HashMap::new(),
+            next_port: 0,
             routing: HashMap::new(),
             listening: HashMap::new(),
             peers: HashMap::new(),
@@ -129,7 +146,16 @@ impl Router {
                     }
                     _ => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), host_port),
                 },
-                None => SocketAddr::new(h.bind_ip, 0),
+                None => {
+                    // From the configured range (a taken port is skipped;
+                    // all taken: the kernel chooses).
+                    let port = h.ports.and_then(|(lo, hi)| {
+                        let p = free_port(h.bind_ip, lo, hi, self.next_port)?;
+                        self.next_port = u32::from(p - lo) + 1;
+                        Some(p)
+                    });
+                    SocketAddr::new(h.bind_ip, port.unwrap_or(0))
+                }
             }
         } else if canonical(asked.ip()) == canonical(h.ip) {
             SocketAddr::new(h.bind_ip, asked.port())

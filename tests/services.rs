@@ -367,3 +367,31 @@ fn a_small_accept_buffer_is_not_overrun() {
     );
     assert_eq!(next(), "peer=::ffff:10.1.0.7");
 }
+
+#[test]
+fn real_ports_come_from_a_configured_range() {
+    let h = Host::new(
+        common::netns::Netns::new(),
+        "[services]\nports = \"45000-45001\"\n",
+        &[],
+    );
+    // Two backends of a two-port range: the second skips the port the first holds.
+    let _a = h.web(&["--ip", "10.1.0.1"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    let _b = h.web(&["--ip", "10.1.0.1"], 8000, "B");
+    h.wait_backends("10.1.0.1:8000", 2);
+    let mut ports: Vec<String> = h
+        .backends("10.1.0.1:8000")
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    ports.sort();
+    assert_eq!(ports, ["127.0.0.1:45000", "127.0.0.1:45001"]);
+    let bodies: Vec<String> = (0..2)
+        .map(|_| stdout(&h.curl(&[], "http://10.1.0.1:8000/")))
+        .collect();
+    assert!(
+        bodies.contains(&"A".into()) && bodies.contains(&"B".into()),
+        "{bodies:?}"
+    );
+}
