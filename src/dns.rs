@@ -1,9 +1,8 @@
 //! The daemon's DNS responder: service names (NAME and NAME.<domain>) are
 //! answered with their virtual IPs; other names are forwarded, as received,
-//! to the upstream resolvers and their answer relayed back. UDP only: the
-//! answers it makes are small; a forwarded answer too large for UDP arrives
-//! truncated, and the client's retry over TCP finds nothing (a known limit,
-//! docs/SERVICES.md).
+//! to the upstream resolvers and their answer relayed back. UDP and TCP on
+//! the same address: a forwarded answer too large for UDP arrives truncated,
+//! and the client's retry over TCP is forwarded over TCP.
 //!
 //! Wire format: hickory-proto.
 
@@ -161,15 +160,103 @@ fn forward(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
-/// Serve on `listen` in background threads.
+/// Send `query` over TCP to each upstream in turn; the first answer wins.
+fn forward_tcp(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    for up in upstream {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(up, FORWARD_TIMEOUT) else {
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(FORWARD_TIMEOUT));
+        let _ = s.set_write_timeout(Some(FORWARD_TIMEOUT));
+        let mut msg = (query.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(query);
+        if s.write_all(&msg).is_err() {
+            continue;
+        }
+        let mut len = [0u8; 2];
+        if s.read_exact(&mut len).is_err() {
+            continue;
+        }
+        let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+        if s.read_exact(&mut answer).is_ok() && answer.len() >= 2 && answer[..2] == query[..2] {
+            return Some(answer);
+        }
+    }
+    None
+}
+
+/// One TCP client: length-prefixed queries, answered in order.
+fn serve_tcp_client(mut conn: std::net::TcpStream, responder: &Responder, names: &dyn Names) {
+    use std::io::{Read, Write};
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    // A client may send several queries on one connection; a bounded number.
+    for _ in 0..64 {
+        let mut len = [0u8; 2];
+        if conn.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+        if conn.read_exact(&mut query).is_err() {
+            return;
+        }
+        let reply = match responder.answer(&query, names) {
+            Answer::Reply(r) => Some(r),
+            Answer::Drop => return,
+            Answer::Forward => {
+                forward_tcp(&query, &responder.upstream).or_else(|| Responder::servfail(&query))
+            }
+        };
+        let Some(r) = reply.filter(|r| r.len() <= usize::from(u16::MAX)) else {
+            return;
+        };
+        let mut msg = (r.len() as u16).to_be_bytes().to_vec();
+        msg.extend_from_slice(&r);
+        if conn.write_all(&msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serve on `listen` (UDP and TCP, same address) in background threads.
+/// Returns the address served (with the port, if `listen` asked for 0).
 pub fn serve(
     listen: SocketAddr,
     responder: Responder,
     names: Arc<dyn Names>,
-) -> std::io::Result<()> {
+) -> std::io::Result<SocketAddr> {
     let sock = Arc::new(UdpSocket::bind(listen)?);
+    let served = sock.local_addr()?;
+    let tcp = std::net::TcpListener::bind(served)?;
     let responder = Arc::new(responder);
     let inflight = Arc::new(AtomicUsize::new(0));
+    {
+        let (responder, names, inflight) = (responder.clone(), names.clone(), inflight.clone());
+        std::thread::Builder::new()
+            .name("appswitch-dns-tcp".into())
+            .spawn(move || {
+                for conn in tcp.incoming().flatten() {
+                    // Shares the bound on concurrent work with forwarding.
+                    if inflight.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDS {
+                        inflight.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                    let (responder, names, counter) =
+                        (responder.clone(), names.clone(), inflight.clone());
+                    let done = inflight.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("appswitch-dns-conn".into())
+                        .spawn(move || {
+                            serve_tcp_client(conn, &responder, names.as_ref());
+                            done.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if spawned.is_err() {
+                        counter.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            })?;
+    }
     std::thread::Builder::new()
         .name("appswitch-dns".into())
         .spawn(move || {
@@ -216,7 +303,7 @@ pub fn serve(
                 }
             }
         })?;
-    Ok(())
+    Ok(served)
 }
 
 /// The nameservers and search domains of a resolv.conf text.
@@ -344,5 +431,93 @@ mod tests {
         let (ns, search) = parse_resolv_conf(&text);
         assert_eq!(ns, vec!["127.0.77.53".parse::<IpAddr>().unwrap()]);
         assert_eq!(search, vec!["appswitch.internal", "corp.example"]);
+    }
+
+    /// A fake upstream on 127.0.0.1 (UDP and TCP, one port) answering every
+    /// query with 192.0.2.1, for `n` queries of each kind.
+    fn upstream(n: usize) -> SocketAddr {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = u.local_addr().unwrap();
+        let t = std::net::TcpListener::bind(addr).unwrap();
+        let answer = |q: &[u8]| {
+            let m = Message::from_vec(q).unwrap();
+            let mut r = Message::response(m.metadata.id, OpCode::Query);
+            r.add_query(m.queries[0].clone());
+            r.add_answer(Record::from_rdata(
+                m.queries[0].name.clone(),
+                60,
+                RData::A(A("192.0.2.1".parse().unwrap())),
+            ));
+            r.to_vec().unwrap()
+        };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            for _ in 0..n {
+                let (k, from) = u.recv_from(&mut buf).unwrap();
+                u.send_to(&answer(&buf[..k]), from).unwrap();
+            }
+        });
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for _ in 0..n {
+                let (mut c, _) = t.accept().unwrap();
+                let mut len = [0u8; 2];
+                c.read_exact(&mut len).unwrap();
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                c.read_exact(&mut q).unwrap();
+                let r = answer(&q);
+                c.write_all(&(r.len() as u16).to_be_bytes()).unwrap();
+                c.write_all(&r).unwrap();
+            }
+        });
+        addr
+    }
+
+    fn ask_udp(server: SocketAddr, q: &[u8]) -> Message {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(q, server).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.recv(&mut buf).unwrap();
+        Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    fn ask_tcp(server: SocketAddr, q: &[u8]) -> Message {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(server).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+        c.write_all(q).unwrap();
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).unwrap();
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        c.read_exact(&mut r).unwrap();
+        Message::from_vec(&r).unwrap()
+    }
+
+    #[test]
+    fn serves_and_forwards_over_udp_and_tcp() {
+        let up = upstream(1);
+        let server = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Responder {
+                domain: "appswitch.internal".into(),
+                upstream: vec![up],
+            },
+            Arc::new(Fixed),
+        )
+        .unwrap();
+        let a = |m: &Message| m.answers.first().map(|r| r.data.clone());
+        let web = RData::A(A("10.1.0.1".parse().unwrap()));
+        let other = RData::A(A("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            a(&ask_udp(server, &query("web", RecordType::A))),
+            Some(web.clone())
+        );
+        assert_eq!(a(&ask_tcp(server, &query("web", RecordType::A))), Some(web));
+        let m = ask_udp(server, &query("example.org.", RecordType::A));
+        assert_eq!((m.metadata.id, a(&m)), (0x1234, Some(other.clone())));
+        let m = ask_tcp(server, &query("example.org.", RecordType::A));
+        assert_eq!((m.metadata.id, a(&m)), (0x1234, Some(other)));
     }
 }
