@@ -276,8 +276,10 @@ impl NetHandler for Enforcer {
             // and a service the local address of its accepted ones.
             outcomes: events,
             accept_outcomes: self.managed || host,
-            // A service registers once listen() has succeeded.
+            // A service registers once listen() has succeeded, and shows the
+            // addresses it asked for (and its clients' VIPs).
             listen_outcomes: host,
+            addresses: host,
             deny_io_uring: self.policed && snap.mode == Mode::Enforce,
         }
     }

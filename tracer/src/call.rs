@@ -68,6 +68,12 @@ pub struct Interests {
     pub accept_outcomes: bool,
     /// Report the result of listen() (one more stop per listen()).
     pub listen_outcomes: bool,
+    /// Read the addresses a handler needs to show virtual ones in their
+    /// place: [`Call::local`] for getsockname and after the tracer's own
+    /// connects, and for accept the new socket's [`Call::peer`], the size of
+    /// the program's address buffer, and a call to [`NetHandler::accepted`].
+    /// Each costs a syscall, so it is opt-in.
+    pub addresses: bool,
     /// Make io_uring_setup fail with ENOSYS (io_uring operations are invisible
     /// to seccomp; runtimes fall back to ordinary calls).
     pub deny_io_uring: bool,
@@ -87,6 +93,7 @@ impl Interests {
         outcomes: true,
         accept_outcomes: true,
         listen_outcomes: true,
+        addresses: true,
         deny_io_uring: false,
     };
     /// No calls at all.
@@ -102,6 +109,7 @@ impl Interests {
         outcomes: false,
         accept_outcomes: false,
         listen_outcomes: false,
+        addresses: false,
         deny_io_uring: false,
     };
 
@@ -168,9 +176,10 @@ pub struct Call {
     pub accepted: Option<SocketInfo>,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
-    /// For accept with an address buffer: the program's (address,
-    /// address-length) pointers and the buffer's size as the program passed
-    /// it (read at entry: the kernel overwrites it with the real length).
+    /// For accept with an address buffer, when [`Interests::addresses`] is
+    /// set: the program's (address, address-length) pointers and the
+    /// buffer's size as the program passed it (read at entry: the kernel
+    /// overwrites it with the real length).
     pub out_addr: Option<(u64, u64, u32)>,
 }
 
@@ -252,8 +261,8 @@ pub trait NetHandler {
     /// when the result was not observed).
     fn finished(&mut self, _call: &Call, _verdict: &Verdict, _outcome: Outcome) {}
 
-    /// accept() returned a socket (with [`Interests::accept_outcomes`] and
-    /// socket details): the address to show the program as the peer in
+    /// accept() returned a socket (with [`Interests::accept_outcomes`],
+    /// socket details and [`Interests::addresses`]): the address to show the program as the peer in
     /// accept's output instead of the real one ([`Call::peer`]), if any.
     /// Called before the program resumes.
     fn accepted(&mut self, _call: &Call) -> Option<SockAddr> {

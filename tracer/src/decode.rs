@@ -179,15 +179,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
             // connect(fd, NULL, 0) is legal for some families; the kernel decides.
             call.addr = read_addr(tid, a[1], a[2])?;
         }
-        Op::Accept => {
-            call.flags = a[3] as i32;
-            // An unreadable length: the kernel fails the call with EFAULT.
-            if a[1] != 0 {
-                if let Ok(cap) = read_u32(tid, a[2]) {
-                    call.out_addr = Some((a[1], a[2], cap));
-                }
-            }
-        }
+        Op::Accept => call.flags = a[3] as i32,
         Op::SendTo => {
             call.flags = a[3] as i32;
             call.addr = read_addr(tid, a[4], a[5])?;

@@ -59,7 +59,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 match self.borrow(d.call.pid, tid, fd) {
                     Ok((f, info)) => {
                         d.call.socket = Some(info);
-                        if matches!(d.call.op, Op::Listen | Op::GetSockName) {
+                        let local = d.call.op == Op::Listen
+                            || (d.call.op == Op::GetSockName && self.interests.addresses);
+                        if local {
                             d.call.local = emulate::local_addr(&f);
                         }
                         if d.call.op == Op::GetPeerName {
@@ -80,6 +82,13 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         if d.call.op == Op::SendMmsg {
             return self.sendmmsg(tid, d, borrowed);
+        }
+        // The buffer accept() will write the peer to: its size as passed
+        // (an unreadable length makes the kernel fail the call with EFAULT).
+        if d.call.op == Op::Accept && self.interests.addresses && d.args[1] != 0 {
+            if let Ok(cap) = remote::read_u32(tid, d.args[2]) {
+                d.call.out_addr = Some((d.args[1], d.args[2], cap));
+            }
         }
         let verdict = self.handler.decide(&d.call);
         self.apply(tid, d, borrowed, verdict);
@@ -141,7 +150,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
         };
-        if op == Op::Connect {
+        if op == Op::Connect && self.interests.addresses {
             d.call.local = emulate::local_addr(&sock);
         }
         match result {

@@ -419,12 +419,14 @@ impl<H: NetHandler> Tracer<'_, H> {
         ) {
             if let Ok((f, info)) = self.borrow(p.call.pid, tid, fd as i32) {
                 p.call.accepted = Some(info);
-                p.call.peer = crate::emulate::peer_addr(&f);
-                // The handler may show the program another peer address.
-                if let (Some(a), Some((ptr, lenp, cap))) =
-                    (self.handler.accepted(&p.call), p.call.out_addr)
-                {
-                    let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
+                if self.interests.addresses {
+                    p.call.peer = crate::emulate::peer_addr(&f);
+                    // The handler may show the program another peer address.
+                    if let (Some(a), Some((ptr, lenp, cap))) =
+                        (self.handler.accepted(&p.call), p.call.out_addr)
+                    {
+                        let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
+                    }
                 }
             }
         }
