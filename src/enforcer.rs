@@ -208,38 +208,37 @@ impl Enforcer {
     }
 
     fn report_conn(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome, rule: Option<u32>) {
-        let Some(r) = &self.reporter else { return };
+        if self.reporter.is_none() {
+            return;
+        }
         let ok = matches!(
             outcome,
             Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
         );
-        let (sock, via, remote, virt) = match (call.op, call.accepted, call.socket) {
-            (Op::Connect, _, Some(s)) if ok => {
-                let (remote, virt) = match verdict {
-                    Verdict::Rewrite(a) => (
-                        Some(a.to_string()),
-                        call.addr.as_ref().map(|a| a.to_string()),
-                    ),
-                    _ => (call.addr.as_ref().map(|a| a.to_string()), None),
-                };
-                (s, "connect", remote, virt)
-            }
-            (Op::Accept, Some(s), _) => (s, "accept", None, None),
+        let (sock, via) = match (call.op, call.accepted, call.socket) {
+            (Op::Connect, _, Some(s)) if ok => (s, "connect"),
+            (Op::Accept, Some(s), _) => (s, "accept"),
             _ => return,
         };
         if sock.domain != libc::AF_INET && sock.domain != libc::AF_INET6 {
             return;
         }
+        let (remote, virt) = match (via, verdict) {
+            ("accept", _) => (None, None),
+            (_, Verdict::Rewrite(a)) => (
+                Some(a.to_string()),
+                call.addr.as_ref().map(|a| a.to_string()),
+            ),
+            _ => (call.addr.as_ref().map(|a| a.to_string()), None),
+        };
         let proto = if sock.sotype == libc::SOCK_DGRAM {
             "udp"
         } else {
             "tcp"
         };
-        let comm = self
-            .procs
-            .get(&call.pid)
-            .map(|p| p.comm.clone())
-            .unwrap_or_else(|| events::comm(call.pid));
+        // Cached per process (read once, again after exec).
+        let comm = self.proc(call.pid).comm.clone();
+        let Some(r) = &self.reporter else { return };
         let report = ToDaemon::Conn(ConnReport {
             inode: sock.inode,
             pid: call.pid,
