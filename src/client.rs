@@ -90,9 +90,8 @@ pub fn apply(
             }
         }
         ToTracer::Events { wanted } => {
-            if let Ok(mut p) = pids.lock() {
-                p.events_wanted = wanted;
-            }
+            net.events_wanted
+                .store(wanted, std::sync::atomic::Ordering::Relaxed);
         }
         ToTracer::Welcome {
             app,

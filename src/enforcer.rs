@@ -5,36 +5,17 @@
 use crate::config::Mode;
 use crate::events::{self, EventSink};
 use crate::live::{LivePolicy, Snapshot, Source};
+use crate::procfs;
 use crate::protocol::{ConnReport, Counters, ToDaemon};
 use crate::router::Router;
 use crate::rules::{Action, Decision, Proto, Query, RuleOp};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, SockAddr, Verdict};
-
-/// Who a process is, for app= and uid= matches.
-#[derive(Clone, Debug)]
-struct ProcInfo {
-    comm: String,
-    uid: u32,
-}
-
-fn read_proc(pid: i32) -> ProcInfo {
-    let comm = events::comm(pid);
-    // /proc/TID/status: a thread's own credentials (setuid is per thread in the kernel).
-    let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("Uid:"))?;
-            // real, effective, saved, fs: match the effective uid.
-            l.split_whitespace().nth(2)?.parse().ok()
-        })
-        .unwrap_or(u32::MAX);
-    ProcInfo { comm, uid }
-}
 
 /// Virtual peers remembered at most (a redirected socket's original address).
 const MAX_VIRTUAL: usize = 65_536;
@@ -46,8 +27,6 @@ const MAX_VIRTUAL: usize = 65_536;
 pub struct Processes {
     pub live: HashSet<i32>,
     pub killed: bool,
-    /// Someone reads the daemon's event stream: send event lines.
-    pub events_wanted: bool,
 }
 
 impl Processes {
@@ -66,6 +45,8 @@ pub struct Reporter {
     pub counters: Arc<Mutex<Counters>>,
     /// Thread groups alive in the traced tree (for apps/ID/ctl: kill).
     pub pids: Arc<Mutex<Processes>>,
+    /// Someone reads the daemon's event stream: send event lines (read per call).
+    pub events_wanted: Arc<AtomicBool>,
 }
 
 pub struct Enforcer {
@@ -78,7 +59,8 @@ pub struct Enforcer {
     sink: Option<EventSink>,
     reporter: Option<Reporter>,
     labels: Vec<(String, String)>,
-    procs: HashMap<i32, ProcInfo>,
+    /// Program name per process (read once; again after exec).
+    procs: HashMap<i32, String>,
     /// Socket inode -> the address the program connected to before a redirect.
     virtual_peers: HashMap<u64, SockAddr>,
     /// The last decision per thread (and the snapshot it came from), for its event.
@@ -122,8 +104,8 @@ impl Enforcer {
         self
     }
 
-    fn proc(&mut self, pid: i32) -> &ProcInfo {
-        self.procs.entry(pid).or_insert_with(|| read_proc(pid))
+    fn comm(&mut self, pid: i32) -> &str {
+        self.procs.entry(pid).or_insert_with(|| procfs::comm(pid))
     }
 
     /// The rule question a call asks, if any.
@@ -162,7 +144,7 @@ impl Enforcer {
         // decision needs nothing from /proc.
         let fresh;
         let (app, uid) = if snap.policy.uses_identity() {
-            fresh = read_proc(call.tid);
+            fresh = procfs::identity(call.tid);
             (fresh.comm.as_str(), fresh.uid)
         } else {
             ("", 0)
@@ -237,7 +219,7 @@ impl Enforcer {
             "tcp"
         };
         // Cached per process (read once, again after exec).
-        let comm = self.proc(call.pid).comm.clone();
+        let comm = self.comm(call.pid).to_string();
         let Some(r) = &self.reporter else { return };
         let report = ToDaemon::Conn(ConnReport {
             inode: sock.inode,
@@ -284,10 +266,13 @@ impl NetHandler for Enforcer {
     }
 
     fn decide(&mut self, call: &Call) -> Verdict {
-        let started = Instant::now();
+        // Counters (and their latency histogram) exist only for a daemon.
+        let started = self.reporter.is_some().then(Instant::now);
         let snap = self.live.get();
         let verdict = self.decide_with(&snap, call);
-        self.count(started.elapsed().as_nanos() as u64, &verdict);
+        if let Some(t) = started {
+            self.count(t.elapsed().as_nanos() as u64, &verdict);
+        }
         verdict
     }
 
@@ -321,11 +306,11 @@ impl NetHandler for Enforcer {
         let stream = self
             .reporter
             .as_ref()
-            .is_some_and(|r| r.pids.lock().is_ok_and(|p| p.events_wanted));
+            .is_some_and(|r| r.events_wanted.load(Ordering::Relaxed));
         if self.sink.is_none() && !stream {
             return;
         }
-        let comm = self.proc(call.pid).comm.clone();
+        let comm = self.comm(call.pid).to_string();
         let mut ev = events::event(call, verdict, outcome, comm);
         if let Some((d, s)) = &decision {
             ev.rule = rule.map(|(_, id)| id as usize);
@@ -429,10 +414,13 @@ impl Enforcer {
             return Verdict::Pass;
         };
         let d = self.evaluate(snap, call, op, addr);
-        self.last.insert(call.tid, (d, snap.clone()));
+        // Kept for the call's event and connection report, when anyone takes them.
+        if self.reporter.is_some() || self.sink.is_some() {
+            self.last.insert(call.tid, (d, snap.clone()));
+        }
         if let Some(i) = d.logged {
             if self.sink.is_none() {
-                let comm = &self.proc(call.pid).comm;
+                let comm = self.comm(call.pid).to_string();
                 eprintln!(
                     "appswitch: log rule {}: {comm}[{}] {} {addr} -> {:?}",
                     snap.ids[i].1,

@@ -83,12 +83,6 @@ pub fn now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
-pub fn comm(tid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{tid}/comm"))
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_default()
-}
-
 fn protocol_name(call: &Call) -> Option<String> {
     let (domain, sotype, proto) = match (call.socket, call.socket_args) {
         (Some(s), _) => (s.domain, s.sotype, s.protocol),
@@ -170,7 +164,7 @@ pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno) -> Event<'a>
         time: now(),
         pid,
         tid,
-        comm: comm(tid),
+        comm: crate::procfs::comm(tid),
         abi: "",
         call: "",
         fd: None,

@@ -11,6 +11,7 @@ pub mod enforcer;
 pub mod events;
 pub mod live;
 pub mod policytable;
+pub mod procfs;
 pub mod protocol;
 pub mod router;
 pub mod routing;

@@ -140,6 +140,8 @@ pub struct LiveNet {
     pub resolv_conf: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Where the daemon wants traced services to listen.
     pub bind: std::sync::Mutex<Option<std::net::IpAddr>>,
+    /// Someone reads the daemon's event stream (tracers send event lines only then).
+    pub events_wanted: Arc<std::sync::atomic::AtomicBool>,
     /// The daemon's network namespace inode (0: unknown).
     pub netns: std::sync::atomic::AtomicU64,
     /// The daemon's last policy push (global table, static services, mode,

@@ -179,6 +179,7 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
             tx: c.tx,
             counters: c.counters,
             pids: c.pids,
+            events_wanted: net.events_wanted.clone(),
         });
         drained = Some(c.drained);
     }
@@ -198,7 +199,7 @@ fn trace(args: TraceArgs) -> anyhow::Result<i32> {
     // The responder listens on a loopback address of the daemon's network
     // namespace: a program in another one could not reach it.
     let daemon_ns = net.netns.load(std::sync::atomic::Ordering::Relaxed);
-    let same_ns = daemon_ns == 0 || daemon_ns == appswitch::daemon::state::netns_of("self");
+    let same_ns = daemon_ns == 0 || daemon_ns == appswitch::procfs::netns(None);
     if let (Some(r), true, true, false) = (resolv, root, same_ns, args.no_dns) {
         let etc = std::path::PathBuf::from("/etc/resolv.conf");
         if r.exists() && etc.exists() {
@@ -261,6 +262,7 @@ fn in_process(
             tx,
             counters: Arc::new(Mutex::new(Default::default())),
             pids,
+            events_wanted: net.events_wanted.clone(),
         },
         mounted,
     ))

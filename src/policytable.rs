@@ -3,7 +3,7 @@
 //! a final `default allow|deny` line. A write of several lines is one
 //! transaction: all of it applies, or none.
 
-use crate::rules::{self, ParseError, Policy, Rule, Verb};
+use crate::rules::{self, ParseError, Rule, Verb};
 use std::fmt::Write as _;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -196,13 +196,6 @@ impl PolicyTable {
             t.rules.push((id, r));
         }
         Ok(t)
-    }
-
-    /// An evaluable snapshot, with the ID of each rule by position.
-    pub fn snapshot(&self) -> (Policy, Vec<u32>) {
-        let rules = self.rules.iter().map(|(_, r)| r.clone()).collect();
-        let ids = self.rules.iter().map(|(i, _)| *i).collect();
-        (Policy::new(rules, self.default_deny), ids)
     }
 
     pub fn default_deny(&self) -> bool {

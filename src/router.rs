@@ -327,7 +327,7 @@ impl Router {
                     pid: call.pid,
                     service: SocketAddr::new(canonical(h.ip), asked.port()),
                     real,
-                    netns: crate::daemon::state::netns_of(&call.pid.to_string()),
+                    netns: crate::procfs::netns(Some(call.pid)),
                 };
                 if let Some((reg, statics)) = &mut self.local {
                     reg.add_listener(0, l.clone());

@@ -108,12 +108,6 @@ impl Health {
     }
 }
 
-/// The network namespace inode of a process ("self" or a pid); 0 if unknown.
-pub fn netns_of(pid: &str) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/net")).map_or(0, |m| m.ino())
-}
-
 fn add_counters(a: &mut Counters, b: &Counters) {
     a.calls += b.calls;
     a.denied += b.denied;
@@ -173,7 +167,7 @@ impl State {
             balancer: Balancer::default(),
             resolv_conf: None,
             bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            netns: netns_of("self"),
+            netns: crate::procfs::netns(None),
             cluster: None,
             remote: BTreeMap::new(),
             cluster_status: None,
