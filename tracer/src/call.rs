@@ -68,7 +68,7 @@ pub struct Interests {
     pub accept_outcomes: bool,
     /// Report the result of listen() (one more stop per listen()).
     pub listen_outcomes: bool,
-    /// Read the addresses a handler needs to show virtual ones in their
+    /// Read the addresses a handler needs to answer with others in their
     /// place: [`Call::local`] for getsockname and after the tracer's own
     /// connects, and for accept the new socket's [`Call::peer`], the size of
     /// the program's address buffer, and a call to [`NetHandler::accepted`].

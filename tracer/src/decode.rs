@@ -154,6 +154,10 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
                 *v &= 0xffff_ffff;
             }
         }
+        // accept has three arguments: the fourth register is not accept4's flags.
+        if abi != Abi::Compat32 && raw.nr & !arch::X32_SYSCALL_BIT == nr::ACCEPT {
+            a[3] = 0;
+        }
         (op, a, ArgSource::Registers)
     };
     let compat = abi != Abi::Native;

@@ -79,7 +79,7 @@ pub fn socket_info(fd: &OwnedFd) -> Result<SocketInfo, Errno> {
     })
 }
 
-fn is_ip(info: &SocketInfo) -> bool {
+pub(crate) fn is_ip(info: &SocketInfo) -> bool {
     info.domain == libc::AF_INET || info.domain == libc::AF_INET6
 }
 
@@ -196,16 +196,24 @@ pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, tid: i32) -> Emula
     Emulated::Done(if r < 0 { -(Errno::last() as i64) } else { 0 })
 }
 
-/// The socket's local address (getsockname on the borrowed socket).
-pub fn local_addr(fd: &OwnedFd) -> Option<SockAddr> {
+type NameCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// getsockname or getpeername on the borrowed socket; None on failure.
+fn sock_name(fd: &OwnedFd, call: NameCall) -> Option<SockAddr> {
     let mut buf = [0u8; MAX_ADDR_LEN];
     let mut len = MAX_ADDR_LEN as libc::socklen_t;
     // SAFETY: buf/len describe a writable buffer of MAX_ADDR_LEN bytes.
-    let r = unsafe { libc::getsockname(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    let r = unsafe { call(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
     if r < 0 {
         return None;
     }
     SockAddr::decode(&buf[..(len as usize).min(MAX_ADDR_LEN)])
+}
+
+/// The socket's local address (getsockname on the borrowed socket).
+pub fn local_addr(fd: &OwnedFd) -> Option<SockAddr> {
+    sock_name(fd, libc::getsockname)
 }
 
 /// Send one datagram on the borrowed socket: `data` to `addr` (None: the
@@ -268,14 +276,7 @@ pub fn send_datagram(
 
 /// The socket's peer (getpeername on the borrowed socket); None when not connected.
 pub fn peer_addr(fd: &OwnedFd) -> Option<SockAddr> {
-    let mut buf = [0u8; MAX_ADDR_LEN];
-    let mut len = MAX_ADDR_LEN as libc::socklen_t;
-    // SAFETY: buf/len describe a writable buffer of MAX_ADDR_LEN bytes.
-    let r = unsafe { libc::getpeername(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        return None;
-    }
-    SockAddr::decode(&buf[..(len as usize).min(MAX_ADDR_LEN)])
+    sock_name(fd, libc::getpeername)
 }
 
 /// `addr` in the socket's family: IPv4 on an AF_INET6 socket becomes

@@ -10,7 +10,7 @@
 use crate::arch::{self, nr32, Abi, Regs};
 use crate::call::{Call, NetHandler, Op, Outcome, SocketInfo, Verdict};
 use crate::decode::{ArgSource, Decoded};
-use crate::emulate::{self, Emulated};
+use crate::emulate::{self, is_ip, Emulated};
 use crate::msg;
 use crate::remote;
 use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
@@ -21,10 +21,6 @@ use std::os::fd::OwnedFd;
 
 fn neg(e: Errno) -> i64 {
     -(e as i64)
-}
-
-fn is_ip(info: &SocketInfo) -> bool {
-    info.domain == libc::AF_INET || info.domain == libc::AF_INET6
 }
 
 impl<H: NetHandler> Tracer<'_, H> {
@@ -150,7 +146,10 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
         };
-        if op == Op::Connect && self.interests.addresses {
+        // The local address a connect got (only a started connection has one).
+        let started = matches!(result, Emulated::Done(0) | Emulated::WaitInKernel { .. })
+            || result == Emulated::Done(-(Errno::EINPROGRESS as i64));
+        if op == Op::Connect && self.interests.addresses && started {
             d.call.local = emulate::local_addr(&sock);
         }
         match result {
@@ -163,6 +162,26 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let a = [fd as u32 as u64, d.args[1], 2, 0, 0, 0];
                 self.rerun(tid, &d, verdict, started, nr32::CONNECT, a, 2, 2);
             }
+        }
+    }
+
+    /// accept() returned `fd` (at its exit stop, the program still stopped):
+    /// the new socket's details and, when wanted, its peer, and the peer
+    /// address the handler shows the program instead.
+    pub(crate) fn accept_exit(&mut self, tid: i32, call: &mut Call, fd: i32) {
+        if !self.interests.socket_info {
+            return;
+        }
+        let Ok((f, info)) = self.borrow(call.pid, tid, fd) else {
+            return;
+        };
+        call.accepted = Some(info);
+        if !self.interests.addresses {
+            return;
+        }
+        call.peer = emulate::peer_addr(&f);
+        if let (Some(a), Some((ptr, lenp, cap))) = (self.handler.accepted(call), call.out_addr) {
+            let _ = write_addr_cap(tid, ptr, lenp, cap, &a);
         }
     }
 
@@ -310,7 +329,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 // A TCP Fast Open connect through sendmmsg: the kernel would
                 // re-read the address, so only an unconditional pass may run it.
                 Verdict::Allow | Verdict::Rewrite(_) if fastopen => {
-                    log::warn!("sendmmsg with MSG_FASTOPEN under a policy is refused (use sendto or connect)");
+                    log::warn!("sendmmsg with MSG_FASTOPEN to a decided address is refused (use sendto or connect)");
                     self.done(tid, &d.call, &verdict, neg(Errno::EOPNOTSUPP))
                 }
                 v => self.pass(tid, d.call, v),
@@ -369,7 +388,7 @@ fn answer(tid: i32, d: &Decoded, addr: &SockAddr) -> i64 {
 
 /// Write `addr` to an (address, length) output pair of the program's, with
 /// the kernel's truncation rules. 0 on success, else -errno.
-pub(crate) fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 {
+fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 {
     let Ok(cap) = remote::read_u32(tid, lenp) else {
         return neg(Errno::EFAULT);
     };
@@ -378,7 +397,7 @@ pub(crate) fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 
 
 /// Like [`write_addr`], with the buffer's size `cap` known (as the program
 /// passed it): copy at most `cap` bytes, store the full length.
-pub(crate) fn write_addr_cap(tid: i32, ptr: u64, lenp: u64, cap: u32, addr: &SockAddr) -> i64 {
+fn write_addr_cap(tid: i32, ptr: u64, lenp: u64, cap: u32, addr: &SockAddr) -> i64 {
     if (cap as i32) < 0 {
         return neg(Errno::EINVAL);
     }

@@ -66,10 +66,9 @@ pub fn read_u64(pid: i32, addr: u64) -> Result<u64, Errno> {
     Ok(u64::from_ne_bytes(b))
 }
 
-/// A pidfd for a thread-group leader.
-pub fn pidfd_open(tgid: i32) -> Result<OwnedFd, Errno> {
+fn pidfd_open_flags(pid: i32, flags: libc::c_uint) -> Result<OwnedFd, Errno> {
     // SAFETY: plain syscall; on success the result is a new descriptor we own.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if r < 0 {
         return Err(Errno::last());
     }
@@ -77,17 +76,16 @@ pub fn pidfd_open(tgid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// A pidfd for a thread-group leader.
+pub fn pidfd_open(tgid: i32) -> Result<OwnedFd, Errno> {
+    pidfd_open_flags(tgid, 0)
+}
+
 /// A pidfd for one thread (PIDFD_THREAD, Linux 6.9+): it still reaches the
 /// process's descriptors after the thread-group leader has exited.
 pub fn pidfd_open_thread(tid: i32) -> Result<OwnedFd, Errno> {
     const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
-    // SAFETY: plain syscall; on success the result is a new descriptor we own.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-    if r < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: r is a fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    pidfd_open_flags(tid, PIDFD_THREAD)
 }
 
 /// The tracer's own copy of descriptor `fd` of the process behind `pidfd`.

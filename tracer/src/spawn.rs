@@ -153,7 +153,8 @@ pub fn spawn(
         .collect::<Result<Vec<_>, TraceError>>()?;
     let root = c"/";
     let none = c"none";
-    let warn: &[u8] = b"appswitch: warning: could not give the program its private files (mount namespace): it sees the host's\n";
+    let warn: &[u8] =
+        b"warning: could not set up the program's private bind mounts (mount namespace): it sees the host's files\n";
     let mut argv_c = vec![cstring(program)?];
     for a in args {
         argv_c.push(cstring(a)?);

@@ -411,24 +411,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         } else {
             Outcome::from_raw(ret)
         };
-        if let (crate::call::Op::Accept, Outcome::Ok(fd), true) = (
-            p.call.op,
-            outcome,
-            self.interests.socket_info
-                && (self.interests.outcomes || self.interests.accept_outcomes),
-        ) {
-            if let Ok((f, info)) = self.borrow(p.call.pid, tid, fd as i32) {
-                p.call.accepted = Some(info);
-                if self.interests.addresses {
-                    p.call.peer = crate::emulate::peer_addr(&f);
-                    // The handler may show the program another peer address.
-                    if let (Some(a), Some((ptr, lenp, cap))) =
-                        (self.handler.accepted(&p.call), p.call.out_addr)
-                    {
-                        let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
-                    }
-                }
-            }
+        if let (crate::call::Op::Accept, Outcome::Ok(fd)) = (p.call.op, outcome) {
+            self.accept_exit(tid, &mut p.call, fd as i32);
         }
         // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
