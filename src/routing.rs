@@ -189,23 +189,23 @@ impl Balancer {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Choose a backend of `route` for a client with `labels`. `live` says
-    /// whether a backend can take connections (a traced listener still open);
-    /// `load` counts its current connections (for leastconn).
+    /// Choose a backend of `route` for a client with `labels`. `live(i)`
+    /// says whether backend `i` can take connections (a traced listener
+    /// still open); `load(i)` counts its current connections (for leastconn).
     pub fn pick(
         &mut self,
         route: &Route,
         labels: &[(String, String)],
-        live: impl Fn(&Backend) -> bool,
-        load: impl Fn(&Backend) -> usize,
+        live: impl Fn(usize) -> bool,
+        load: impl Fn(usize) -> usize,
     ) -> Result<SocketAddr, NoBackend> {
-        let alive: Vec<&Backend> = route.backends.iter().filter(|b| live(b)).collect();
+        let alive: Vec<usize> = (0..route.backends.len()).filter(|&i| live(i)).collect();
         if alive.is_empty() {
             return Err(NoBackend::NoneLive);
         }
-        let fit: Vec<&Backend> = alive
+        let fit: Vec<usize> = alive
             .into_iter()
-            .filter(|b| labels_match(labels, &b.labels))
+            .filter(|&i| labels_match(labels, &route.backends[i].labels))
             .collect();
         if fit.is_empty() {
             return Err(NoBackend::Labels);
@@ -229,7 +229,7 @@ impl Balancer {
                     .unwrap_or(start)
             }
         };
-        Ok(fit[i].addr)
+        Ok(route.backends[fit[i]].addr)
     }
 }
 
@@ -444,7 +444,7 @@ mod tests {
             .map(|_| b.pick(&r, &[], |_| true, |_| 0).unwrap().port())
             .collect();
         assert_eq!(picks, [1, 2, 1, 2, 1, 2]);
-        let only2 = |x: &Backend| x.addr.port() == 2;
+        let only2 = |i: usize| r.backends[i].addr.port() == 2;
         assert_eq!(b.pick(&r, &[], only2, |_| 0).unwrap().port(), 2);
         assert_eq!(b.pick(&r, &[], |_| false, |_| 0), Err(NoBackend::NoneLive));
     }
@@ -463,7 +463,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(b.pick(&r, &test, |_| true, |_| 0).unwrap().port(), 2);
         }
-        let prod_only = |x: &Backend| x.addr.port() == 1;
+        let prod_only = |i: usize| r.backends[i].addr.port() == 1;
         assert_eq!(b.pick(&r, &test, prod_only, |_| 0), Err(NoBackend::Labels));
         assert_eq!(b.pick(&r, &[], |_| true, |_| 0), Err(NoBackend::Labels));
         assert!(labels_match(&[], &[]));
@@ -480,7 +480,7 @@ mod tests {
             ],
         );
         let mut b = Balancer::default();
-        let load = |x: &Backend| if x.addr.port() == 3 { 0 } else { 5 };
+        let load = |i: usize| if r.backends[i].addr.port() == 3 { 0 } else { 5 };
         for _ in 0..5 {
             assert_eq!(b.pick(&r, &[], |_| true, load).unwrap().port(), 3);
         }

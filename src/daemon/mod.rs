@@ -2,6 +2,7 @@
 //! mounts the control filesystem, and serves tracers on a UNIX socket.
 
 pub mod files;
+pub mod health;
 pub mod peers;
 mod server;
 pub mod state;

@@ -86,7 +86,7 @@ fn pick_session(
     while let Some(msg) = next.take() {
         let reply = match msg {
             ToDaemon::Pick { vip, labels, from } => {
-                let r = lock(&state).pick(vip, &labels);
+                let r = pick(&state, vip, &labels);
                 if let (Ok(to), Some(_)) = (r, from) {
                     peers.picked(to);
                 }
@@ -118,4 +118,21 @@ fn pick_session(
             _ => None,
         };
     }
+}
+
+/// The backend for a connect to `vip`: the route is read under the lock,
+/// the kernel queried without it, the choice made under it again.
+fn pick(
+    state: &Arc<Mutex<State>>,
+    vip: std::net::SocketAddr,
+    labels: &crate::routing::Labels,
+) -> Result<std::net::SocketAddr, crate::routing::NoBackend> {
+    let (route, probe) = {
+        let s = lock(state);
+        (s.routes.route(&vip).cloned(), s.probe())
+    };
+    let route = route.ok_or(crate::routing::NoBackend::NoneLive)?;
+    let leastconn = route.lb == crate::services::Lb::LeastConn;
+    let health = probe.assess(&route, &probe.query([&route], leastconn));
+    lock(state).choose(&route, &health, labels)
 }

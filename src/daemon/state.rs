@@ -3,6 +3,7 @@
 //! control file lands here, all or nothing; policy and services are saved
 //! atomically after each change and pushed to every tracer.
 
+use super::health::{Health, Probe};
 use crate::config::Mode;
 use crate::policytable::PolicyTable;
 use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
@@ -87,27 +88,6 @@ pub struct State {
     cluster_status: Option<crate::cluster::Status>,
 }
 
-/// Whether a backend can take connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Its socket listens (seen by sock_diag).
-    Up,
-    /// Nothing listens there any more.
-    Down,
-    /// Not checkable from here (another host or network namespace).
-    Unknown,
-}
-
-impl Health {
-    fn name(self) -> &'static str {
-        match self {
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Unknown => "unknown",
-        }
-    }
-}
-
 fn add_counters(a: &mut Counters, b: &Counters) {
     a.calls += b.calls;
     a.denied += b.denied;
@@ -149,7 +129,7 @@ impl State {
             )
             .as_bytes(),
         );
-        State {
+        let mut s = State {
             policy,
             services,
             mode,
@@ -171,13 +151,14 @@ impl State {
             cluster: None,
             remote: BTreeMap::new(),
             cluster_status: None,
-        }
-        .with_routes()
+        };
+        s.routes = s.registry.table(&s.services);
+        s
     }
 
-    fn with_routes(mut self) -> State {
-        self.routes = self.registry.table(&self.services);
-        self
+    /// Send `msg` to every tracer (dropping the ones that are gone).
+    fn broadcast(&mut self, msg: ToTracer) {
+        self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
     }
 
     /// Rebuild the route table (this node's, published in cluster mode, plus
@@ -202,7 +183,7 @@ impl State {
         }
         self.routes = t;
         let msg = ToTracer::Routes(self.routes.clone());
-        self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+        self.broadcast(msg);
     }
 
     /// The other nodes' tables changed (cluster mode).
@@ -242,91 +223,27 @@ impl State {
         }
     }
 
-    /// Health of each backend of `route`, and its current connection count
-    /// when `with_load` (a walk of every connection: leastconn and the
-    /// services listing only). Listeners come from one cheap sock_diag query.
-    fn health(&self, route: &Route, with_load: bool) -> Vec<(Health, usize)> {
-        let local = |a: &std::net::SocketAddr| {
-            a.ip().is_loopback() || a.ip().is_unspecified() || a.ip() == self.bind_ip()
-        };
-        let checkable = |b: &crate::routing::Backend| match b.origin {
-            Origin::Traced { netns, .. } => netns == 0 || netns == self.netns,
-            Origin::Static => local(&b.addr),
-            Origin::Remote { .. } => false,
-        };
-        let ports: Vec<u16> = route
-            .backends
-            .iter()
-            .filter(|b| checkable(b))
-            .map(|b| b.addr.port())
-            .collect();
-        let listeners = match sockdiag::tcp_listeners(&ports) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("sock_diag: {e}: backends taken as live");
-                return vec![(Health::Unknown, 0); route.backends.len()];
-            }
-        };
-        let conns = if with_load {
-            sockdiag::tcp_established(&ports).unwrap_or_default()
-        } else {
-            Default::default()
-        };
-        route
-            .backends
-            .iter()
-            .map(|b| {
-                let port = b.addr.port();
-                let load = conns.values().filter(|s| s.local.port() == port).count();
-                let health = match b.origin {
-                    _ if !checkable(b) => Health::Unknown,
-                    Origin::Traced { inode, .. } => {
-                        if listeners.contains_key(&inode) {
-                            Health::Up
-                        } else {
-                            Health::Down
-                        }
-                    }
-                    Origin::Remote { .. } => Health::Unknown,
-                    Origin::Static => {
-                        if listeners.values().any(|s| s.local.port() == port) {
-                            Health::Up
-                        } else {
-                            Health::Down
-                        }
-                    }
-                };
-                (health, load)
-            })
-            .collect()
+    /// What a health query needs (run it without the lock held).
+    pub fn probe(&self) -> Probe {
+        Probe {
+            netns: self.netns,
+            bind_ip: self.bind_ip,
+        }
     }
 
-    fn bind_ip(&self) -> std::net::IpAddr {
-        self.bind_ip
-    }
-
-    /// Choose the backend for a connect to `vip` from a client with `labels`.
-    /// Traced backends found closed leave the table.
-    pub fn pick(
+    /// Choose the backend of `route` (as read for the query) for a client
+    /// with `labels`, given each backend's `health`. Traced backends found
+    /// closed leave the table.
+    pub fn choose(
         &mut self,
-        vip: std::net::SocketAddr,
+        route: &Route,
+        health: &[(Health, usize)],
         labels: &Labels,
     ) -> Result<std::net::SocketAddr, NoBackend> {
-        let Some(route) = self.routes.route(&vip).cloned() else {
-            return Err(NoBackend::NoneLive);
-        };
-        let health = self.health(&route, route.lb == crate::services::Lb::LeastConn);
-        let at = |b: &crate::routing::Backend| {
-            route
-                .backends
-                .iter()
-                .position(|x| std::ptr::eq(x, b))
-                .map_or((Health::Unknown, 0), |i| health[i])
-        };
         let down: Vec<u64> = route
             .backends
             .iter()
-            .zip(&health)
+            .zip(health)
             .filter_map(|(b, h)| match b.origin {
                 Origin::Traced { inode, .. } if h.0 == Health::Down => Some(inode),
                 _ => None,
@@ -336,13 +253,16 @@ impl State {
         // is up: they may be on an address sock_diag cannot see.
         let any_up = health.iter().any(|h| h.0 != Health::Down);
         let r = self.balancer.pick(
-            &route,
+            route,
             labels,
-            |b| at(b).0 != Health::Down || (!any_up && b.origin == Origin::Static),
-            |b| at(b).1,
+            |i| {
+                health[i].0 != Health::Down
+                    || (!any_up && route.backends[i].origin == Origin::Static)
+            },
+            |i| health[i].1,
         );
         if !down.is_empty() {
-            log::info!("{} backend(s) of {vip} closed: removed", down.len());
+            log::info!("{} backend(s) of {} closed: removed", down.len(), route.vip);
             self.registry.retain_listeners(|l| !down.contains(&l.inode));
             self.push_routes();
         }
@@ -402,7 +322,7 @@ impl State {
 
     fn push_policy(&mut self) {
         let msg = self.policy_message();
-        self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+        self.broadcast(msg);
     }
 
     // ---- tracers ----
@@ -445,9 +365,10 @@ impl State {
         // policy is in, and the program may connect to a service at once.
         let _ = tx.send(ToTracer::Routes(self.routes.clone()));
         let _ = tx.send(self.policy_message());
-        self.events_wanted = self.events.readers() > 0;
+        // What the stream has now; the others learn of a change from the
+        // periodic check, which compares with what it last told them.
         let _ = tx.send(ToTracer::Events {
-            wanted: self.events_wanted,
+            wanted: self.events.readers() > 0,
         });
         self.apps.insert(
             id,
@@ -474,7 +395,7 @@ impl State {
         if wanted != self.events_wanted {
             self.events_wanted = wanted;
             let msg = ToTracer::Events { wanted };
-            self.apps.retain(|_, a| a.tx.send(msg.clone()).is_ok());
+            self.broadcast(msg);
         }
     }
 
@@ -593,6 +514,9 @@ impl State {
         if let Err(e) = next.apply(text) {
             return Err(self.reject("services", e));
         }
+        if next == self.services {
+            return Ok(());
+        }
         self.services = next;
         self.save();
         // Rules may name services: tracers resolve them with the new table.
@@ -693,10 +617,12 @@ impl State {
 
     /// Every service, static and traced, then one line per backend with its health.
     pub fn render_services(&mut self) -> String {
-        // Closed traced listeners leave the table first.
+        // One query for every backend; closed traced listeners leave the table first.
+        let probe = self.probe();
+        let sockets = probe.query(&self.routes.routes, true);
         let mut down = Vec::new();
-        for r in self.routes.routes.clone() {
-            for (b, (h, _)) in r.backends.iter().zip(self.health(&r, false)) {
+        for r in &self.routes.routes {
+            for (b, (h, _)) in r.backends.iter().zip(probe.assess(r, &sockets)) {
                 if let (Origin::Traced { inode, .. }, Health::Down) = (&b.origin, h) {
                     down.push(*inode);
                 }
@@ -709,7 +635,7 @@ impl State {
         let mut s = String::new();
         let routes = self.routes.routes.clone();
         for r in &routes {
-            let health = self.health(r, true);
+            let health = probe.assess(r, &sockets);
             let addrs: Vec<String> = r.backends.iter().map(|b| b.addr.to_string()).collect();
             let statics = r.backends.iter().any(|b| b.origin == Origin::Static)
                 || self.services.get(&r.name).is_some_and(|x| x.vip == r.vip);

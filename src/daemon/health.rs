@@ -1,0 +1,119 @@
+//! Whether backends can take connections, from the kernel's socket tables
+//! (sock_diag): a traced backend is up while its listening socket exists,
+//! a static one on a local address while something listens on its port.
+//! The queries run without the daemon's state lock held: a [`Probe`] holds
+//! what they need.
+
+use crate::routing::{Backend, Origin, Route};
+use crate::sockdiag::{self, SockState};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Whether a backend can take connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Its socket listens (seen by sock_diag).
+    Up,
+    /// Nothing listens there any more.
+    Down,
+    /// Not checkable from here (another host or network namespace).
+    Unknown,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Down => "down",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
+/// What deciding checkability needs from the daemon.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    /// The daemon's network namespace inode.
+    pub netns: u64,
+    /// Where traced services listen.
+    pub bind_ip: IpAddr,
+}
+
+/// One query's answer: listening sockets, and (when asked) established ones.
+pub struct Sockets {
+    listeners: HashMap<u64, SockState>,
+    established: HashMap<u64, SockState>,
+    ok: bool,
+}
+
+impl Probe {
+    fn checkable(&self, b: &Backend) -> bool {
+        match b.origin {
+            Origin::Traced { netns, .. } => netns == 0 || netns == self.netns,
+            Origin::Static => {
+                let ip = b.addr.ip();
+                ip.is_loopback() || ip.is_unspecified() || ip == self.bind_ip
+            }
+            Origin::Remote { .. } => false,
+        }
+    }
+
+    /// One query for the checkable backends of `routes`: listeners (cheap:
+    /// only the kernel's listening hash), and established connections when
+    /// `with_load` (a walk of every connection).
+    pub fn query<'a>(
+        &self,
+        routes: impl IntoIterator<Item = &'a Route>,
+        with_load: bool,
+    ) -> Sockets {
+        let mut ports: Vec<u16> = routes
+            .into_iter()
+            .flat_map(|r| r.backends.iter())
+            .filter(|b| self.checkable(b))
+            .map(|b| b.addr.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let (listeners, ok) = match sockdiag::tcp_listeners(&ports) {
+            Ok(s) => (s, true),
+            Err(e) => {
+                log::warn!("sock_diag: {e}: backends taken as live");
+                (HashMap::new(), false)
+            }
+        };
+        let established = if with_load && ok {
+            sockdiag::tcp_established(&ports).unwrap_or_default()
+        } else {
+            HashMap::new()
+        };
+        Sockets {
+            listeners,
+            established,
+            ok,
+        }
+    }
+
+    /// Health and connection count of each backend of `route`, by position.
+    pub fn assess(&self, route: &Route, s: &Sockets) -> Vec<(Health, usize)> {
+        route
+            .backends
+            .iter()
+            .map(|b| {
+                let port = b.addr.port();
+                let load = s
+                    .established
+                    .values()
+                    .filter(|x| x.local.port() == port)
+                    .count();
+                let up = |yes: bool| if yes { Health::Up } else { Health::Down };
+                let health = match b.origin {
+                    _ if !s.ok || !self.checkable(b) => Health::Unknown,
+                    Origin::Traced { inode, .. } => up(s.listeners.contains_key(&inode)),
+                    Origin::Static => up(s.listeners.values().any(|x| x.local.port() == port)),
+                    Origin::Remote { .. } => Health::Unknown,
+                };
+                (health, load)
+            })
+            .collect()
+    }
+}
