@@ -68,24 +68,10 @@ pub fn lookup_by_remote_ports(
     if remote_ports.is_empty() || remote_ports.len() > MAX_FILTER_PORTS {
         return lookup(inodes);
     }
-    let filter = dport_filter(remote_ports);
+    let filter = port_filter(INET_DIAG_BC_D_EQ, remote_ports);
     let mut all = dump_filtered(true, Some(&filter))?;
     all.retain(|ino, _| inodes.contains(ino));
     Ok(all)
-}
-
-/// Sockets (TCP and UDP, every state) whose local port is one of `ports`:
-/// listeners and the connections they accepted.
-pub fn by_local_ports(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
-    if ports.is_empty() {
-        return Ok(HashMap::new());
-    }
-    if ports.len() > MAX_FILTER_PORTS {
-        let mut all = dump()?;
-        all.retain(|_, s| ports.contains(&s.local.port()));
-        return Ok(all);
-    }
-    dump_filtered(true, Some(&port_filter(INET_DIAG_BC_S_EQ, ports)))
 }
 
 /// TCP sockets in the states of `states` (a bit per TCP state) whose local
@@ -98,21 +84,40 @@ fn tcp_by_local_ports(ports: &[u16], states: u32) -> io::Result<HashMap<u64, Soc
     }
     let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_S_EQ, ports));
     let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut fd = open()?;
-    let mut tcp = |p: &[u8]| insert(&mut out, p, Proto::Tcp);
-    let req = with_filter(tcp_legacy_request_states(1, states), filter.as_deref());
-    if run(&fd, &mut buf, &req, 1, &mut tcp).is_err() {
-        fd = open()?;
-        for (seq, family) in [(2, AF_INET), (3, AF_INET6)] {
-            let req = with_filter(
-                inet_request_states(seq, family, IPPROTO_TCP, EXT_INFO, states),
-                filter.as_deref(),
-            );
-            skip_enoent(run(&fd, &mut buf, &req, seq, &mut tcp))?;
-        }
-    }
+    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut out)?;
     out.retain(|_, s| ports.contains(&s.local.port()));
     Ok(out)
+}
+
+/// TCP sockets of both families in `states` into `out`: the one-pass
+/// TCPDIAG_GETSOCK request when `legacy` (one walk of the kernel's TCP hash
+/// for both families: ~10 ms less at 20k sockets), else or when refused,
+/// one SOCK_DIAG_BY_FAMILY request per family. Returns the netlink socket,
+/// free for more requests.
+fn dump_tcp(
+    buf: &mut [u8],
+    states: u32,
+    filter: Option<&[u8]>,
+    legacy: bool,
+    out: &mut HashMap<u64, SockState>,
+) -> io::Result<OwnedFd> {
+    let mut fd = open()?;
+    let mut tcp = |p: &[u8]| insert(out, p, Proto::Tcp);
+    let req = with_filter(tcp_legacy_request(1, states), filter);
+    if legacy && run(&fd, buf, &req, 1, &mut tcp).is_ok() {
+        return Ok(fd);
+    }
+    // Refused (or failed): per-family requests, on a fresh socket in case the
+    // failed one still has a dump in progress.
+    fd = open()?;
+    for (seq, family) in [(2, AF_INET), (3, AF_INET6)] {
+        let req = with_filter(
+            inet_request(seq, family, IPPROTO_TCP, EXT_INFO, states),
+            filter,
+        );
+        skip_enoent(run(&fd, buf, &req, seq, &mut tcp))?;
+    }
+    Ok(fd)
 }
 
 /// Listening TCP sockets on any of `ports` (local port), by inode.
@@ -132,10 +137,6 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_JMP: u8 = 1;
 const INET_DIAG_BC_S_EQ: u8 = 11;
 const INET_DIAG_BC_D_EQ: u8 = 12;
-
-fn dport_filter(ports: &[u16]) -> Vec<u8> {
-    port_filter(INET_DIAG_BC_D_EQ, ports)
-}
 
 /// inet_diag bytecode accepting a socket whose destination (`D_EQ`) or
 /// source (`S_EQ`) port is one of `ports`. Per port: `D_EQ port` (8 bytes: op + operand), on a match falling
@@ -187,30 +188,9 @@ fn dump_filtered(legacy_tcp: bool, filter: Option<&[u8]>) -> io::Result<HashMap<
     // Sized from the previous dump: growing a 20k-entry map costs a few ms.
     let hint = LAST_LEN.load(Ordering::Relaxed);
     let mut out = HashMap::with_capacity(hint + hint / 8);
-    let mut fd = open()?;
-    let mut tcp = |p: &[u8]| insert(&mut out, p, Proto::Tcp);
-    // One walk of the kernel's TCP hash for both families: ~10 ms less at 20k sockets
-    // than one SOCK_DIAG_BY_FAMILY request per family, which walks it twice.
-    let legacy_ok = legacy_tcp
-        && run(
-            &fd,
-            &mut buf,
-            &with_filter(tcp_legacy_request(1), filter),
-            1,
-            &mut tcp,
-        )
-        .is_ok();
-    if !legacy_ok {
-        // Refused (or failed): per-family requests, on a fresh socket in case the
-        // failed one still has a dump in progress.
-        fd = open()?;
-        for (seq, family) in [(2, AF_INET), (3, AF_INET6)] {
-            let req = with_filter(inet_request(seq, family, IPPROTO_TCP, EXT_INFO), filter);
-            skip_enoent(run(&fd, &mut buf, &req, seq, &mut tcp))?;
-        }
-    }
+    let fd = dump_tcp(&mut buf, STATES, filter, legacy_tcp, &mut out)?;
     for (seq, family) in [(4, AF_INET), (5, AF_INET6)] {
-        let req = with_filter(inet_request(seq, family, IPPROTO_UDP, 0), filter);
+        let req = with_filter(inet_request(seq, family, IPPROTO_UDP, 0, STATES), filter);
         let mut udp = |p: &[u8]| insert(&mut out, p, Proto::Udp);
         skip_enoent(run(&fd, &mut buf, &req, seq, &mut udp))?;
     }
@@ -290,11 +270,7 @@ fn nlmsghdr(len: usize, ty: u16, seq: u32) -> Vec<u8> {
 
 /// SOCK_DIAG_BY_FAMILY dump: `struct inet_diag_req_v2` (family, protocol, ext, pad,
 /// states, 48-byte inet_diag_sockid left zero: no address/port filter).
-fn inet_request(seq: u32, family: u8, protocol: u8, ext: u8) -> Vec<u8> {
-    inet_request_states(seq, family, protocol, ext, STATES)
-}
-
-fn inet_request_states(seq: u32, family: u8, protocol: u8, ext: u8, states: u32) -> Vec<u8> {
+fn inet_request(seq: u32, family: u8, protocol: u8, ext: u8, states: u32) -> Vec<u8> {
     let mut v = nlmsghdr(NLMSG_HDRLEN + 56, SOCK_DIAG_BY_FAMILY, seq);
     v.extend_from_slice(&[family, protocol, ext, 0]);
     v.extend_from_slice(&states.to_ne_bytes());
@@ -304,11 +280,7 @@ fn inet_request_states(seq: u32, family: u8, protocol: u8, ext: u8, states: u32)
 
 /// TCPDIAG_GETSOCK dump: legacy `struct inet_diag_req` (family, src_len, dst_len, ext,
 /// 48-byte inet_diag_sockid, states, dbs).
-fn tcp_legacy_request(seq: u32) -> Vec<u8> {
-    tcp_legacy_request_states(seq, STATES)
-}
-
-fn tcp_legacy_request_states(seq: u32, states: u32) -> Vec<u8> {
+fn tcp_legacy_request(seq: u32, states: u32) -> Vec<u8> {
     let mut v = nlmsghdr(NLMSG_HDRLEN + 60, TCPDIAG_GETSOCK, seq);
     v.extend_from_slice(&[AF_INET, 0, 0, EXT_INFO]);
     v.extend_from_slice(&[0u8; 48]);
@@ -761,7 +733,7 @@ mod tests {
     /// Every TCP entry of `family` in every state, inode 0 included.
     fn raw_tcp_entries(family: u8) -> Vec<SockState> {
         let fd = open().unwrap();
-        let mut req = inet_request(1, family, IPPROTO_TCP, 0);
+        let mut req = inet_request(1, family, IPPROTO_TCP, 0, STATES);
         req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // TIME_WAIT too
         let mut v = Vec::new();
         let mut buf = vec![0u8; RECV_BUF_LEN];
