@@ -71,8 +71,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Wait between sessions when etcd is unreachable.
 const RETRY: Duration = Duration::from_millis(500);
 
-fn key_of(prefix: &str, node: &str) -> String {
-    format!("{prefix}nodes/{node}")
+/// Where every node's key lives: `<prefix>nodes/`.
+fn nodes_prefix(prefix: &str) -> String {
+    format!("{prefix}nodes/")
 }
 
 /// The node's name: configured, else the hostname.
@@ -99,34 +100,12 @@ pub fn node_address(c: &ClusterConfig) -> Result<IpAddr> {
             )
         });
     }
-    let mut found = None;
-    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we read it in between.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) != 0 {
-            return Err(std::io::Error::last_os_error()).context("getifaddrs");
-        }
-        let mut p = list;
-        while !p.is_null() {
-            let ifa = &*p;
-            p = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
-                continue;
-            }
-            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
-            if !c.interface.is_empty() && name != c.interface {
-                continue;
-            }
-            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            if ip.is_loopback() && c.interface.is_empty() {
-                continue;
-            }
-            found = Some(IpAddr::V4(ip));
-            break;
-        }
-        libc::freeifaddrs(list);
-    }
+    let found = nix::ifaddrs::getifaddrs()
+        .context("getifaddrs")?
+        .filter(|i| c.interface.is_empty() || i.interface_name == c.interface)
+        .filter_map(|i| Some(i.address?.as_sockaddr_in()?.ip()))
+        .find(|ip| !c.interface.is_empty() || !ip.is_loopback())
+        .map(IpAddr::V4);
     found.ok_or_else(|| match c.interface.as_str() {
         "" => {
             anyhow!("no non-loopback IPv4 address for [cluster] address: set address or interface")
@@ -170,11 +149,11 @@ impl Cluster {
     }
 
     /// Publish this node's table (the latest one wins; sent when it changes).
-    pub fn publish(&self, table: &RouteTable) {
+    pub fn publish(&self, table: RouteTable) {
         let rec = NodeRecord {
             node: self.node.clone(),
             address: self.address,
-            table: table.clone(),
+            table,
         };
         // Only a change is written to etcd.
         self.publish.send_if_modified(|cur| {
@@ -244,8 +223,9 @@ where
     }
 }
 
-fn parse_record(prefix: &str, key: &str, value: &[u8]) -> Option<NodeRecord> {
-    let node = key.strip_prefix(&format!("{prefix}nodes/"))?;
+/// A node's record from its key (under `nodes`, the nodes prefix) and value.
+fn parse_record(nodes: &str, key: &str, value: &[u8]) -> Option<NodeRecord> {
+    let node = key.strip_prefix(nodes)?;
     let mut rec: NodeRecord = serde_json::from_slice(value)
         .map_err(|e| log::warn!("cluster: {key}: unreadable record: {e}"))
         .ok()?;
@@ -282,7 +262,8 @@ async fn session(
         .id();
     let (mut keeper, mut alive) =
         timed("keeping the lease alive", client.lease_keep_alive(lease)).await?;
-    let key = key_of(&c.prefix, node);
+    let prefix = nodes_prefix(&c.prefix);
+    let key = format!("{prefix}{node}");
     let put = |client: &mut Client, rec: Option<NodeRecord>| {
         let mut client = client.clone();
         let key = key.clone();
@@ -299,7 +280,6 @@ async fn session(
     };
     let current = publish.borrow_and_update().clone();
     put(&mut client, current).await?;
-    let prefix = format!("{}nodes/", c.prefix);
     let all = timed(
         "reading the cluster's services",
         client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
@@ -309,7 +289,7 @@ async fn session(
     remote.clear();
     for kv in all.kvs() {
         let Ok(k) = kv.key_str() else { continue };
-        if let Some(rec) = parse_record(&c.prefix, k, kv.value()) {
+        if let Some(rec) = parse_record(&prefix, k, kv.value()) {
             if rec.node != node {
                 remote.insert(rec.node.clone(), rec);
             }
@@ -375,7 +355,7 @@ async fn session(
                     }
                     match ev.event_type() {
                         EventType::Put => {
-                            if let Some(rec) = parse_record(&c.prefix, k, kv.value()) {
+                            if let Some(rec) = parse_record(&prefix, k, kv.value()) {
                                 remote.insert(rec.node.clone(), rec);
                                 changed = true;
                             }
@@ -391,5 +371,29 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_address_from_config_or_interface() {
+        let c = |address: &str, interface: &str| ClusterConfig {
+            address: address.into(),
+            interface: interface.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            node_address(&c("10.9.0.1", "")).unwrap(),
+            "10.9.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(node_address(&c("nope", "")).is_err());
+        assert_eq!(
+            node_address(&c("", "lo")).unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(node_address(&c("", "no-such-if0")).is_err());
     }
 }

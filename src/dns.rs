@@ -43,22 +43,22 @@ pub enum Answer {
 }
 
 impl Responder {
-    /// The service name a query name stands for, if it is in our namespace:
-    /// `web`, `web.` or `web.<domain>.`; the domain itself is ours too.
-    fn ours<'a>(&self, qname: &'a str) -> Option<&'a str> {
+    /// The service name a query name stands for: `web` for `web`, `web.` and
+    /// `web.<domain>.`; "" for the domain itself; other names unchanged.
+    fn ours<'a>(&self, qname: &'a str) -> &'a str {
         let q = qname.strip_suffix('.').unwrap_or(qname);
         let d = self.domain.trim_matches('.');
         if !d.is_empty() {
             if let Some(head) = q.strip_suffix(d) {
                 if head.is_empty() {
-                    return Some("");
+                    return "";
                 }
                 if let Some(h) = head.strip_suffix('.') {
-                    return Some(h);
+                    return h;
                 }
             }
         }
-        Some(q)
+        q
     }
 
     pub fn answer(&self, query: &[u8], names: &dyn Names) -> Answer {
@@ -78,9 +78,7 @@ impl Responder {
         }
         let q = &msg.queries[0];
         let qname = q.name.to_ascii().to_ascii_lowercase();
-        let Some(name) = self.ours(&qname) else {
-            return Answer::Forward;
-        };
+        let name = self.ours(&qname);
         let in_domain = name != qname.trim_end_matches('.');
         let ips = if name.is_empty() || name.contains('.') {
             Vec::new()
@@ -160,47 +158,42 @@ fn forward(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
+/// One DNS-over-TCP message: a 2-byte big-endian length, then the bytes.
+fn read_frame(r: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    r.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    r.read_exact(&mut msg).ok()?;
+    Some(msg)
+}
+
+fn write_frame(w: &mut impl std::io::Write, msg: &[u8]) -> Option<()> {
+    let len = u16::try_from(msg.len()).ok()?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(msg);
+    w.write_all(&out).ok()
+}
+
 /// Send `query` over TCP to each upstream in turn; the first answer wins.
 fn forward_tcp(query: &[u8], upstream: &[SocketAddr]) -> Option<Vec<u8>> {
-    use std::io::{Read, Write};
-    for up in upstream {
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(up, FORWARD_TIMEOUT) else {
-            continue;
-        };
+    upstream.iter().find_map(|up| {
+        let mut s = std::net::TcpStream::connect_timeout(up, FORWARD_TIMEOUT).ok()?;
         let _ = s.set_read_timeout(Some(FORWARD_TIMEOUT));
         let _ = s.set_write_timeout(Some(FORWARD_TIMEOUT));
-        let mut msg = (query.len() as u16).to_be_bytes().to_vec();
-        msg.extend_from_slice(query);
-        if s.write_all(&msg).is_err() {
-            continue;
-        }
-        let mut len = [0u8; 2];
-        if s.read_exact(&mut len).is_err() {
-            continue;
-        }
-        let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
-        if s.read_exact(&mut answer).is_ok() && answer.len() >= 2 && answer[..2] == query[..2] {
-            return Some(answer);
-        }
-    }
-    None
+        write_frame(&mut s, query)?;
+        read_frame(&mut s).filter(|a| a.len() >= 2 && a[..2] == query[..2])
+    })
 }
 
 /// One TCP client: length-prefixed queries, answered in order.
 fn serve_tcp_client(mut conn: std::net::TcpStream, responder: &Responder, names: &dyn Names) {
-    use std::io::{Read, Write};
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
     // A client may send several queries on one connection; a bounded number.
     for _ in 0..64 {
-        let mut len = [0u8; 2];
-        if conn.read_exact(&mut len).is_err() {
+        let Some(query) = read_frame(&mut conn) else {
             return;
-        }
-        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
-        if conn.read_exact(&mut query).is_err() {
-            return;
-        }
+        };
         let reply = match responder.answer(&query, names) {
             Answer::Reply(r) => Some(r),
             Answer::Drop => return,
@@ -208,12 +201,7 @@ fn serve_tcp_client(mut conn: std::net::TcpStream, responder: &Responder, names:
                 forward_tcp(&query, &responder.upstream).or_else(|| Responder::servfail(&query))
             }
         };
-        let Some(r) = reply.filter(|r| r.len() <= usize::from(u16::MAX)) else {
-            return;
-        };
-        let mut msg = (r.len() as u16).to_be_bytes().to_vec();
-        msg.extend_from_slice(&r);
-        if conn.write_all(&msg).is_err() {
+        if reply.and_then(|r| write_frame(&mut conn, &r)).is_none() {
             return;
         }
     }
@@ -458,16 +446,10 @@ mod tests {
             }
         });
         std::thread::spawn(move || {
-            use std::io::{Read, Write};
             for _ in 0..n {
                 let (mut c, _) = t.accept().unwrap();
-                let mut len = [0u8; 2];
-                c.read_exact(&mut len).unwrap();
-                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
-                c.read_exact(&mut q).unwrap();
-                let r = answer(&q);
-                c.write_all(&(r.len() as u16).to_be_bytes()).unwrap();
-                c.write_all(&r).unwrap();
+                let q = read_frame(&mut c).unwrap();
+                write_frame(&mut c, &answer(&q)).unwrap();
             }
         });
         addr
@@ -483,16 +465,10 @@ mod tests {
     }
 
     fn ask_tcp(server: SocketAddr, q: &[u8]) -> Message {
-        use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(server).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
-        c.write_all(q).unwrap();
-        let mut len = [0u8; 2];
-        c.read_exact(&mut len).unwrap();
-        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
-        c.read_exact(&mut r).unwrap();
-        Message::from_vec(&r).unwrap()
+        write_frame(&mut c, q).unwrap();
+        Message::from_vec(&read_frame(&mut c).unwrap()).unwrap()
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl State {
                     }
                 }
             }
-            c.publish(&mine);
+            c.publish(mine);
         }
         for r in self.remote.values() {
             t.merge(&r.table);
