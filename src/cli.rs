@@ -187,21 +187,12 @@ pub struct TraceArgs {
 /// One --labels value (an alias, so clap takes it as one value, not a list of them).
 pub type LabelList = Vec<(String, String)>;
 
-fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!("'{p}': expected KEY=VALUE")),
-        })
-        .collect()
+fn parse_labels(s: &str) -> Result<LabelList, String> {
+    appswitch::services::parse_labels(s)
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
-    let ok = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok {
+    if appswitch::services::valid_name(s) {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(format!(

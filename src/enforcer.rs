@@ -7,7 +7,7 @@ use crate::events::{self, EventSink};
 use crate::live::{LivePolicy, Snapshot, Source};
 use crate::procfs;
 use crate::protocol::{ConnReport, Counters, ToDaemon};
-use crate::router::Router;
+use crate::router::{insert_bounded, Router};
 use crate::rules::{Action, Decision, Proto, Query, RuleOp};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -16,9 +16,6 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, SockAddr, Verdict};
-
-/// Virtual peers remembered at most (a redirected socket's original address).
-const MAX_VIRTUAL: usize = 65_536;
 
 /// The traced program's live processes, and whether it was told to die
 /// (apps/ID/ctl: kill). A kill that arrives before the program has started,
@@ -277,20 +274,17 @@ impl NetHandler for Enforcer {
     }
 
     fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
-        if let (Op::Connect, Some(s), false) =
-            (call.op, call.socket, matches!(verdict, Verdict::Rewrite(_)))
-        {
-            // Connected elsewhere (or disconnected): no virtual peer any more.
-            self.virtual_peers.remove(&s.inode);
-        }
-        if let (Verdict::Rewrite(_), Op::Connect, Some(s), Some(orig)) =
-            (verdict, call.op, call.socket, &call.addr)
-        {
-            if matches!(outcome, Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS)) {
-                if self.virtual_peers.len() >= MAX_VIRTUAL {
-                    self.virtual_peers.clear();
+        if let (Op::Connect, Some(s)) = (call.op, call.socket) {
+            match (verdict, &call.addr, outcome) {
+                (
+                    Verdict::Rewrite(_),
+                    Some(orig),
+                    Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS),
+                ) => insert_bounded(&mut self.virtual_peers, s.inode, orig.clone()),
+                // Connected elsewhere, or not connected: no virtual peer.
+                _ => {
+                    self.virtual_peers.remove(&s.inode);
                 }
-                self.virtual_peers.insert(s.inode, orig.clone());
             }
         }
         if let Some(msg) = self.router.finished(call, verdict, outcome) {

@@ -40,8 +40,17 @@ fn free_port(ip: IpAddr, lo: u16, hi: u16, start: u32) -> Option<u16> {
     })
 }
 
-/// Sockets remembered at most (virtual local addresses).
+/// Sockets remembered at most per map (closed sockets are not seen).
 const MAX_SOCKETS: usize = 65_536;
+
+/// Insert into a per-socket map that cannot see sockets close: when full, it
+/// forgets everything (those sockets then show their real addresses).
+pub(crate) fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+    if map.len() >= MAX_SOCKETS {
+        map.clear();
+    }
+    map.insert(k, v);
+}
 
 pub struct Router {
     net: Arc<LiveNet>,
@@ -50,7 +59,7 @@ pub struct Router {
     picker: Option<Picker>,
     balancer: Balancer,
     /// Standalone: this program's own services.
-    local: Option<(Registry, crate::services::ServiceTable)>,
+    local: Option<Registry>,
     /// Socket inode -> the address the program bound (getsockname shows
     /// it), and whether listen() on it makes a backend.
     bound: HashMap<u64, (SockAddr, bool)>,
@@ -103,7 +112,7 @@ impl Router {
                     },
                 );
                 net.set_routes(reg.table(&Default::default()));
-                Some((reg, Default::default()))
+                Some(reg)
             }
             _ => None,
         };
@@ -241,10 +250,7 @@ impl Router {
         let peer = call.peer.as_ref()?.ip()?;
         let vip = self.picker.as_mut()?.who(peer, backend)?;
         let shown = in_family(vip.ip(), vip.port(), accepted.domain)?;
-        if self.peers.len() >= MAX_SOCKETS {
-            self.peers.clear();
-        }
-        self.peers.insert(accepted.inode, shown.clone());
+        insert_bounded(&mut self.peers, accepted.inode, shown.clone());
         Some(shown)
     }
 
@@ -278,10 +284,7 @@ impl Router {
                 let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Unknown);
                 match service {
                     Some(service) if ok && matches!(verdict, Verdict::Rewrite(_)) => {
-                        if self.bound.len() >= MAX_SOCKETS {
-                            self.bound.clear();
-                        }
-                        self.bound.insert(inode, (call.addr.clone()?, service));
+                        insert_bounded(&mut self.bound, inode, (call.addr.clone()?, service));
                     }
                     _ => {
                         self.bound.remove(&inode);
@@ -299,10 +302,7 @@ impl Router {
                 let local = in_family(h.ip, asked.ip()?.port(), accepted.domain)?;
                 // Closed sockets are not seen: forget them all now and then
                 // (their getsockname then shows the real address).
-                if self.accepted.len() >= MAX_SOCKETS {
-                    self.accepted.clear();
-                }
-                self.accepted.insert(accepted.inode, local);
+                insert_bounded(&mut self.accepted, accepted.inode, local);
                 None
             }
             tracer::Op::Listen if matches!(outcome, Outcome::Ok(_)) => {
@@ -318,10 +318,7 @@ impl Router {
                 } else {
                     real
                 };
-                if self.listening.len() >= MAX_SOCKETS {
-                    self.listening.clear();
-                }
-                self.listening.insert(inode, real);
+                insert_bounded(&mut self.listening, inode, real);
                 let l = Listener {
                     inode,
                     pid: call.pid,
@@ -329,9 +326,9 @@ impl Router {
                     real,
                     netns: crate::procfs::netns(Some(call.pid)),
                 };
-                if let Some((reg, statics)) = &mut self.local {
+                if let Some(reg) = &mut self.local {
                     reg.add_listener(0, l.clone());
-                    self.net.set_routes(reg.table(statics));
+                    self.net.set_routes(reg.table(&Default::default()));
                 }
                 Some(ToDaemon::Listen(l))
             }

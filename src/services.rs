@@ -48,6 +48,16 @@ pub struct ServiceTable {
     services: BTreeMap<String, Service>,
 }
 
+/// Labels as written on the command line and in files: `k=v[,k=v...]`.
+pub fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("'{p}': expected KEY=VALUE")),
+        })
+        .collect()
+}
+
 /// Labels as written in files: `k=v,k=v`, or `-` for none.
 pub fn labels_text(labels: &[(String, String)]) -> String {
     if labels.is_empty() {
@@ -84,7 +94,8 @@ fn words(line: &str) -> Vec<(usize, &str)> {
     out
 }
 
-fn valid_name(s: &str) -> bool {
+/// A service name: a DNS label (letters, digits, -; starting with a letter).
+pub fn valid_name(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && s.len() <= 63
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -136,8 +147,7 @@ impl ServiceTable {
                 v.lb.name()
             );
             if !v.labels.is_empty() {
-                let l: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = write!(s, " labels={}", l.join(","));
+                let _ = write!(s, " labels={}", labels_text(&v.labels));
             }
             s.push('\n');
         }
@@ -209,14 +219,8 @@ fn parse_add(n: usize, line: &str, w: &[(usize, &str)]) -> Result<(String, Servi
             svc.lb = Lb::parse(v)
                 .ok_or_else(|| err(n, c, t, "expected lb=roundrobin, lb=random or lb=leastconn"))?;
         } else if let Some(v) = t.strip_prefix("labels=") {
-            for kv in v.split(',') {
-                match kv.split_once('=') {
-                    Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                        svc.labels.push((k.into(), v.into()))
-                    }
-                    _ => return Err(err(n, c, t, "expected labels=KEY=VALUE[,KEY=VALUE...]")),
-                }
-            }
+            svc.labels = parse_labels(v)
+                .map_err(|_| err(n, c, t, "expected labels=KEY=VALUE[,KEY=VALUE...]"))?;
         } else {
             return Err(err(n, c, t, "expected lb= or labels="));
         }
