@@ -320,13 +320,15 @@ impl NetHandler for Enforcer {
             });
             ev.monitor = (s.mode == Mode::Monitor).then_some(true);
         }
+        // Serialised once, for the file and the daemon's stream.
+        let Ok(line) = serde_json::to_string(&ev) else {
+            return;
+        };
         if let Some(sink) = &mut self.sink {
-            sink.write(&ev);
+            sink.write_line(&line);
         }
         if let (Some(r), true) = (&self.reporter, stream) {
-            if let Ok(line) = serde_json::to_string(&ev) {
-                let _ = r.tx.try_send(ToDaemon::Event { line });
-            }
+            let _ = r.tx.try_send(ToDaemon::Event { line });
         }
     }
 

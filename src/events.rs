@@ -69,8 +69,17 @@ impl EventSink {
     }
 
     pub fn write(&mut self, ev: &Event<'_>) {
-        let r = serde_json::to_writer(&mut self.out, ev)
-            .map_err(io::Error::from)
+        match serde_json::to_string(ev) {
+            Ok(line) => self.write_line(&line),
+            Err(e) => log::error!("writing event: {e}"),
+        }
+    }
+
+    /// Write one event line (`line`: the event as JSON, without newline).
+    pub fn write_line(&mut self, line: &str) {
+        let r = self
+            .out
+            .write_all(line.as_bytes())
             .and_then(|()| self.out.write_all(b"\n"))
             .and_then(|()| self.out.flush());
         if let Err(e) = r {

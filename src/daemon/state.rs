@@ -271,6 +271,12 @@ impl State {
 
     /// Load the saved policy and services from `dir` (missing files: empty).
     pub fn load(dir: &Path, default_deny: bool, mode: Mode) -> anyhow::Result<State> {
+        let (policy, services) = State::load_tables(dir, default_deny)?;
+        Ok(State::new(policy, services, mode, Some(dir.to_path_buf())))
+    }
+
+    /// The saved policy and services in `dir` (missing files: empty).
+    fn load_tables(dir: &Path, default_deny: bool) -> anyhow::Result<(PolicyTable, ServiceTable)> {
         let policy = match std::fs::read_to_string(dir.join("policy")) {
             Ok(t) => PolicyTable::load(&t)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("policy").display()))?,
@@ -282,7 +288,7 @@ impl State {
                 .apply(&t)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("services").display()))?;
         }
-        Ok(State::new(policy, services, mode, Some(dir.to_path_buf())))
+        Ok((policy, services))
     }
 
     fn save(&mut self) {
@@ -558,8 +564,8 @@ impl State {
         let mut next_policy = None;
         for c in &cmds {
             if let (Cmd::Reload, Some(dir)) = (c, &self.state_dir) {
-                match State::load(dir, self.policy.default_deny(), self.mode) {
-                    Ok(s) => next_policy = Some((s.policy, s.services)),
+                match State::load_tables(dir, self.policy.default_deny()) {
+                    Ok(t) => next_policy = Some(t),
                     Err(e) => {
                         self.error(format!("ctl: reload: {e:#}"));
                         return Err(Errno::EINVAL);
