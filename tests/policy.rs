@@ -10,6 +10,21 @@ fn out_has(o: &std::process::Output, s: &str) -> bool {
     stdout(o).contains(s)
 }
 
+/// The program's output under policy `pol` (no other options).
+fn police(
+    pol: &std::path::Path,
+    prog: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+) -> std::process::Output {
+    policed(pol, &[], prog, args).0
+}
+
+/// The output contains `s` (else fail, showing the output).
+#[track_caller]
+fn assert_out(o: &std::process::Output, s: &str) {
+    assert!(out_has(o, s), "expected {s:?} in:\n{}", stdout(o));
+}
+
 #[test]
 fn curl_allowed_denied_and_redirected() {
     let allowed = HttpServer::start("allowed page\n");
@@ -22,7 +37,7 @@ fn curl_allowed_denied_and_redirected() {
         denied.port, real.port
     ));
     let curl = require("curl");
-    let (o, _) = policed(&pol, &[], &curl, &["-s", &allowed.url()]);
+    let o = police(&pol, &curl, &["-s", &allowed.url()]);
     assert_eq!(stdout(&o), "allowed page\n");
     let (o, ev) = policed(
         &pol,
@@ -60,19 +75,14 @@ fn python3_client_sees_the_virtual_peer_after_a_redirect() {
     let script = "import socket,sys\n\
         s=socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
         print(s.getpeername()[1], s.recv(10).decode().strip())\n";
-    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    let o = police(&pol, "python3", &["-c", script, &virt.to_string()]);
     assert_eq!(
         stdout(&o),
         format!("{virt} real\n"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let (o, _) = policed(
-        &pol,
-        &[],
-        "python3",
-        &["-c", script, &denied.port.to_string()],
-    );
+    let o = police(&pol, "python3", &["-c", script, &denied.port.to_string()]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("ConnectionRefusedError"));
     assert_eq!(denied.count(), 0);
 }
@@ -88,27 +98,16 @@ fn busybox_nc_and_go_client_are_policed() {
         denied.port, real.port
     ));
     let bb = require("busybox");
-    let (o, _) = policed(
-        &pol,
-        &[],
-        &bb,
-        &["nc", "127.0.0.1", &denied.port.to_string()],
-    );
+    let o = police(&pol, &bb, &["nc", "127.0.0.1", &denied.port.to_string()]);
     assert_ne!(o.status.code(), Some(0));
     let go = go_prog();
-    let (o, _) = policed(
+    let o = police(
         &pol,
-        &[],
         &go,
         &["-url", &format!("http://127.0.0.1:{}/", denied.port)],
     );
-    assert!(out_has(&o, "connection refused"), "{}", stdout(&o));
-    let (o, _) = policed(
-        &pol,
-        &[],
-        &go,
-        &["-url", &format!("http://127.0.0.1:{virt}/")],
-    );
+    assert_out(&o, "connection refused");
+    let o = police(&pol, &go, &["-url", &format!("http://127.0.0.1:{virt}/")]);
     assert_eq!(stdout(&o), "go reached the backend\n");
     assert_eq!(denied.count(), 0);
 }
@@ -122,21 +121,16 @@ fn errnos_default_per_operation_and_can_be_named() {
         denied.port, udp.port
     ));
     let cc = c_prog("connect_check", &[]);
-    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &denied.port.to_string()]);
-    assert!(out_has(&o, "errno=ENETUNREACH"), "{}", stdout(&o));
+    let o = police(&pol, &cc, &["127.0.0.1", &denied.port.to_string()]);
+    assert_out(&o, "errno=ENETUNREACH");
     let bc = c_prog("bind_check", &[]);
-    let (o, _) = policed(&pol, &[], &bc, &["127.0.0.1", "80"]);
-    assert!(out_has(&o, "bind_errno=EACCES"), "{}", stdout(&o));
-    let (o, _) = policed(&pol, &[], &bc, &["127.0.0.1", "0"]);
-    assert!(out_has(&o, "bind=ok"), "{}", stdout(&o));
+    let o = police(&pol, &bc, &["127.0.0.1", "80"]);
+    assert_out(&o, "bind_errno=EACCES");
+    let o = police(&pol, &bc, &["127.0.0.1", "0"]);
+    assert_out(&o, "bind=ok");
     let us = c_prog("udp_send", &[]);
-    let (o, _) = policed(
-        &pol,
-        &[],
-        &us,
-        &["sendto", "127.0.0.1", &udp.port.to_string()],
-    );
-    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    let o = police(&pol, &us, &["sendto", "127.0.0.1", &udp.port.to_string()]);
+    assert_out(&o, "errno=EPERM");
     let mut udp = udp;
     assert_eq!(udp.count(), 0);
     assert_eq!(denied.count(), 0);
@@ -146,8 +140,8 @@ fn errnos_default_per_operation_and_can_be_named() {
 fn implicit_bind_by_listen_is_policed() {
     let (_d, pol) = policy_file("deny bind any\n");
     let bc = c_prog("bind_check", &[]);
-    let (o, _) = policed(&pol, &[], &bc, &["-l", "127.0.0.1", "none"]);
-    assert!(out_has(&o, "listen_errno=EACCES"), "{}", stdout(&o));
+    let o = police(&pol, &bc, &["-l", "127.0.0.1", "none"]);
+    assert_out(&o, "listen_errno=EACCES");
     let (_d2, open) = policy_file("deny bind any:1-1023\n");
     let (o, _) = policed(&open, &[], &bc, &["-l", "127.0.0.1", "none"]);
     assert!(
@@ -162,13 +156,12 @@ fn udp_connect_then_send_is_policed_at_connect() {
     let mut udp = UdpCounter::start();
     let (_d, pol) = policy_file(&format!("deny send 127.0.0.1:{}\n", udp.port));
     let us = c_prog("udp_send", &[]);
-    let (o, _) = policed(
+    let o = police(
         &pol,
-        &[],
         &us,
         &["connect-send", "127.0.0.1", &udp.port.to_string()],
     );
-    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_out(&o, "errno=EPERM");
     assert_eq!(udp.count(), 0);
 }
 
@@ -183,7 +176,7 @@ fn monitor_mode_allows_and_records() {
         &cc,
         &["127.0.0.1", &target.port.to_string()],
     );
-    assert!(out_has(&o, "data=monitored"), "{}", stdout(&o));
+    assert_out(&o, "data=monitored");
     let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{}", target.port)));
     assert_eq!(c[0]["action"], "deny");
     assert_eq!(c[0]["monitor"], true);
@@ -199,10 +192,10 @@ fn default_deny_with_exceptions() {
         ok.port
     ));
     let cc = c_prog("connect_check", &[]);
-    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &ok.port.to_string()]);
-    assert!(out_has(&o, "data=ok"), "{}", stdout(&o));
-    let (o, _) = policed(&pol, &[], &cc, &["127.0.0.1", &other.port.to_string()]);
-    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    let o = police(&pol, &cc, &["127.0.0.1", &ok.port.to_string()]);
+    assert_out(&o, "data=ok");
+    let o = police(&pol, &cc, &["127.0.0.1", &other.port.to_string()]);
+    assert_out(&o, "errno=ECONNREFUSED");
     assert_eq!(other.count(), 0);
 }
 
@@ -262,13 +255,8 @@ fn denied_setup() -> (Banner, tempfile::TempDir, std::path::PathBuf) {
 fn bypass_raw_syscall_connect() {
     let (denied, _d, pol) = denied_setup();
     let cc = c_prog("connect_check", &[]);
-    let (o, _) = policed(
-        &pol,
-        &[],
-        &cc,
-        &["-t", "127.0.0.1", &denied.port.to_string()],
-    );
-    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    let o = police(&pol, &cc, &["-t", "127.0.0.1", &denied.port.to_string()]);
+    assert_out(&o, "errno=ECONNREFUSED");
     assert_eq!(denied.count(), 0);
 }
 
@@ -277,11 +265,7 @@ fn bypass_int80_socketcall_connect() {
     let (denied, _d, pol) = denied_setup();
     let p = c_prog("socketcall32", &[]);
     let (o, ev) = policed(&pol, &[], &p, &[&denied.port.to_string()]);
-    assert!(
-        out_has(&o, &format!("errno={}", libc::ECONNREFUSED)),
-        "{}",
-        stdout(&o)
-    );
+    assert_out(&o, &format!("errno={}", libc::ECONNREFUSED));
     assert_eq!(calls(&ev, "connect", None)[0]["abi"], "i386");
     assert_eq!(denied.count(), 0);
 }
@@ -292,9 +276,8 @@ fn bypass_sendmmsg_to_a_denied_address() {
     let mut bad = UdpCounter::start();
     let (_d, pol) = policy_file(&format!("deny send 127.0.0.1:{}\n", bad.port));
     let us = c_prog("udp_send", &[]);
-    let (o, _) = policed(
+    let o = police(
         &pol,
-        &[],
         &us,
         &[
             "sendmmsg",
@@ -305,12 +288,11 @@ fn bypass_sendmmsg_to_a_denied_address() {
         ],
     );
     // The kernel's sendmmsg stops at the first failing message: one sent.
-    assert!(out_has(&o, "result=1"), "{}", stdout(&o));
+    assert_out(&o, "result=1");
     assert_eq!(ok.count(), 1);
     assert_eq!(bad.count(), 0);
-    let (o, _) = policed(
+    let o = police(
         &pol,
-        &[],
         &us,
         &[
             "sendmmsg",
@@ -320,7 +302,7 @@ fn bypass_sendmmsg_to_a_denied_address() {
             &ok.port.to_string(),
         ],
     );
-    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_out(&o, "errno=EPERM");
     assert_eq!(bad.count(), 0);
 }
 
@@ -329,10 +311,10 @@ fn bypass_sendto_msg_fastopen() {
     let (denied, _d, pol) = denied_setup();
     let allowed = Banner::start("fast\n");
     let p = c_prog("fastopen", &[]);
-    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
-    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    let o = police(&pol, &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert_out(&o, "errno=ECONNREFUSED");
     assert_eq!(denied.count(), 0);
-    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &allowed.port.to_string()]);
+    let o = police(&pol, &p, &["127.0.0.1", &allowed.port.to_string()]);
     assert!(
         out_has(&o, "result=5") && out_has(&o, "data=fast"),
         "allowed TFO works: {}",
@@ -347,12 +329,7 @@ fn bypass_ipv4_mapped_ipv6_connect() {
         s=socket.socket(socket.AF_INET6)\n\
         try:\n  s.connect(('::ffff:127.0.0.1', int(sys.argv[1]))); print('connected')\n\
         except OSError as e: print('errno', e.errno)\n";
-    let (o, _) = policed(
-        &pol,
-        &[],
-        "python3",
-        &["-c", script, &denied.port.to_string()],
-    );
+    let o = police(&pol, "python3", &["-c", script, &denied.port.to_string()]);
     assert_eq!(stdout(&o), format!("errno {}\n", libc::ECONNREFUSED));
     let mut udp = UdpCounter::start();
     let (_d2, pol2) = policy_file(&format!("deny send 127.0.0.1:{}\n", udp.port));
@@ -363,7 +340,7 @@ fn bypass_ipv4_mapped_ipv6_connect() {
         &us,
         &["sendto", "::ffff:127.0.0.1", &udp.port.to_string()],
     );
-    assert!(out_has(&o, "errno=EPERM"), "{}", stdout(&o));
+    assert_out(&o, "errno=EPERM");
     assert_eq!(udp.count(), 0);
     assert_eq!(denied.count(), 0);
 }
@@ -376,8 +353,8 @@ fn bypass_io_uring_connect() {
     let plain = untraced(&p, &["127.0.0.1", &denied.port.to_string()]);
     assert!(out_has(&plain, "cqe_res=0"), "{}", stdout(&plain));
     assert_eq!(denied.count(), 1);
-    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
-    assert!(out_has(&o, "setup_errno=ENOSYS"), "{}", stdout(&o));
+    let o = police(&pol, &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert_out(&o, "setup_errno=ENOSYS");
     assert_eq!(denied.count(), 1, "nothing more reached it");
 }
 
@@ -387,9 +364,8 @@ fn bypass_sibling_thread_flips_the_sockaddr() {
     let denied = Banner::start_low("never\n");
     let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
     let p = c_prog("flipper", &[]);
-    let (o, _) = policed(
+    let o = police(
         &pol,
-        &[],
         &p,
         &[&allowed.port.to_string(), &denied.port.to_string(), "10000"],
     );
@@ -416,9 +392,9 @@ fn busybox_nc_allowed_and_redirected() {
         real.port
     ));
     let bb = require("busybox");
-    let (o, _) = policed(&pol, &[], &bb, &["nc", "127.0.0.1", &real.port.to_string()]);
+    let o = police(&pol, &bb, &["nc", "127.0.0.1", &real.port.to_string()]);
     assert_eq!(stdout(&o), "nc reached the target\n");
-    let (o, _) = policed(&pol, &[], &bb, &["nc", "127.0.0.1", &virt.to_string()]);
+    let o = police(&pol, &bb, &["nc", "127.0.0.1", &virt.to_string()]);
     assert_eq!(stdout(&o), "nc reached the target\n");
     assert_eq!(real.count(), 2);
 }
@@ -437,7 +413,7 @@ fn redirect_by_rule_leaves_the_programs_buffer_alone() {
         let mut args = flags.to_vec();
         let v = virt.to_string();
         args.extend(["127.0.0.1", &v]);
-        let (o, _) = policed(&pol, &[], &cc, &args);
+        let o = police(&pol, &cc, &args);
         assert!(
             out_has(&o, "data=TO") && out_has(&o, "buffer=unchanged"),
             "{flags:?}: {}",
@@ -464,7 +440,7 @@ fn ipv6_destinations_are_policed() {
         try:\n  socket.create_connection(('::1', int(sys.argv[1]))); print('connected')\n\
         except OSError as e: print('errno', e.errno)\n";
     let (_d, pol) = policy_file(&format!("deny connect [::1]:{port}\n"));
-    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &port.to_string()]);
+    let o = police(&pol, "python3", &["-c", script, &port.to_string()]);
     assert_eq!(stdout(&o), format!("errno {}\n", libc::ECONNREFUSED));
     let (_d2, other) = policy_file("deny connect [::1]:1\n");
     let (o, _) = policed(&other, &[], "python3", &["-c", script, &port.to_string()]);
@@ -487,8 +463,8 @@ fn fastopen_is_policed_by_connect_rules_alone() {
     let denied = Banner::start_low("never\n");
     let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
     let p = c_prog("fastopen", &[]);
-    let (o, _) = policed(&pol, &[], &p, &["127.0.0.1", &denied.port.to_string()]);
-    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    let o = police(&pol, &p, &["127.0.0.1", &denied.port.to_string()]);
+    assert_out(&o, "errno=ECONNREFUSED");
     assert_eq!(denied.count(), 0);
 }
 
@@ -497,8 +473,8 @@ fn a_thread_outliving_the_leader_is_still_policed() {
     let denied = Banner::start_low("never\n");
     let (_d, pol) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
     let p = c_prog("orphan_thread", &[]);
-    let (o, _) = policed(&pol, &[], &p, &[&denied.port.to_string()]);
-    assert!(out_has(&o, "errno=ECONNREFUSED"), "{}", stdout(&o));
+    let o = police(&pol, &p, &[&denied.port.to_string()]);
+    assert_out(&o, "errno=ECONNREFUSED");
     assert_eq!(denied.count(), 0);
 }
 
@@ -515,7 +491,7 @@ fn redirect_of_a_v4_mapped_destination_on_an_ipv6_socket() {
         s=socket.socket(socket.AF_INET6)\n\
         s.connect(('::ffff:127.0.0.1', int(sys.argv[1])))\n\
         print(s.recv(10).decode().strip(), s.getpeername()[1])\n";
-    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    let o = police(&pol, "python3", &["-c", script, &virt.to_string()]);
     assert_eq!(
         stdout(&o),
         format!("real {virt}\n"),
@@ -540,7 +516,7 @@ fn getpeername_after_a_failed_redirect_is_enotconn() {
         print('so_error', s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))\n\
         try: s.getpeername(); print('peer')\n\
         except OSError as e: print(errno.errorcode[e.errno])\n";
-    let (o, _) = policed(&pol, &[], "python3", &["-c", script, &virt.to_string()]);
+    let o = police(&pol, "python3", &["-c", script, &virt.to_string()]);
     assert_eq!(
         stdout(&o),
         format!("so_error {}\nENOTCONN\n", libc::ECONNREFUSED)
@@ -560,12 +536,7 @@ fn uid_rules_follow_a_setuid_without_exec() {
         os.setuid(65534)\n\
         try: socket.create_connection(('127.0.0.1',p)); print('nobody ok')\n\
         except OSError as e: print('nobody', e.errno)\n";
-    let (o, _) = policed(
-        &pol,
-        &[],
-        "python3",
-        &["-c", script, &target.port.to_string()],
-    );
+    let o = police(&pol, "python3", &["-c", script, &target.port.to_string()]);
     assert_eq!(
         stdout(&o),
         format!("root ok\nnobody {}\n", libc::ECONNREFUSED)
