@@ -124,6 +124,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Start `cmd` with its output read line by line into a channel.
+fn lines_of(cmd: &mut Command) -> (Proc, Receiver<String>) {
+    let mut p = Proc(cmd.stdout(Stdio::piped()).spawn().unwrap());
+    let out = p.0.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    (p, rx)
+}
+
 /// Lines "NS RESULT" from connect_loop, as (ns, ok).
 fn attempts(p: &mut Proc) -> Receiver<(i64, bool)> {
     let out = p.0.stdout.take().unwrap();
@@ -386,20 +401,7 @@ fn kill9_and_restart_keeps_policy_services_and_running_programs() {
 fn events_apps_and_ctl() {
     let d = Daemon::start();
     let target = Banner::start("hello\n");
-    let mut events = Proc(
-        Command::new("cat")
-            .arg(d.file("events"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let ev_out = events.0.stdout.take().unwrap();
-    let (tx, ev_rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(ev_out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (events, ev_rx) = lines_of(Command::new("cat").arg(d.file("events")));
     let cc = c_prog("connect_check", &[]);
     let out = run(&mut d.trace(&cc, &["127.0.0.1", &target.port.to_string()]));
     assert!(stdout(&out).contains("data=hello"));
@@ -548,21 +550,7 @@ fn sigterm_unmounts_cleanly() {
 fn tail_f_follows_events_from_a_fresh_daemon() {
     let d = Daemon::start();
     require("tail");
-    let mut tail = Proc(
-        Command::new("tail")
-            .arg("-f")
-            .arg(d.file("events"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let out = tail.0.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (tail, rx) = lines_of(Command::new("tail").arg("-f").arg(d.file("events")));
     // The first line says the daemon started (the stream is never empty).
     let first = rx
         .recv_timeout(Duration::from_secs(5))
