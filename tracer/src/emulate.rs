@@ -162,16 +162,8 @@ fn unprivileged_port_start() -> u16 {
 /// Whether thread `tid` has CAP_NET_BIND_SERVICE in its effective set.
 fn can_bind_low_ports(tid: i32) -> bool {
     const CAP_NET_BIND_SERVICE: u32 = 10;
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
+    crate::remote::status_field(tid, "CapEff:")
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
 }
 

@@ -37,10 +37,13 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         let fd = match remote::pidfd_getfd(pidfd, fd) {
             // The leader may be gone (pthread_exit in main) while threads run:
-            // go through the calling thread instead.
+            // go through the calling thread instead, and keep that pidfd for
+            // the process's later calls (replaced again if that thread goes).
             Err(Errno::EBADF | Errno::ESRCH) if tid != tgid => {
                 let thread = remote::pidfd_open_thread(tid)?;
-                remote::pidfd_getfd(&thread, fd)?
+                let got = remote::pidfd_getfd(&thread, fd)?;
+                self.pidfds.insert(tgid, thread);
+                got
             }
             r => r?,
         };
@@ -341,29 +344,34 @@ impl<H: NetHandler> Tracer<'_, H> {
         let flags = d.call.flags;
         let mut sent = 0i64;
         let mut error = None;
+        // One Call for every message: only its index and address change.
+        let mut call = d.call;
         for i in 0..vlen {
             let hdr = d.args[1] + i * stride;
-            let m = match msg::read_message(tid, hdr, compat) {
+            let mut m = match msg::read_message(tid, hdr, compat) {
                 Ok(m) => m,
                 Err(e) => {
                     error = Some(e);
                     break;
                 }
             };
-            let mut call = d.call.clone();
             call.index = i as usize;
-            call.addr = m.name.clone();
+            call.addr = m.name.take();
             let verdict = self.handler.decide(&call);
+            let rewritten;
             let dest = match &verdict {
                 Verdict::Fail(e) => {
                     self.handler.finished(&call, &verdict, Outcome::Err(*e));
                     error = Some(*e);
                     break;
                 }
-                Verdict::Rewrite(a) => Some(emulate::fit_family(&info, a.clone())),
-                _ => m.name.clone(),
+                Verdict::Rewrite(a) => {
+                    rewritten = emulate::fit_family(&info, a.clone());
+                    Some(&rewritten)
+                }
+                _ => call.addr.as_ref(),
             };
-            let r = emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags);
+            let r = emulate::send_datagram(&sock, &info, dest, &m.data, &m.control, flags);
             self.handler.finished(&call, &verdict, Outcome::from_raw(r));
             if r < 0 {
                 error = Some(Errno::from_raw(-r as i32));

@@ -100,11 +100,16 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
-/// The thread-group id of a thread, from /proc.
-pub fn tgid_of(tid: i32) -> Option<i32> {
+/// One field of /proc/TID/status (`key` with its colon), trimmed.
+pub fn status_field(tid: i32, key: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(key))
+        .map(|v| v.trim().to_string())
+}
+
+/// The thread-group id of a thread, from /proc.
+pub fn tgid_of(tid: i32) -> Option<i32> {
+    status_field(tid, "Tgid:")?.parse().ok()
 }
