@@ -4,7 +4,7 @@
 //! decision (the clock's own cost, measured alongside, is subtracted).
 //! Deterministic: the same rules and queries every run.
 
-use appswitch::rules::{parse_rule, Policy, Proto, Query, RuleOp};
+use appswitch::policy::{parse_rule, Policy, Proto, Query, RuleOp};
 use std::time::Instant;
 
 struct Lcg(u64);

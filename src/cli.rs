@@ -1,7 +1,7 @@
 //! Command-line interface.
 
-use appswitch::config::Mode;
-use appswitch::services::Lb;
+use crate::config::Mode;
+use crate::services::static_table::Lb;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -188,11 +188,11 @@ pub struct TraceArgs {
 pub type LabelList = Vec<(String, String)>;
 
 fn parse_labels(s: &str) -> Result<LabelList, String> {
-    appswitch::services::parse_labels(s)
+    crate::services::static_table::parse_labels(s)
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
-    if appswitch::services::valid_name(s) {
+    if crate::services::static_table::valid_name(s) {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(format!(
@@ -214,4 +214,14 @@ fn parse_expose(s: &str) -> Result<(u16, u16), String> {
         return Err(bad());
     }
     Ok((a, b))
+}
+
+/// An error in what the user gave us (exit status 2, like a usage error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The config file, a bad one being the user's error.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+    crate::config::Config::load(path).map_err(|e| UsageError(format!("{e:#}")).into())
 }

@@ -1,20 +1,14 @@
-//! The policy side of appswitch: rules, the event log, and the handlers that
-//! plug into the tracer. The `appswitch` binary (main.rs) is a thin shell over
-//! this library.
+//! The policy side of appswitch, grouped by the process a line runs in:
+//! `trace` (inside `appswitch trace`), `daemon` (inside `appswitch daemon`),
+//! and the models both share: `policy` (rules), `services` (the service
+//! model) and `protocol` (the messages between the two). The `appswitch`
+//! binary (main.rs) is a thin shell over this library.
 
-pub mod client;
-pub mod cluster;
+pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod dns;
-pub mod enforcer;
-pub mod events;
-pub mod live;
-pub mod policytable;
+pub mod policy;
 pub mod procfs;
 pub mod protocol;
-pub mod router;
-pub mod routing;
-pub mod rules;
 pub mod services;
-pub mod sockdiag;
+pub mod trace;

@@ -2,8 +2,9 @@
 //! over the daemon's UNIX socket.
 
 use crate::config::Mode;
-use crate::routing::{Labels, Listener, NoBackend, RouteTable};
-use crate::services::Lb;
+use crate::services::balancer::NoBackend;
+use crate::services::routes::{Labels, Listener, RouteTable};
+use crate::services::static_table::Lb;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
-//! `appswitch::sockdiag` through its public API. The detailed tests (byte counts,
-//! IPv6, UDP, TIME_WAIT, malformed replies) are the unit tests in src/sockdiag.rs.
+//! `appswitch::daemon::sockdiag` through its public API. The detailed tests (byte counts,
+//! IPv6, UDP, TIME_WAIT, malformed replies) are the unit tests in src/daemon/sockdiag.rs.
 
-use appswitch::sockdiag::{self, Proto};
+use appswitch::daemon::sockdiag::{self, Proto};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

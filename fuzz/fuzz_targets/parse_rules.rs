@@ -3,7 +3,7 @@
 //! the same rule.
 #![no_main]
 
-use appswitch::rules::{parse_policy, parse_rule};
+use appswitch::policy::{parse_policy, parse_rule};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,8 +4,8 @@
 //! The queries run without the daemon's state lock held: a [`Probe`] holds
 //! what they need.
 
-use crate::routing::{Backend, Origin, Route};
-use crate::sockdiag::{self, SockState};
+use super::sockdiag::{self, SockState};
+use crate::services::routes::{Backend, Origin, Route};
 use std::collections::HashMap;
 use std::net::IpAddr;
 

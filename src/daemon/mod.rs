@@ -1,15 +1,17 @@
 //! `appswitch daemon`: holds the policy, services, apps and connections,
 //! mounts the control filesystem, and serves tracers on a UNIX socket.
 
-pub mod files;
+pub mod cluster;
+pub mod control_files;
 pub mod health;
 pub mod peers;
-mod server;
+pub mod sockdiag;
 pub mod state;
+mod tracer_socket;
 
 use crate::config::{Config, DefaultAction};
 use anyhow::Context;
-use files::Files;
+use control_files::Files;
 use state::State;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,7 @@ pub fn watch_event_readers(state: Arc<Mutex<State>>) {
         .name("appswitch-events".into())
         .spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_millis(200));
-            files::lock(&state).check_event_readers();
+            state::lock(&state).check_event_readers();
         });
 }
 
@@ -63,21 +65,21 @@ pub fn mount(state: Arc<Mutex<State>>, dir: &Path) -> anyhow::Result<controlfs::
 /// Where the cluster side delivers the other nodes' tables and its status.
 struct StateSink(Arc<Mutex<State>>);
 
-impl crate::cluster::Sink for StateSink {
-    fn remote(&self, nodes: std::collections::BTreeMap<String, crate::cluster::NodeRecord>) {
-        files::lock(&self.0).set_remote(nodes);
+impl cluster::Sink for StateSink {
+    fn remote(&self, nodes: std::collections::BTreeMap<String, cluster::NodeRecord>) {
+        state::lock(&self.0).set_remote(nodes);
     }
-    fn status(&self, status: crate::cluster::Status) {
-        files::lock(&self.0).set_cluster_status(status);
+    fn status(&self, status: cluster::Status) {
+        state::lock(&self.0).set_cluster_status(status);
     }
 }
 
 /// Names for the DNS responder: the daemon's route table.
 struct StateNames(Arc<Mutex<State>>);
 
-impl crate::dns::Names for StateNames {
+impl crate::services::dns::Names for StateNames {
     fn lookup(&self, name: &str) -> Vec<std::net::IpAddr> {
-        files::lock(&self.0).routes.lookup(name)
+        state::lock(&self.0).routes.lookup(name)
     }
 }
 
@@ -85,7 +87,7 @@ impl crate::dns::Names for StateNames {
 /// traced programs get. A responder that cannot listen is a warning: the
 /// daemon runs on without names.
 fn start_dns(config: &Config, state: &Arc<Mutex<State>>) -> anyhow::Result<()> {
-    use crate::dns;
+    use crate::services::dns;
     let c = &config.dns;
     if c.listen.is_empty() {
         return Ok(());
@@ -140,7 +142,7 @@ fn start_dns(config: &Config, state: &Arc<Mutex<State>>) -> anyhow::Result<()> {
         dns::resolv_conf(listen.ip(), &c.domain, &host_search),
     )
     .with_context(|| format!("writing {}", path.display()))?;
-    files::lock(state).resolv_conf = Some(path);
+    state::lock(state).resolv_conf = Some(path);
     Ok(())
 }
 
@@ -161,9 +163,9 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let state = Arc::new(Mutex::new(state));
     start_dns(config, &state)?;
     if !config.cluster.etcd.is_empty() {
-        let c = crate::cluster::Cluster::start(&config.cluster, StateSink(state.clone()))
+        let c = cluster::Cluster::start(&config.cluster, StateSink(state.clone()))
             .context("cluster mode")?;
-        let mut s = files::lock(&state);
+        let mut s = state::lock(&state);
         // Services must be reachable from other hosts: a loopback bind
         // address becomes the node's address.
         if s.bind_ip.is_loopback() {
@@ -182,7 +184,7 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let mounted = mount(state.clone(), dir)?;
     watch_event_readers(state.clone());
     let state_for_exit = state.clone();
-    server::serve(&d.socket, state)
+    tracer_socket::serve(&d.socket, state)
         .with_context(|| format!("listening on {}", d.socket.display()))?;
     eprintln!(
         "appswitch daemon: control filesystem at {}, tracers at {}, state in {}",
@@ -196,7 +198,7 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     log::info!("signal {sig}: unmounting and exiting");
     // Leave the cluster first: the lease is revoked, our services vanish
     // from the other hosts at once instead of after the TTL.
-    let cluster = files::lock(&state_for_exit).cluster.take();
+    let cluster = state::lock(&state_for_exit).cluster.take();
     if let Some(c) = cluster {
         c.shutdown();
     }

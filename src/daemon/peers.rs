@@ -8,7 +8,7 @@
 //! pick still pending waits briefly for the announcement; any other question
 //! is answered at once.
 
-use crate::routing::canonical_addr;
+use crate::services::routes::canonical_addr;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};

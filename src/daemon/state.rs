@@ -4,22 +4,21 @@
 //! atomically after each change and pushed to every tracer.
 
 use super::health::{Health, Probe};
+use super::sockdiag;
 use crate::config::Mode;
-use crate::policytable::PolicyTable;
+use crate::policy::table::PolicyTable;
+use crate::policy::ParseError;
 use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
-use crate::routing::{
-    Balancer, Labels, NoBackend, Origin, Registry, Route, RouteTable, VirtualHost,
-};
-use crate::rules::ParseError;
-use crate::services::{labels_text, ServiceTable};
-use crate::sockdiag;
+use crate::services::balancer::{Balancer, NoBackend};
+use crate::services::routes::{Labels, Origin, Registry, Route, RouteTable, VirtualHost};
+use crate::services::static_table::{labels_text, ServiceTable};
 use controlfs::{Errno, StreamHub};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 /// Rejected writes remembered for /appswitch/errors.
@@ -82,10 +81,10 @@ pub struct State {
     /// backends work only for programs in the same one).
     netns: u64,
     /// Cluster mode: where this node's table is published.
-    pub cluster: Option<crate::cluster::Cluster>,
+    pub cluster: Option<super::cluster::Cluster>,
     /// The other nodes' tables, as last read from etcd.
-    remote: BTreeMap<String, crate::cluster::NodeRecord>,
-    cluster_status: Option<crate::cluster::Status>,
+    remote: BTreeMap<String, super::cluster::NodeRecord>,
+    cluster_status: Option<super::cluster::Status>,
 }
 
 fn add_counters(a: &mut Counters, b: &Counters) {
@@ -187,18 +186,18 @@ impl State {
     }
 
     /// The other nodes' tables changed (cluster mode).
-    pub fn set_remote(&mut self, nodes: BTreeMap<String, crate::cluster::NodeRecord>) {
+    pub fn set_remote(&mut self, nodes: BTreeMap<String, super::cluster::NodeRecord>) {
         if nodes != self.remote {
             self.remote = nodes;
             self.push_routes();
         }
     }
 
-    pub fn set_cluster_status(&mut self, s: crate::cluster::Status) {
-        if let crate::cluster::Status::Unreachable { why, .. } = &s {
+    pub fn set_cluster_status(&mut self, s: super::cluster::Status) {
+        if let super::cluster::Status::Unreachable { why, .. } = &s {
             if !matches!(
                 self.cluster_status,
-                Some(crate::cluster::Status::Unreachable { .. })
+                Some(super::cluster::Status::Unreachable { .. })
             ) {
                 self.error(format!(
                     "cluster: etcd unreachable ({why}): serving the last copy"
@@ -839,5 +838,14 @@ impl State {
         }
         s.push_str(&self.policy.render());
         Some(s)
+    }
+}
+
+/// The daemon state, locked; a poisoned lock is taken over (a panicked
+/// control-file thread must not stop the daemon).
+pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
+    match state.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }

@@ -1,7 +1,7 @@
 //! The /appswitch tree: which files exist, who may write them, and what
 //! reading and writing them does (controlfs::Provider over the daemon State).
 
-use super::state::State;
+use super::state::{lock, State};
 use controlfs::{Attr, Errno, Kind, Provider, StreamHub};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -55,13 +55,6 @@ impl Files {
         };
         let id: u32 = id.parse().ok()?;
         self.state().apps.contains_key(&id).then_some((id, file))
-    }
-}
-
-pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
-    match state.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

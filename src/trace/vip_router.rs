@@ -2,13 +2,12 @@
 //! listening sockets really bound to a host port (and shown the address it
 //! asked for); a connect to a virtual address goes straight to a backend.
 
-use crate::client::Picker;
-use crate::live::LiveNet;
+use super::picker::Picker;
 use crate::protocol::ToDaemon;
-use crate::routing::{
-    canonical, canonical_addr, Balancer, Labels, Listener, NoBackend, Registry, VirtualHost,
-};
-use crate::services::Lb;
+use crate::services::balancer::{Balancer, NoBackend};
+use crate::services::routes::{canonical, canonical_addr, Labels, Listener, Registry, VirtualHost};
+use crate::services::static_table::Lb;
+use crate::trace::snapshot::LiveNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

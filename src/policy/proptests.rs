@@ -2,7 +2,7 @@
 //! print → parse unchanged, the parser never panics and its errors point
 //! inside the line, and parsing normalises idempotently.
 //!
-//! Run: `cargo test --lib rules::proptests`. `PROPTEST_CASES=N` raises the
+//! Run: `cargo test --lib policy::proptests`. `PROPTEST_CASES=N` raises the
 //! case count for a longer soak.
 
 use super::*;

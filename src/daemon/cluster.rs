@@ -11,7 +11,7 @@
 //! etcd answers again.
 
 use crate::config::ClusterConfig;
-use crate::routing::{Origin, RouteTable};
+use crate::services::routes::{Origin, RouteTable};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};

@@ -1,8 +1,8 @@
 //! The daemon's UNIX socket: one thread per tracer reads its reports; a
 //! writer thread per tracer sends what the State pushes.
 
-use super::files::lock;
 use super::peers::Peers;
+use super::state::lock;
 use super::state::State;
 use crate::protocol::{ToDaemon, ToTracer};
 use std::io::{BufRead, BufReader, Write};
@@ -125,14 +125,14 @@ fn pick_session(
 fn pick(
     state: &Arc<Mutex<State>>,
     vip: std::net::SocketAddr,
-    labels: &crate::routing::Labels,
-) -> Result<std::net::SocketAddr, crate::routing::NoBackend> {
+    labels: &crate::services::routes::Labels,
+) -> Result<std::net::SocketAddr, crate::services::balancer::NoBackend> {
     let (route, probe) = {
         let s = lock(state);
         (s.routes.route(&vip).cloned(), s.probe())
     };
-    let route = route.ok_or(crate::routing::NoBackend::NoneLive)?;
-    let leastconn = route.lb == crate::services::Lb::LeastConn;
+    let route = route.ok_or(crate::services::balancer::NoBackend::NoneLive)?;
+    let leastconn = route.lb == crate::services::static_table::Lb::LeastConn;
     let health = probe.assess(&route, &probe.query([&route], leastconn));
     lock(state).choose(&route, &health, labels)
 }

@@ -2,7 +2,7 @@
 //! `add NAME VIP:PORT -> BACKEND[,BACKEND...] [lb=roundrobin|random|leastconn] [labels=k=v,...]`
 //! and `del NAME`. Rendered one per line; saved with the policy.
 
-use crate::rules::ParseError;
+use crate::policy::ParseError;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! a final `default allow|deny` line. A write of several lines is one
 //! transaction: all of it applies, or none.
 
-use crate::rules::{self, ParseError, Rule, Verb};
+use crate::policy::{self, ParseError, Rule, Verb};
 use std::fmt::Write as _;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ fn parse_command(n: usize, line: &str) -> Result<Option<Command>, ParseError> {
     let arg_col = rest_col + (rest.len() - rest.trim_start().len());
     // Errors inside a rule are reported at the column within the whole line.
     let rule_at = |text: &str, offset: usize| {
-        rules::parse_rule_at(n, text).map_err(|mut e| {
+        policy::parse_rule_at(n, text).map_err(|mut e| {
             e.col += offset;
             e
         })
@@ -188,7 +188,7 @@ impl PolicyTable {
             let id: u32 = word
                 .parse()
                 .map_err(|_| err(i + 1, 1, word, "expected ID RULE"))?;
-            let r = rules::parse_rule_at(i + 1, rest).map_err(|mut e| {
+            let r = policy::parse_rule_at(i + 1, rest).map_err(|mut e| {
                 e.col += rest_col - 1;
                 e
             })?;
@@ -209,7 +209,7 @@ impl PolicyTable {
 }
 
 /// Rules of a policy file given with `trace --policy`, for the same table.
-pub fn from_file(file: rules::PolicyFile, default_deny: bool) -> PolicyTable {
+pub fn from_file(file: policy::PolicyFile, default_deny: bool) -> PolicyTable {
     let mut t = PolicyTable::new(file.default.map_or(default_deny, |v| v == Verb::Deny));
     for r in file.rules {
         let id = t.take_id();

@@ -1,5 +1,5 @@
-//! Policy rules: the language of DESIGN.md section 6, its parser, and an
-//! indexed evaluator.
+//! Policy rules: the language of DESIGN.md section 6, its parser, an
+//! indexed evaluator, and the editable table behind /appswitch/policy.
 //!
 //! ```text
 //! RULE  := VERB OP [MATCH ...] [-> TARGET] [errno=NAME]
@@ -14,6 +14,7 @@ mod eval;
 mod parse;
 #[cfg(test)]
 mod proptests;
+pub mod table;
 
 pub use eval::{Action, Decision, Policy, Query};
 pub use parse::{parse_policy, parse_rule, parse_rule_at, ParseError, PolicyFile};

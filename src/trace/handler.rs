@@ -2,39 +2,21 @@
 //! live policy, keeps what redirected sockets must show the program, records
 //! events, and reports connections and counters to a daemon when there is one.
 
+use super::processes::Processes;
 use crate::config::Mode;
-use crate::events::{self, EventSink};
-use crate::live::{LivePolicy, Snapshot, Source};
+use crate::policy::{Action, Decision, Proto, Query, RuleOp};
 use crate::procfs;
 use crate::protocol::{ConnReport, Counters, ToDaemon};
-use crate::router::{insert_bounded, Router};
-use crate::rules::{Action, Decision, Proto, Query, RuleOp};
-use std::collections::{HashMap, HashSet};
+use crate::trace::events::{self, EventSink};
+use crate::trace::snapshot::{LivePolicy, Snapshot, Source};
+use crate::trace::vip_router::{insert_bounded, Router};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, SockAddr, Verdict};
-
-/// The traced program's live processes, and whether it was told to die
-/// (apps/ID/ctl: kill). A kill that arrives before the program has started,
-/// or while it forks, still reaches every process: later ones die at birth.
-#[derive(Debug, Default)]
-pub struct Processes {
-    pub live: HashSet<i32>,
-    pub killed: bool,
-}
-
-impl Processes {
-    pub fn kill_all(&mut self) {
-        self.killed = true;
-        for &pid in &self.live {
-            // SAFETY: signalling a traced process of ours.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
 
 /// Where reports to the daemon go (a bounded channel: never blocks the tracer).
 pub struct Reporter {
@@ -83,7 +65,7 @@ impl Enforcer {
             procs: HashMap::new(),
             virtual_peers: HashMap::new(),
             last: HashMap::new(),
-            router: Router::new(crate::live::LiveNet::new(), None, None),
+            router: Router::new(crate::trace::snapshot::LiveNet::new(), None, None),
         }
     }
 

@@ -344,7 +344,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::parse_policy;
+    use crate::policy::parse_policy;
 
     fn policy(text: &str) -> Policy {
         let f = parse_policy(text).unwrap();

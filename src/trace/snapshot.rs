@@ -2,10 +2,10 @@
 //! trace's own rules (--policy) first, then the daemon's global rules.
 
 use crate::config::Mode;
-use crate::policytable::PolicyTable;
-use crate::routing::RouteTable;
-use crate::rules::{AddrMatch, Host, Policy, Ports, Rule};
-use crate::services::ServiceTable;
+use crate::policy::table::PolicyTable;
+use crate::policy::{AddrMatch, Host, Policy, Ports, Rule};
+use crate::services::routes::RouteTable;
+use crate::services::static_table::ServiceTable;
 use ipnet::IpNet;
 use std::sync::{Arc, RwLock};
 

@@ -1,0 +1,178 @@
+//! `appswitch trace`: assembles the trace process (the policy it starts
+//! with, the handler, the link to a daemon or an in-process control
+//! filesystem, the program's resolv.conf) and runs the program under the
+//! tracer.
+
+use super::daemon_link;
+use super::events;
+use super::handler::{Enforcer, Reporter};
+use super::snapshot::{LiveNet, LivePolicy, Snapshot};
+use super::standalone::in_process;
+use super::vip_router::{HostIdentity, Router};
+use crate::cli::{load_config, TraceArgs, UsageError};
+use crate::config::{Config, DefaultAction};
+use crate::policy;
+use crate::policy::table::{self, PolicyTable};
+use crate::protocol::ToDaemon;
+use anyhow::Context;
+use std::time::{Duration, Instant};
+
+/// The trace's own rules (--policy), as a table; the config's default otherwise.
+fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable> {
+    let default_deny = config.policy.default == DefaultAction::Deny;
+    let Some(path) = &args.policy else {
+        return Ok(PolicyTable::new(default_deny));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy {}", path.display()))?;
+    let file =
+        policy::parse_policy(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    for (i, r) in file.rules.iter().enumerate() {
+        if let Some(policy::AddrMatch {
+            host: policy::Host::Service(s),
+            ..
+        }) = &r.addr
+        {
+            log::warn!(
+                "{}: rule {} names service '{s}': services are known only under a daemon (/appswitch/services); standalone it matches nothing",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+    Ok(table::from_file(file, default_deny))
+}
+
+pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
+    let config = load_config(args.config.as_deref())?;
+    let local = load_policy(&args, &config)?;
+    let mode = args.mode.unwrap_or(config.policy.mode);
+    let sink = match &args.events {
+        Some(path) => Some(
+            events::EventSink::open(path)
+                .with_context(|| format!("opening events file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let live = LivePolicy::new(Snapshot::combine(
+        &local,
+        None,
+        &Default::default(),
+        &Default::default(),
+        mode,
+        0,
+    ));
+    let policed = args.policy.is_some() || local.default_deny();
+    let labels = args.labels.clone().unwrap_or_default();
+    let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone());
+    let mut words = args.command.iter().cloned();
+    let program = words.next().context("no program given")?;
+    let mut cmd = tracer::Command {
+        program: program.clone(),
+        args: words.collect(),
+        bind_files: Vec::new(),
+    };
+    let hello = ToDaemon::Hello {
+        pid: std::process::id() as i32,
+        comm: std::path::Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cmdline: args
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        labels,
+        local_policy: local.render(),
+        host: args.ip.map(|ip| crate::protocol::HostDecl {
+            ip,
+            name: args.name.clone(),
+            lb: args.lb.unwrap_or_default(),
+        }),
+    };
+    let port_range = config
+        .services
+        .port_range()
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let host = args.ip.map(|ip| HostIdentity {
+        ip,
+        name: args.name.clone(),
+        lb: args.lb.unwrap_or_default(),
+        bind_ip: config.services.bind,
+        expose: args.expose.clone(),
+        ports: port_range,
+    });
+    let net = LiveNet::new();
+    let mut picker = None;
+    let mut _mounted = None;
+    let mut drained = None;
+    if let Some(dir) = &args.mount {
+        let (reporter, mounted) = in_process(dir, hello, &local, &live, &net, &config, args.mode)?;
+        handler = handler.with_reporter(reporter);
+        _mounted = Some(mounted);
+    } else if !args.no_daemon && config.daemon.socket.exists() {
+        let c = daemon_link::start(
+            config.daemon.socket.clone(),
+            hello,
+            local.clone(),
+            live.clone(),
+            net.clone(),
+            args.mode,
+        );
+        picker = Some(super::picker::Picker::new(config.daemon.socket.clone()));
+        // Start under the daemon's policy when it answers promptly; a stale
+        // socket with no daemon behind it costs nothing.
+        let end = Instant::now() + Duration::from_secs(1);
+        let waiting = || {
+            let s = c.state.load(std::sync::atomic::Ordering::Relaxed);
+            s == daemon_link::TRYING || (s == daemon_link::CONNECTED && live.get().version == 0)
+        };
+        while waiting() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if live.get().version == 0 {
+            log::warn!(
+                "no answer from the daemon at {}; running on the local policy until it comes back",
+                config.daemon.socket.display()
+            );
+        }
+        handler = handler.with_reporter(Reporter {
+            tx: c.tx,
+            counters: c.counters,
+            pids: c.pids,
+            events_wanted: net.events_wanted.clone(),
+        });
+        drained = Some(c.drained);
+    }
+    // The daemon says where services listen (the node address in cluster mode).
+    let host = host.map(|mut h| {
+        if let Some(b) = net.bind.lock().ok().and_then(|b| *b) {
+            h.bind_ip = b;
+        }
+        h
+    });
+    handler = handler.with_router(Router::new(net.clone(), host, picker));
+    // The daemon's DNS responder becomes the program's nameserver, through a
+    // private mount (needs root: CAP_SYS_ADMIN for a mount namespace).
+    let resolv = net.resolv_conf.lock().ok().and_then(|r| r.clone());
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    // The responder listens on a loopback address of the daemon's network
+    // namespace: a program in another one could not reach it.
+    let daemon_ns = net.netns.load(std::sync::atomic::Ordering::Relaxed);
+    let same_ns = daemon_ns == 0 || daemon_ns == crate::procfs::netns(None);
+    if let (Some(r), true, true, false) = (resolv, root, same_ns, args.no_dns) {
+        let etc = std::path::PathBuf::from("/etc/resolv.conf");
+        if r.exists() && etc.exists() {
+            cmd.bind_files.push((r, etc));
+        }
+    }
+    let status = tracer::run(&cmd, &mut handler)?;
+    // Let the last reports (the program's final connections and events) reach the daemon.
+    drop(handler);
+    if let Some(d) = drained {
+        daemon_link::Client::drain(d, Duration::from_secs(1));
+    }
+    Ok(status.code())
+}
