@@ -2,11 +2,10 @@
 //! over the daemon's UNIX socket.
 
 use crate::config::Mode;
-use crate::services::balancer::NoBackend;
-use crate::services::routes::{Labels, Listener, RouteTable};
+use crate::services::routes::{Listener, RouteTable};
 use crate::services::static_table::Lb;
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// What `trace --ip/--name/--lb` declares: the program's services live at this virtual IP.
@@ -64,30 +63,6 @@ pub enum ToDaemon {
     },
     /// The program listens on a virtual address (trace --ip): a backend.
     Listen(Listener),
-    /// Which backend should a connect to `vip` go to? Sent on a connection
-    /// of its own (the first message on it), answered with `Picked`.
-    Pick {
-        vip: SocketAddr,
-        labels: Labels,
-        /// The client's own virtual IP, when it has one: it will announce
-        /// its connection, and the server may ask who it is.
-        #[serde(default)]
-        from: Option<IpAddr>,
-    },
-    /// (On the pick connection, no answer.) A client with a virtual IP
-    /// connected from `local` to `backend`: its peer sees it as `vip`.
-    Announce {
-        local: SocketAddr,
-        vip: SocketAddr,
-        backend: SocketAddr,
-    },
-    /// (On the pick connection.) A service accepted a connection from
-    /// `peer` on its real address `backend`: is that a client's virtual
-    /// address? Answered with `Peer`.
-    Who {
-        peer: SocketAddr,
-        backend: SocketAddr,
-    },
     Conn(ConnReport),
     /// One event, as the JSON line `--events` would write.
     Event {
@@ -113,16 +88,13 @@ pub enum ToTracer {
         /// reachable only from programs in the same one.
         #[serde(default)]
         netns: u64,
+        /// The balancing state shared by every trace process (services::shared),
+        /// to map: connects to services are decided from it, with no message.
+        #[serde(default)]
+        shared: Option<PathBuf>,
     },
     /// Every service and virtual host.
     Routes(RouteTable),
-    /// The answer to a Pick.
-    Picked {
-        to: Option<SocketAddr>,
-        why: Option<NoBackend>,
-    },
-    /// The answer to a Who: the client's virtual address, if it has one.
-    Peer { vip: Option<SocketAddr> },
     /// The global policy (PolicyTable::render text), mode, and the static
     /// services (ServiceTable::save_text), which service names in rules resolve to.
     Policy {

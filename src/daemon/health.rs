@@ -1,34 +1,14 @@
 //! Whether backends can take connections, from the kernel's socket tables
 //! (sock_diag): a traced backend is up while its listening socket exists,
-//! a static one on a local address while something listens on its port.
-//! The queries run without the daemon's state lock held: a [`Probe`] holds
-//! what they need.
+//! a static one on a local address while something listens on its port;
+//! either is full while its accept queue is. The queries run without the
+//! daemon's state lock held: a [`Probe`] holds what they need.
 
 use super::sockdiag::{self, SockState};
 use crate::services::routes::{Backend, Origin, Route};
+use crate::services::shared::Health;
 use std::collections::HashMap;
 use std::net::IpAddr;
-
-/// Whether a backend can take connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Its socket listens (seen by sock_diag).
-    Up,
-    /// Nothing listens there any more.
-    Down,
-    /// Not checkable from here (another host or network namespace).
-    Unknown,
-}
-
-impl Health {
-    pub fn name(self) -> &'static str {
-        match self {
-            Health::Up => "up",
-            Health::Down => "down",
-            Health::Unknown => "unknown",
-        }
-    }
-}
 
 /// What deciding checkability needs from the daemon.
 #[derive(Clone, Copy, Debug)]
@@ -106,10 +86,20 @@ impl Probe {
                     .filter(|x| x.local.port() == port)
                     .count();
                 let up = |yes: bool| if yes { Health::Up } else { Health::Down };
+                let full = |l: &SockState| l.rqueue > 0 && l.rqueue >= l.wqueue.max(1);
                 let health = match b.origin {
                     _ if !s.ok || !self.checkable(b) => Health::Unknown,
-                    Origin::Traced { inode, .. } => up(s.listeners.contains_key(&inode)),
-                    Origin::Static => up(s.listeners.values().any(|x| x.local.port() == port)),
+                    Origin::Traced { inode, .. } => match s.listeners.get(&inode) {
+                        Some(l) if full(l) => Health::Full,
+                        l => up(l.is_some()),
+                    },
+                    Origin::Static => {
+                        let mut on_port = s.listeners.values().filter(|x| x.local.port() == port);
+                        match on_port.next() {
+                            Some(l) if full(l) => Health::Full,
+                            l => up(l.is_some()),
+                        }
+                    }
                     Origin::Remote { .. } => Health::Unknown,
                 };
                 (health, load)

@@ -4,12 +4,13 @@
 pub mod cluster;
 pub mod control_files;
 pub mod health;
-pub mod peers;
+pub mod health_watch;
 pub mod sockdiag;
 pub mod state;
 mod tracer_socket;
 
 use crate::config::{Config, DefaultAction};
+use crate::services::shared::SharedTable;
 use anyhow::Context;
 use control_files::Files;
 use state::State;
@@ -160,6 +161,16 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", d.state_dir.display()))?;
     let mut state = State::load(&d.state_dir, default_deny, config.policy.mode)?;
     state.bind_ip = config.services.bind;
+    // The balancing state tracers map (services::shared), next to the socket.
+    let shared_path = d.socket.with_extension("shm");
+    if let Some(dir) = shared_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let shared = SharedTable::create(&shared_path)
+        .with_context(|| format!("creating the shared table {}", shared_path.display()))?;
+    state.shared = Some(Arc::new(shared));
+    state.shared_path = Some(shared_path.clone());
+    state.push_routes();
     let state = Arc::new(Mutex::new(state));
     start_dns(config, &state)?;
     if !config.cluster.etcd.is_empty() {
@@ -183,6 +194,7 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = mount_dir.unwrap_or(&d.mount);
     let mounted = mount(state.clone(), dir)?;
     watch_event_readers(state.clone());
+    health_watch::watch(state.clone());
     let state_for_exit = state.clone();
     tracer_socket::serve(&d.socket, state)
         .with_context(|| format!("listening on {}", d.socket.display()))?;
@@ -203,6 +215,7 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
         c.shutdown();
     }
     let _ = std::fs::remove_file(&d.socket);
+    let _ = std::fs::remove_file(&shared_path);
     mounted
         .unmount()
         .with_context(|| format!("unmounting {}", dir.display()))?;

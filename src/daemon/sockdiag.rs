@@ -35,6 +35,12 @@ pub struct SockState {
     /// TCP: `tcpi_bytes_acked`, i.e. only what the peer has ACKed. On the connecting
     /// side it also counts the SYN (an idle client shows 1), and a FIN once acked. UDP: 0.
     pub bytes_out: u64,
+    /// For a listener: connections waiting in its accept queue. For a
+    /// connection: bytes not yet read.
+    pub rqueue: u32,
+    /// For a listener: its backlog (accept-queue limit). For a connection:
+    /// bytes not yet acknowledged.
+    pub wqueue: u32,
 }
 
 /// All TCP and UDP sockets (IPv4 and IPv6) of the current network namespace, keyed by
@@ -470,6 +476,8 @@ fn parse_inet_diag_msg(p: &[u8], proto: Proto) -> Option<SockState> {
         remote,
         bytes_in,
         bytes_out,
+        rqueue: ne_u32(h, 56)?,
+        wqueue: ne_u32(h, 60)?,
     })
 }
 

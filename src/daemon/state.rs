@@ -3,14 +3,14 @@
 //! control file lands here, all or nothing; policy and services are saved
 //! atomically after each change and pushed to every tracer.
 
-use super::health::{Health, Probe};
+use super::health::Probe;
 use super::sockdiag;
 use crate::config::Mode;
 use crate::policy::table::PolicyTable;
 use crate::policy::ParseError;
 use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
-use crate::services::balancer::{Balancer, NoBackend};
-use crate::services::routes::{Labels, Origin, Registry, Route, RouteTable, VirtualHost};
+use crate::services::routes::{Origin, Registry, RouteTable, VirtualHost};
+use crate::services::shared::{Health, SharedTable, Slots};
 use crate::services::static_table::{labels_text, ServiceTable};
 use controlfs::{Errno, StreamHub};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -72,7 +72,12 @@ pub struct State {
     registry: Registry,
     /// Static and traced services together, as pushed to tracers.
     pub routes: RouteTable,
-    balancer: Balancer,
+    /// The balancing state shared with tracers (None: not created).
+    pub shared: Option<Arc<SharedTable>>,
+    /// Its file, for tracers to map (None: in-process, or none).
+    pub shared_path: Option<PathBuf>,
+    /// Which route and backend owns which slot of it.
+    slots: Slots,
     /// The resolv.conf naming the DNS responder, once it runs.
     pub resolv_conf: Option<PathBuf>,
     /// Where traced services really listen ([services] bind).
@@ -143,7 +148,9 @@ impl State {
             events_wanted: false,
             registry: Registry::default(),
             routes: RouteTable::default(),
-            balancer: Balancer::default(),
+            shared: None,
+            shared_path: None,
+            slots: Slots::default(),
             resolv_conf: None,
             bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             netns: crate::procfs::netns(None),
@@ -180,6 +187,7 @@ impl State {
         for r in self.remote.values() {
             t.merge(&r.table);
         }
+        self.slots.assign(&mut t, self.shared.as_deref());
         self.routes = t;
         let msg = ToTracer::Routes(self.routes.clone());
         self.broadcast(msg);
@@ -230,42 +238,15 @@ impl State {
         }
     }
 
-    /// Choose the backend of `route` (as read for the query) for a client
-    /// with `labels`, given each backend's `health`. Traced backends found
-    /// closed leave the table.
-    pub fn choose(
-        &mut self,
-        route: &Route,
-        health: &[(Health, usize)],
-        labels: &Labels,
-    ) -> Result<std::net::SocketAddr, NoBackend> {
-        let down: Vec<u64> = route
-            .backends
-            .iter()
-            .zip(health)
-            .filter_map(|(b, h)| match b.origin {
-                Origin::Traced { inode, .. } if h.0 == Health::Down => Some(inode),
-                _ => None,
-            })
-            .collect();
-        // Static backends that look down are still tried when nothing else
-        // is up: they may be on an address sock_diag cannot see.
-        let any_up = health.iter().any(|h| h.0 != Health::Down);
-        let r = self.balancer.pick(
-            route,
-            labels,
-            |i| {
-                health[i].0 != Health::Down
-                    || (!any_up && route.backends[i].origin == Origin::Static)
-            },
-            |i| health[i].1,
-        );
-        if !down.is_empty() {
-            log::info!("{} backend(s) of {} closed: removed", down.len(), route.vip);
-            self.registry.retain_listeners(|l| !down.contains(&l.inode));
+    /// Traced backends whose listening sockets (by inode) are gone leave the table.
+    pub fn remove_listeners(&mut self, inodes: &[u64]) {
+        if self
+            .registry
+            .retain_listeners(|l| !inodes.contains(&l.inode))
+        {
+            log::info!("{} closed backend(s) removed", inodes.len());
             self.push_routes();
         }
-        r
     }
 
     /// Load the saved policy and services from `dir` (missing files: empty).
@@ -352,6 +333,7 @@ impl State {
             resolv_conf: self.resolv_conf.clone(),
             bind: Some(self.bind_ip),
             netns: self.netns,
+            shared: self.shared_path.clone(),
         });
         if let Some(h) = &host {
             self.registry.add_host(
@@ -451,10 +433,7 @@ impl State {
                     self.push_routes();
                 }
             }
-            ToDaemon::Hello { .. }
-            | ToDaemon::Pick { .. }
-            | ToDaemon::Announce { .. }
-            | ToDaemon::Who { .. } => {}
+            ToDaemon::Hello { .. } => {}
         }
     }
 
@@ -752,7 +731,8 @@ impl State {
     pub fn render_connections(&mut self, app: Option<u32>) -> String {
         let inodes: HashSet<u64> = self.conns.keys().copied().collect();
         // When every connection's remote is known (connects), the kernel need
-        // only report sockets to those ports; accepted ones need a full dump.
+        // only report sockets to those ports; listeners (whose accepted
+        // connections are found here) and accepted ones need a full dump.
         let ports: Option<HashSet<u16>> = self
             .conns
             .values()
@@ -768,13 +748,15 @@ impl State {
             Some(p) => {
                 sockdiag::lookup_by_remote_ports(&inodes, &p.into_iter().collect::<Vec<_>>())
             }
-            None => sockdiag::lookup(&inodes),
+            None => sockdiag::dump(),
         };
-        let kernel = match kernel {
+        let mut kernel = match kernel {
             Ok(k) => k,
             Err(e) => return format!("# sock_diag failed: {e}\n"),
         };
         let now = Instant::now();
+        self.adopt_accepted(&kernel, now);
+        kernel.retain(|ino, _| self.conns.contains_key(ino));
         self.conns.retain(|inode, c| {
             if kernel.contains_key(inode) {
                 c.missing_since = None;
@@ -792,6 +774,9 @@ impl State {
         let mut s = String::with_capacity(rows.len() * 200);
         for (inode, c) in rows {
             let Some(k) = kernel.get(inode) else { continue };
+            if c.report.via == "listen" {
+                continue;
+            }
             let r = &c.report;
             let _ = writeln!(
                 s,
@@ -811,6 +796,53 @@ impl State {
             );
         }
         s
+    }
+
+    /// Connections accepted on a reported listener that the kernel has and
+    /// no report named yet become rows of that listener's program (accept()
+    /// does not stop for them).
+    fn adopt_accepted(&mut self, kernel: &HashMap<u64, sockdiag::SockState>, now: Instant) {
+        let listeners: Vec<(std::net::SocketAddr, u32, ConnReport)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.report.via == "listen")
+            .filter_map(|(ino, c)| {
+                let k = kernel.get(ino).filter(|k| k.state == "LISTEN")?;
+                Some((k.local, c.app, c.report.clone()))
+            })
+            .collect();
+        if listeners.is_empty() {
+            return;
+        }
+        for (ino, k) in kernel {
+            if k.state == "LISTEN"
+                || k.proto != sockdiag::Proto::Tcp
+                || self.conns.contains_key(ino)
+            {
+                continue;
+            }
+            let Some((_, app, l)) = listeners.iter().find(|(a, _, _)| {
+                a.port() == k.local.port()
+                    && (a.ip().is_unspecified()
+                        || crate::services::routes::canonical(a.ip())
+                            == crate::services::routes::canonical(k.local.ip()))
+            }) else {
+                continue;
+            };
+            self.conns.insert(
+                *ino,
+                Conn {
+                    app: *app,
+                    report: ConnReport {
+                        inode: *ino,
+                        via: "accept".into(),
+                        ..l.clone()
+                    },
+                    opened: now,
+                    missing_since: None,
+                },
+            );
+        }
     }
 
     pub fn render_app_info(&self, app: u32) -> Option<String> {

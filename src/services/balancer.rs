@@ -1,13 +1,11 @@
 //! The choice among a route's backends: load balancing (round robin, random,
-//! least connections), labels and liveness. Made in the daemon when there is
-//! one (so round robin is exact across separate client programs), in the
-//! tracer otherwise.
+//! least connections), labels and liveness. Made in the trace process, on
+//! the connection's path, from counters shared by every trace process of the
+//! host (services::shared), so round robin is exact across programs.
 
 use super::routes::Route;
 use super::static_table::Lb;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::net::SocketAddr;
 
 /// A client reaches a backend that has no labels, or one that shares at
 /// least one key=value label with it.
@@ -34,85 +32,113 @@ impl NoBackend {
     }
 }
 
-/// Load-balancing state: a counter per service, a random generator.
+/// A small random generator (xorshift64*), for lb=random.
 #[derive(Debug)]
-pub struct Balancer {
-    next: HashMap<SocketAddr, usize>,
-    rng: u64,
-}
+pub struct Rng(u64);
 
-impl Default for Balancer {
+impl Default for Rng {
     fn default() -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
-        Balancer {
-            next: HashMap::new(),
-            rng: seed | 1,
-        }
+        Rng(seed | 1)
     }
 }
 
-impl Balancer {
-    fn random(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.rng;
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng = x;
+        self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
 
-    /// Choose a backend of `route` for a client with `labels`. `live(i)`
-    /// says whether backend `i` can take connections (a traced listener
-    /// still open); `load(i)` counts its current connections (for leastconn).
-    pub fn pick(
-        &mut self,
-        route: &Route,
-        labels: &[(String, String)],
-        live: impl Fn(usize) -> bool,
-        load: impl Fn(usize) -> usize,
-    ) -> Result<SocketAddr, NoBackend> {
-        let alive: Vec<usize> = (0..route.backends.len()).filter(|&i| live(i)).collect();
-        if alive.is_empty() {
-            return Err(NoBackend::NoneLive);
-        }
-        let fit: Vec<usize> = alive
-            .into_iter()
-            .filter(|&i| labels_match(labels, &route.backends[i].labels))
-            .collect();
-        if fit.is_empty() {
-            return Err(NoBackend::Labels);
-        }
-        let i = match route.lb {
-            Lb::RoundRobin => {
-                let n = self.next.entry(route.vip).or_insert(0);
-                let i = *n % fit.len();
-                *n = n.wrapping_add(1);
-                i
+/// Choose a backend of `route` (its index) for a client with `labels`.
+/// `usable(i)`: backend `i` may take connections (live, not full, not
+/// already tried by this call); `load(i)`: its current connections (for
+/// leastconn); `ticket()`: the route's next round-robin number (taken only
+/// when there is a choice to make); `random`: a random number. Allocates
+/// nothing: it runs on the connection's path.
+pub fn pick(
+    route: &Route,
+    labels: &[(String, String)],
+    usable: impl Fn(usize) -> bool,
+    load: impl Fn(usize) -> u64,
+    ticket: impl FnOnce() -> u64,
+    random: u64,
+) -> Result<usize, NoBackend> {
+    let n = route.backends.len();
+    let mut alive = 0usize;
+    let mut fits = 0usize;
+    for (i, b) in route.backends.iter().enumerate() {
+        if usable(i) {
+            alive += 1;
+            if labels_match(labels, &b.labels) {
+                fits += 1;
             }
-            Lb::Random => (self.random() % fit.len() as u64) as usize,
-            Lb::LeastConn => {
-                // Ties go round robin, so equal loads still spread.
-                let n = self.next.entry(route.vip).or_insert(0);
-                let start = *n % fit.len();
-                *n = n.wrapping_add(1);
-                (0..fit.len())
-                    .map(|k| (start + k) % fit.len())
-                    .min_by_key(|&k| load(fit[k]))
-                    .unwrap_or(start)
-            }
-        };
-        Ok(route.backends[fit[i]].addr)
+        }
     }
+    if alive == 0 {
+        return Err(NoBackend::NoneLive);
+    }
+    if fits == 0 {
+        return Err(NoBackend::Labels);
+    }
+    let fit = |i: usize| usable(i) && labels_match(labels, &route.backends[i].labels);
+    // The k-th fitting backend.
+    let nth = |k: usize| (0..n).filter(|&i| fit(i)).nth(k).unwrap_or(0);
+    Ok(match route.lb {
+        Lb::RoundRobin => nth((ticket() % fits as u64) as usize),
+        Lb::Random => nth((random % fits as u64) as usize),
+        Lb::LeastConn => {
+            // Ties go round robin, so equal loads still spread.
+            let start = (ticket() % fits as u64) as usize;
+            let mut best: Option<(u64, usize, usize)> = None;
+            for (k, i) in (0..n).filter(|&i| fit(i)).enumerate() {
+                // Rank from the ticket's position, so ties rotate.
+                let key = (load(i), (k + fits - start) % fits, i);
+                if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+            best.map_or(0, |(_, _, i)| i)
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::services::routes::{Backend, Origin};
+    use std::net::SocketAddr;
+
+    /// A route's counter and a generator, as a tracer keeps them.
+    #[derive(Default)]
+    struct Balancer {
+        n: u64,
+        rng: Rng,
+    }
+
+    impl Balancer {
+        fn pick(
+            &mut self,
+            r: &Route,
+            labels: &[(String, String)],
+            usable: impl Fn(usize) -> bool,
+            load: impl Fn(usize) -> u64,
+        ) -> Result<SocketAddr, NoBackend> {
+            let n = &mut self.n;
+            let ticket = || {
+                *n += 1;
+                *n - 1
+            };
+            pick(r, labels, usable, load, ticket, self.rng.next()).map(|i| r.backends[i].addr)
+        }
+    }
 
     fn route(lb: Lb, backends: &[(&str, &[(&str, &str)])]) -> Route {
         Route {
@@ -128,8 +154,10 @@ mod tests {
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
                     origin: Origin::Static,
+                    slot: crate::services::shared::NO_SLOT,
                 })
                 .collect(),
+            slot: crate::services::shared::NO_SLOT,
         }
     }
 

@@ -5,4 +5,5 @@
 pub mod balancer;
 pub mod dns;
 pub mod routes;
+pub mod shared;
 pub mod static_table;

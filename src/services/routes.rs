@@ -37,6 +37,17 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub labels: Labels,
     pub origin: Origin,
+    /// Its health and load in the shared table (services::shared).
+    #[serde(default = "no_slot")]
+    pub slot: u32,
+}
+
+/// No slot in the shared table (it was full): that route or backend is
+/// balanced by each trace process alone.
+pub const NO_SLOT: u32 = u32::MAX;
+
+fn no_slot() -> u32 {
+    NO_SLOT
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +56,9 @@ pub struct Route {
     pub vip: SocketAddr,
     pub lb: Lb,
     pub backends: Vec<Backend>,
+    /// Its round-robin counter in the shared table (services::shared).
+    #[serde(default = "no_slot")]
+    pub slot: u32,
 }
 
 /// Every service and every virtual host (an `--ip` some traced program has).
@@ -245,8 +259,10 @@ impl Registry {
                         addr: *b,
                         labels: s.labels.clone(),
                         origin: Origin::Static,
+                        slot: no_slot(),
                     })
                     .collect(),
+                slot: no_slot(),
             });
             t.names.push((name.clone(), canonical(s.vip.ip())));
         }
@@ -272,6 +288,7 @@ impl Registry {
                         inode: l.inode,
                         netns: l.netns,
                     },
+                    slot: no_slot(),
                 };
                 match t.routes.iter_mut().find(|r| r.vip == vip) {
                     Some(r) => r.backends.push(backend),
@@ -280,6 +297,7 @@ impl Registry {
                         vip,
                         lb: h.lb,
                         backends: vec![backend],
+                        slot: no_slot(),
                     }),
                 }
             }
@@ -299,6 +317,7 @@ impl Registry {
                     vip: *vip,
                     lb: *lb,
                     backends: Vec::new(),
+                    slot: no_slot(),
                 });
             }
         }

@@ -104,7 +104,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         ports: port_range,
     });
     let net = LiveNet::new();
-    let mut picker = None;
+    let mut standalone = true;
     let mut _mounted = None;
     let mut drained = None;
     if let Some(dir) = &args.mount {
@@ -120,7 +120,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
             net.clone(),
             args.mode,
         );
-        picker = Some(super::picker::Picker::new(config.daemon.socket.clone()));
+        standalone = false;
         // Start under the daemon's policy when it answers promptly; a stale
         // socket with no daemon behind it costs nothing.
         let end = Instant::now() + Duration::from_secs(1);
@@ -152,7 +152,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         }
         h
     });
-    handler = handler.with_router(Router::new(net.clone(), host, picker));
+    handler = handler.with_router(Router::new(net.clone(), host, standalone));
     // The daemon's DNS responder becomes the program's nameserver, through a
     // private mount (needs root: CAP_SYS_ADMIN for a mount namespace).
     let resolv = net.resolv_conf.lock().ok().and_then(|r| r.clone());

@@ -98,8 +98,22 @@ pub fn apply(
             resolv_conf,
             bind,
             netns,
+            shared,
         } => {
             net.netns.store(netns, std::sync::atomic::Ordering::Relaxed);
+            // A daemon's table; a daemon with none (or one we cannot map)
+            // leaves balancing to this process alone.
+            let table = shared.and_then(|p| match crate::services::shared::SharedTable::open(&p) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    log::warn!(
+                        "cannot map the daemon's balancing table {}: {e}",
+                        p.display()
+                    );
+                    None
+                }
+            });
+            net.set_shared(table);
             log::debug!("registered as app {app}");
             if let Ok(mut r) = net.resolv_conf.lock() {
                 *r = resolv_conf;
@@ -123,7 +137,6 @@ pub fn apply(
                 }
             }
         }
-        ToTracer::Picked { .. } | ToTracer::Peer { .. } => {}
     }
 }
 

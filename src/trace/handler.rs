@@ -65,7 +65,7 @@ impl Enforcer {
             procs: HashMap::new(),
             virtual_peers: HashMap::new(),
             last: HashMap::new(),
-            router: Router::new(crate::trace::snapshot::LiveNet::new(), None, None),
+            router: Router::new(crate::trace::snapshot::LiveNet::new(), None, true),
         }
     }
 
@@ -179,13 +179,16 @@ impl Enforcer {
         let (sock, via) = match (call.op, call.accepted, call.socket) {
             (Op::Connect, _, Some(s)) if ok => (s, "connect"),
             (Op::Accept, Some(s), _) => (s, "accept"),
+            // A listening socket: the daemon finds its accepted connections
+            // in the kernel's tables, so accept() need not stop for them.
+            (Op::Listen, _, Some(s)) if ok => (s, "listen"),
             _ => return,
         };
         if sock.domain != libc::AF_INET && sock.domain != libc::AF_INET6 {
             return;
         }
         let (remote, virt) = match (via, verdict) {
-            ("accept", _) => (None, None),
+            ("accept" | "listen", _) => (None, None),
             (_, Verdict::Rewrite(a)) => (
                 Some(a.to_string()),
                 call.addr.as_ref().map(|a| a.to_string()),
@@ -227,15 +230,18 @@ impl NetHandler for Enforcer {
             connect: true,
             bind: binds || all || host,
             listen: binds || all || host,
-            accept: all || host,
+            // Accepted connections are listed from the kernel's tables (the
+            // listener is reported): accept() stops only where the program
+            // must be shown a client's virtual address, or for the event log.
+            accept: events || host,
             send: !p.is_permissive(RuleOp::Send) || all,
             names: p.has_redirects() || all || host,
             socket_info: true,
-            // The event log wants every result; a daemon only needs accepted
-            // sockets (connects are reported without waiting for the result),
-            // and a service the local address of its accepted ones.
+            // The event log wants every result; a daemon needs none (connects
+            // are reported without waiting, listeners at entry), a service
+            // the local address of its accepted sockets.
             outcomes: events,
-            accept_outcomes: self.managed || host,
+            accept_outcomes: events || host,
             // A service registers once listen() has succeeded, and shows the
             // addresses it asked for (and its clients' VIPs).
             listen_outcomes: host,
@@ -261,7 +267,8 @@ impl NetHandler for Enforcer {
                 (
                     Verdict::Rewrite(_),
                     Some(orig),
-                    Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS),
+                    Outcome::Ok(0)
+                    | Outcome::Err(Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN),
                 ) => insert_bounded(&mut self.virtual_peers, s.inode, orig.clone()),
                 // Connected elsewhere, or not connected: no virtual peer.
                 _ => {
@@ -316,6 +323,10 @@ impl NetHandler for Enforcer {
 
     fn accepted(&mut self, call: &Call) -> Option<SockAddr> {
         self.router.accepted(call)
+    }
+
+    fn connect_refused(&mut self, call: &Call) -> Option<SockAddr> {
+        self.router.refused(call, &self.labels)
     }
 
     fn process(&mut self, event: ProcessEvent) {

@@ -6,7 +6,6 @@ pub mod command;
 pub mod daemon_link;
 pub mod events;
 pub mod handler;
-pub mod picker;
 pub mod processes;
 pub mod snapshot;
 mod standalone;

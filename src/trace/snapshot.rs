@@ -147,6 +147,8 @@ pub struct LiveNet {
     /// The daemon's last policy push (global table, static services, mode,
     /// version): rules naming services are resolved again when routes change.
     pub last_policy: std::sync::Mutex<Option<(PolicyTable, ServiceTable, Mode, u64)>>,
+    /// The daemon's balancing table, mapped (services::shared).
+    shared: RwLock<Option<Arc<crate::services::shared::SharedTable>>>,
 }
 
 impl LiveNet {
@@ -158,6 +160,20 @@ impl LiveNet {
         match self.routes.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn shared(&self) -> Option<Arc<crate::services::shared::SharedTable>> {
+        match self.shared.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_shared(&self, t: Option<Arc<crate::services::shared::SharedTable>>) {
+        match self.shared.write() {
+            Ok(mut g) => *g = t,
+            Err(p) => *p.into_inner() = t,
         }
     }
 

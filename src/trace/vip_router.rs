@@ -1,11 +1,15 @@
 //! The tracer's side of services: a program traced with `--ip` has its
 //! listening sockets really bound to a host port (and shown the address it
-//! asked for); a connect to a virtual address goes straight to a backend.
+//! asked for); a connect to a virtual address goes straight to a backend,
+//! chosen here from the pushed route table and the shared balancing state
+//! (services::shared): no message to the daemon on a connection's path.
 
-use super::picker::Picker;
 use crate::protocol::ToDaemon;
-use crate::services::balancer::{Balancer, NoBackend};
-use crate::services::routes::{canonical, canonical_addr, Labels, Listener, Registry, VirtualHost};
+use crate::services::balancer::{self, NoBackend, Rng};
+use crate::services::routes::{
+    canonical, canonical_addr, Labels, Listener, Registry, Route, RouteTable, VirtualHost,
+};
+use crate::services::shared::{SharedTable, Slots};
 use crate::services::static_table::Lb;
 use crate::trace::snapshot::LiveNet;
 use std::collections::HashMap;
@@ -51,14 +55,34 @@ pub(crate) fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>
     map.insert(k, v);
 }
 
+/// A socket this router sent to a backend: a second connect() on it (to
+/// check completion) goes to the same one, and a refusal tries the others.
+#[derive(Clone, Copy, Debug)]
+struct Routed {
+    vip: SocketAddr,
+    backend: SocketAddr,
+    /// Backends (by position in the route) this connect already tried.
+    tried: u64,
+}
+
+/// How long a server waits for the record of a client with a virtual IP
+/// that is connecting to it (the client's tracer writes it within
+/// microseconds of the handshake).
+const PEER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct Router {
     net: Arc<LiveNet>,
     host: Option<HostIdentity>,
-    /// The daemon's line for choices (None: standalone, choose here).
-    picker: Option<Picker>,
-    balancer: Balancer,
-    /// Standalone: this program's own services.
-    local: Option<Registry>,
+    /// Standalone (no daemon): this program's own services, their slots,
+    /// and a balancing table private to this process.
+    local: Option<(Registry, Slots)>,
+    private: Option<Arc<SharedTable>>,
+    made_private: bool,
+    rng: Rng,
+    /// Counter for routes without a slot in the shared table.
+    unshared: u64,
+    /// Socket inode -> where this router sent it.
+    routed: HashMap<u64, Routed>,
     /// Socket inode -> the address the program bound (getsockname shows
     /// it), and whether listen() on it makes a backend.
     bound: HashMap<u64, (SockAddr, bool)>,
@@ -68,7 +92,8 @@ pub struct Router {
     binding: HashMap<i32, bool>,
     /// Where the next search of the port range starts.
     next_port: u32,
-    /// Threads with a routed connect() in flight: the backend.
+    /// Threads with a routed connect() in flight from a program with a
+    /// VIP: the backend (its client record is written once connected).
     routing: HashMap<i32, SocketAddr>,
     /// Listening service socket inode -> its real address.
     listening: HashMap<u64, SocketAddr>,
@@ -96,9 +121,11 @@ fn is_tcp(call: &Call) -> bool {
 }
 
 impl Router {
-    pub fn new(net: Arc<LiveNet>, host: Option<HostIdentity>, picker: Option<Picker>) -> Router {
-        let local = match (&picker, &host) {
-            (None, Some(h)) => {
+    /// `standalone`: no daemon pushes routes, this program's services are
+    /// its own.
+    pub fn new(net: Arc<LiveNet>, host: Option<HostIdentity>, standalone: bool) -> Router {
+        let local = match (standalone, &host) {
+            (true, Some(h)) => {
                 let mut reg = Registry::default();
                 reg.add_host(
                     0,
@@ -110,17 +137,23 @@ impl Router {
                         pid: std::process::id() as i32,
                     },
                 );
-                net.set_routes(reg.table(&Default::default()));
-                Some(reg)
+                let mut slots = Slots::default();
+                let mut t = reg.table(&Default::default());
+                slots.assign(&mut t, None);
+                net.set_routes(t);
+                Some((reg, slots))
             }
             _ => None,
         };
         Router {
             net,
             host,
-            picker,
-            balancer: Balancer::default(),
             local,
+            private: None,
+            made_private: false,
+            rng: Rng::default(),
+            unshared: 0,
+            routed: HashMap::new(),
             bound: HashMap::new(),
             accepted: HashMap::new(),
             binding: HashMap::new(),
@@ -129,6 +162,57 @@ impl Router {
             listening: HashMap::new(),
             peers: HashMap::new(),
         }
+    }
+
+    /// The balancing table: the daemon's when it gave one, else our own
+    /// (made on first use).
+    fn table(&mut self) -> Option<Arc<SharedTable>> {
+        if let Some(t) = self.net.shared() {
+            return Some(t);
+        }
+        if !self.made_private {
+            self.made_private = true;
+            self.private = SharedTable::private()
+                .map_err(|e| log::warn!("no balancing table ({e}): round robin per program"))
+                .ok()
+                .map(Arc::new);
+        }
+        self.private.clone()
+    }
+
+    /// Choose a backend of `route`, skipping the positions in `tried`.
+    fn choose(
+        &mut self,
+        route: &Route,
+        labels: &Labels,
+        tried: u64,
+        table: Option<&SharedTable>,
+    ) -> Result<usize, NoBackend> {
+        let health = |i: usize| table.map(|t| t.health(route.backends[i].slot));
+        let up = |i: usize| health(i).is_none_or(|h| h.takes_connections());
+        // Static backends that look down are still tried when nothing else
+        // is up: they may be on an address sock_diag cannot see.
+        let any_up = (0..route.backends.len()).any(|i| up(i) && tried & bit(i) == 0);
+        let usable = |i: usize| {
+            tried & bit(i) == 0
+                && (up(i)
+                    || (!any_up
+                        && route.backends[i].origin == crate::services::routes::Origin::Static))
+        };
+        let load = |i: usize| table.map_or(0, |t| t.load(route.backends[i].slot));
+        let unshared = &mut self.unshared;
+        let ticket = || match table.and_then(|t| t.ticket(route.slot)) {
+            Some(n) => n,
+            None => {
+                *unshared += 1;
+                *unshared - 1
+            }
+        };
+        let i = balancer::pick(route, labels, usable, load, ticket, self.rng.next())?;
+        if let Some(t) = table {
+            t.picked(route.backends[i].slot);
+        }
+        Ok(i)
     }
 
     pub fn has_host(&self) -> bool {
@@ -199,31 +283,103 @@ impl Router {
             return None;
         }
         let vip = canonical_addr(addr);
-        // Only a connect() announces itself afterwards (a TCP Fast Open
-        // send does not): only then is the server told to expect it.
-        let connect = call.op == tracer::Op::Connect;
-        let from = self.host.as_ref().map(|h| h.ip).filter(|_| connect);
-        let remote = self.picker.as_mut().and_then(|p| p.pick(vip, labels, from));
-        let choice = match remote {
-            Some(r) => r,
-            // No daemon to ask: choose here from the last table.
-            None => match routes.route(&vip) {
-                Some(r) => self.balancer.pick(r, labels, |_| true, |_| 0),
-                None => Err(NoBackend::NoneLive),
-            },
+        let inode = call.socket.map_or(0, |s| s.inode);
+        // One pick per socket: a connect() again on a socket already sent
+        // somewhere (hiredis and Perl check completion this way) goes to the
+        // same backend, and the kernel answers as it would (EALREADY, EISCONN).
+        if let Some(r) = self.routed.get(&inode).filter(|r| r.vip == vip) {
+            return Some(Verdict::Rewrite(r.backend.into()));
+        }
+        let Some(route) = routes.route(&vip) else {
+            log::info!(
+                "connect to {vip} from pid {}: nothing listens there",
+                call.pid
+            );
+            return Some(Verdict::Fail(Errno::ECONNREFUSED));
         };
-        Some(match choice {
-            Ok(to) => {
-                if from.is_some() {
-                    self.routing.insert(call.tid, to);
-                }
-                Verdict::Rewrite(to.into())
+        let table = self.table();
+        match self.choose(route, labels, 0, table.as_deref()) {
+            Ok(i) => {
+                let b = &route.backends[i];
+                self.sent(call, inode, vip, b.addr, b.slot, bit(i), table.as_deref());
+                Some(Verdict::Rewrite(b.addr.into()))
             }
             Err(why) => {
                 log::info!("connect to {vip} from pid {}: {}", call.pid, why.reason());
-                Verdict::Fail(Errno::ECONNREFUSED)
+                Some(Verdict::Fail(Errno::ECONNREFUSED))
             }
-        })
+        }
+    }
+
+    /// Remember where a socket was sent; a client with a VIP tells servers
+    /// to expect its record.
+    #[allow(clippy::too_many_arguments)]
+    fn sent(
+        &mut self,
+        call: &Call,
+        inode: u64,
+        vip: SocketAddr,
+        backend: SocketAddr,
+        slot: u32,
+        tried: u64,
+        table: Option<&SharedTable>,
+    ) {
+        insert_bounded(
+            &mut self.routed,
+            inode,
+            Routed {
+                vip,
+                backend,
+                tried,
+            },
+        );
+        // Only a connect() writes its record afterwards (a TCP Fast Open
+        // send does not): only then are servers told to expect one.
+        if self.host.is_some() && call.op == tracer::Op::Connect {
+            if let Some(t) = table {
+                t.expect_peer(slot);
+            }
+            self.routing.insert(call.tid, backend);
+        }
+    }
+
+    /// The connect this router sent to `tried` was refused at once: the
+    /// next backend of the same service, if one is left (failover inside
+    /// the call).
+    pub fn refused(&mut self, call: &Call, labels: &Labels) -> Option<SockAddr> {
+        let inode = call.socket?.inode;
+        let r = *self.routed.get(&inode)?;
+        // Only a connect this router sent (not a redirect rule's).
+        let asked = call
+            .addr
+            .as_ref()
+            .and_then(SockAddr::ip)
+            .map(canonical_addr);
+        if asked != Some(r.vip) {
+            return None;
+        }
+        let routes = self.net.routes();
+        let route = routes.route(&r.vip)?;
+        let table = self.table();
+        let i = self.choose(route, labels, r.tried, table.as_deref()).ok()?;
+        let b = &route.backends[i];
+        log::info!(
+            "connect to {} from pid {}: {} refused, trying {}",
+            r.vip,
+            call.pid,
+            r.backend,
+            b.addr
+        );
+        self.sent(
+            call,
+            inode,
+            r.vip,
+            b.addr,
+            b.slot,
+            r.tried | bit(i),
+            table.as_deref(),
+        );
+        Some(b.addr.into())
     }
 
     /// getpeername() of a connection a service accepted from a client with
@@ -235,19 +391,38 @@ impl Router {
 
     /// A service accepted a connection: if the client has a virtual IP, the
     /// program sees that as its peer (accept's output, later getpeername).
+    /// Found in the shared table, where the client's tracer recorded it.
     pub fn accepted(&mut self, call: &Call) -> Option<SockAddr> {
         let h = self.host.as_ref()?;
         let listener = call.socket?.inode;
         let accepted = call.accepted?;
         let backend = *self.listening.get(&listener)?;
-        // Only programs with a virtual IP announce themselves: ask only when
+        // Only programs with a virtual IP leave records: look only when
         // another running program of this daemon has one.
         let own = canonical(h.ip);
-        if !self.net.routes().local_hosts.iter().any(|ip| *ip != own) {
+        let routes = self.net.routes();
+        if !routes.local_hosts.iter().any(|ip| *ip != own) {
             return None;
         }
-        let peer = call.peer.as_ref()?.ip()?;
-        let vip = self.picker.as_mut()?.who(peer, backend)?;
+        let peer = canonical_addr(call.peer.as_ref()?.ip()?);
+        let table = self.table()?;
+        let vip = match table.take_peer(peer, backend.port()) {
+            Some(v) => v,
+            None => {
+                // The client's tracer may not have written it yet.
+                let slot = backend_slot(&routes, backend)?;
+                let end = std::time::Instant::now() + PEER_WAIT;
+                loop {
+                    if !table.peer_expected(slot) || std::time::Instant::now() >= end {
+                        return None;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    if let Some(v) = table.take_peer(peer, backend.port()) {
+                        break v;
+                    }
+                }
+            }
+        };
         let shown = in_family(vip.ip(), vip.port(), accepted.domain)?;
         insert_bounded(&mut self.peers, accepted.inode, shown.clone());
         Some(shown)
@@ -263,16 +438,23 @@ impl Router {
     ) -> Option<ToDaemon> {
         match call.op {
             tracer::Op::Connect => {
+                if matches!(outcome, Outcome::Err(e) if !matches!(e, Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN | Errno::EINTR))
+                {
+                    // Not connected, nor connecting: a later connect picks again.
+                    if let Some(s) = call.socket {
+                        self.routed.remove(&s.inode);
+                    }
+                }
                 let backend = self.routing.remove(&call.tid)?;
                 let h = self.host.as_ref()?;
                 // Whatever the outcome (an EINTR connect still completes in
-                // the kernel): the daemon expects the announcement.
+                // the kernel): servers may wait for the record.
                 let local = call.local.as_ref().and_then(SockAddr::ip);
                 if let Some(local) = local.filter(|l| l.port() != 0) {
                     let local = canonical_addr(local);
                     let vip = SocketAddr::new(canonical(h.ip), local.port());
-                    if let Some(p) = self.picker.as_mut() {
-                        p.announce(local, vip, backend);
+                    if let Some(t) = self.table() {
+                        t.put_peer(local, backend.port(), vip);
                     }
                 }
                 None
@@ -325,13 +507,33 @@ impl Router {
                     real,
                     netns: crate::procfs::netns(Some(call.pid)),
                 };
-                if let Some(reg) = &mut self.local {
+                if let Some((reg, slots)) = &mut self.local {
                     reg.add_listener(0, l.clone());
-                    self.net.set_routes(reg.table(&Default::default()));
+                    let mut t = reg.table(&Default::default());
+                    slots.assign(&mut t, None);
+                    self.net.set_routes(t);
                 }
                 Some(ToDaemon::Listen(l))
             }
             _ => None,
         }
     }
+}
+
+fn bit(i: usize) -> u64 {
+    if i < 64 {
+        1 << i
+    } else {
+        0
+    }
+}
+
+/// The shared-table slot of the backend at `addr`.
+fn backend_slot(routes: &RouteTable, addr: SocketAddr) -> Option<u32> {
+    routes
+        .routes
+        .iter()
+        .flat_map(|r| r.backends.iter())
+        .find(|b| b.addr == addr)
+        .map(|b| b.slot)
 }

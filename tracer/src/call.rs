@@ -269,6 +269,14 @@ pub trait NetHandler {
         None
     }
 
+    /// A connect the tracer carried out for [`Verdict::Rewrite`] was refused
+    /// at once (ECONNREFUSED; the socket is unconnected again): another
+    /// address to try on the same socket before the program sees the error,
+    /// or None. Asked at most a bounded number of times per call.
+    fn connect_refused(&mut self, _call: &Call) -> Option<SockAddr> {
+        None
+    }
+
     /// A process started, exec'd or exited.
     fn process(&mut self, _event: ProcessEvent) {}
 

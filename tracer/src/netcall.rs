@@ -19,6 +19,9 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use std::os::fd::OwnedFd;
 
+/// Addresses a refused connect tries after the first, at most.
+const MAX_FAILOVER: usize = 16;
+
 fn neg(e: Errno) -> i64 {
     -(e as i64)
 }
@@ -103,7 +106,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         tid: i32,
         mut d: Decoded,
         borrowed: Option<(OwnedFd, SocketInfo)>,
-        verdict: Verdict,
+        mut verdict: Verdict,
     ) {
         let op = d.call.op;
         let addr = match &verdict {
@@ -135,7 +138,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         // An IPv4 target on an IPv6 socket is its IPv4-mapped address.
         let addr = emulate::fit_family(&info, addr);
-        let result = match op {
+        let mut result = match op {
             Op::Connect => emulate::connect(&sock, &info, &addr),
             Op::Bind => emulate::bind(&sock, &info, &addr, tid),
             _ if !is_ip(&info) => Emulated::NotIp,
@@ -149,6 +152,21 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
         };
+        // A rewritten connect refused at once leaves the socket unconnected:
+        // the handler may name another address to try on it (failover).
+        if op == Op::Connect && matches!(verdict, Verdict::Rewrite(_)) {
+            for _ in 0..MAX_FAILOVER {
+                if result != Emulated::Done(neg(Errno::ECONNREFUSED)) {
+                    break;
+                }
+                let Some(next) = self.handler.connect_refused(&d.call) else {
+                    break;
+                };
+                let next = emulate::fit_family(&info, next);
+                result = emulate::connect(&sock, &info, &next);
+                verdict = Verdict::Rewrite(next);
+            }
+        }
         // The local address a connect got (only a started connection has one).
         let started = matches!(result, Emulated::Done(0) | Emulated::WaitInKernel { .. })
             || result == Emulated::Done(-(Errno::EINPROGRESS as i64));
