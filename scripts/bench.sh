@@ -22,6 +22,7 @@
 #   BENCH_PIN=1          run every variant under `taskset -c 0`
 #   BENCH_CONNS          live connections for the `cat connections` row (default 10000)
 #   BENCH_SERVICE_ROUNDS rounds of the services figures (default 7)
+#   BENCH_SHORT_ROUNDS   rounds of the short-connection figures (default 7)
 #
 # Needs: gcc with static glibc (libc6-dev), strace, cargo (unless APPSWITCH set).
 set -euo pipefail
@@ -208,6 +209,14 @@ fi
 echo
 echo "control filesystem (scripts/bench/controlfs_bench.py: a real daemon and traced programs):"
 python3 "$SRC/controlfs_bench.py" "$APP" "$TMP/connect_loop" "${BENCH_CONNS:-10000}" | sed 's/^/  /'
+
+echo
+echo "short connections (scripts/bench/short_bench.py: a real daemon, VIP 127.77.0.1, nginx and ab):"
+if command -v ab >/dev/null && { command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]]; }; then
+    python3 "$SRC/short_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "${BENCH_SHORT_ROUNDS:-7}" | sed 's/^/  /'
+else
+    echo "  ab or nginx not found (scripts/setup.sh installs apache2-utils and nginx)"
+fi
 
 echo
 echo "services (scripts/bench/services_bench.py: VIP 127.77.0.1 under a real daemon; no proxy in the data path):"

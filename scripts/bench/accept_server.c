@@ -1,9 +1,9 @@
 /* accept_server.c - loopback TCP server for connect_client: accept + close.
  *
  * Build: gcc -O2 -o accept_server accept_server.c
- * Usage: accept_server
- * Listens on 127.0.0.1 on a port chosen by the kernel (bind to port 0, so
- * it is always free), prints that port on stdout once listen() has
+ * Usage: accept_server [PORT]
+ * Listens on 127.0.0.1 on PORT, or on a port chosen by the kernel (bind to
+ * port 0, so it is always free), prints that port on stdout once listen() has
  * succeeded (so a printed port means "ready"), then accepts and closes
  * connections until killed. Runs untraced.
  */
@@ -16,7 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int main(void)
+#include <stdlib.h>
+
+int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     int ls = socket(AF_INET, SOCK_STREAM, 0);
@@ -27,7 +29,8 @@ int main(void)
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
-    sa.sin_port = 0; /* let the kernel pick a free port */
+    /* PORT, or 0: let the kernel pick a free port */
+    sa.sin_port = htons(argc > 1 ? (unsigned short)atoi(argv[1]) : 0);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof sa;
     if (bind(ls, (struct sockaddr *)&sa, sizeof sa) < 0 ||

@@ -1,10 +1,10 @@
 /* connect_client.c - loop of socket() / connect() / close() on loopback.
  *
  * Build: gcc -O2 -o connect_client connect_client.c
- * Usage: connect_client PORT ITERATIONS
+ * Usage: connect_client PORT ITERATIONS [HOST]
  * Prints the mean nanoseconds per iteration (one number) on stdout.
  *
- * Each iteration is a full blocking TCP handshake with 127.0.0.1:PORT
+ * Each iteration is a full blocking TCP handshake with HOST:PORT (default 127.0.0.1)
  * (served by accept_server, which is NOT traced).
  *
  * TIME_WAIT: the client closes first, so every normal close would leave a
@@ -37,7 +37,7 @@ static double now_ns(void)
 int main(int argc, char **argv)
 {
     if (argc < 3 || atoi(argv[1]) <= 0 || atol(argv[2]) <= 0) {
-        fprintf(stderr, "usage: %s PORT ITERATIONS\n", argv[0]);
+        fprintf(stderr, "usage: %s PORT ITERATIONS [HOST]\n", argv[0]);
         return 2;
     }
     long n = atol(argv[2]);
@@ -46,6 +46,10 @@ int main(int argc, char **argv)
     sa.sin_family = AF_INET;
     sa.sin_port = htons((unsigned short)atoi(argv[1]));
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (argc > 3 && inet_pton(AF_INET, argv[3], &sa.sin_addr) != 1) {
+        fprintf(stderr, "not an IPv4 address: %s\n", argv[3]);
+        return 2;
+    }
     struct linger lg = { .l_onoff = 1, .l_linger = 0 }; /* close() => RST */
 
     double t0 = now_ns();

@@ -325,6 +325,10 @@ impl NetHandler for Enforcer {
         self.router.accepted(call)
     }
 
+    fn wants_outcome(&mut self, call: &Call) -> bool {
+        call.op != Op::Accept || self.sink.is_some() || self.router.accept_needs_exit(call)
+    }
+
     fn connect_refused(&mut self, call: &Call) -> Option<SockAddr> {
         self.router.refused(call, &self.labels)
     }

@@ -86,8 +86,10 @@ pub struct Router {
     /// Socket inode -> the address the program bound (getsockname shows
     /// it), and whether listen() on it makes a backend.
     bound: HashMap<u64, (SockAddr, bool)>,
-    /// Accepted socket inode -> its virtual local address (VIP:PORT).
-    accepted: HashMap<u64, SockAddr>,
+    /// Real port of a service's listener -> the port it asked for: an
+    /// accepted socket's getsockname shows VIP:that port (found from the
+    /// socket's real local port, so accept() need not stop for it).
+    service_ports: HashMap<u16, u16>,
     /// Threads with a rewritten bind() in flight: whether it is a service bind.
     binding: HashMap<i32, bool>,
     /// Where the next search of the port range starts.
@@ -155,7 +157,7 @@ impl Router {
             unshared: 0,
             routed: HashMap::new(),
             bound: HashMap::new(),
-            accepted: HashMap::new(),
+            service_ports: HashMap::new(),
             binding: HashMap::new(),
             next_port: 0,
             routing: HashMap::new(),
@@ -261,11 +263,14 @@ impl Router {
     /// getsockname() of a socket bound or accepted as a service: the address
     /// it asked for (with the real port when it asked for port 0).
     pub fn sockname(&self, call: &Call) -> Option<Verdict> {
-        let inode = call.socket?.inode;
-        if let Some(a) = self.accepted.get(&inode) {
-            return Some(Verdict::Answer(a.clone()));
-        }
-        let (asked, _) = self.bound.get(&inode)?;
+        let sock = call.socket?;
+        let Some((asked, _)) = self.bound.get(&sock.inode) else {
+            // An accepted connection's local address is the service's.
+            let h = self.host.as_ref()?;
+            let real = call.local.as_ref()?.ip()?;
+            let asked = *self.service_ports.get(&real.port())?;
+            return Some(Verdict::Answer(in_family(h.ip, asked, sock.domain)?));
+        };
         let ip = asked.ip()?;
         if ip.port() != 0 {
             return Some(Verdict::Answer(asked.clone()));
@@ -389,6 +394,33 @@ impl Router {
         self.peers.get(&inode).map(|a| Verdict::Answer(a.clone()))
     }
 
+    /// Whether an accept() on `call`'s socket must be seen returning: only
+    /// a service's, and only when its client may have a virtual IP: another
+    /// program of this daemon has one (only those leave records), or one is
+    /// connecting now (the new table may not have reached us yet). A
+    /// blocking accept may wait for anything: always.
+    pub fn accept_needs_exit(&mut self, call: &Call) -> bool {
+        let (Some(h), Some(s)) = (self.host.as_ref(), call.socket) else {
+            return false;
+        };
+        let Some(&real) = self.listening.get(&s.inode) else {
+            return false;
+        };
+        if !s.nonblocking {
+            return true;
+        }
+        let own = canonical(h.ip);
+        let routes = self.net.routes();
+        if routes.local_hosts.iter().any(|ip| *ip != own) {
+            return true;
+        }
+        let slot = backend_slot(&routes, real);
+        match (self.table(), slot) {
+            (Some(t), Some(slot)) => t.peer_expected(slot),
+            _ => false,
+        }
+    }
+
     /// A service accepted a connection: if the client has a virtual IP, the
     /// program sees that as its peer (accept's output, later getpeername).
     /// Found in the shared table, where the client's tracer recorded it.
@@ -473,19 +505,6 @@ impl Router {
                 }
                 None
             }
-            tracer::Op::Accept => {
-                // An accepted connection's local address is the service's.
-                let (listener, accepted) = (call.socket?.inode, call.accepted?);
-                let h = self.host.as_ref()?;
-                let (asked, true) = self.bound.get(&listener)? else {
-                    return None;
-                };
-                let local = in_family(h.ip, asked.ip()?.port(), accepted.domain)?;
-                // Closed sockets are not seen: forget them all now and then
-                // (their getsockname then shows the real address).
-                insert_bounded(&mut self.accepted, accepted.inode, local);
-                None
-            }
             tracer::Op::Listen if matches!(outcome, Outcome::Ok(_)) => {
                 let h = self.host.as_ref()?;
                 let inode = call.socket?.inode;
@@ -500,6 +519,7 @@ impl Router {
                     real
                 };
                 insert_bounded(&mut self.listening, inode, real);
+                insert_bounded(&mut self.service_ports, real.port(), asked.port());
                 let l = Listener {
                     inode,
                     pid: call.pid,

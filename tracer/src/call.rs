@@ -269,6 +269,12 @@ pub trait NetHandler {
         None
     }
 
+    /// For a passed accept() (with [`Interests::accept_outcomes`]): whether
+    /// its result is needed this time. False saves the stop at its exit.
+    fn wants_outcome(&mut self, _call: &Call) -> bool {
+        true
+    }
+
     /// A connect the tracer carried out for [`Verdict::Rewrite`] was refused
     /// at once (ECONNREFUSED; the socket is unconnected again): another
     /// address to try on the same socket before the program sees the error,

@@ -30,6 +30,11 @@ pub enum Emulated {
     WaitInKernel { started: bool },
     /// Not emulated (not an IP socket): the kernel runs the tracee's own call.
     NotIp,
+    /// A non-blocking connect, asked to settle, was refused at once: the
+    /// socket is unconnected and the refusal not yet reported. Another
+    /// address may be tried; else [`refuse_later`] leaves the socket as an
+    /// untraced refused connect would (EINPROGRESS, the error pending).
+    RefusedNow,
 }
 
 fn getsockopt_int(fd: &OwnedFd, opt: i32) -> Result<i32, Errno> {
@@ -110,7 +115,10 @@ fn writable_now(fd: &OwnedFd) -> bool {
 }
 
 /// connect(fd, addr) on the borrowed socket, as the tracee's call would have.
-pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
+/// `settle`: for a non-blocking socket, learn whether the connection was
+/// already refused (loopback answers within the call) so that another
+/// address can be tried; see [`Emulated::RefusedNow`].
+pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, settle: bool) -> Emulated {
     if !is_ip(info) {
         return Emulated::NotIp;
     }
@@ -119,10 +127,20 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
         return Emulated::Done(unusable(addr));
     };
     if info.nonblocking {
-        return Emulated::Done(match raw_connect(fd, &buf, len) {
-            Ok(()) => 0,
-            Err(e) => -(e as i64),
-        });
+        return match raw_connect(fd, &buf, len) {
+            Ok(()) => Emulated::Done(0),
+            Err(Errno::EINPROGRESS) if settle && writable_now(fd) => {
+                // Done already. A second connect() reads the outcome: a
+                // refusal leaves the socket unconnected (and is consumed
+                // here); success is what the program will learn by polling,
+                // as untraced, so it still gets EINPROGRESS.
+                match raw_connect(fd, &buf, len) {
+                    Err(Errno::ECONNREFUSED) => Emulated::RefusedNow,
+                    _ => Emulated::Done(-(Errno::EINPROGRESS as i64)),
+                }
+            }
+            Err(e) => Emulated::Done(-(e as i64)),
+        };
     }
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -146,6 +164,21 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr) -> Emulated {
     let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     set_flags(fd, if now < 0 { fl } else { now & !libc::O_NONBLOCK });
     out
+}
+
+/// After [`Emulated::RefusedNow`] with nothing else to try: connect again
+/// to `addr`, so the program finds the socket as an untraced non-blocking
+/// connect refused by `addr` leaves it (EINPROGRESS now, ECONNREFUSED from
+/// SO_ERROR). Returns the program's result.
+pub fn refuse_later(fd: &OwnedFd, addr: &SockAddr) -> i64 {
+    let mut buf = [0u8; MAX_ADDR_LEN];
+    let Some(len) = addr.encode(&mut buf) else {
+        return unusable(addr);
+    };
+    match raw_connect(fd, &buf, len) {
+        Ok(()) => 0,
+        Err(e) => -(e as i64),
+    }
 }
 
 /// The first port that needs CAP_NET_BIND_SERVICE.

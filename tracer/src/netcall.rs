@@ -129,6 +129,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         if !matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) {
             return self.pass(tid, d.call, verdict);
         }
+        // A rewritten connect may be offered another address when refused.
+        let routed = matches!(verdict, Verdict::Rewrite(_));
         let (sock, info) = match borrowed {
             Some(b) => b,
             None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
@@ -139,7 +141,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         // An IPv4 target on an IPv6 socket is its IPv4-mapped address.
         let addr = emulate::fit_family(&info, addr);
         let mut result = match op {
-            Op::Connect => emulate::connect(&sock, &info, &addr),
+            Op::Connect => emulate::connect(&sock, &info, &addr, routed),
             Op::Bind => emulate::bind(&sock, &info, &addr, tid),
             _ if !is_ip(&info) => Emulated::NotIp,
             _ if info.sotype == libc::SOCK_STREAM => {
@@ -154,17 +156,23 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
-        if op == Op::Connect && matches!(verdict, Verdict::Rewrite(_)) {
+        if op == Op::Connect && routed {
+            let mut tried = addr.clone();
             for _ in 0..MAX_FAILOVER {
-                if result != Emulated::Done(neg(Errno::ECONNREFUSED)) {
+                let refused = matches!(result, Emulated::RefusedNow)
+                    || result == Emulated::Done(neg(Errno::ECONNREFUSED));
+                if !refused {
                     break;
                 }
                 let Some(next) = self.handler.connect_refused(&d.call) else {
                     break;
                 };
-                let next = emulate::fit_family(&info, next);
-                result = emulate::connect(&sock, &info, &next);
-                verdict = Verdict::Rewrite(next);
+                tried = emulate::fit_family(&info, next);
+                result = emulate::connect(&sock, &info, &tried, true);
+                verdict = Verdict::Rewrite(tried.clone());
+            }
+            if result == Emulated::RefusedNow {
+                result = Emulated::Done(emulate::refuse_later(&sock, &tried));
             }
         }
         // The local address a connect got (only a started connection has one).
@@ -176,6 +184,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         match result {
             Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
             Emulated::NotIp => self.pass(tid, d.call, verdict),
+            // Not left by the failover above; kept total.
+            Emulated::RefusedNow => self.done(tid, &d.call, &verdict, neg(Errno::ECONNREFUSED)),
             Emulated::WaitInKernel { started } => {
                 // Phase two of a blocking connect (emulate.rs): the program's
                 // own connect() waits for the handshake, with addrlen 2.
@@ -246,7 +256,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         info: &SocketInfo,
         addr: &SockAddr,
     ) {
-        match emulate::connect(sock, info, addr) {
+        match emulate::connect(sock, info, addr, false) {
             Emulated::Done(r) if r < 0 => self.done(tid, &d.call, &verdict, r),
             Emulated::NotIp => self.pass(tid, d.call, verdict),
             _ => {
@@ -309,7 +319,9 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// Let the kernel run the program's own call.
     pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
         let wanted = self.interests.outcomes
-            || (call.op == Op::Accept && self.interests.accept_outcomes)
+            || (call.op == Op::Accept
+                && self.interests.accept_outcomes
+                && self.handler.wants_outcome(&call))
             || (call.op == Op::Listen && self.interests.listen_outcomes);
         if wanted {
             self.tasks.entry(tid).or_default().pending = Some(Pending {

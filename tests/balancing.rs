@@ -1,0 +1,204 @@
+//! Balancing decided in each trace process (issue 11): round robin exact
+//! across client programs, least connections seeing every program's
+//! connections, failover inside the connect() when a backend refuses, and
+//! one pick per socket for clients that connect() again to check.
+//!
+//! As in tests/services.rs, everything runs in a network namespace the test
+//! creates (only `lo`, no route out); the VIPs exist nowhere else.
+
+mod common;
+use common::netns::Host;
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::time::Duration;
+
+/// A traced python3 program driven by lines on its stdin, answering one line each.
+struct Driven {
+    _proc: Proc,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Driven {
+    fn start(h: &Host, opts: &[&str], code: &str, args: &[&str]) -> Driven {
+        let mut a = vec!["-c", code];
+        a.extend_from_slice(args);
+        let mut p = Proc(
+            h.trace(opts, "python3", &a)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let input = p.0.stdin.take().unwrap();
+        let output = BufReader::new(p.0.stdout.take().unwrap());
+        Driven {
+            _proc: p,
+            input,
+            output,
+        }
+    }
+
+    fn send(&mut self, cmd: &str) {
+        writeln!(self.input, "{cmd}").unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.output.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        self.send(cmd);
+        self.line()
+    }
+}
+
+/// A service on port 7000 that sends its name to every connection; with
+/// `hold`, it keeps them open. `close` closes its listener (the program
+/// runs on), `count` prints how many connections it holds.
+const SERVER: &str = "import socket,sys,select\n\
+name,hold=sys.argv[1],sys.argv[2]=='hold'\n\
+l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+l.bind(('0.0.0.0',7000)); l.listen(128); print('ready',flush=True)\n\
+held=[]\n\
+while True:\n\
+\x20   r,_,_=select.select([x for x in (l,sys.stdin) if x],[],[])\n\
+\x20   if sys.stdin in r:\n\
+\x20       cmd=sys.stdin.readline().strip()\n\
+\x20       if cmd=='close': l.close(); l=None; print('closed',flush=True)\n\
+\x20       elif cmd=='count': print(len(held),flush=True)\n\
+\x20       else: sys.exit(0)\n\
+\x20   if l is not None and l in r:\n\
+\x20       c,_=l.accept(); c.sendall((name+'\\n').encode())\n\
+\x20       if hold: held.append(c)\n\
+\x20       else: c.close()\n";
+
+/// A client of ADDR PORT: `conn N` makes N connections one after another
+/// (closing each), `hold N` keeps them open, `check N` connects the way
+/// hiredis does (non-blocking connect, wait, connect() again to learn the
+/// result). Each command prints what every connection read (or its errno).
+const CLIENT: &str = "import socket,sys,errno,select\n\
+addr=(sys.argv[1],int(sys.argv[2])); held=[]\n\
+for line in sys.stdin:\n\
+\x20   cmd,n=line.split(); out=[]\n\
+\x20   for i in range(int(n)):\n\
+\x20       s=socket.socket(); s.settimeout(5)\n\
+\x20       try:\n\
+\x20           if cmd=='check':\n\
+\x20               s.setblocking(False); e=s.connect_ex(addr)\n\
+\x20               assert e==errno.EINPROGRESS or e==0, e\n\
+\x20               select.select([],[s],[],5); e=s.connect_ex(addr)\n\
+\x20               if e not in (0,errno.EISCONN): raise OSError(e,'second connect')\n\
+\x20               s.settimeout(5)\n\
+\x20           else: s.connect(addr)\n\
+\x20           out.append(s.recv(64).decode().strip() or 'EOF')\n\
+\x20       except OSError as e: out.append(errno.errorcode.get(e.errno,'timeout'))\n\
+\x20       if cmd=='hold': held.append(s)\n\
+\x20       else: s.close()\n\
+\x20   print(' '.join(out),flush=True)\n";
+
+fn server(h: &Host, opts: &[&str], name: &str, hold: bool) -> Driven {
+    let mut s = Driven::start(
+        h,
+        opts,
+        SERVER,
+        &[name, if hold { "hold" } else { "close" }],
+    );
+    assert_eq!(s.line(), "ready");
+    s
+}
+
+fn client(h: &Host) -> Driven {
+    Driven::start(h, &[], CLIENT, &["10.1.0.1", "7000"])
+}
+
+fn count(words: &str, w: &str) -> usize {
+    words.split_whitespace().filter(|x| *x == w).count()
+}
+
+#[test]
+fn round_robin_is_exact_across_concurrent_client_programs() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1"];
+    let _a = server(&h, &ip, "A", false);
+    let _b = server(&h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    let mut clients: Vec<Driven> = (0..3).map(|_| client(&h)).collect();
+    // All three at once: their connects interleave.
+    for c in &mut clients {
+        c.send("conn 20");
+    }
+    let all: Vec<String> = clients.iter_mut().map(Driven::line).collect();
+    let joined = all.join(" ");
+    assert_eq!(count(&joined, "A"), 30, "{all:?}");
+    assert_eq!(count(&joined, "B"), 30, "{all:?}");
+}
+
+#[test]
+fn least_connections_counts_connections_held_by_other_programs() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1", "--lb", "leastconn"];
+    let mut a = server(&h, &ip, "A", true);
+    h.wait_backends("10.1.0.1:7000", 1);
+    // The first program holds three connections, all to A (alone so far).
+    let mut first = client(&h);
+    assert_eq!(first.ask("hold 3"), "A A A");
+    let mut b = server(&h, &ip, "B", true);
+    h.wait_backends("10.1.0.1:7000", 2);
+    assert_eq!(a.ask("count"), "3");
+    // Another program: B has none, A has three, so B gets the next three.
+    let mut second = client(&h);
+    assert_eq!(second.ask("hold 3"), "B B B");
+    // Then they are even: one each.
+    let next = second.ask("hold 2");
+    assert_eq!((count(&next, "A"), count(&next, "B")), (1, 1), "{next}");
+    assert_eq!(b.ask("count"), "4");
+}
+
+#[test]
+fn a_backend_that_refuses_costs_the_client_nothing() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1"];
+    let mut a = server(&h, &ip, "A", false);
+    let mut b = server(&h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    let mut c = client(&h);
+    let before = c.ask("conn 10");
+    assert_eq!(
+        (count(&before, "A"), count(&before, "B")),
+        (5, 5),
+        "{before}"
+    );
+    // A stops listening (its program runs on): until the daemon notices,
+    // connects sent there are refused and tried again on B, inside the call.
+    assert_eq!(a.ask("close"), "closed");
+    let after = c.ask("conn 40");
+    assert_eq!(count(&after, "B"), 40, "every connect reached B: {after}");
+    wait_until("A to leave the service", Duration::from_secs(2), || {
+        h.backends("10.1.0.1:7000").len() == 1
+    });
+    // Nothing listens at all: the program gets ECONNREFUSED, as untraced.
+    assert_eq!(b.ask("close"), "closed");
+    assert_eq!(c.ask("conn 3"), "ECONNREFUSED ECONNREFUSED ECONNREFUSED");
+}
+
+#[test]
+fn a_client_that_connects_again_to_check_keeps_its_backend() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1"];
+    let _a = server(&h, &ip, "A", false);
+    let _b = server(&h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    let mut c = client(&h);
+    // Each socket connects twice; only the first picks, so they alternate.
+    let got = c.ask("check 10");
+    let words: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(words.len(), 10, "{got}");
+    for w in words.windows(2) {
+        assert_ne!(w[0], w[1], "alternation: {got}");
+    }
+    assert!(words.iter().all(|w| *w == "A" || *w == "B"), "{got}");
+}
