@@ -47,7 +47,7 @@ impl Default for Rng {
 }
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -136,7 +136,7 @@ mod tests {
                 *n += 1;
                 *n - 1
             };
-            pick(r, labels, usable, load, ticket, self.rng.next()).map(|i| r.backends[i].addr)
+            pick(r, labels, usable, load, ticket, self.rng.draw()).map(|i| r.backends[i].addr)
         }
     }
 

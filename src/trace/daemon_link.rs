@@ -7,6 +7,7 @@
 //! connections it knows, so a restarted daemon sees them again.
 
 use super::processes::Processes;
+use super::report::Report;
 use crate::config::Mode;
 use crate::policy::table::PolicyTable;
 use crate::protocol::{Counters, ToDaemon, ToTracer};
@@ -23,13 +24,16 @@ use std::time::Duration;
 
 /// Reports queued at most; beyond that they are dropped (never block the tracer).
 const QUEUE: usize = 65_536;
+/// How long reports gather before they are sent (the delay they may have
+/// in /appswitch/connections and events).
+const BATCH: Duration = Duration::from_millis(5);
 /// How often a lost daemon connection is tried again.
 pub(crate) const RETRY: Duration = Duration::from_millis(250);
 
 type Conn = Arc<Mutex<Option<UnixStream>>>;
 
 pub struct Client {
-    pub tx: SyncSender<ToDaemon>,
+    pub tx: SyncSender<Report>,
     pub counters: Arc<Mutex<Counters>>,
     pub pids: Arc<Mutex<Processes>>,
     /// Signalled when the writer has sent everything queued (all senders dropped).
@@ -221,7 +225,7 @@ fn send(conn: &Conn, line: &str) {
 }
 
 fn writer(
-    rx: Receiver<ToDaemon>,
+    rx: Receiver<Report>,
     conn: Conn,
     counters: Arc<Mutex<Counters>>,
     known: Arc<Mutex<HashMap<u64, ToDaemon>>>,
@@ -229,10 +233,15 @@ fn writer(
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(first) => {
-                // Everything already queued goes out in one write.
+                // Let a busy program's reports gather: one wake-up of this
+                // thread (and one write, one wake-up of the daemon) per
+                // BATCH, not per connection. A blocked receiver costs the
+                // tracer a futex wake on every send; a sleeping one nothing.
+                std::thread::sleep(BATCH);
                 let mut batch = String::new();
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
+                    let msg = msg.into_msg();
                     // Connections and listeners are re-sent to a restarted daemon.
                     let inode = match &msg {
                         ToDaemon::Conn(c) => Some(c.inode),

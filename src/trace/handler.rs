@@ -3,10 +3,11 @@
 //! events, and reports connections and counters to a daemon when there is one.
 
 use super::processes::Processes;
+use super::report::{ConnFacts, Report};
 use crate::config::Mode;
 use crate::policy::{Action, Decision, Proto, Query, RuleOp};
 use crate::procfs;
-use crate::protocol::{ConnReport, Counters, ToDaemon};
+use crate::protocol::{Counters, ToDaemon};
 use crate::trace::events::{self, EventSink};
 use crate::trace::snapshot::{LivePolicy, Snapshot, Source};
 use crate::trace::vip_router::{insert_bounded, Router};
@@ -20,7 +21,7 @@ use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, Sock
 
 /// Where reports to the daemon go (a bounded channel: never blocks the tracer).
 pub struct Reporter {
-    pub tx: SyncSender<ToDaemon>,
+    pub tx: SyncSender<Report>,
     pub counters: Arc<Mutex<Counters>>,
     /// Thread groups alive in the traced tree (for apps/ID/ctl: kill).
     pub pids: Arc<Mutex<Processes>>,
@@ -39,7 +40,7 @@ pub struct Enforcer {
     reporter: Option<Reporter>,
     labels: Vec<(String, String)>,
     /// Program name per process (read once; again after exec).
-    procs: HashMap<i32, String>,
+    procs: HashMap<i32, Arc<str>>,
     /// Socket inode -> the address the program connected to before a redirect.
     virtual_peers: HashMap<u64, SockAddr>,
     /// The last decision per thread (and the snapshot it came from), for its event.
@@ -83,8 +84,10 @@ impl Enforcer {
         self
     }
 
-    fn comm(&mut self, pid: i32) -> &str {
-        self.procs.entry(pid).or_insert_with(|| procfs::comm(pid))
+    fn comm(&mut self, pid: i32) -> &Arc<str> {
+        self.procs
+            .entry(pid)
+            .or_insert_with(|| Arc::from(procfs::comm(pid)))
     }
 
     /// The rule question a call asks, if any.
@@ -189,11 +192,8 @@ impl Enforcer {
         }
         let (remote, virt) = match (via, verdict) {
             ("accept" | "listen", _) => (None, None),
-            (_, Verdict::Rewrite(a)) => (
-                Some(a.to_string()),
-                call.addr.as_ref().map(|a| a.to_string()),
-            ),
-            _ => (call.addr.as_ref().map(|a| a.to_string()), None),
+            (_, Verdict::Rewrite(a)) => (a.ip(), call.addr.clone()),
+            _ => (call.addr.as_ref().and_then(SockAddr::ip), None),
         };
         let proto = if sock.sotype == libc::SOCK_DGRAM {
             "udp"
@@ -201,19 +201,18 @@ impl Enforcer {
             "tcp"
         };
         // Cached per process (read once, again after exec).
-        let comm = self.comm(call.pid).to_string();
+        let comm = self.comm(call.pid).clone();
         let Some(r) = &self.reporter else { return };
-        let report = ToDaemon::Conn(ConnReport {
+        let _ = r.tx.try_send(Report::Conn(ConnFacts {
             inode: sock.inode,
             pid: call.pid,
             comm,
-            proto: proto.into(),
+            proto,
             remote,
             virtual_remote: virt,
             rule,
-            via: via.into(),
-        });
-        let _ = r.tx.try_send(report);
+            via,
+        }));
     }
 }
 
@@ -278,7 +277,7 @@ impl NetHandler for Enforcer {
         }
         if let Some(msg) = self.router.finished(call, verdict, outcome) {
             if let Some(r) = &self.reporter {
-                let _ = r.tx.try_send(msg);
+                let _ = r.tx.try_send(msg.into());
             }
         }
         let decision = self.last.remove(&call.tid);
@@ -317,7 +316,7 @@ impl NetHandler for Enforcer {
             sink.write_line(&line);
         }
         if let (Some(r), true) = (&self.reporter, stream) {
-            let _ = r.tx.try_send(ToDaemon::Event { line });
+            let _ = r.tx.try_send(ToDaemon::Event { line }.into());
         }
     }
 

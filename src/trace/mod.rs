@@ -7,6 +7,7 @@ pub mod daemon_link;
 pub mod events;
 pub mod handler;
 pub mod processes;
+pub mod report;
 pub mod snapshot;
 mod standalone;
 pub mod vip_router;

@@ -4,6 +4,7 @@
 use super::daemon_link;
 use super::handler::Reporter;
 use super::processes::Processes;
+use super::report::Report;
 use super::snapshot::{LiveNet, LivePolicy};
 use crate::config::{Config, DefaultAction, Mode};
 use crate::daemon;
@@ -43,12 +44,12 @@ pub(super) fn in_process(
             }
         });
     }
-    let (tx, rx) = std::sync::mpsc::sync_channel::<ToDaemon>(65_536);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Report>(65_536);
     {
         let state = state.clone();
         std::thread::spawn(move || {
             for msg in rx {
-                daemon::state::lock(&state).handle(app, msg);
+                daemon::state::lock(&state).handle(app, msg.into_msg());
             }
         });
     }

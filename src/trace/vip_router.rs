@@ -210,7 +210,7 @@ impl Router {
                 *unshared - 1
             }
         };
-        let i = balancer::pick(route, labels, usable, load, ticket, self.rng.next())?;
+        let i = balancer::pick(route, labels, usable, load, ticket, self.rng.draw())?;
         if let Some(t) = table {
             t.picked(route.backends[i].slot);
         }
