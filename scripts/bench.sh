@@ -83,6 +83,7 @@ gcc -O2 -Wall -o "$TMP/connect_client" "$SRC/connect_client.c" || die "gcc faile
 gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/connect_loop" "$ROOT/tests/progs/connect_loop.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/http_client" "$SRC/http_client.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
 # not traced and not pinned.
@@ -213,7 +214,7 @@ python3 "$SRC/controlfs_bench.py" "$APP" "$TMP/connect_loop" "${BENCH_CONNS:-100
 echo
 echo "short connections (scripts/bench/short_bench.py: a real daemon, VIP 127.77.0.1, nginx and ab):"
 if command -v ab >/dev/null && { command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]]; }; then
-    python3 "$SRC/short_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "${BENCH_SHORT_ROUNDS:-7}" | sed 's/^/  /'
+    python3 "$SRC/short_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "$TMP/http_client" "${BENCH_SHORT_ROUNDS:-7}" | sed 's/^/  /'
 else
     echo "  ab or nginx not found (scripts/setup.sh installs apache2-utils and nginx)"
 fi
