@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// A traced python3 program driven by lines on its stdin, answering one line each.
 struct Driven {
-    _proc: Proc,
+    proc: Proc,
     input: ChildStdin,
     output: BufReader<ChildStdout>,
 }
@@ -34,7 +34,7 @@ impl Driven {
         let input = p.0.stdin.take().unwrap();
         let output = BufReader::new(p.0.stdout.take().unwrap());
         Driven {
-            _proc: p,
+            proc: p,
             input,
             output,
         }
@@ -175,11 +175,16 @@ fn a_backend_that_refuses_costs_the_client_nothing() {
     // A stops listening (its program runs on): until the daemon notices,
     // connects sent there are refused and tried again on B, inside the call.
     assert_eq!(a.ask("close"), "closed");
+    let closed = std::time::Instant::now();
     let after = c.ask("conn 40");
     assert_eq!(count(&after, "B"), 40, "every connect reached B: {after}");
+    // The daemon notices on its own time (every 50 ms), with no connect's help.
     wait_until("A to leave the service", Duration::from_secs(2), || {
         h.backends("10.1.0.1:7000").len() == 1
     });
+    let took = closed.elapsed();
+    eprintln!("a closed listener left the service after {took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
     // Nothing listens at all: the program gets ECONNREFUSED, as untraced.
     assert_eq!(b.ask("close"), "closed");
     assert_eq!(c.ask("conn 3"), "ECONNREFUSED ECONNREFUSED ECONNREFUSED");
@@ -201,4 +206,71 @@ fn a_client_that_connects_again_to_check_keeps_its_backend() {
         assert_ne!(w[0], w[1], "alternation: {got}");
     }
     assert!(words.iter().all(|w| *w == "A" || *w == "B"), "{got}");
+}
+
+/// A service that listens with a backlog of 1 and accepts only when told
+/// (`accept N`), so its accept queue can be filled.
+const SLOW: &str = "import socket,sys\n\
+l=socket.socket(); l.bind(('0.0.0.0',7000)); l.listen(1); print('ready',flush=True)\n\
+held=[]\n\
+for line in sys.stdin:\n\
+\x20   for i in range(int(line.split()[1])): c,_=l.accept(); held.append(c)\n\
+\x20   print('accepted',len(held),flush=True)\n";
+
+#[test]
+fn a_backend_with_a_full_accept_queue_leaves_rotation_until_it_drains() {
+    let h = Host::start();
+    let ip = ["--ip", "10.1.0.1"];
+    let mut slow = Driven::start(&h, &ip, SLOW, &[]);
+    assert_eq!(slow.line(), "ready");
+    let _b = server(&h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    let pid = format!("pid={}", common::netns::tracee(&slow.proc));
+    let slow_addr = h
+        .backends("10.1.0.1:7000")
+        .iter()
+        .find(|l| l.contains(&pid))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .expect("the slow backend's line");
+    let (host, port) = slow_addr.rsplit_once(':').unwrap();
+    let filler = format!(
+        "import socket,sys\n\
+         ss=[]\n\
+         for i in range(2):\n\
+         \x20   s=socket.socket(); s.setblocking(False); s.connect_ex(('{host}',{port})); ss.append(s)\n\
+         print('filled',flush=True); sys.stdin.readline()\n"
+    );
+    let mut fill = Proc(
+        h.ns.cmd("python3")
+            .args(["-c", &filler])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut fill_out = BufReader::new(fill.0.stdout.take().unwrap());
+    let mut l = String::new();
+    fill_out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "filled");
+    wait_until(
+        "the slow backend to be full",
+        Duration::from_secs(5),
+        || {
+            h.backends("10.1.0.1:7000")
+                .iter()
+                .any(|l| l.contains(&slow_addr) && l.contains("health=full"))
+        },
+    );
+    // While it is full, every new connection goes to B.
+    let mut c = client(&h);
+    let got = c.ask("conn 6");
+    assert_eq!(count(&got, "B"), 6, "{got}");
+    // Drained: back in rotation.
+    assert_eq!(slow.ask("accept 2"), "accepted 2");
+    wait_until("the slow backend to drain", Duration::from_secs(5), || {
+        h.backends("10.1.0.1:7000")
+            .iter()
+            .any(|l| l.contains(&slow_addr) && l.contains("health=up"))
+    });
+    drop(fill);
 }
