@@ -295,12 +295,17 @@ fn bad_writes_are_rejected_whole_with_a_reason() {
     std::fs::write(d.file("policy"), "deny connect any:22\n").unwrap();
     let before = d.read("policy");
     let junk: String = (0u8..=255).map(|b| b as char).collect();
-    let big = "allow connect any\n".repeat((1 << 20) / 18 + 1);
+    // An open file is one transaction of at most 16 MiB.
+    let big = format!("{}\n", "#".repeat(1023)).repeat((16 << 10) + 1);
     let cases: [(&str, &str, &str); 5] = [
         ("unparsable rule", "deny conect any:80\n", "'conect'"),
-        ("1 MiB write", &big, "bytes"),
+        ("17 MiB through one open file", &big, "bytes"),
         ("binary junk", &junk, "not text"),
-        ("no newline", "deny connect any:443", "incomplete line"),
+        (
+            "a bad last line without a newline (refused at close)",
+            "deny connect any:443\ndeny connect any:x",
+            "line 2",
+        ),
         (
             "one bad rule among many",
             "allow connect any:1\nallow connect any:2\ndeny connect any:x\nallow connect any:3\n",
@@ -318,21 +323,24 @@ fn bad_writes_are_rejected_whole_with_a_reason() {
             "{what}: errors = {errors}"
         );
     }
-    // One write(2) of 1 MiB (not split by a shell tool): refused whole too.
+    // One write(2) of 17 MiB (not split by a shell tool): refused whole too.
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(d.file("policy"))
             .unwrap();
-        let one = vec![b'#'; 1 << 20];
-        assert!(f.write(&one).is_err(), "a 1 MiB write was accepted");
+        let one = format!("{}\n", "#".repeat(1023))
+            .repeat(17 << 10)
+            .into_bytes();
+        assert!(f.write_all(&one).is_err(), "a 17 MiB write was accepted");
+        drop(f);
         assert_eq!(d.read("policy"), before);
-        assert!(d
-            .read("errors")
-            .lines()
-            .last()
-            .is_some_and(|l| l.contains("bytes refused")));
+        let errors = d.read("errors");
+        assert!(
+            errors.lines().rev().take(2).any(|l| l.contains("bytes")),
+            "{errors}"
+        );
     }
     // Not root: the kernel refuses (default_permissions, mode 0644 root).
     let out = Command::new("setpriv")
@@ -571,4 +579,83 @@ fn tail_f_follows_events_from_a_fresh_daemon() {
         assert!(Instant::now() < end);
     }
     tail.signal(libc::SIGTERM);
+}
+
+#[test]
+fn an_open_file_is_one_transaction_of_any_size() {
+    let d = Daemon::start();
+    // 6,000 rules, ~190 KB: cat writes them in 128 KiB chunks, a rule split
+    // across two of them. All apply, in order.
+    let rules: String = (0..6000)
+        .map(|i| {
+            format!(
+                "deny connect 10.{}.{}.{}/32:{}\n",
+                i / 250,
+                i % 250,
+                i % 7,
+                1000 + i
+            )
+        })
+        .collect();
+    assert!(rules.len() > 128 << 10, "{}", rules.len());
+    let (ok, err) = d.shell_write("policy", &rules);
+    assert!(ok, "{err}");
+    let policy = d.read("policy");
+    assert_eq!(policy.lines().count(), 6001, "6,000 rules and the default");
+    let last = policy.lines().nth(5999).unwrap();
+    assert!(
+        last.contains("10.23.249.0") && last.ends_with(":6999"),
+        "{last}"
+    );
+    // The same with one bad rule near the end: nothing of it applies.
+    let mut bad = rules.replace("deny connect 10.", "allow connect 10.");
+    bad.push_str("allow connect 10.0.0.0/8:x\n");
+    let (ok, _) = d.shell_write("policy", &bad);
+    assert!(!ok, "a bad last rule must fail the write");
+    assert_eq!(d.read("policy"), policy, "all or nothing");
+    assert!(d
+        .read("errors")
+        .lines()
+        .last()
+        .unwrap()
+        .contains("line 6001"));
+
+    // Lines written one write(2) at a time (as bash's printf does) are one
+    // transaction too: applied at the close, together.
+    let py = |code: &str| {
+        let o = Command::new("python3")
+            .args(["-c", code, d.file("policy").to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let two = "import os,sys\n\
+        f=os.open(sys.argv[1], os.O_WRONLY|os.O_TRUNC)\n\
+        os.write(f, b'flush\\n'); os.write(f, b'deny connect any:22\\n')\n\
+        os.write(f, b'deny connect any:23\\n')\n\
+        print(open(sys.argv[1]).read().count('any:2'))\n\
+        os.close(f); print(open(sys.argv[1]).read().count('any:2'))\n";
+    assert_eq!(py(two), "0\n2", "nothing before the close, all after it");
+    assert_eq!(d.read("policy").lines().count(), 3);
+    // A bad second write fails by itself, and the first never applies.
+    let bad = "import os,sys\n\
+        f=os.open(sys.argv[1], os.O_WRONLY)\n\
+        os.write(f, b'deny connect any:24\\n')\n\
+        try:\n    os.write(f, b'deny connect any:x\\n'); print('accepted')\n\
+        except OSError as e: print(e.errno)\n\
+        os.close(f)\n";
+    assert_eq!(py(bad), libc::EINVAL.to_string());
+    assert!(!d.read("policy").contains("any:24"));
+    // bash's printf, as a user types it.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "printf 'deny connect any:25\\ndeny connect any:26\\n' > {}",
+            d.file("policy").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let p = d.read("policy");
+    assert!(p.contains("any:25") && p.contains("any:26"), "{p}");
 }

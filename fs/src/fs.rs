@@ -27,13 +27,25 @@ const DEFAULT_MAX_PAGES: usize = 32;
 /// File handles are unique in the process (they key readers in shared hubs).
 static NEXT_FH: AtomicU64 = AtomicU64::new(1);
 
+/// A write that came without a lock owner: then any close commits.
+const ANY_OWNER: u64 = u64::MAX;
+
 fn errno(e: nix::errno::Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e as i32)
 }
 
 pub(crate) enum Handle {
     /// A generated file: `data` is the snapshot rendered at open (None if opened write-only).
-    File { path: String, data: Option<Vec<u8>> },
+    File {
+        path: String,
+        data: Option<Vec<u8>>,
+        /// Writes are gathered per open file ([`Provider::gathers`]).
+        gathers: bool,
+        /// Who wrote through it (FUSE lock owners: one per file table, i.e.
+        /// per process): only a close by one of them commits. A child that
+        /// inherited the descriptor and closes it (at exec, say) does not.
+        writers: Vec<u64>,
+    },
     /// A stream file: `hub` is set if opened for reading (the reader key is the fh).
     Stream {
         path: String,
@@ -239,10 +251,33 @@ impl Fs {
                 } else {
                     None
                 };
-                Handle::File { path, data }
+                let gathers = writes && self.provider.gathers(&path);
+                Handle::File {
+                    path,
+                    data,
+                    gathers,
+                    writers: Vec::new(),
+                }
             }
         };
         Ok((self.add_handle(h)?, FopenFlags::FOPEN_DIRECT_IO))
+    }
+
+    /// Commit what an open file of a gathering path wrote (nothing to do
+    /// for others): at fsync (`owner` None), or at a close by a writer.
+    fn commit(&self, fh: u64, owner: Option<u64>) -> Result<(), fuser::Errno> {
+        let path = match self.shared.lock().map.get(&fh) {
+            Some(Handle::File {
+                path,
+                gathers: true,
+                writers,
+                ..
+            }) if owner.is_none_or(|o| writers.contains(&o) || writers.contains(&ANY_OWNER)) => {
+                path.clone()
+            }
+            _ => return Ok(()),
+        };
+        self.provider.commit(&path, fh).map_err(errno)
     }
 
     fn list_dir(&self, ino: INodeNo) -> Result<Vec<(u64, FileType, String)>, fuser::Errno> {
@@ -406,14 +441,34 @@ impl fuser::Filesystem for Fs {
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let path = match self.shared.lock().map.get(&fh.0) {
-            Some(Handle::File { path, .. } | Handle::Stream { path, .. }) => path.clone(),
+        let (path, gathers) = match self.shared.lock().map.get_mut(&fh.0) {
+            Some(Handle::File {
+                path,
+                gathers,
+                writers,
+                ..
+            }) => {
+                // No owner given: any close commits.
+                let w = lock_owner.map_or(ANY_OWNER, |o| o.0);
+                if *gathers && !writers.contains(&w) {
+                    writers.push(w);
+                }
+                (path.clone(), *gathers)
+            }
+            Some(Handle::Stream { path, .. }) => (path.clone(), false),
             Some(Handle::Dir { .. }) => return reply.error(fuser::Errno::EISDIR),
             None => return reply.error(fuser::Errno::EBADF),
         };
+        if gathers {
+            // One piece of the open file's transaction: any size.
+            return match self.provider.write_part(&path, fh.0, data) {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
         if data.len() > self.max_txn.load(Ordering::Relaxed) {
             debug!(
                 "controlfs: write of {} bytes to {path:?} refused (EFBIG)",
@@ -433,11 +488,16 @@ impl fuser::Filesystem for Fs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
+        fh: FileHandle,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // A close(2) by a process that wrote through the open file commits
+        // what it gathered.
+        match self.commit(fh.0, Some(lock_owner.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn release(
@@ -451,14 +511,23 @@ impl fuser::Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let h = self.shared.lock().map.remove(&fh.0);
-        if let Some(Handle::Stream { hub: Some(hub), .. }) = h {
-            hub.detach(fh.0);
+        match h {
+            Some(Handle::Stream { hub: Some(hub), .. }) => hub.detach(fh.0),
+            Some(Handle::File {
+                path,
+                gathers: true,
+                ..
+            }) => self.provider.forget(&path, fh.0),
+            _ => {}
         }
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        reply.ok();
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        match self.commit(fh.0, None) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -38,6 +38,14 @@
 //! scattered segments can still be split below the limit; tools like echo/printf/shells
 //! write one buffer.) Each write(2) on the same open file is its own transaction.
 //!
+//! **Gathered writes.** For paths where [`Provider::gathers`] says so, the transaction
+//! is the open file instead: every write(2) through it, of any size, is handed to
+//! [`Provider::write_part`] (which may check it and fail that write), and each close(2)
+//! of it (FUSE flush) by a process that wrote through it, or fsync(2), calls
+//! [`Provider::commit`], whose error close(2) returns. A close by a process that only
+//! inherited the descriptor (a child closing it at exec) commits nothing. The last
+//! release calls [`Provider::forget`].
+//!
 //! # Streams ([`Kind::Stream`])
 //! An endless append-only file fed by a [`StreamHub`] ([`Provider::stream`]). Each open
 //! for reading gets a cursor at the start of the hub's current backlog. A read returns
@@ -122,6 +130,31 @@ pub trait Provider: Send + Sync + 'static {
     fn stream(&self, path: &str) -> Option<std::sync::Arc<StreamHub>> {
         let _ = path;
         None
+    }
+    /// Whether writes to `path` are gathered per open file: then every
+    /// write(2) through one open(2) goes to [`Provider::write_part`] (any
+    /// size), and each close(2) of it, or fsync(2), to [`Provider::commit`].
+    fn gathers(&self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
+    /// One write(2) to an open file of a gathering path; `open` identifies
+    /// the open file (the same for all its writes). Err => that write(2)
+    /// fails with the errno.
+    fn write_part(&self, path: &str, open: u64, data: &[u8]) -> Result<(), Errno> {
+        let _ = (path, open, data);
+        Err(Errno::EIO)
+    }
+    /// The open file was closed by a process that wrote through it (or
+    /// fsync'd): apply what it gathered since the last commit. Err =>
+    /// close(2) (or fsync) fails with the errno.
+    fn commit(&self, path: &str, open: u64) -> Result<(), Errno> {
+        let _ = (path, open);
+        Ok(())
+    }
+    /// The open file is gone (after its last close): forget anything kept for it.
+    fn forget(&self, path: &str, open: u64) {
+        let _ = (path, open);
     }
     /// A write the fs refused itself, before [`Provider::write`] (one piece of
     /// a write(2) over [`max_write_transaction`] bytes gets EFBIG), so the

@@ -139,3 +139,70 @@ fn writes_to_directories_and_bad_truncates_fail() {
     file.set_len(0).unwrap();
     assert!(f.demo.writes().is_empty());
 }
+
+#[test]
+fn gathered_writes_are_one_open_file_committed_at_close() {
+    if !can_mount() {
+        return;
+    }
+    let f = Fixture::new();
+    let log = |f: &Fixture| f.demo.txn.lock().unwrap().clone();
+    // Two writes through one open, then the close: parts with one id, a commit, a forget.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.p("info"))
+        .unwrap();
+    file.write_all(b"one\n").unwrap();
+    // Larger than one FUSE request: still accepted (split into parts).
+    file.write_all(&vec![b'x'; 3 << 20]).unwrap();
+    // A child that inherits the descriptor and drops it at exec (Rust opens
+    // files close-on-exec) closes it too: that close does not commit.
+    let st = std::process::Command::new("true").status().unwrap();
+    assert!(st.success());
+    assert!(
+        !log(&f).iter().any(|l| l.starts_with("commit")),
+        "no commit before close"
+    );
+    drop(file);
+    let l = log(&f);
+    let id = l[0].split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(l[0], format!("part {id} one\n"));
+    assert!(l
+        .iter()
+        .filter(|x| x.starts_with("part"))
+        .all(|x| x.starts_with(&format!("part {id} "))));
+    let parts: usize = l
+        .iter()
+        .filter_map(|x| x.strip_prefix(&format!("part {id} ")))
+        .map(str::len)
+        .sum();
+    assert_eq!(parts, 4 + (3 << 20));
+    assert!(
+        l.last() == Some(&format!("commit {id}")),
+        "committed at the close"
+    );
+    // The release comes after close(2) returns.
+    assert!(eventually(std::time::Duration::from_secs(2), || log(&f)
+        .contains(&format!("forget {id}"))));
+    // A refused part fails that write(2); a refused commit fails close(2).
+    let p = f.p("info").display().to_string();
+    let (ok, _, _) = sh(&format!("echo bad > {p}"), false);
+    assert!(!ok);
+    let (ok, out, err) = sh(
+        &format!(
+            "python3 -c \"import os\nf=os.open('{p}', os.O_WRONLY)\nos.write(f, b'nocommit')\n\
+             try:\n  os.close(f); print('closed')\nexcept OSError as e: print(e.errno)\""
+        ),
+        false,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        libc::EIO.to_string(),
+        "a failed commit fails the close"
+    );
+    // Opening for reading commits nothing.
+    let before = log(&f).len();
+    let _ = std::fs::read_to_string(f.p("info")).unwrap();
+    assert_eq!(log(&f).len(), before);
+}

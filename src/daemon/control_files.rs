@@ -123,6 +123,22 @@ impl Provider for Files {
         }
     }
 
+    fn gathers(&self, path: &str) -> bool {
+        matches!(path, "policy" | "services")
+    }
+
+    fn write_part(&self, path: &str, open: u64, data: &[u8]) -> Result<(), Errno> {
+        self.state().write_part(path, open, data)
+    }
+
+    fn commit(&self, path: &str, open: u64) -> Result<(), Errno> {
+        self.state().commit(path, open)
+    }
+
+    fn forget(&self, _path: &str, open: u64) {
+        self.state().forget(open);
+    }
+
     fn refused(&self, path: &str, len: usize, errno: Errno) {
         self.state().refused_write(path, len, errno);
     }

@@ -8,6 +8,7 @@ pub mod health_watch;
 pub mod sockdiag;
 pub mod state;
 mod tracer_socket;
+mod write_txn;
 
 use crate::config::{Config, DefaultAction};
 use crate::services::shared::SharedTable;

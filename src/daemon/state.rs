@@ -5,6 +5,7 @@
 
 use super::health::Probe;
 use super::sockdiag;
+use super::write_txn::{Txn, Work};
 use crate::config::Mode;
 use crate::policy::table::PolicyTable;
 use crate::policy::ParseError;
@@ -78,6 +79,10 @@ pub struct State {
     pub shared_path: Option<PathBuf>,
     /// Which route and backend owns which slot of it.
     slots: Slots,
+    /// Open policy and services files being written (controlfs open file ->
+    /// its transaction), and the generation of the live tables.
+    txns: HashMap<u64, Txn>,
+    tables_gen: u64,
     /// The resolv.conf naming the DNS responder, once it runs.
     pub resolv_conf: Option<PathBuf>,
     /// Where traced services really listen ([services] bind).
@@ -151,6 +156,8 @@ impl State {
             shared: None,
             shared_path: None,
             slots: Slots::default(),
+            txns: HashMap::new(),
+            tables_gen: 0,
             resolv_conf: None,
             bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             netns: crate::procfs::netns(None),
@@ -478,36 +485,109 @@ impl State {
         Ok(text)
     }
 
+    /// One whole write to `policy` (one write, then its close).
     pub fn write_policy(&mut self, data: &[u8]) -> Result<(), Errno> {
-        let text = self.text("policy", data)?;
-        let mut next = self.policy.clone();
-        if let Err(e) = next.apply(text) {
-            return Err(self.reject("policy", e));
+        self.write_whole("policy", data)
+    }
+
+    /// One whole write to `services` (one write, then its close).
+    pub fn write_services(&mut self, data: &[u8]) -> Result<(), Errno> {
+        self.write_whole("services", data)
+    }
+
+    fn write_whole(&mut self, file: &str, data: &[u8]) -> Result<(), Errno> {
+        const ONE: u64 = u64::MAX;
+        self.write_part(file, ONE, data)?;
+        self.commit(file, ONE)
+    }
+
+    /// A write(2) through the open file `open` of `policy` or `services`:
+    /// its complete lines are checked now, applied at the close.
+    pub fn write_part(&mut self, file: &str, open: u64, data: &[u8]) -> Result<(), Errno> {
+        if !self.txns.contains_key(&open) {
+            let work = match file {
+                "policy" => Work::Policy(self.policy.clone()),
+                "services" => Work::Services(self.services.clone()),
+                _ => return Err(Errno::EACCES),
+            };
+            self.txns.insert(open, Txn::new(work, self.tables_gen));
         }
-        if next != self.policy {
-            self.policy = next;
-            self.save();
-            self.push_policy();
+        let r = match self.txns.get_mut(&open) {
+            Some(t) => t.part(data),
+            None => return Err(Errno::EIO),
+        };
+        r.map_err(|(errno, why)| {
+            self.error(why);
+            errno
+        })
+    }
+
+    /// A close(2) of the open file `open`: what it wrote applies, all of it.
+    /// If the live table changed since the transaction began (another
+    /// writer), its lines are applied again to the new table.
+    pub fn commit(&mut self, file: &str, open: u64) -> Result<(), Errno> {
+        let Some(t) = self.txns.remove(&open) else {
+            return Ok(());
+        };
+        if t.failed {
+            // The failing write was told; nothing applies.
+            return Ok(());
+        }
+        let base = t.base;
+        let (mut work, text) = match t.finish() {
+            Ok(w) => w,
+            Err((errno, why)) => {
+                self.error(why);
+                return Err(errno);
+            }
+        };
+        if base != self.tables_gen {
+            work = match file {
+                "policy" => Work::Policy(self.policy.clone()),
+                _ => Work::Services(self.services.clone()),
+            };
+            if let Err(e) = work.apply(&text, 0) {
+                return Err(self.reject(
+                    file,
+                    ParseError {
+                        msg: format!("{} (the table changed while this was written)", e.msg),
+                        ..e
+                    },
+                ));
+            }
+        }
+        match work {
+            Work::Policy(next) => self.install_policy(next),
+            Work::Services(next) => self.install_services(next),
         }
         Ok(())
     }
 
-    pub fn write_services(&mut self, data: &[u8]) -> Result<(), Errno> {
-        let text = self.text("services", data)?;
-        let mut next = self.services.clone();
-        if let Err(e) = next.apply(text) {
-            return Err(self.reject("services", e));
+    /// The open file is gone.
+    pub fn forget(&mut self, open: u64) {
+        self.txns.remove(&open);
+    }
+
+    fn install_policy(&mut self, next: PolicyTable) {
+        if next != self.policy {
+            self.policy = next;
+            self.tables_gen += 1;
+            self.save();
+            self.push_policy();
         }
+    }
+
+    fn install_services(&mut self, next: ServiceTable) {
         if next == self.services {
-            return Ok(());
+            return;
         }
         self.services = next;
+        self.tables_gen += 1;
         self.save();
         // Rules may name services: tracers resolve them with the new table.
         self.policy.version += 1;
         self.push_policy();
         self.push_routes();
-        Ok(())
     }
 
     pub fn write_ctl(&mut self, data: &[u8]) -> Result<(), Errno> {
@@ -560,6 +640,7 @@ impl State {
                     if let Some((p, s)) = next_policy.take() {
                         self.policy = p;
                         self.services = s;
+                        self.tables_gen += 1;
                     }
                 }
             }

@@ -109,48 +109,58 @@ impl PolicyTable {
     /// count from 1 within the write.
     pub fn apply(&mut self, text: &str) -> Result<(), ParseError> {
         let mut next = self.clone();
+        if next.apply_in_place(text, 0)? {
+            *self = next;
+        }
+        Ok(())
+    }
+
+    /// Apply lines to this table as they come; lines are numbered from
+    /// `first + 1`. On an error the table is left part-way: callers apply to
+    /// a copy they drop on error. Whether anything changed.
+    pub fn apply_in_place(&mut self, text: &str, first: usize) -> Result<bool, ParseError> {
         let mut changed = false;
         for (i, line) in text.lines().enumerate() {
-            let Some(cmd) = parse_command(i + 1, line)? else {
+            let n = first + i + 1;
+            let Some(cmd) = parse_command(n, line)? else {
                 continue;
             };
             changed = true;
             match cmd {
                 Command::Append(r) => {
-                    let id = next.take_id();
-                    next.rules.push((id, r));
+                    let id = self.take_id();
+                    self.rules.push((id, r));
                 }
                 Command::Insert(pos, r) => {
-                    if pos > next.rules.len() + 1 {
+                    if pos > self.rules.len() + 1 {
                         return Err(err(
-                            i + 1,
+                            n,
                             1,
                             "insert",
                             &format!(
                                 "position {pos} is past the end ({} rules)",
-                                next.rules.len()
+                                self.rules.len()
                             ),
                         ));
                     }
-                    let id = next.take_id();
-                    next.rules.insert(pos - 1, (id, r));
+                    let id = self.take_id();
+                    self.rules.insert(pos - 1, (id, r));
                 }
                 Command::Del(id) => {
-                    let before = next.rules.len();
-                    next.rules.retain(|(i, _)| *i != id);
-                    if next.rules.len() == before {
-                        return Err(err(i + 1, 5, &id.to_string(), "no rule with this ID"));
+                    let before = self.rules.len();
+                    self.rules.retain(|(i, _)| *i != id);
+                    if self.rules.len() == before {
+                        return Err(err(n, 5, &id.to_string(), "no rule with this ID"));
                     }
                 }
-                Command::Flush => next.rules.clear(),
-                Command::Default(d) => next.default_deny = d,
+                Command::Flush => self.rules.clear(),
+                Command::Default(d) => self.default_deny = d,
             }
         }
         if changed {
-            next.version += 1;
-            *self = next;
+            self.version += 1;
         }
-        Ok(())
+        Ok(changed)
     }
 
     fn take_id(&mut self) -> u32 {

@@ -105,8 +105,18 @@ impl ServiceTable {
     /// Apply one write (several lines), all or nothing.
     pub fn apply(&mut self, text: &str) -> Result<(), ParseError> {
         let mut next = self.clone();
+        next.apply_in_place(text, 0)?;
+        *self = next;
+        Ok(())
+    }
+
+    /// Apply lines to this table as they come; lines are numbered from
+    /// `first + 1`. On an error the table is left part-way (callers apply
+    /// to a copy they drop on error).
+    pub fn apply_in_place(&mut self, text: &str, first: usize) -> Result<(), ParseError> {
+        let next = self;
         for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
+            let n = first + i + 1;
             let w = words(line.split('#').next().unwrap_or(""));
             let Some(&(col, verb)) = w.first() else {
                 continue;
@@ -130,7 +140,6 @@ impl ServiceTable {
                 _ => return Err(err(n, col, verb, "expected add or del")),
             }
         }
-        *self = next;
         Ok(())
     }
 

@@ -18,12 +18,16 @@ pub const NOBODY: u32 = 65534;
 ///   info (0644, fixed text)   secret (0600)   ro (0444)   ctl (0644, writes logged;
 ///   "bad\n" refused with EINVAL)   gen (0644, "<generation>\n" x 50_000)
 ///   log (0644 stream)   apps/ (0755) with apps/<id>/info for each id in `apps`
+///   Writes to `info` are gathered per open file: logged in `txn` as
+///   "part OPEN DATA", "commit OPEN", "forget OPEN" ("bad" in a part: EINVAL;
+///   a commit after "nocommit": EIO).
 pub struct Demo {
     pub hub: Arc<StreamHub>,
     pub writes: Mutex<Vec<(String, Vec<u8>)>>,
     pub reads: AtomicUsize,
     pub generation: AtomicU64,
     pub apps: Mutex<BTreeSet<u32>>,
+    pub txn: Mutex<Vec<String>>,
 }
 
 impl Demo {
@@ -34,6 +38,7 @@ impl Demo {
             reads: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             apps: Mutex::new([1, 2].into()),
+            txn: Mutex::new(Vec::new()),
         })
     }
 
@@ -122,6 +127,36 @@ impl Provider for Demo {
 
     fn stream(&self, path: &str) -> Option<Arc<StreamHub>> {
         (path == "log").then(|| self.hub.clone())
+    }
+
+    fn gathers(&self, path: &str) -> bool {
+        path == "info"
+    }
+
+    fn write_part(&self, _path: &str, open: u64, data: &[u8]) -> Result<(), Errno> {
+        let text = String::from_utf8_lossy(data).into_owned();
+        if text.contains("bad") {
+            return Err(Errno::EINVAL);
+        }
+        self.txn.lock().unwrap().push(format!("part {open} {text}"));
+        Ok(())
+    }
+
+    fn commit(&self, _path: &str, open: u64) -> Result<(), Errno> {
+        let mut t = self.txn.lock().unwrap();
+        let fail = t
+            .iter()
+            .any(|l| l.starts_with(&format!("part {open} nocommit")));
+        t.push(format!("commit {open}"));
+        if fail {
+            Err(Errno::EIO)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn forget(&self, _path: &str, open: u64) {
+        self.txn.lock().unwrap().push(format!("forget {open}"));
     }
 }
 
