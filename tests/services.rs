@@ -395,3 +395,73 @@ fn real_ports_come_from_a_configured_range() {
         "{bodies:?}"
     );
 }
+
+#[test]
+fn ip_without_a_daemon_is_an_error_before_the_program_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    // --no-daemon, and a config whose daemon socket does not exist.
+    let config = daemon_config(dir.path());
+    for opts in [
+        vec!["--no-daemon", "--ip", "10.1.0.1"],
+        vec![
+            "--config",
+            config.to_str().unwrap(),
+            "--ip",
+            "10.1.0.1",
+            "--name",
+            "web",
+        ],
+    ] {
+        let o = run(std::process::Command::new(appswitch())
+            .arg("trace")
+            .args(&opts)
+            .args(["--", "sh", "-c", &touch]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{opts:?}: {err}");
+        assert!(
+            err.contains("--ip 10.1.0.1") && err.contains("daemon"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(!marker.exists(), "{opts:?}: the program must not start");
+    }
+}
+
+#[test]
+fn a_user_who_cannot_join_the_daemon_is_told_why() {
+    let h = Host::start();
+    let setpriv = require("setpriv");
+    // The daemon's socket is root's (0600): nobody cannot use it.
+    let o = run(h.ns.cmd(&setpriv).args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        appswitch().to_str().unwrap(),
+        "trace",
+        "--config",
+        h.config.to_str().unwrap(),
+        "--",
+        "true",
+    ]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "the program still runs: {err}");
+    assert!(err.contains("permission denied"), "{err}");
+    assert_eq!(err.lines().count(), 1, "said once, in one line: {err}");
+    // With --ip it is an error, before the program starts.
+    let o = run(h.ns.cmd(&setpriv).args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        appswitch().to_str().unwrap(),
+        "trace",
+        "--config",
+        h.config.to_str().unwrap(),
+        "--ip",
+        "10.1.0.1",
+        "--",
+        "true",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+}

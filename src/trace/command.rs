@@ -103,6 +103,43 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         expose: args.expose.clone(),
         ports: port_range,
     });
+    // Can this trace join the daemon? Said once, clearly, before the program starts.
+    let socket = &config.daemon.socket;
+    let join = if args.mount.is_some() || args.no_daemon {
+        Join::Yes
+    } else {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(_) => Join::Yes,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Join::Denied(format!(
+                "cannot join the daemon at {}: permission denied (its socket is root's, mode 0600; \
+                 run trace as root to be under the daemon's policy and services)",
+                socket.display()
+            )),
+            Err(e) => Join::Away(format!("no daemon at {} ({e})", socket.display())),
+        }
+    };
+    if let Some(ip) = args.ip {
+        // A service is reached through the daemon: without one, --ip would
+        // silently do nothing for anyone else.
+        if args.no_daemon {
+            return Err(UsageError(format!(
+                "--ip {ip}: a service is reached through the daemon, and --no-daemon was given \
+                 (drop it, or use --mount DIR to serve the control files from this trace)"
+            ))
+            .into());
+        }
+        if let Join::Away(why) | Join::Denied(why) = &join {
+            return Err(UsageError(format!(
+                "--ip {ip}: {why}: start `appswitch daemon` first, or use --mount DIR"
+            ))
+            .into());
+        }
+    }
+    // A daemon that is away may come back (the link keeps trying); one whose
+    // socket we may not use never lets us in.
+    if let Join::Denied(why) = &join {
+        log::warn!("{why}: running without it (no daemon policy, services or names)");
+    }
     let net = LiveNet::new();
     let mut standalone = true;
     let mut _mounted = None;
@@ -111,7 +148,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         let (reporter, mounted) = in_process(dir, hello, &local, &live, &net, &config, args.mode)?;
         handler = handler.with_reporter(reporter);
         _mounted = Some(mounted);
-    } else if !args.no_daemon && config.daemon.socket.exists() {
+    } else if !args.no_daemon && socket.exists() && !matches!(join, Join::Denied(_)) {
         let c = daemon_link::start(
             config.daemon.socket.clone(),
             hello,
@@ -175,4 +212,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         daemon_link::Client::drain(d, Duration::from_secs(1));
     }
     Ok(status.code())
+}
+
+/// Whether this trace can join the daemon, seen before the program starts.
+enum Join {
+    Yes,
+    /// No daemon answers now (it may come back: the link keeps trying).
+    Away(String),
+    /// Its socket is not ours to use: it never lets us in.
+    Denied(String),
 }
