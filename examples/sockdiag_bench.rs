@@ -8,7 +8,7 @@
 //! only CONNS fds: 2*CONNS may exceed a hard RLIMIT_NOFILE that cannot be
 //! raised without CAP_SYS_RESOURCE. The soft limit is raised as far as needed.
 
-use appswitch::daemon::sockdiag;
+use appswitch::sockdiag;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

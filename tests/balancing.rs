@@ -274,3 +274,72 @@ fn a_backend_with_a_full_accept_queue_leaves_rotation_until_it_drains() {
     });
     drop(fill);
 }
+
+#[test]
+fn traced_backends_survive_a_daemon_restart() {
+    let mut h = Host::start();
+    let ip = ["--ip", "10.1.0.1"];
+    let _a = server(&h, &ip, "A", false);
+    let _b = server(&h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    // SIGTERM (a clean stop), then a new daemon: the tracers re-register
+    // their listeners, and the new shared table balances them.
+    if let Some(mut d) = h.daemon.take() {
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_timeout(Duration::from_secs(10)).is_some());
+    }
+    h.launch();
+    h.wait_backends("10.1.0.1:7000", 2);
+    let mut c = client(&h);
+    let got = c.ask("conn 10");
+    assert_eq!((count(&got, "A"), count(&got, "B")), (5, 5), "{got}");
+}
+
+#[test]
+fn a_refusing_backend_does_not_skew_the_rotation() {
+    let h = Host::start();
+    // A backend address that exists here but where nothing listens (and that
+    // the daemon cannot check: it stays in rotation), then two live ones.
+    h.ns.ip(&["addr", "add", "10.2.0.5/32", "dev", "lo"]);
+    let (_b, pb) = h.ns.banner_server("127.0.0.1", "B");
+    let (_c, pc) = h.ns.banner_server("127.0.0.1", "C");
+    std::fs::write(
+        h.file("services"),
+        format!("add web 10.1.0.9:80 -> 10.2.0.5:9,127.0.0.1:{pb},127.0.0.1:{pc}\n"),
+    )
+    .unwrap();
+    h.wait_backends("10.1.0.9:80", 2);
+    let mut c = Driven::start(&h, &[], CLIENT, &["10.1.0.9", "80"]);
+    let got = c.ask("conn 24");
+    // Every connect lands; the dead backend's turns are shared fairly.
+    assert_eq!((count(&got, "B"), count(&got, "C")), (12, 12), "{got}");
+}
+
+#[test]
+fn a_client_with_a_vip_does_not_slow_other_clients_accepts() {
+    let h = Host::start();
+    let _a = server(&h, &["--ip", "10.1.0.1"], "A", false);
+    h.wait_backends("10.1.0.1:7000", 1);
+    // A client with a VIP of its own connects all the time...
+    let looping = "import socket,time\n\
+        end=time.time()+20\n\
+        while time.time()<end:\n\
+        \x20   s=socket.create_connection(('10.1.0.1',7000)); s.recv(8); s.close(); time.sleep(0.005)\n";
+    let _vip = Proc(
+        h.trace(&["--ip", "10.1.0.2"], "python3", &["-c", looping])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // ... and 100 connects of a client without one are not held up by it
+    // (the server looks for a record only while a VIP client is mid-connect).
+    let mut c = client(&h);
+    let t = std::time::Instant::now();
+    let got = c.ask("conn 100");
+    let took = t.elapsed();
+    assert_eq!(count(&got, "A"), 100, "{got}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "100 connects took {took:?}"
+    );
+}

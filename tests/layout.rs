@@ -134,7 +134,7 @@ fn models_import_neither_side_and_the_daemon_not_the_trace_side() {
             let (from, to) = (side(m), side(t));
             let bad = match from.as_str() {
                 // The shared models and top-level helpers.
-                "policy" | "services" | "protocol" | "config" | "procfs" => {
+                "policy" | "services" | "protocol" | "config" | "procfs" | "sockdiag" => {
                     to == "trace" || to == "daemon" || to == "cli"
                 }
                 "daemon" => to == "trace" || to == "cli",

@@ -1,7 +1,7 @@
-//! `appswitch::daemon::sockdiag` through its public API. The detailed tests (byte counts,
-//! IPv6, UDP, TIME_WAIT, malformed replies) are the unit tests in src/daemon/sockdiag.rs.
+//! `appswitch::sockdiag` through its public API. The detailed tests (byte counts,
+//! IPv6, UDP, TIME_WAIT, malformed replies) are the unit tests in src/sockdiag.rs.
 
-use appswitch::daemon::sockdiag::{self, Proto};
+use appswitch::sockdiag::{self, Proto};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

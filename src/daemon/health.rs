@@ -4,9 +4,9 @@
 //! either is full while its accept queue is. The queries run without the
 //! daemon's state lock held: a [`Probe`] holds what they need.
 
-use super::sockdiag::{self, SockState};
 use crate::services::routes::{Backend, Origin, Route};
 use crate::services::shared::Health;
+use crate::sockdiag::{self, SockState};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -54,10 +54,17 @@ impl Probe {
             .collect();
         ports.sort_unstable();
         ports.dedup();
+        // Said once when it starts failing, not every period.
+        static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let (listeners, ok) = match sockdiag::tcp_listeners(&ports) {
-            Ok(s) => (s, true),
+            Ok(s) => {
+                FAILING.store(false, std::sync::atomic::Ordering::Relaxed);
+                (s, true)
+            }
             Err(e) => {
-                log::warn!("sock_diag: {e}: backends taken as live");
+                if !FAILING.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!("sock_diag: {e}: backends taken as live");
+                }
                 (HashMap::new(), false)
             }
         };
@@ -86,7 +93,9 @@ impl Probe {
                     .filter(|x| x.local.port() == port)
                     .count();
                 let up = |yes: bool| if yes { Health::Up } else { Health::Down };
-                let full = |l: &SockState| l.rqueue > 0 && l.rqueue >= l.wqueue.max(1);
+                // The kernel queues one more than the backlog (it refuses
+                // when the queue is longer than the backlog).
+                let full = |l: &SockState| l.rqueue > l.wqueue;
                 let health = match b.origin {
                     _ if !s.ok || !self.checkable(b) => Health::Unknown,
                     Origin::Traced { inode, .. } => match s.listeners.get(&inode) {

@@ -29,7 +29,7 @@ pub fn watch(state: Arc<Mutex<State>>) {
 }
 
 fn measure(state: &Arc<Mutex<State>>) {
-    let (routes, probe, shared) = {
+    let (routes, probe, shared, generation) = {
         let s = lock(state);
         if s.routes.routes.is_empty() {
             return;
@@ -37,7 +37,12 @@ fn measure(state: &Arc<Mutex<State>>) {
         let Some(shared) = s.shared.clone() else {
             return;
         };
-        (s.routes.routes.clone(), s.probe(), shared)
+        (
+            s.routes.routes.clone(),
+            s.probe(),
+            shared,
+            s.routes_generation,
+        )
     };
     let leastconn = routes.iter().any(|r| r.lb == Lb::LeastConn);
     // Pick counts before the count: picks made during it are counted twice
@@ -47,12 +52,20 @@ fn measure(state: &Arc<Mutex<State>>) {
         .map(|r| r.backends.iter().map(|b| shared.mark(b.slot)).collect())
         .collect();
     let sockets = probe.query(&routes, leastconn);
+    // Slots are given to other backends when the table changes: what was
+    // measured for the old one is not written.
+    if lock(state).routes_generation != generation {
+        return;
+    }
     let mut down = Vec::new();
     for (r, marks) in routes.iter().zip(marks) {
         for ((b, (h, load)), mark) in r.backends.iter().zip(probe.assess(r, &sockets)).zip(marks) {
             shared.set_health(b.slot, h);
-            if r.lb == Lb::LeastConn && h != Health::Unknown {
-                shared.set_load(b.slot, load as u64, mark);
+            if r.lb == Lb::LeastConn {
+                // What cannot be counted here (another host or namespace)
+                // counts as 0, plus the picks of the last period.
+                let load = if h == Health::Unknown { 0 } else { load as u64 };
+                shared.set_load(b.slot, load, mark);
             }
             if let (Origin::Traced { inode, .. }, Health::Down) = (&b.origin, h) {
                 down.push(*inode);

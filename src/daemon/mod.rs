@@ -5,7 +5,7 @@ pub mod cluster;
 pub mod control_files;
 pub mod health;
 pub mod health_watch;
-pub mod sockdiag;
+
 pub mod state;
 mod tracer_socket;
 mod write_txn;
@@ -167,11 +167,19 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     if let Some(dir) = shared_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let shared = SharedTable::create(&shared_path)
-        .with_context(|| format!("creating the shared table {}", shared_path.display()))?;
-    state.shared = Some(Arc::new(shared));
-    state.shared_path = Some(shared_path.clone());
-    state.push_routes();
+    match SharedTable::create(&shared_path) {
+        Ok(shared) => {
+            state.shared = Some(Arc::new(shared));
+            state.shared_path = Some(shared_path.clone());
+            state.push_routes();
+        }
+        // Services still work: each traced program then balances on its own.
+        Err(e) => log::warn!(
+            "cannot create the shared balancing table {}: {e}: round robin is per program, \
+             and backend health is not shared",
+            shared_path.display()
+        ),
+    }
     let state = Arc::new(Mutex::new(state));
     start_dns(config, &state)?;
     if !config.cluster.etcd.is_empty() {

@@ -4,7 +4,6 @@
 //! atomically after each change and pushed to every tracer.
 
 use super::health::Probe;
-use super::sockdiag;
 use super::write_txn::{Txn, Work};
 use crate::config::Mode;
 use crate::policy::table::PolicyTable;
@@ -13,6 +12,7 @@ use crate::protocol::{ConnReport, Counters, ToDaemon, ToTracer};
 use crate::services::routes::{Origin, Registry, RouteTable, VirtualHost};
 use crate::services::shared::{Health, SharedTable, Slots};
 use crate::services::static_table::{labels_text, ServiceTable};
+use crate::sockdiag;
 use controlfs::{Errno, StreamHub};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -79,6 +79,8 @@ pub struct State {
     pub shared_path: Option<PathBuf>,
     /// Which route and backend owns which slot of it.
     slots: Slots,
+    /// Bumped on every new route table (the health watch checks it).
+    pub routes_generation: u64,
     /// Open policy and services files being written (controlfs open file ->
     /// its transaction), and the generation of the live tables.
     txns: HashMap<u64, Txn>,
@@ -157,6 +159,7 @@ impl State {
             shared_path: None,
             slots: Slots::default(),
             txns: HashMap::new(),
+            routes_generation: 0,
             tables_gen: 0,
             resolv_conf: None,
             bind_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -196,6 +199,7 @@ impl State {
         }
         self.slots.assign(&mut t, self.shared.as_deref());
         self.routes = t;
+        self.routes_generation += 1;
         let msg = ToTracer::Routes(self.routes.clone());
         self.broadcast(msg);
     }

@@ -89,11 +89,12 @@ pub fn pick(
         return Err(NoBackend::Labels);
     }
     let fit = |i: usize| usable(i) && labels_match(labels, &route.backends[i].labels);
-    // The k-th fitting backend.
-    let nth = |k: usize| (0..n).filter(|&i| fit(i)).nth(k).unwrap_or(0);
+    // The k-th fitting backend. `usable` may read shared state that changes
+    // meanwhile: a backend that left since the count means none is chosen.
+    let nth = |k: usize| (0..n).filter(|&i| fit(i)).nth(k).ok_or(NoBackend::NoneLive);
     Ok(match route.lb {
-        Lb::RoundRobin => nth((ticket() % fits as u64) as usize),
-        Lb::Random => nth((random % fits as u64) as usize),
+        Lb::RoundRobin => nth((ticket() % fits as u64) as usize)?,
+        Lb::Random => nth((random % fits as u64) as usize)?,
         Lb::LeastConn => {
             // Ties go round robin, so equal loads still spread.
             let start = (ticket() % fits as u64) as usize;
@@ -105,7 +106,7 @@ pub fn pick(
                     best = Some(key);
                 }
             }
-            best.map_or(0, |(_, _, i)| i)
+            best.ok_or(NoBackend::NoneLive)?.2
         }
     })
 }

@@ -86,9 +86,12 @@ struct RouteSlot {
 #[repr(C, align(64))]
 struct BackendSlot {
     health: AtomicU32,
-    /// Until when (monotonic ms, low 32 bits are enough for a window) a client
-    /// with a virtual IP may be connecting here: a server that cannot find its
-    /// peer waits briefly for the client's record.
+    /// Clients with a virtual IP connecting here right now (between their
+    /// pick and their record): a server that cannot find its peer waits
+    /// for them, briefly.
+    inflight: AtomicU32,
+    /// Until when (monotonic ms, low 32 bits) `inflight` is believed: a
+    /// tracer that died mid-connect leaves it raised, and it then expires.
     pending_until: AtomicU32,
     /// Connections the daemon counted (sock_diag), and the pick count when it did.
     base_load: AtomicU64,
@@ -328,6 +331,7 @@ impl SharedTable {
     fn clear_backend(&self, slot: u32) {
         if let Some(b) = self.backend(slot) {
             b.health.store(0, Ordering::Relaxed);
+            b.inflight.store(0, Ordering::Relaxed);
             b.pending_until.store(0, Ordering::Relaxed);
             let p = b.picks.load(Ordering::Relaxed);
             b.base_load.store(0, Ordering::Relaxed);
@@ -335,19 +339,32 @@ impl SharedTable {
         }
     }
 
-    /// A client with a virtual IP is about to connect to this backend.
+    /// A client with a virtual IP is about to connect to this backend
+    /// (until [`Self::peer_done`]).
     pub fn expect_peer(&self, backend: u32) {
         if let Some(b) = self.backend(backend) {
             b.pending_until
                 .store((now_ms() + 50) as u32, Ordering::Relaxed);
+            b.inflight.fetch_add(1, Ordering::AcqRel);
         }
     }
 
-    /// Whether a client with a virtual IP may still be connecting to this backend.
+    /// That client has written its record (or its connect failed).
+    pub fn peer_done(&self, backend: u32) {
+        if let Some(b) = self.backend(backend) {
+            let _ = b
+                .inflight
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether a client with a virtual IP is connecting to this backend now.
     pub fn peer_expected(&self, backend: u32) -> bool {
         self.backend(backend).is_some_and(|b| {
             let until = b.pending_until.load(Ordering::Relaxed);
-            until != 0 && (until.wrapping_sub(now_ms() as u32) as i32) > 0
+            b.inflight.load(Ordering::Acquire) > 0
+                && until != 0
+                && (until.wrapping_sub(now_ms() as u32) as i32) > 0
         })
     }
 
@@ -607,7 +624,14 @@ mod tests {
         let t = SharedTable::private().unwrap();
         assert!(!t.peer_expected(1));
         t.expect_peer(1);
+        t.expect_peer(1);
         assert!(t.peer_expected(1));
+        t.peer_done(1);
+        assert!(t.peer_expected(1), "one is still connecting");
+        t.peer_done(1);
+        assert!(!t.peer_expected(1));
+        t.peer_done(1);
+        assert!(!t.peer_expected(1), "never below zero");
         assert!(!t.peer_expected(NO_SLOT));
     }
 

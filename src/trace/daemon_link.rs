@@ -176,7 +176,7 @@ pub fn start(
     let conn: Conn = Arc::new(Mutex::new(None));
     let counters = Arc::new(Mutex::new(Counters::default()));
     let pids = Arc::new(Mutex::new(Processes::default()));
-    let known: Arc<Mutex<HashMap<u64, ToDaemon>>> = Arc::new(Mutex::new(HashMap::new()));
+    let known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>> = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, drained) = sync_channel(1);
     let state = Arc::new(AtomicU8::new(TRYING));
     {
@@ -228,7 +228,7 @@ fn writer(
     rx: Receiver<Report>,
     conn: Conn,
     counters: Arc<Mutex<Counters>>,
-    known: Arc<Mutex<HashMap<u64, ToDaemon>>>,
+    known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>>,
 ) {
     loop {
         match rx.recv_timeout(Duration::from_secs(1)) {
@@ -237,22 +237,32 @@ fn writer(
                 // thread (and one write, one wake-up of the daemon) per
                 // BATCH, not per connection. A blocked receiver costs the
                 // tracer a futex wake on every send; a sleeping one nothing.
-                std::thread::sleep(BATCH);
+                // A new backend (Listen) goes out at once: clients may be
+                // told it is ready.
+                if !matches!(first, Report::Msg(ToDaemon::Listen(_))) {
+                    std::thread::sleep(BATCH);
+                }
                 let mut batch = String::new();
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
                     let msg = msg.into_msg();
-                    // Connections and listeners are re-sent to a restarted daemon.
-                    let inode = match &msg {
-                        ToDaemon::Conn(c) => Some(c.inode),
-                        ToDaemon::Listen(l) => Some(l.inode),
+                    // Connections and listeners are re-sent to a restarted
+                    // daemon. A service's listener is both a backend (Listen)
+                    // and a listening connection (Conn): both are kept.
+                    let key = match &msg {
+                        ToDaemon::Conn(c) => Some((c.inode, false)),
+                        ToDaemon::Listen(l) => Some((l.inode, true)),
                         _ => None,
                     };
-                    if let (Some(inode), Ok(mut k)) = (inode, known.lock()) {
+                    if let (Some(key), Ok(mut k)) = (key, known.lock()) {
                         if k.len() >= QUEUE {
-                            k.retain(|_, m| matches!(m, ToDaemon::Listen(_)));
+                            k.retain(|_, m| match m {
+                                ToDaemon::Listen(_) => true,
+                                ToDaemon::Conn(c) => c.via == "listen",
+                                _ => false,
+                            });
                         }
-                        k.insert(inode, msg.clone());
+                        k.insert(key, msg.clone());
                     }
                     batch.push_str(&msg.line());
                     if batch.len() < 256 * 1024 {
@@ -283,7 +293,7 @@ fn reader(
     live: Arc<LivePolicy>,
     net: Arc<LiveNet>,
     conn: Conn,
-    known: Arc<Mutex<HashMap<u64, ToDaemon>>>,
+    known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>>,
     pids: Arc<Mutex<Processes>>,
     mode: Option<Mode>,
     state: Arc<AtomicU8>,

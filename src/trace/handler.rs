@@ -263,11 +263,17 @@ impl NetHandler for Enforcer {
     fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
         if let (Op::Connect, Some(s)) = (call.op, call.socket) {
             match (verdict, &call.addr, outcome) {
+                // A connect that started one: its peer is what it asked for.
+                // A connect on a socket already connecting or connected
+                // (EALREADY, EISCONN, or 0 as it completes) keeps the peer
+                // of the connect that started it, whatever it asks now.
+                (Verdict::Rewrite(_), Some(_), Outcome::Err(Errno::EALREADY | Errno::EISCONN)) => {}
+                (Verdict::Rewrite(_), Some(_), Outcome::Ok(0))
+                    if self.virtual_peers.contains_key(&s.inode) => {}
                 (
                     Verdict::Rewrite(_),
                     Some(orig),
-                    Outcome::Ok(0)
-                    | Outcome::Err(Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN),
+                    Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS),
                 ) => insert_bounded(&mut self.virtual_peers, s.inode, orig.clone()),
                 // Connected elsewhere, or not connected: no virtual peer.
                 _ => {

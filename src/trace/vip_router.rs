@@ -63,6 +63,9 @@ struct Routed {
     backend: SocketAddr,
     /// Backends (by position in the route) this connect already tried.
     tried: u64,
+    /// The round-robin number of its pick: a failover reuses it, so a dead
+    /// backend does not skew the rotation.
+    ticket: u64,
 }
 
 /// How long a server waits for the record of a client with a virtual IP
@@ -86,17 +89,23 @@ pub struct Router {
     /// Socket inode -> the address the program bound (getsockname shows
     /// it), and whether listen() on it makes a backend.
     bound: HashMap<u64, (SockAddr, bool)>,
-    /// Real port of a service's listener -> the port it asked for: an
-    /// accepted socket's getsockname shows VIP:that port (found from the
-    /// socket's real local port, so accept() need not stop for it).
-    service_ports: HashMap<u16, u16>,
+    /// Real port of a service's listener -> the port it asked for and the
+    /// listener's inode: an accepted socket's getsockname shows VIP:that
+    /// port (found from the socket's real local port, so accept() need not
+    /// stop for it).
+    service_ports: HashMap<u16, (u16, u64)>,
     /// Threads with a rewritten bind() in flight: whether it is a service bind.
     binding: HashMap<i32, bool>,
     /// Where the next search of the port range starts.
     next_port: u32,
     /// Threads with a routed connect() in flight from a program with a
-    /// VIP: the backend (its client record is written once connected).
-    routing: HashMap<i32, SocketAddr>,
+    /// VIP: the backend and its slot (its client record is written once
+    /// connected).
+    routing: HashMap<i32, (SocketAddr, u32)>,
+    /// A bound TCP port nobody listens on: a non-blocking connect with no
+    /// backend is sent there, so the program sees what an untraced refused
+    /// connect gives (EINPROGRESS, then ECONNREFUSED).
+    refuser: Option<(std::os::fd::OwnedFd, SocketAddr)>,
     /// Listening service socket inode -> its real address.
     listening: HashMap<u64, SocketAddr>,
     /// Accepted socket inode -> the client's virtual address (getpeername).
@@ -161,6 +170,7 @@ impl Router {
             binding: HashMap::new(),
             next_port: 0,
             routing: HashMap::new(),
+            refuser: None,
             listening: HashMap::new(),
             peers: HashMap::new(),
         }
@@ -182,39 +192,73 @@ impl Router {
         self.private.clone()
     }
 
-    /// Choose a backend of `route`, skipping the positions in `tried`.
+    /// Choose a backend of `route`, skipping the positions in `tried`;
+    /// with `again`, reuse that round-robin number (a failover). The
+    /// position chosen and the number used.
     fn choose(
         &mut self,
         route: &Route,
         labels: &Labels,
         tried: u64,
+        again: Option<u64>,
         table: Option<&SharedTable>,
-    ) -> Result<usize, NoBackend> {
-        let health = |i: usize| table.map(|t| t.health(route.backends[i].slot));
-        let up = |i: usize| health(i).is_none_or(|h| h.takes_connections());
-        // Static backends that look down are still tried when nothing else
-        // is up: they may be on an address sock_diag cannot see.
-        let any_up = (0..route.backends.len()).any(|i| up(i) && tried & bit(i) == 0);
+    ) -> Result<(usize, u64), NoBackend> {
+        use crate::services::routes::Origin;
+        use crate::services::shared::Health;
+        let health = |i: usize| table.map_or(Health::Unknown, |t| t.health(route.backends[i].slot));
+        let open = |i: usize| tried & bit(i) == 0;
+        let n = route.backends.len();
+        // Up (or not checkable) first; when none is, a full one (its queue
+        // may drain; the kernel queues one more than the backlog); when none
+        // is, a static one that looks down (sock_diag may not see it).
+        let any_up = (0..n).any(|i| open(i) && health(i).takes_connections());
+        let any_full = (0..n).any(|i| open(i) && health(i) == Health::Full);
         let usable = |i: usize| {
-            tried & bit(i) == 0
-                && (up(i)
-                    || (!any_up
-                        && route.backends[i].origin == crate::services::routes::Origin::Static))
+            open(i)
+                && match health(i) {
+                    h if h.takes_connections() => true,
+                    Health::Full => !any_up,
+                    _ => !any_up && !any_full && route.backends[i].origin == Origin::Static,
+                }
         };
         let load = |i: usize| table.map_or(0, |t| t.load(route.backends[i].slot));
         let unshared = &mut self.unshared;
-        let ticket = || match table.and_then(|t| t.ticket(route.slot)) {
-            Some(n) => n,
-            None => {
-                *unshared += 1;
-                *unshared - 1
-            }
+        let used = std::cell::Cell::new(again.unwrap_or(0));
+        let ticket = || {
+            // (A failover takes no new number.)
+            let n = match again.or_else(|| table.and_then(|t| t.ticket(route.slot))) {
+                Some(n) => n,
+                None => {
+                    *unshared += 1;
+                    *unshared - 1
+                }
+            };
+            used.set(n);
+            n
         };
         let i = balancer::pick(route, labels, usable, load, ticket, self.rng.draw())?;
         if let Some(t) = table {
             t.picked(route.backends[i].slot);
         }
-        Ok(i)
+        Ok((i, used.get()))
+    }
+
+    /// Where a non-blocking connect with no backend goes (see `refuser`).
+    fn refuser(&mut self) -> Option<SocketAddr> {
+        if self.refuser.is_none() {
+            self.refuser = closed_port();
+        }
+        self.refuser.as_ref().map(|(_, a)| *a)
+    }
+
+    /// No backend: refused, as a connect to a host where nothing listens.
+    fn no_backend(&mut self, call: &Call) -> Verdict {
+        if call.socket.is_some_and(|s| s.nonblocking) {
+            if let Some(a) = self.refuser() {
+                return Verdict::Rewrite(a.into());
+            }
+        }
+        Verdict::Fail(Errno::ECONNREFUSED)
     }
 
     pub fn has_host(&self) -> bool {
@@ -265,10 +309,16 @@ impl Router {
     pub fn sockname(&self, call: &Call) -> Option<Verdict> {
         let sock = call.socket?;
         let Some((asked, _)) = self.bound.get(&sock.inode) else {
-            // An accepted connection's local address is the service's.
+            // An accepted connection's local address is the service's: a
+            // TCP socket on the real port of a listener that is still a
+            // backend (a port is reused once its listener is gone).
             let h = self.host.as_ref()?;
             let real = call.local.as_ref()?.ip()?;
-            let asked = *self.service_ports.get(&real.port())?;
+            let (asked, listener) = *self.service_ports.get(&real.port())?;
+            if !is_tcp(call) || !listening_still(real.port(), listener) {
+                // The port's listener is gone and another socket has it.
+                return None;
+            }
             return Some(Verdict::Answer(in_family(h.ip, asked, sock.domain)?));
         };
         let ip = asked.ip()?;
@@ -292,7 +342,8 @@ impl Router {
         // One pick per socket: a connect() again on a socket already sent
         // somewhere (hiredis and Perl check completion this way) goes to the
         // same backend, and the kernel answers as it would (EALREADY, EISCONN).
-        if let Some(r) = self.routed.get(&inode).filter(|r| r.vip == vip) {
+        // (Whatever it asks now: the kernel answers for the socket.)
+        if let Some(r) = self.routed.get(&inode) {
             return Some(Verdict::Rewrite(r.backend.into()));
         }
         let Some(route) = routes.route(&vip) else {
@@ -300,51 +351,44 @@ impl Router {
                 "connect to {vip} from pid {}: nothing listens there",
                 call.pid
             );
-            return Some(Verdict::Fail(Errno::ECONNREFUSED));
+            return Some(self.no_backend(call));
         };
         let table = self.table();
-        match self.choose(route, labels, 0, table.as_deref()) {
-            Ok(i) => {
+        match self.choose(route, labels, 0, None, table.as_deref()) {
+            Ok((i, ticket)) => {
                 let b = &route.backends[i];
-                self.sent(call, inode, vip, b.addr, b.slot, bit(i), table.as_deref());
+                let r = Routed {
+                    vip,
+                    backend: b.addr,
+                    tried: bit(i),
+                    ticket,
+                };
+                self.sent(call, inode, r, b.slot, table.as_deref());
                 Some(Verdict::Rewrite(b.addr.into()))
             }
             Err(why) => {
                 log::info!("connect to {vip} from pid {}: {}", call.pid, why.reason());
-                Some(Verdict::Fail(Errno::ECONNREFUSED))
+                Some(self.no_backend(call))
             }
         }
     }
 
     /// Remember where a socket was sent; a client with a VIP tells servers
     /// to expect its record.
-    #[allow(clippy::too_many_arguments)]
-    fn sent(
-        &mut self,
-        call: &Call,
-        inode: u64,
-        vip: SocketAddr,
-        backend: SocketAddr,
-        slot: u32,
-        tried: u64,
-        table: Option<&SharedTable>,
-    ) {
-        insert_bounded(
-            &mut self.routed,
-            inode,
-            Routed {
-                vip,
-                backend,
-                tried,
-            },
-        );
+    fn sent(&mut self, call: &Call, inode: u64, r: Routed, slot: u32, table: Option<&SharedTable>) {
+        let backend = r.backend;
+        insert_bounded(&mut self.routed, inode, r);
         // Only a connect() writes its record afterwards (a TCP Fast Open
         // send does not): only then are servers told to expect one.
         if self.host.is_some() && call.op == tracer::Op::Connect {
+            let old = self.routing.insert(call.tid, (backend, slot));
             if let Some(t) = table {
                 t.expect_peer(slot);
+                // A failover: the first backend expects nothing any more.
+                if let Some((_, old)) = old {
+                    t.peer_done(old);
+                }
             }
-            self.routing.insert(call.tid, backend);
         }
     }
 
@@ -366,7 +410,9 @@ impl Router {
         let routes = self.net.routes();
         let route = routes.route(&r.vip)?;
         let table = self.table();
-        let i = self.choose(route, labels, r.tried, table.as_deref()).ok()?;
+        let (i, _) = self
+            .choose(route, labels, r.tried, Some(r.ticket), table.as_deref())
+            .ok()?;
         let b = &route.backends[i];
         log::info!(
             "connect to {} from pid {}: {} refused, trying {}",
@@ -375,15 +421,12 @@ impl Router {
             r.backend,
             b.addr
         );
-        self.sent(
-            call,
-            inode,
-            r.vip,
-            b.addr,
-            b.slot,
-            r.tried | bit(i),
-            table.as_deref(),
-        );
+        let next = Routed {
+            backend: b.addr,
+            tried: r.tried | bit(i),
+            ..r
+        };
+        self.sent(call, inode, next, b.slot, table.as_deref());
         Some(b.addr.into())
     }
 
@@ -470,24 +513,27 @@ impl Router {
     ) -> Option<ToDaemon> {
         match call.op {
             tracer::Op::Connect => {
-                if matches!(outcome, Outcome::Err(e) if !matches!(e, Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN | Errno::EINTR))
-                {
-                    // Not connected, nor connecting: a later connect picks again.
+                let failed = matches!(outcome, Outcome::Err(e) if !matches!(e, Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN | Errno::EINTR));
+                // Not connected nor connecting, or connected elsewhere (a
+                // rule, AF_UNSPEC): a later connect picks again.
+                if failed || !matches!(verdict, Verdict::Rewrite(_)) {
                     if let Some(s) = call.socket {
                         self.routed.remove(&s.inode);
                     }
                 }
-                let backend = self.routing.remove(&call.tid)?;
+                let (backend, slot) = self.routing.remove(&call.tid)?;
+                let table = self.table();
                 let h = self.host.as_ref()?;
                 // Whatever the outcome (an EINTR connect still completes in
                 // the kernel): servers may wait for the record.
                 let local = call.local.as_ref().and_then(SockAddr::ip);
-                if let Some(local) = local.filter(|l| l.port() != 0) {
+                if let (Some(local), Some(t)) = (local.filter(|l| l.port() != 0), &table) {
                     let local = canonical_addr(local);
                     let vip = SocketAddr::new(canonical(h.ip), local.port());
-                    if let Some(t) = self.table() {
-                        t.put_peer(local, backend.port(), vip);
-                    }
+                    t.put_peer(local, backend.port(), vip);
+                }
+                if let Some(t) = &table {
+                    t.peer_done(slot);
                 }
                 None
             }
@@ -519,7 +565,7 @@ impl Router {
                     real
                 };
                 insert_bounded(&mut self.listening, inode, real);
-                insert_bounded(&mut self.service_ports, real.port(), asked.port());
+                insert_bounded(&mut self.service_ports, real.port(), (asked.port(), inode));
                 let l = Listener {
                     inode,
                     pid: call.pid,
@@ -556,4 +602,49 @@ fn backend_slot(routes: &RouteTable, addr: SocketAddr) -> Option<u32> {
         .flat_map(|r| r.backends.iter())
         .find(|b| b.addr == addr)
         .map(|b| b.slot)
+}
+
+/// A TCP socket bound to a free loopback port and never listening: every
+/// connect to it is refused (RST) by the kernel.
+fn closed_port() -> Option<(std::os::fd::OwnedFd, SocketAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a new socket; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is ours.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    use std::os::fd::AsRawFd;
+    // SAFETY: sa is a valid sockaddr_in of `len` bytes.
+    let ok = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            len,
+        ) == 0
+            && libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            ) == 0
+    };
+    ok.then(|| {
+        let port = u16::from_be(sa.sin_port);
+        (
+            fd,
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port),
+        )
+    })
+}
+
+/// Whether the listening socket `inode` still listens on `port` (one
+/// sock_diag query: the port may have been given to another socket since).
+/// When the kernel cannot be asked, it is taken as listening.
+fn listening_still(port: u16, inode: u64) -> bool {
+    crate::sockdiag::tcp_listeners(&[port]).map_or(true, |l| l.contains_key(&inode))
 }

@@ -136,7 +136,12 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, settle: bool) -
                 // as untraced, so it still gets EINPROGRESS.
                 match raw_connect(fd, &buf, len) {
                     Err(Errno::ECONNREFUSED) => Emulated::RefusedNow,
-                    _ => Emulated::Done(-(Errno::EINPROGRESS as i64)),
+                    Ok(()) | Err(Errno::EISCONN | Errno::EALREADY | Errno::EINPROGRESS) => {
+                        Emulated::Done(-(Errno::EINPROGRESS as i64))
+                    }
+                    // Another error, consumed here: the program gets it now
+                    // (a non-blocking connect may fail at once).
+                    Err(e) => Emulated::Done(-(e as i64)),
                 }
             }
             Err(e) => Emulated::Done(-(e as i64)),
