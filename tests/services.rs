@@ -465,3 +465,88 @@ fn a_user_who_cannot_join_the_daemon_is_told_why() {
     ]));
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+/// A traced server on port 8000 answering NAME: `v4` (AF_INET), `dual`
+/// (AF_INET6, V6ONLY off) or `v6only` (AF_INET6, V6ONLY on, as redis,
+/// memcached and nginx's `listen [::]:80` do).
+fn family_server(h: &Host, ip: &str, kind: &str) -> Proc {
+    let code = format!(
+        "import socket\n\
+         k='{kind}'\n\
+         l=socket.socket(socket.AF_INET if k=='v4' else socket.AF_INET6)\n\
+         if k!='v4': l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if k=='v6only' else 0)\n\
+         l.bind(('0.0.0.0' if k=='v4' else '::', 8000)); l.listen(8)\n\
+         print(l.getsockname()[:2], flush=True)\n\
+         while True:\n    c,_=l.accept(); c.sendall(k.encode()); c.close()\n"
+    );
+    let mut p = Proc(
+        h.trace(&["--ip", ip], "python3", &["-c", &code])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(p.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let want = if kind == "v4" {
+        "('0.0.0.0', 8000)"
+    } else {
+        "('::', 8000)"
+    };
+    assert_eq!(
+        line.trim(),
+        want,
+        "{kind}: bind and getsockname as untraced"
+    );
+    p
+}
+
+/// What a traced client of `family` (4 or 6) reads from ADDR:8000, or its errno.
+fn family_client(h: &Host, family: u8, addr: &str, n: usize) -> Vec<String> {
+    let code = format!(
+        "import socket,errno\n\
+         for i in range({n}):\n\
+         \x20   s=socket.socket(socket.AF_INET{f}); s.settimeout(5)\n\
+         \x20   try: s.connect(('{addr}',8000)); print(s.recv(16).decode(), flush=True)\n\
+         \x20   except OSError as e: print(errno.errorcode.get(e.errno,'timeout'), flush=True)\n",
+        f = if family == 6 { "6" } else { "" }
+    );
+    stdout(&run(&mut h.trace(&[], "python3", &["-c", &code])))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn listeners_of_every_family_serve_through_ipv4_and_ipv6_vips() {
+    let h = Host::start();
+    // An IPv6-only listener alone: IPv6 clients reach it, through the IPv4
+    // VIP (v4-mapped) and an IPv6 VIP; an IPv4 client cannot (as untraced,
+    // an IPv4 socket cannot reach an IPv6-only one): refused.
+    let _v6 = family_server(&h, "10.1.0.1", "v6only");
+    h.wait_backends("10.1.0.1:8000", 1);
+    assert_eq!(family_client(&h, 6, "::ffff:10.1.0.1", 1), ["v6only"]);
+    assert_eq!(family_client(&h, 4, "10.1.0.1", 1), ["ECONNREFUSED"]);
+    // With an IPv4 listener beside it (redis binds both): IPv4 clients go to
+    // it, IPv6 clients to either.
+    let _v4 = family_server(&h, "10.1.0.1", "v4");
+    h.wait_backends("10.1.0.1:8000", 2);
+    assert_eq!(family_client(&h, 4, "10.1.0.1", 4), ["v4"; 4]);
+    let six = family_client(&h, 6, "::ffff:10.1.0.1", 4);
+    assert!(
+        six.iter().any(|s| s == "v6only") && six.iter().any(|s| s == "v4"),
+        "{six:?}"
+    );
+    // A dual-stack listener takes both families.
+    let _dual = family_server(&h, "10.1.0.2", "dual");
+    h.wait_backends("10.1.0.2:8000", 1);
+    assert_eq!(family_client(&h, 4, "10.1.0.2", 1), ["dual"]);
+    assert_eq!(family_client(&h, 6, "::ffff:10.1.0.2", 1), ["dual"]);
+    // An IPv6 VIP.
+    let _v6vip = family_server(&h, "fd00::7", "v6only");
+    h.wait_backends("[fd00::7]:8000", 1);
+    assert_eq!(family_client(&h, 6, "fd00::7", 2), ["v6only"; 2]);
+}

@@ -195,8 +195,10 @@ impl Router {
     /// Choose a backend of `route`, skipping the positions in `tried`;
     /// with `again`, reuse that round-robin number (a failover). The
     /// position chosen and the number used.
+    #[allow(clippy::too_many_arguments)]
     fn choose(
         &mut self,
+        call: &Call,
         route: &Route,
         labels: &Labels,
         tried: u64,
@@ -206,7 +208,13 @@ impl Router {
         use crate::services::routes::Origin;
         use crate::services::shared::Health;
         let health = |i: usize| table.map_or(Health::Unknown, |t| t.health(route.backends[i].slot));
-        let open = |i: usize| tried & bit(i) == 0;
+        // Not tried yet, and in a family the client's socket can reach (an
+        // IPv4 socket cannot reach a listener that takes IPv6 only).
+        let (domain, v6only) = call
+            .socket
+            .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
+        let open =
+            |i: usize| tried & bit(i) == 0 && reachable(domain, v6only, route.backends[i].addr);
         let n = route.backends.len();
         // Up (or not checkable) first; when none is, a full one (its queue
         // may drain; the kernel queues one more than the backlog); when none
@@ -273,7 +281,16 @@ impl Router {
     pub fn bind(&mut self, call: &Call) -> Option<Verdict> {
         let h = self.host.as_ref()?;
         let asked = call.addr.as_ref()?.ip()?;
-        let domain = call.socket?.domain;
+        let sock = call.socket?;
+        let domain = sock.domain;
+        // Where real sockets go, in a family this socket can take: an IPv6
+        // socket that takes IPv6 only (redis, memcached and nginx listen on
+        // [::] this way) gets the IPv6 form of [services] bind.
+        let bind_ip = if sock.v6only {
+            v6_form(h.bind_ip)
+        } else {
+            h.bind_ip
+        };
         let service = asked.port() != 0 && is_tcp(call);
         let real = if service {
             match h.expose.iter().find(|(p, _)| *p == asked.port()) {
@@ -288,15 +305,15 @@ impl Router {
                     // From the configured range (a taken port is skipped;
                     // all taken: the kernel chooses).
                     let port = h.ports.and_then(|(lo, hi)| {
-                        let p = free_port(h.bind_ip, lo, hi, self.next_port)?;
+                        let p = free_port(bind_ip, lo, hi, self.next_port)?;
                         self.next_port = u32::from(p - lo) + 1;
                         Some(p)
                     });
-                    SocketAddr::new(h.bind_ip, port.unwrap_or(0))
+                    SocketAddr::new(bind_ip, port.unwrap_or(0))
                 }
             }
         } else if canonical(asked.ip()) == canonical(h.ip) {
-            SocketAddr::new(h.bind_ip, asked.port())
+            SocketAddr::new(bind_ip, asked.port())
         } else {
             return None;
         };
@@ -354,7 +371,7 @@ impl Router {
             return Some(self.no_backend(call));
         };
         let table = self.table();
-        match self.choose(route, labels, 0, None, table.as_deref()) {
+        match self.choose(call, route, labels, 0, None, table.as_deref()) {
             Ok((i, ticket)) => {
                 let b = &route.backends[i];
                 let r = Routed {
@@ -411,7 +428,14 @@ impl Router {
         let route = routes.route(&r.vip)?;
         let table = self.table();
         let (i, _) = self
-            .choose(route, labels, r.tried, Some(r.ticket), table.as_deref())
+            .choose(
+                call,
+                route,
+                labels,
+                r.tried,
+                Some(r.ticket),
+                table.as_deref(),
+            )
             .ok()?;
         let b = &route.backends[i];
         log::info!(
@@ -559,7 +583,9 @@ impl Router {
                 };
                 let asked = asked.ip()?;
                 let real = canonical_addr(call.local.as_ref()?.ip()?);
-                let real = if real.ip().is_unspecified() {
+                // A wildcard listener is reached at [services] bind (in the
+                // listener's family: the daemon names the host otherwise).
+                let real = if real.ip().is_unspecified() && real.is_ipv4() == h.bind_ip.is_ipv4() {
                     SocketAddr::new(h.bind_ip, real.port())
                 } else {
                     real
@@ -647,4 +673,24 @@ fn closed_port() -> Option<(std::os::fd::OwnedFd, SocketAddr)> {
 /// When the kernel cannot be asked, it is taken as listening.
 fn listening_still(port: u16, inode: u64) -> bool {
     crate::sockdiag::tcp_listeners(&[port]).map_or(true, |l| l.contains_key(&inode))
+}
+
+/// The IPv6 address that stands for `ip` on a socket that takes IPv6 only:
+/// loopback for loopback, the wildcard for the wildcard or an IPv4 address.
+fn v6_form(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(_) => ip,
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Whether a socket of `domain` (`v6only`) can connect to `addr`.
+fn reachable(domain: i32, v6only: bool, addr: SocketAddr) -> bool {
+    let v4 = canonical(addr.ip()).is_ipv4();
+    match domain {
+        libc::AF_INET => v4,
+        libc::AF_INET6 => !(v6only && v4),
+        _ => false,
+    }
 }

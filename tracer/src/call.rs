@@ -139,6 +139,9 @@ pub struct SocketInfo {
     pub nonblocking: bool,
     /// The socket's inode: identifies the socket across descriptors and processes.
     pub inode: u64,
+    /// An AF_INET6 socket with IPV6_V6ONLY set (IPv4 and v4-mapped
+    /// addresses are not for it).
+    pub v6only: bool,
 }
 
 /// One trapped network call, decoded.

@@ -38,13 +38,17 @@ pub enum Emulated {
 }
 
 fn getsockopt_int(fd: &OwnedFd, opt: i32) -> Result<i32, Errno> {
+    getsockopt_at(fd, libc::SOL_SOCKET, opt)
+}
+
+fn getsockopt_at(fd: &OwnedFd, level: i32, opt: i32) -> Result<i32, Errno> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are valid for the kernel to write.
     let r = unsafe {
         libc::getsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             opt,
             (&mut v as *mut libc::c_int).cast(),
             &mut len,
@@ -75,7 +79,11 @@ pub fn socket_info(fd: &OwnedFd) -> Result<SocketInfo, Errno> {
     } else {
         0
     };
+    // An IPv6 socket that takes IPv6 only cannot be given an IPv4 address.
+    let v6only = domain == libc::AF_INET6
+        && getsockopt_at(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0);
     Ok(SocketInfo {
+        v6only,
         domain,
         sotype,
         protocol,
