@@ -8,6 +8,7 @@ PACKAGES=(
   curl python3 busybox-static golang-go     # programs the tests trace
   iproute2 fuse3 strace hyperfine iperf3    # namespaces, control fs, reference/bench tools
   nginx apache2-utils                       # stock servers for tests; ab for the short-connection bench
+  redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client
 )
 
