@@ -77,6 +77,7 @@ fn main() {
     }
     let program = args.next().unwrap_or_else(|| usage());
     let cmd = tracer::Command {
+        user: None,
         program,
         args: args.collect(),
         bind_files: Vec::new(),

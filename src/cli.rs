@@ -143,6 +143,14 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_daemon: bool,
 
+    /// Run the program as USER (name or uid), with its group and
+    /// supplementary groups (as runuser would; HOME, USER and LOGNAME are
+    /// set), or with GROUP (name or gid) as its group. appswitch itself
+    /// keeps running as root. Use this instead of a setuid program or
+    /// sudo inside the trace: those lose their privileges under ptrace.
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = parse_user)]
+    pub user: Option<tracer::Credentials>,
+
     /// Keep the host's /etc/resolv.conf: no private mount namespace for the
     /// program (service names then resolve only if the host's resolver knows
     /// them; VIPs still work).
@@ -224,4 +232,65 @@ pub struct UsageError(pub String);
 /// The config file, a bad one being the user's error.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
     crate::config::Config::load(path).map_err(|e| UsageError(format!("{e:#}")).into())
+}
+
+/// USER[:GROUP] -> the credentials the program runs with.
+fn parse_user(s: &str) -> Result<tracer::Credentials, String> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let user = match u.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n)).ok().flatten(),
+        Err(_) => User::from_name(u).ok().flatten(),
+    };
+    let (uid, mut gid, home, name) = match (&user, u.parse::<u32>()) {
+        (Some(p), _) => (
+            p.uid.as_raw(),
+            p.gid.as_raw(),
+            Some(p.dir.clone()),
+            Some(p.name.clone()),
+        ),
+        (None, Ok(n)) => (n, n, None, None),
+        (None, Err(_)) => return Err(format!("no such user: '{u}'")),
+    };
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("no such group: '{g}'"))?
+                .gid
+                .as_raw(),
+        };
+    }
+    // Supplementary groups as initgroups(3) would set them (none for a
+    // uid without a passwd entry).
+    let groups = match &name {
+        Some(n) => {
+            let c = std::ffi::CString::new(n.as_str()).map_err(|e| e.to_string())?;
+            nix::unistd::getgrouplist(&c, Gid::from_raw(gid))
+                .map_err(|e| format!("groups of {n}: {e}"))?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect()
+        }
+        None => vec![gid],
+    };
+    let mut env = Vec::new();
+    if let Some(n) = name {
+        env.push(("USER".into(), n.clone().into()));
+        env.push(("LOGNAME".into(), n.into()));
+    }
+    if let Some(h) = home {
+        env.push(("HOME".into(), h.into_os_string()));
+    }
+    Ok(tracer::Credentials {
+        uid,
+        gid,
+        groups,
+        env,
+    })
 }

@@ -408,3 +408,59 @@ fn sigpipe_is_the_default_in_the_program() {
     assert_eq!(stdout(&out), "y\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+#[test]
+fn user_runs_the_program_as_that_user_with_its_groups() {
+    let id = require("id");
+    let o = traced_user(&["--user", "nobody"], &id);
+    assert_eq!(stdout(&o).trim(), "65534 65534 65534", "{o:?}");
+    // A group of one's choosing, by name or number.
+    let o = traced_user(&["--user", "nobody:root"], &id);
+    assert_eq!(stdout(&o).split_whitespace().nth(1), Some("0"), "{o:?}");
+    let o = traced_user(&["--user", "65534:65534"], &id);
+    assert_eq!(
+        stdout(&o).split_whitespace().take(2).collect::<Vec<_>>(),
+        ["65534", "65534"]
+    );
+    // The environment says who it is, as runuser would.
+    let o = run(Command::new(appswitch()).args([
+        "trace",
+        "--user",
+        "nobody",
+        "--",
+        "sh",
+        "-c",
+        "echo $USER $LOGNAME",
+    ]));
+    assert_eq!(stdout(&o).trim(), "nobody nobody", "{o:?}");
+    // Unknown names are usage errors, before anything runs.
+    let o =
+        run(Command::new(appswitch()).args(["trace", "--user", "no-such-user-xyz", "--", "true"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no such user"),
+        "{o:?}"
+    );
+}
+
+fn traced_user(opts: &[&str], id: &std::path::Path) -> std::process::Output {
+    let code = format!(
+        "{} -u; {} -g; {} -G",
+        id.display(),
+        id.display(),
+        id.display()
+    );
+    let o = run(Command::new(appswitch())
+        .arg("trace")
+        .args(opts)
+        .args(["--", "sh", "-c", &code]));
+    // One line: uid gid groups.
+    std::process::Output {
+        stdout: stdout(&o)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .into_bytes(),
+        ..o
+    }
+}

@@ -68,6 +68,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
     let mut words = args.command.iter().cloned();
     let program = words.next().context("no program given")?;
     let mut cmd = tracer::Command {
+        user: args.user.clone(),
         program: program.clone(),
         args: words.collect(),
         bind_files: Vec::new(),

@@ -14,6 +14,8 @@ pub enum TraceError {
     NotFound { program: String },
     #[error("installing the seccomp filter in the child: {0}")]
     InstallFilter(Errno),
+    #[error("switching to the program's user (--user): {0}")]
+    SetUser(Errno),
 }
 
 impl TraceError {

@@ -26,4 +26,4 @@ pub use call::{
 pub use error::TraceError;
 pub use nix::errno::Errno;
 pub use sockaddr::SockAddr;
-pub use tracer::{run, Command, ExitStatus};
+pub use tracer::{run, Command, Credentials, ExitStatus};

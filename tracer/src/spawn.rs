@@ -43,6 +43,7 @@ impl Child {
         let errno = Errno::from_raw(i32::from_ne_bytes([b[1], b[2], b[3], b[4]]));
         Some(match b[0] {
             b'F' => TraceError::InstallFilter(errno),
+            b'U' => TraceError::SetUser(errno),
             _ => TraceError::Exec {
                 program: self.program.clone(),
                 errno,
@@ -139,14 +140,31 @@ unsafe fn private_binds(
     ok
 }
 
-/// Fork and exec `program args` under `filter`, seized by the calling thread.
-pub fn spawn(
-    program: &OsStr,
-    args: &[OsString],
-    bind_files: &[(PathBuf, PathBuf)],
-    filter: &Program,
-) -> Result<Child, TraceError> {
+/// Fork and exec `cmd` under `filter`, seized by the calling thread.
+pub fn spawn(cmd: &crate::tracer::Command, filter: &Program) -> Result<Child, TraceError> {
+    let (program, args, bind_files) = (cmd.program.as_os_str(), &cmd.args, &cmd.bind_files);
     let path = cstring(resolve(program)?.as_os_str())?;
+    // The environment, with the user's values when --user (execve's envp).
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    if let Some(u) = &cmd.user {
+        for (k, v) in &u.env {
+            env.retain(|(x, _)| x != k);
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    let env_c = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            cstring(&kv)
+        })
+        .collect::<Result<Vec<_>, TraceError>>()?;
+    let mut envp: Vec<*const libc::c_char> = env_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let user = cmd.user.clone();
+    let groups: Vec<libc::gid_t> = user.as_ref().map_or(Vec::new(), |u| u.groups.clone());
     let binds = bind_files
         .iter()
         .map(|(s, t)| Ok((cstring(s.as_os_str())?, cstring(t.as_os_str())?)))
@@ -205,7 +223,17 @@ pub fn spawn(
             {
                 child_fail(st, b'F', *libc::__errno_location());
             }
-            libc::execv(path.as_ptr(), argv.as_ptr());
+            // --user: drop to the user now, with the filter in place (installing
+            // it needed root's CAP_SYS_ADMIN or no_new_privs).
+            if let Some(u) = &user {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(u.gid) != 0
+                    || libc::setuid(u.uid) != 0
+                {
+                    child_fail(st, b'U', *libc::__errno_location());
+                }
+            }
+            libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             child_fail(st, b'E', *libc::__errno_location());
         }
     }

@@ -35,6 +35,21 @@ pub struct Command {
     /// program gets a private mount namespace with each source bind-mounted
     /// on its target; the host's files are untouched.
     pub bind_files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Run the program as this user (set after the filter is installed,
+    /// just before exec): its groups, group and user ids, and the
+    /// environment values to set (HOME, USER, LOGNAME).
+    pub user: Option<Credentials>,
+}
+
+/// Who the program runs as (`--user`).
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (as initgroups(3) would give).
+    pub groups: Vec<u32>,
+    /// Environment variables to set for the program.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// How the traced program ended.
@@ -135,7 +150,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let interests = handler.interests();
     let program = filter::build(&interests)?;
     install_forwarding();
-    let child = spawn::spawn(&cmd.program, &cmd.args, &cmd.bind_files, &program)?;
+    let child = spawn::spawn(cmd, &program)?;
     MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
     let mut t = Tracer {
         handler,
