@@ -108,6 +108,9 @@ pub enum ToTracer {
     Events { wanted: bool },
     /// End the traced program (apps/ID/ctl: kill).
     Kill,
+    /// The daemon will not take this trace (its --name is another VIP's):
+    /// the trace says why and exits before the program starts.
+    Refused { why: String },
 }
 
 impl ToDaemon {

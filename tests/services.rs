@@ -63,15 +63,17 @@ fn round_robin_across_programs_then_failover_then_refused() {
         h.services()
     );
 
-    // Both killed: the connect is refused.
+    // Both killed: the service and its name leave at once, and a connect
+    // to the VIP is refused (never sent out).
     kill_program(&mut b);
-    wait_until(
-        "the service to lose its backends",
-        Duration::from_secs(5),
-        || {
-            h.services()
-                .contains("web 10.1.0.1:8000 -> - lb=roundrobin labels=- origin=traced")
-        },
+    wait_until("the service to leave", Duration::from_secs(5), || {
+        !h.services().contains("10.1.0.1:8000")
+    });
+    let o = h.curl(&[], "http://web:8000/");
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "curl: couldn't resolve web: {o:?}"
     );
     let o = h.curl(&[], "http://10.1.0.1:8000/");
     assert_eq!(o.status.code(), Some(7), "curl: couldn't connect: {o:?}");
@@ -549,4 +551,54 @@ fn listeners_of_every_family_serve_through_ipv4_and_ipv6_vips() {
     let _v6vip = family_server(&h, "fd00::7", "v6only");
     h.wait_backends("[fd00::7]:8000", 1);
     assert_eq!(family_client(&h, 6, "fd00::7", 2), ["v6only"; 2]);
+}
+
+#[test]
+fn a_name_taken_by_another_vip_is_refused_before_the_program_starts() {
+    let h = Host::start();
+    let _web = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    let marker = h.dir.path().join("ran");
+    let o = run(&mut h.trace(
+        &["--ip", "10.1.0.2", "--name", "web"],
+        "sh",
+        &["-c", &format!("touch {}", marker.display())],
+    ));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--name web") && err.contains("10.1.0.1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!marker.exists(), "the program must not start");
+    // DNS still gives one address, the first program's.
+    let o = h.curl(&[], "http://web:8000/");
+    assert_eq!(stdout(&o), "A");
+    // The same name on the same VIP is a second backend, as before.
+    let _b = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "B");
+    h.wait_backends("10.1.0.1:8000", 2);
+}
+
+#[test]
+fn del_works_for_every_service_listed() {
+    let h = Host::start();
+    let _web = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    let (_srv, port) = h.ns.banner_server("127.0.0.1", "static");
+    std::fs::write(
+        h.file("services"),
+        format!("add db 10.1.0.9:80 -> 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    assert!(h.services().contains("db 10.1.0.9:80"));
+    // A traced service and a static one, in one write.
+    std::fs::write(h.file("services"), "del web\ndel db\n").unwrap();
+    let s = h.services();
+    assert!(!s.contains("10.1.0.1:8000") && !s.contains("db "), "{s}");
+    let cc = c_prog("connect_check", &[]);
+    let o = run(&mut h.trace(&[], &cc, &["10.1.0.1", "8000"]));
+    assert!(stdout(&o).contains("errno=ECONNREFUSED"), "{}", stdout(&o));
+    // A name that is not listed is still an error.
+    assert!(std::fs::write(h.file("services"), "del nosuch\n").is_err());
 }

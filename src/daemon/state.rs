@@ -337,6 +337,14 @@ impl State {
         else {
             return None;
         };
+        // One name, one VIP: a second program may share a VIP, not a name.
+        if let Some(h) = &host {
+            if let Some(why) = self.name_conflict(h) {
+                self.error(why.clone());
+                let _ = tx.send(ToTracer::Refused { why });
+                return None;
+            }
+        }
         let id = self.next_app;
         self.next_app += 1;
         let _ = tx.send(ToTracer::Welcome {
@@ -383,6 +391,37 @@ impl State {
             },
         );
         Some(id)
+    }
+
+    /// Why `h`'s name cannot be given to its VIP: a running program or a
+    /// static service already has that name on another address.
+    fn name_conflict(&self, h: &crate::protocol::HostDecl) -> Option<String> {
+        use crate::services::routes::canonical;
+        let name = h.name.as_deref()?;
+        let ip = canonical(h.ip);
+        let same = |n: &str| n.eq_ignore_ascii_case(name);
+        if let Some(other) = self
+            .registry
+            .hosts
+            .values()
+            .find(|o| o.name.as_deref().is_some_and(same) && canonical(o.ip) != ip)
+        {
+            return Some(format!(
+                "--name {name}: the name is taken by {} (pid {}); programs share a name only on the same --ip",
+                other.ip, other.pid
+            ));
+        }
+        if let Some((_, s)) = self
+            .services
+            .iter()
+            .find(|(n, s)| same(n) && canonical(s.vip.ip()) != ip)
+        {
+            return Some(format!(
+                "--name {name}: the name is a static service at {} (/appswitch/services)",
+                s.vip.ip()
+            ));
+        }
+        None
     }
 
     /// Tell tracers when /appswitch/events gains its first reader or loses
@@ -514,7 +553,14 @@ impl State {
                 "services" => Work::Services(self.services.clone()),
                 _ => return Err(Errno::EACCES),
             };
-            self.txns.insert(open, Txn::new(work, self.tables_gen));
+            let traced: Vec<String> = self
+                .registry
+                .hosts
+                .values()
+                .filter_map(|h| h.name.clone())
+                .collect();
+            self.txns
+                .insert(open, Txn::new(work, self.tables_gen).with_traced(traced));
         }
         let r = match self.txns.get_mut(&open) {
             Some(t) => t.part(data),
@@ -538,7 +584,7 @@ impl State {
             return Ok(());
         }
         let base = t.base;
-        let (mut work, text) = match t.finish() {
+        let (mut work, text, dropped) = match t.finish() {
             Ok(w) => w,
             Err((errno, why)) => {
                 self.error(why);
@@ -563,6 +609,23 @@ impl State {
         match work {
             Work::Policy(next) => self.install_policy(next),
             Work::Services(next) => self.install_services(next),
+        }
+        // `del NAME` of a traced service: its backends leave now (the
+        // programs run on; a new listen() makes them backends again).
+        if !dropped.is_empty() {
+            let apps: Vec<u32> = self
+                .registry
+                .hosts
+                .iter()
+                .filter(|(_, h)| {
+                    h.name
+                        .as_deref()
+                        .is_some_and(|n| dropped.iter().any(|d| d.eq_ignore_ascii_case(n)))
+                })
+                .map(|(a, _)| *a)
+                .collect();
+            self.registry.listeners.retain(|a, _| !apps.contains(a));
+            self.push_routes();
         }
         Ok(())
     }

@@ -45,7 +45,12 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
         return;
     };
     let (tx, rx) = channel::<ToTracer>();
-    let Some(app) = lock(&state).register(hello, tx) else {
+    let registered = lock(&state).register(hello, tx);
+    let Some(app) = registered else {
+        // Refused: say why, then close.
+        for msg in rx.try_iter() {
+            let _ = w.write_all(msg.line().as_bytes());
+        }
         return;
     };
     let _ = std::thread::Builder::new()

@@ -50,6 +50,10 @@ pub struct Txn {
     partial: Vec<u8>,
     /// A write failed: nothing of this open file will apply.
     pub failed: bool,
+    /// Names of traced services (services written to may `del` them too).
+    traced: Vec<String>,
+    /// Traced services deleted by this transaction.
+    dropped: Vec<String>,
 }
 
 /// Why a write or commit failed: the errno, and the line for `errors`.
@@ -64,7 +68,46 @@ impl Txn {
             lines: 0,
             partial: Vec::new(),
             failed: false,
+            traced: Vec::new(),
+            dropped: Vec::new(),
         }
+    }
+
+    /// For `services`: the traced services a `del NAME` may name.
+    pub fn with_traced(mut self, names: Vec<String>) -> Txn {
+        self.traced = names;
+        self
+    }
+
+    /// `del NAME` lines naming a traced service (not a static one) are taken
+    /// out (blank, so line numbers stay) and remembered.
+    fn take_traced_dels(&mut self, text: String) -> String {
+        let Work::Services(s) = &self.work else {
+            return text;
+        };
+        if self.traced.is_empty() {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let w: Vec<&str> = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            match w.as_slice() {
+                ["del", name]
+                    if s.get(name).is_none()
+                        && self.traced.iter().any(|t| t.eq_ignore_ascii_case(name)) =>
+                {
+                    self.dropped.push(name.to_string());
+                    out.push('\n');
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out
     }
 
     fn refuse(&mut self, errno: Errno, why: String) -> Refusal {
@@ -108,6 +151,7 @@ impl Txn {
                 ))
             }
         };
+        let text = self.take_traced_dels(text);
         if let Err(e) = self.work.apply(&text, self.lines) {
             return Err(self.refuse(
                 Errno::EINVAL,
@@ -120,14 +164,15 @@ impl Txn {
     }
 
     /// The close: a last line without a newline counts as a line. The table
-    /// to install, and all the text (for applying again on a newer table).
-    pub fn finish(mut self) -> Result<(Work, String), Refusal> {
+    /// to install, all the text (for applying again on a newer table), and
+    /// the traced services deleted.
+    pub fn finish(mut self) -> Result<(Work, String, Vec<String>), Refusal> {
         if !self.partial.is_empty() {
             let mut last = std::mem::take(&mut self.partial);
             last.push(b'\n');
             self.take_lines(last)?;
         }
-        Ok((self.work, self.text))
+        Ok((self.work, self.text, self.dropped))
     }
 }
 
@@ -145,7 +190,7 @@ mod tests {
         t.part(b"deny connect any:2").unwrap();
         t.part(b"2\nallow conn").unwrap();
         t.part(b"ect any:80\ndeny bind any:1-1023").unwrap();
-        let (work, text) = t.finish().unwrap();
+        let (work, text, _) = t.finish().unwrap();
         let Work::Policy(p) = work else { panic!() };
         assert_eq!(p.entries().len(), 3, "{}", p.render());
         assert_eq!(text.lines().count(), 3);

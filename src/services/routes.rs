@@ -178,12 +178,11 @@ pub struct Registry {
     pub hosts: std::collections::BTreeMap<u32, VirtualHost>,
     /// app -> its listeners, in registration order.
     pub listeners: std::collections::BTreeMap<u32, Vec<Listener>>,
-    /// Virtual IPs (and names) whose programs are gone: they stay known, so a
-    /// connect to one is refused (ECONNREFUSED, as for a host where nothing
-    /// listens) rather than sent out to an address that exists nowhere.
-    past_hosts: std::collections::BTreeMap<IpAddr, Option<String>>,
-    /// Services whose backends are all gone: (name, lb).
-    past_services: std::collections::BTreeMap<SocketAddr, (String, Lb)>,
+    /// Virtual IPs whose programs are gone. Their services and names leave
+    /// at once (`services`, DNS), but the address stays known, so a connect
+    /// to it is refused (ECONNREFUSED, as for a host where nothing listens)
+    /// rather than sent out to an address that exists nowhere.
+    past_hosts: std::collections::BTreeSet<IpAddr>,
 }
 
 impl Registry {
@@ -197,29 +196,20 @@ impl Registry {
         v.push(l);
     }
 
-    fn remember(&mut self, app: u32, gone: &[Listener]) {
+    fn remember(&mut self, app: u32) {
         let Some(h) = self.hosts.get(&app) else {
             return;
         };
-        if self.past_hosts.len() >= MAX_PAST || self.past_services.len() >= MAX_PAST {
+        if self.past_hosts.len() >= MAX_PAST {
             self.past_hosts.clear();
-            self.past_services.clear();
         }
-        let name = h
-            .name
-            .clone()
-            .unwrap_or_else(|| canonical(h.ip).to_string());
-        for l in gone {
-            self.past_services
-                .insert(canonical_addr(l.service), (name.clone(), h.lb));
-        }
-        self.past_hosts.insert(canonical(h.ip), h.name.clone());
+        self.past_hosts.insert(canonical(h.ip));
     }
 
     /// Forget an app (its tracer is gone): its backends leave at once.
     pub fn remove_app(&mut self, app: u32) -> bool {
         let gone = self.listeners.remove(&app).unwrap_or_default();
-        self.remember(app, &gone);
+        self.remember(app);
         let a = self.hosts.remove(&app).is_some();
         a || !gone.is_empty()
     }
@@ -228,17 +218,15 @@ impl Registry {
     pub fn retain_listeners(&mut self, mut live: impl FnMut(&Listener) -> bool) -> bool {
         let mut gone = Vec::new();
         for (app, v) in self.listeners.iter_mut() {
-            v.retain(|l| {
-                let keep = live(l);
-                if !keep {
-                    gone.push((*app, l.clone()));
-                }
-                keep
-            });
+            let before = v.len();
+            v.retain(|l| live(l));
+            if v.len() != before {
+                gone.push(*app);
+            }
         }
         self.listeners.retain(|_, v| !v.is_empty());
-        for (app, l) in &gone {
-            self.remember(*app, std::slice::from_ref(l));
+        for app in &gone {
+            self.remember(*app);
         }
         !gone.is_empty()
     }
@@ -302,23 +290,9 @@ impl Registry {
                 }
             }
         }
-        for (ip, name) in &self.past_hosts {
+        for ip in &self.past_hosts {
             if !t.hosts.contains(ip) {
                 t.hosts.push(*ip);
-            }
-            if let Some(n) = name {
-                t.names.push((n.clone(), *ip));
-            }
-        }
-        for (vip, (name, lb)) in &self.past_services {
-            if t.route(vip).is_none() {
-                t.routes.push(Route {
-                    name: name.clone(),
-                    vip: *vip,
-                    lb: *lb,
-                    backends: Vec::new(),
-                    slot: no_slot(),
-                });
             }
         }
         t.names.sort();

@@ -169,6 +169,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         while waiting() && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(2));
         }
+        if let Some(why) = net.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(UsageError(why).into());
+        }
         if live.get().version == 0 {
             log::warn!(
                 "no answer from the daemon at {}; running on the local policy until it comes back",

@@ -46,6 +46,8 @@ pub struct Client {
 pub const TRYING: u8 = 0;
 pub const CONNECTED: u8 = 1;
 pub const ABSENT: u8 = 2;
+/// The daemon refused this trace (LiveNet::refused says why).
+pub const REFUSED: u8 = 3;
 
 impl Client {
     /// After the program ended and every sender is dropped: wait (at most
@@ -86,6 +88,11 @@ pub fn apply(
                     }
                 }
                 Err(e) => log::error!("daemon sent a policy that does not parse: {e}"),
+            }
+        }
+        ToTracer::Refused { why } => {
+            if let Ok(mut r) = net.refused.lock() {
+                *r = Some(why);
             }
         }
         ToTracer::Kill => {
@@ -333,6 +340,11 @@ fn reader(
         }
         if let Ok(mut g) = conn.lock() {
             *g = None;
+        }
+        if net.refused.lock().is_ok_and(|r| r.is_some()) {
+            // Refused: asking again would get the same answer.
+            state.store(REFUSED, Ordering::Relaxed);
+            return;
         }
         log::debug!("daemon connection lost; running on the last policy");
         std::thread::sleep(RETRY);

@@ -147,6 +147,8 @@ pub struct LiveNet {
     /// The daemon's last policy push (global table, static services, mode,
     /// version): rules naming services are resolved again when routes change.
     pub last_policy: std::sync::Mutex<Option<(PolicyTable, ServiceTable, Mode, u64)>>,
+    /// Why the daemon refused this trace, if it did.
+    pub refused: std::sync::Mutex<Option<String>>,
     /// The daemon's balancing table, mapped (services::shared).
     shared: RwLock<Option<Arc<crate::services::shared::SharedTable>>>,
 }
