@@ -69,6 +69,11 @@ pub enum ToDaemon {
         line: String,
     },
     Stats(Counters),
+    /// The program's live processes (thread-group ids, oldest first; at
+    /// most 64), when they changed.
+    Processes {
+        pids: Vec<i32>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

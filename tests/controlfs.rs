@@ -455,7 +455,7 @@ fn events_apps_and_ctl() {
     assert!(d.read("ctl").contains("mode=enforce"));
     std::fs::write(d.file("ctl"), "mode monitor\n").unwrap();
     assert!(d.read("ctl").contains("mode=monitor"));
-    assert!(d.read("stats").contains("calls="));
+    assert!(d.read("stats").contains("calls_total="));
 }
 
 #[test]

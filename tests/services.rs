@@ -602,3 +602,99 @@ fn del_works_for_every_service_listed() {
     // A name that is not listed is still an error.
     assert!(std::fs::write(h.file("services"), "del nosuch\n").is_err());
 }
+
+#[test]
+fn connections_name_their_service_and_count_payload_bytes() {
+    let h = Host::start();
+    let _web = h.web(&["--ip", "10.1.0.1", "--name", "web"], 8000, "A");
+    h.wait_backends("10.1.0.1:8000", 1);
+    // A client that connects through the VIP and stays idle.
+    let code = "import socket,sys\n\
+        s=socket.create_connection(('10.1.0.1',8000)); print(s.getsockname()[1], flush=True)\n\
+        sys.stdin.readline()\n";
+    let mut c = Proc(
+        h.trace(&[], "python3", &["-c", code])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let port = port.trim().to_string();
+    let mut rows = Vec::new();
+    wait_until("both ends listed", Duration::from_secs(5), || {
+        let all = std::fs::read_to_string(h.file("connections")).unwrap();
+        rows = all
+            .lines()
+            .filter(|l| l.contains(&format!(":{port} ")))
+            .map(str::to_string)
+            .collect();
+        rows.len() == 2
+    });
+    for r in &rows {
+        assert!(r.contains("service=web"), "{r}");
+        assert!(
+            r.contains("bytes_in=0 bytes_out=0"),
+            "an idle connection: {r}"
+        );
+    }
+    drop(c);
+}
+
+#[test]
+fn app_info_shows_a_live_process_and_current_counters() {
+    let h = Host::start();
+    // The first process exits at once; its child runs on (as a daemonizing
+    // server does), makes one connect attempt after a line on stdin, and
+    // ends after another.
+    let cc = c_prog("connect_check", &[]);
+    let code = format!(
+        "exec 3<&0; (read x <&3; {} 10.1.0.99 80 >/dev/null; read y <&3) & exit 0",
+        cc.display()
+    );
+    let mut t = Proc(
+        h.trace(&[], "sh", &["-c", &code])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let info = || -> String {
+        let Some(id) = std::fs::read_dir(h.file("apps"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        else {
+            return String::new();
+        };
+        std::fs::read_to_string(h.file("apps").join(id.file_name()).join("info"))
+            .unwrap_or_default()
+    };
+    let field = |s: &str, k: &str| -> String {
+        s.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_until("a live process in info", Duration::from_secs(5), || {
+        let i = info();
+        let pid = field(&i, "pid");
+        pid.parse::<i32>().is_ok_and(|p| {
+            std::path::Path::new(&format!("/proc/{p}")).exists() && field(&i, "processes") == "1"
+        })
+    });
+    let calls = || field(&info(), "calls_total").parse::<u64>().unwrap_or(0);
+    let before = calls();
+    use std::io::Write;
+    writeln!(t.0.stdin.as_mut().unwrap()).unwrap();
+    // Current when read: within a fraction of a second, while the program runs.
+    wait_until("the connect to be counted", Duration::from_secs(2), || {
+        calls() > before
+    });
+    writeln!(t.0.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(t.wait_timeout(Duration::from_secs(10)), Some(0));
+}

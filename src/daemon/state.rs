@@ -38,6 +38,8 @@ pub struct App {
     pub started: SystemTime,
     pub tx: Sender<ToTracer>,
     pub counters: Counters,
+    /// The program's live processes, as its tracer last said.
+    pub live: Vec<i32>,
 }
 
 pub struct Conn {
@@ -388,6 +390,7 @@ impl State {
                 started: SystemTime::now(),
                 tx,
                 counters: Counters::default(),
+                live: Vec::new(),
             },
         );
         Some(id)
@@ -466,6 +469,11 @@ impl State {
             ToDaemon::Stats(c) => {
                 if let Some(a) = self.apps.get_mut(&app) {
                     a.counters = c;
+                }
+            }
+            ToDaemon::Processes { pids } => {
+                if let Some(a) = self.apps.get_mut(&app) {
+                    a.live = pids;
                 }
             }
             ToDaemon::Listen(mut l) => {
@@ -863,7 +871,7 @@ impl State {
             0
         };
         format!(
-            "apps={}\nconnections={}\ncalls={}\ndenied={}\nrewritten={}\ndecision_p50_ns_le={}\ndecision_p99_ns_le={}\n",
+            "apps={}\nconnections={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\ndecision_p50_ns_le={}\ndecision_p99_ns_le={}\n",
             self.apps.len(),
             self.conns.len(),
             total.calls,
@@ -926,9 +934,11 @@ impl State {
                 continue;
             }
             let r = &c.report;
+            let service = self.service_of(r, k);
+            let (bytes_in, bytes_out) = payload(k, r.via == "connect");
             let _ = writeln!(
                 s,
-                "id={inode} app={} pid={} comm={} proto={} local={} remote={} virtual={} service=- rule={} state={} bytes_in={} bytes_out={} age={:.1}s",
+                "id={inode} app={} pid={} comm={} proto={} local={} remote={} virtual={} service={service} rule={} state={} bytes_in={bytes_in} bytes_out={bytes_out} age={:.1}s",
                 c.app,
                 r.pid,
                 r.comm,
@@ -938,12 +948,33 @@ impl State {
                 r.virtual_remote.as_deref().unwrap_or("-"),
                 r.rule.map_or("-".to_string(), |i| i.to_string()),
                 k.state,
-                k.bytes_in,
-                k.bytes_out,
                 c.opened.elapsed().as_secs_f64(),
             );
         }
         s
+    }
+
+    /// The service a connection belongs to: the one whose VIP it asked for,
+    /// or, for an accepted one, the one its listener is a backend of.
+    fn service_of(&self, r: &ConnReport, k: &sockdiag::SockState) -> String {
+        use crate::services::routes::canonical_addr;
+        let by_vip = r
+            .virtual_remote
+            .as_deref()
+            .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+            .and_then(|v| self.routes.route(&canonical_addr(v)));
+        let by_listener = || {
+            self.routes.routes.iter().find(|route| {
+                route.backends.iter().any(|b| {
+                    matches!(b.origin, Origin::Traced { .. }) && b.addr.port() == k.local.port()
+                })
+            })
+        };
+        match by_vip {
+            Some(route) => route.name.clone(),
+            None if r.via == "accept" => by_listener().map_or("-".into(), |r| r.name.clone()),
+            None => "-".into(),
+        }
     }
 
     /// Connections accepted on a reported listener that the kernel has and
@@ -996,9 +1027,11 @@ impl State {
     pub fn render_app_info(&self, app: u32) -> Option<String> {
         let a = self.apps.get(&app)?;
         Some(format!(
-            "id={}\ntracer_pid={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls={}\ndenied={}\nrewritten={}\n",
+            "id={}\ntracer_pid={}\npid={}\nprocesses={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\n",
             a.id,
             a.pid,
+            a.live.first().map_or("-".to_string(), |p| p.to_string()),
+            a.live.len(),
             a.comm,
             a.cmdline.join(" "),
             labels_text(&a.labels),
@@ -1019,6 +1052,24 @@ impl State {
         s.push_str(&self.policy.render());
         Some(s)
     }
+}
+
+/// Payload bytes of a TCP connection: the kernel's counters also count
+/// the SYN of the side that connected (acknowledged), a FIN of ours once
+/// acknowledged, and the peer's FIN once received.
+fn payload(k: &sockdiag::SockState, connected_by_us: bool) -> (u64, u64) {
+    if k.proto != sockdiag::Proto::Tcp {
+        return (k.bytes_in, k.bytes_out);
+    }
+    let our_fin_acked = matches!(k.state, "FIN_WAIT2" | "TIME_WAIT");
+    let their_fin = matches!(k.state, "CLOSE_WAIT" | "LAST_ACK" | "CLOSING" | "TIME_WAIT");
+    let syn = u64::from(connected_by_us && k.state != "SYN_SENT");
+    (
+        k.bytes_in.saturating_sub(u64::from(their_fin)),
+        k.bytes_out
+            .saturating_sub(syn)
+            .saturating_sub(u64::from(our_fin_acked)),
+    )
 }
 
 /// The daemon state, locked; a poisoned lock is taken over (a panicked

@@ -27,6 +27,8 @@ const QUEUE: usize = 65_536;
 /// How long reports gather before they are sent (the delay they may have
 /// in /appswitch/connections and events).
 const BATCH: Duration = Duration::from_millis(5);
+/// How stale the counters in stats and apps/ID/info may be.
+const STATS: Duration = Duration::from_millis(100);
 /// How often a lost daemon connection is tried again.
 pub(crate) const RETRY: Duration = Duration::from_millis(250);
 
@@ -188,10 +190,11 @@ pub fn start(
     let state = Arc::new(AtomicU8::new(TRYING));
     {
         let (conn, counters, known) = (conn.clone(), counters.clone(), known.clone());
+        let pids_w = pids.clone();
         std::thread::Builder::new()
             .name("appswitch-tx".into())
             .spawn(move || {
-                writer(rx, conn, counters, known);
+                writer(rx, conn, counters, known, pids_w);
                 let _ = done_tx.send(());
             })
             .ok();
@@ -236,9 +239,26 @@ fn writer(
     conn: Conn,
     counters: Arc<Mutex<Counters>>,
     known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>>,
+    pids: Arc<Mutex<Processes>>,
 ) {
+    // Counters and the live processes go out when they changed, at most
+    // every STATS (so apps/ID/info and stats are that current), busy or idle.
+    let mut sent = (Counters::default(), Vec::new());
+    let stats = |sent: &mut (Counters, Vec<i32>), batch: &mut String| {
+        let c = counters.lock().map(|c| *c).unwrap_or_default();
+        if c != sent.0 {
+            sent.0 = c;
+            batch.push_str(&ToDaemon::Stats(c).line());
+        }
+        let live = pids.lock().map(|p| p.oldest(64)).unwrap_or_default();
+        if live != sent.1 {
+            batch.push_str(&ToDaemon::Processes { pids: live.clone() }.line());
+            sent.1 = live;
+        }
+    };
+    let mut last_stats = std::time::Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
+        match rx.recv_timeout(STATS) {
             Ok(first) => {
                 // Let a busy program's reports gather: one wake-up of this
                 // thread (and one write, one wake-up of the daemon) per
@@ -276,11 +296,19 @@ fn writer(
                         next = rx.try_recv().ok();
                     }
                 }
+                if last_stats.elapsed() >= STATS {
+                    last_stats = std::time::Instant::now();
+                    stats(&mut sent, &mut batch);
+                }
                 send(&conn, &batch);
             }
             Err(RecvTimeoutError::Timeout) => {
-                let c = counters.lock().map(|c| *c).unwrap_or_default();
-                send(&conn, &ToDaemon::Stats(c).line());
+                last_stats = std::time::Instant::now();
+                let mut batch = String::new();
+                stats(&mut sent, &mut batch);
+                if !batch.is_empty() {
+                    send(&conn, &batch);
+                }
             }
             Err(RecvTimeoutError::Disconnected) => {
                 // The program ended: its final counters.

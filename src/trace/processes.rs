@@ -13,6 +13,14 @@ pub struct Processes {
 }
 
 impl Processes {
+    /// Up to `n` live processes, oldest (lowest pid first, as a rule) first.
+    pub fn oldest(&self, n: usize) -> Vec<i32> {
+        let mut v: Vec<i32> = self.live.iter().copied().collect();
+        v.sort_unstable();
+        v.truncate(n);
+        v
+    }
+
     pub fn kill_all(&mut self) {
         self.killed = true;
         for &pid in &self.live {
