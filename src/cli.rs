@@ -53,7 +53,7 @@ pub enum Cmd {
     ///   appswitch trace --policy rules.txt -- ./static-binary
     ///   appswitch trace --policy rules.txt --mode monitor --events - -- python3 app.py
     #[command(verbatim_doc_comment)]
-    Trace(TraceArgs),
+    Trace(Box<TraceArgs>),
 
     /// Run the per-host daemon and mount the control filesystem.
     ///
@@ -142,6 +142,13 @@ pub struct TraceArgs {
     /// Do not connect to a daemon even if its socket exists.
     #[arg(long)]
     pub no_daemon: bool,
+
+    /// Write appswitch's own messages to FILE (appended), including what
+    /// happens to the program's calls (refusals, failovers: off by
+    /// default, since they would land in the program's own stderr). RUST_LOG
+    /// still sets the level.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 
     /// Run the program as USER (name or uid), with its group and
     /// supplementary groups (as runuser would; HOME, USER and LOGNAME are

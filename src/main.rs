@@ -6,13 +6,43 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser=error"))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
+    // Where appswitch's messages go. Under `trace` they share the program's
+    // stderr, so what happens to its calls is said only when asked for:
+    // with --log-file, or with RUST_LOG.
+    let log_file = match &cli.command {
+        Cmd::Trace(t) => t.log_file.clone(),
+        Cmd::Daemon(_) => None,
+    };
+    let asked = log_file.is_some() || std::env::var_os("RUST_LOG").is_some();
+    let default = if asked || matches!(cli.command, Cmd::Daemon(_)) {
+        "warn,fuser=error"
+    } else {
+        "warn,fuser=error,appswitch::calls=off"
+    };
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    logger.format_timestamp(None).format_target(false);
+    if let Some(path) = &log_file {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => {
+                logger
+                    .target(env_logger::Target::Pipe(Box::new(f)))
+                    .format_timestamp_micros();
+            }
+            Err(e) => {
+                eprintln!("appswitch: --log-file {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    logger.init();
     let r = match cli.command {
-        Cmd::Trace(args) => appswitch::trace::command::run(args),
+        Cmd::Trace(args) => appswitch::trace::command::run(*args),
         Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
     };
     match r {

@@ -659,3 +659,53 @@ fn an_open_file_is_one_transaction_of_any_size() {
     let p = d.read("policy");
     assert!(p.contains("any:25") && p.contains("any:26"), "{p}");
 }
+
+#[test]
+fn a_daemon_in_normal_use_logs_nothing_to_worry_about() {
+    // Its own daemon, with warnings on (fuser's too), stderr kept.
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path());
+    // No DNS responder: its fixed address is taken by other tests' daemons.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[dns]\nlisten = \"\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mnt = dir.path().join("mnt");
+    let log = dir.path().join("daemon.log");
+    let mut p = Proc(
+        Command::new(appswitch())
+            .args(["daemon", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the daemon", Duration::from_secs(10), || {
+        std::fs::read_to_string(mnt.join("ctl")).is_ok_and(|s| s.contains("mode="))
+    });
+    // Programs open control files as files: isatty (an ioctl), xattrs.
+    let o = run(Command::new("python3").args([
+        "-c",
+        "import os,sys\nf=open(sys.argv[1]); print(f.isatty()); os.listxattr(sys.argv[1])",
+        mnt.join("policy").to_str().unwrap(),
+    ]));
+    assert_eq!(stdout(&o).trim(), "False", "{o:?}");
+    // tail -f of a generated file that does not change says nothing more.
+    let o = run(Command::new("timeout").args([
+        "2.5",
+        "tail",
+        "-f",
+        mnt.join("policy").to_str().unwrap(),
+    ]));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("truncated"),
+        "{o:?}"
+    );
+    // A normal stop.
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_timeout(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("WARN") && !text.contains("ERROR") && !text.contains("Not Implemented"),
+        "{text}"
+    );
+}

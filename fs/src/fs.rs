@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyWrite, Request, WriteFlags,
+    ReplyIoctl, ReplyOpen, ReplyWrite, ReplyXattr, Request, WriteFlags,
 };
 use log::debug;
 
@@ -184,7 +184,7 @@ impl Fs {
                 Some(hub) => (hub.published(), hub.mtime()),
                 None => (0, SystemTime::now()),
             },
-            _ => (0, SystemTime::now()),
+            _ => (self.provider.size(path).unwrap_or(0), SystemTime::now()),
         };
         FileAttr {
             ino: INodeNo(ino),
@@ -344,9 +344,20 @@ impl fuser::Filesystem for Fs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.lookup_ino(ino) {
-            Ok((path, a)) => reply.attr(&TTL, &self.file_attr(ino.0, &path, &a)),
+            Ok((path, a)) => {
+                let mut attr = self.file_attr(ino.0, &path, &a);
+                // An open generated file: the size of its snapshot.
+                if let Some(fh) = fh {
+                    if let Some(Handle::File { data: Some(d), .. }) =
+                        self.shared.lock().map.get(&fh.0)
+                    {
+                        attr.size = d.len() as u64;
+                    }
+                }
+                reply.attr(&TTL, &attr)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -582,6 +593,42 @@ impl fuser::Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         reply.ok();
+    }
+
+    // What these files do not have is said quietly (fuser's defaults log a
+    // warning for each): no terminal ioctls, no extended attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(fuser::Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {

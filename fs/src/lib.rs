@@ -126,6 +126,12 @@ pub trait Provider: Send + Sync + 'static {
     /// Ok(()) => the write returns data.len(). Err(errno) => the write(2) fails with that
     /// errno (the provider records the reason itself). See "Write size" above.
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Errno>;
+    /// The size stat(2) reports for file `path`, when it is cheap to know
+    /// (None: 0). `tail -f` compares it with what it has read.
+    fn size(&self, path: &str) -> Option<u64> {
+        let _ = path;
+        None
+    }
     /// For Kind::Stream files: the hub to read from.
     fn stream(&self, path: &str) -> Option<std::sync::Arc<StreamHub>> {
         let _ = path;

@@ -166,6 +166,13 @@ impl Mounted {
             }
             Err(e) => return Err(e.into()),
         }
+        // fuser's own unmount first: it also disarms its unmount-on-drop,
+        // which would otherwise try again when the session ends and warn
+        // ("Failed to umount filesystem"). When it cannot (files still
+        // open), ours below retries and then aborts.
+        if self.unmounter.unmount().is_ok() {
+            return Ok(());
+        }
         let t = Instant::now();
         let r = loop {
             match umount2(&self.dir, MntFlags::empty()) {

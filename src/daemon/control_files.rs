@@ -123,6 +123,19 @@ impl Provider for Files {
         }
     }
 
+    /// Sizes of the small files, so `tail -f policy` sees no truncation
+    /// while nothing changes (connections, whose rendering asks the kernel,
+    /// stay 0).
+    fn size(&self, path: &str) -> Option<u64> {
+        let s = self.state();
+        let text = match path {
+            "policy" => s.render_policy(),
+            "errors" => s.render_errors(),
+            _ => return None,
+        };
+        Some(text.len() as u64)
+    }
+
     fn gathers(&self, path: &str) -> bool {
         matches!(path, "policy" | "services")
     }

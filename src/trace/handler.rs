@@ -4,6 +4,7 @@
 
 use super::processes::Processes;
 use super::report::{ConnFacts, Report};
+use super::{CALLS, RULES};
 use crate::config::Mode;
 use crate::policy::{Action, Decision, Proto, Query, RuleOp};
 use crate::procfs;
@@ -366,7 +367,7 @@ impl NetHandler for Enforcer {
     }
 
     fn refused(&mut self, pid: i32, tid: i32, what: &str, errno: Errno) {
-        log::warn!("refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
+        log::warn!(target: CALLS, "refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
         if let Some(sink) = &mut self.sink {
             sink.write(&events::refusal(pid, tid, what, errno));
         }
@@ -419,8 +420,9 @@ impl Enforcer {
         if let Some(i) = d.logged {
             if self.sink.is_none() {
                 let comm = self.comm(call.pid).to_string();
-                eprintln!(
-                    "appswitch: log rule {}: {comm}[{}] {} {addr} -> {:?}",
+                log::warn!(
+                    target: RULES,
+                    "log rule {}: {comm}[{}] {} {addr} -> {:?}",
                     snap.ids[i].1,
                     call.pid,
                     call.op.name(),
@@ -446,7 +448,8 @@ impl Enforcer {
         }
         match d.action {
             Action::Deny(e) => {
-                log::info!(
+                log::warn!(
+                    target: CALLS,
                     "refused {} {addr} from pid {} (rule {:?})",
                     call.op.name(),
                     call.pid,

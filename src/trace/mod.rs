@@ -11,3 +11,9 @@ pub mod report;
 pub mod snapshot;
 mod standalone;
 pub mod vip_router;
+
+/// Log target of what happens to the program's calls (off by default: it
+/// would land in the program's own stderr; on with `--log-file` or RUST_LOG).
+pub const CALLS: &str = "appswitch::calls";
+/// Log target of `log` rules (on by default: the rule asks for it).
+pub const RULES: &str = "appswitch::rules";

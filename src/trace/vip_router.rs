@@ -365,6 +365,7 @@ impl Router {
         }
         let Some(route) = routes.route(&vip) else {
             log::info!(
+                target: super::CALLS,
                 "connect to {vip} from pid {}: nothing listens there",
                 call.pid
             );
@@ -384,7 +385,12 @@ impl Router {
                 Some(Verdict::Rewrite(b.addr.into()))
             }
             Err(why) => {
-                log::info!("connect to {vip} from pid {}: {}", call.pid, why.reason());
+                log::info!(
+                    target: super::CALLS,
+                    "connect to {vip} from pid {}: {}",
+                    call.pid,
+                    why.reason()
+                );
                 Some(self.no_backend(call))
             }
         }
@@ -439,6 +445,7 @@ impl Router {
             .ok()?;
         let b = &route.backends[i];
         log::info!(
+            target: super::CALLS,
             "connect to {} from pid {}: {} refused, trying {}",
             r.vip,
             call.pid,
