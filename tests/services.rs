@@ -435,36 +435,25 @@ fn ip_without_a_daemon_is_an_error_before_the_program_starts() {
 fn a_user_who_cannot_join_the_daemon_is_told_why() {
     let h = Host::start();
     let setpriv = require("setpriv");
+    // `trace [opts] -- true` as nobody.
+    let as_nobody = |opts: &[&str]| {
+        run(h
+            .ns
+            .cmd(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(appswitch())
+            .args(["trace", "--config", h.config.to_str().unwrap()])
+            .args(opts)
+            .args(["--", "true"]))
+    };
     // The daemon's socket is root's (0600): nobody cannot use it.
-    let o = run(h.ns.cmd(&setpriv).args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        appswitch().to_str().unwrap(),
-        "trace",
-        "--config",
-        h.config.to_str().unwrap(),
-        "--",
-        "true",
-    ]));
+    let o = as_nobody(&[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "the program still runs: {err}");
     assert!(err.contains("permission denied"), "{err}");
     assert_eq!(err.lines().count(), 1, "said once, in one line: {err}");
     // With --ip it is an error, before the program starts.
-    let o = run(h.ns.cmd(&setpriv).args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        appswitch().to_str().unwrap(),
-        "trace",
-        "--config",
-        h.config.to_str().unwrap(),
-        "--ip",
-        "10.1.0.1",
-        "--",
-        "true",
-    ]));
+    let o = as_nobody(&["--ip", "10.1.0.1"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
 
@@ -487,12 +476,7 @@ fn family_server(h: &Host, ip: &str, kind: &str) -> Proc {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(p.0.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = p.first_line();
     let want = if kind == "v4" {
         "('0.0.0.0', 8000)"
     } else {

@@ -111,6 +111,15 @@ impl Proc {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.pid(), sig) };
     }
+    /// The first line of its (piped) stdout; the rest is not read.
+    pub fn first_line(&mut self) -> String {
+        let mut line = String::new();
+        if let Some(out) = self.0.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        }
+        line
+    }
+
     /// Wait up to `limit` for the process to exit; its exit code (128+N for signals).
     pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
         let end = Instant::now() + limit;

@@ -74,13 +74,7 @@ impl Netns {
                 .spawn()
                 .unwrap(),
         );
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(p.0.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port = line.trim().parse().expect("the server's port");
+        let port = p.first_line().trim().parse().expect("the server's port");
         (p, port)
     }
 
