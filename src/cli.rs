@@ -252,16 +252,16 @@ fn parse_user(s: &str) -> Result<tracer::Credentials, String> {
         Ok(n) => User::from_uid(Uid::from_raw(n)).ok().flatten(),
         Err(_) => User::from_name(u).ok().flatten(),
     };
-    let (uid, mut gid, home, name) = match (&user, u.parse::<u32>()) {
-        (Some(p), _) => (
-            p.uid.as_raw(),
-            p.gid.as_raw(),
-            Some(p.dir.clone()),
-            Some(p.name.clone()),
-        ),
-        (None, Ok(n)) => (n, n, None, None),
-        (None, Err(_)) => return Err(format!("no such user: '{u}'")),
+    // As runuser: a user the system knows (its groups, home and name).
+    let Some(p) = user else {
+        return Err(format!("no such user: '{u}'"));
     };
+    let (uid, mut gid, home, name) = (
+        p.uid.as_raw(),
+        p.gid.as_raw(),
+        Some(p.dir.clone()),
+        Some(p.name.clone()),
+    );
     if let Some(g) = g {
         gid = match g.parse::<u32>() {
             Ok(n) => n,

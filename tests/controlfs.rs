@@ -302,9 +302,9 @@ fn bad_writes_are_rejected_whole_with_a_reason() {
         ("17 MiB through one open file", &big, "bytes"),
         ("binary junk", &junk, "not text"),
         (
-            "a bad last line without a newline (refused at close)",
-            "deny connect any:443\ndeny connect any:x",
-            "line 2",
+            "no newline at the end (refused at close)",
+            "deny connect any:443\ndeny connect any:444",
+            "incomplete last line",
         ),
         (
             "one bad rule among many",
@@ -707,5 +707,71 @@ fn a_daemon_in_normal_use_logs_nothing_to_worry_about() {
     assert!(
         !text.contains("WARN") && !text.contains("ERROR") && !text.contains("Not Implemented"),
         "{text}"
+    );
+}
+
+#[test]
+fn one_open_file_is_one_transaction_whoever_writes_through_it() {
+    let d = Daemon::start();
+    let p = d.file("policy").display().to_string();
+    let before = d.read("policy");
+    let sh = |script: &str| run(Command::new("bash").arg("-c").arg(script.replace("$P", &p)));
+    // Several processes share one open file (an external command's exit
+    // closes its copy): a bad line anywhere, and nothing applies.
+    let o = sh(
+        "( echo 'allow connect any:81'; /bin/echo 'deny connect any:82'; echo 'frobnicate' ) > $P",
+    );
+    assert!(!o.status.success());
+    // Lines written after a failed write do not apply either.
+    let o = sh("{ printf 'bogus line\\n' | cat; echo 'deny connect any:83'; } > $P");
+    assert!(!o.status.success());
+    // A writer killed in the middle of a line applies nothing.
+    let o = run(Command::new("python3").args([
+        "-c",
+        "import os,sys,signal\nf=os.open(sys.argv[1], os.O_WRONLY)\n\
+         os.write(f,b'deny connect any:85\\ndeny connect any:8')\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        &p,
+    ]));
+    assert!(!o.status.success());
+    wait_until(
+        "the killed writer's file to be released",
+        Duration::from_secs(2),
+        || d.read("errors").contains("incomplete last line"),
+    );
+    assert_eq!(d.read("policy"), before, "nothing of any of them applied");
+    // Another writer meanwhile: a `del ID` of the old table is refused.
+    let o = run(Command::new("python3").args([
+        "-c",
+        "import os,sys\nf=os.open(sys.argv[1], os.O_WRONLY)\nos.write(f,b'allow connect any:100\\n')\n\
+         g=os.open(sys.argv[1], os.O_WRONLY); os.write(g,b'deny connect any:200\\n'); os.close(g)\n\
+         os.write(f,b'del 1\\n')\n\
+         try: os.close(f)\nexcept OSError: pass\n",
+        &p,
+    ]));
+    assert!(o.status.success(), "{o:?}");
+    wait_until("the first writer's end", Duration::from_secs(2), || {
+        d.read("errors")
+            .contains("the table changed while this was written")
+    });
+    let after = d.read("policy");
+    assert!(
+        after.contains("any:200") && !after.contains("any:100"),
+        "{after}"
+    );
+    // The writing process closing a descriptor of it (a dup) commits what
+    // it wrote so far (documented); what follows is a new transaction.
+    let o = run(Command::new("python3").args([
+        "-c",
+        "import os,sys\nf=os.open(sys.argv[1], os.O_WRONLY)\nos.write(f,b'deny connect any:84\\n')\n\
+         os.close(os.dup(f))\n\
+         try: os.write(f,b'nonsense\\n')\nexcept OSError: print('refused')\n\
+         try: os.close(f)\nexcept OSError: pass\n",
+        &p,
+    ]));
+    assert_eq!(stdout(&o).trim(), "refused", "{o:?}");
+    let last = d.read("policy");
+    assert!(
+        last.contains("any:84") && !last.contains("nonsense"),
+        "{last}"
     );
 }

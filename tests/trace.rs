@@ -422,6 +422,9 @@ fn user_runs_the_program_as_that_user_with_its_groups() {
         stdout(&o).split_whitespace().take(2).collect::<Vec<_>>(),
         ["65534", "65534"]
     );
+    // A uid the system does not know is refused, as runuser refuses it.
+    let o = run(Command::new(appswitch()).args(["trace", "--user", "12345", "--", "true"]));
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
     // The environment says who it is, as runuser would.
     let o = run(Command::new(appswitch()).args([
         "trace",

@@ -27,7 +27,7 @@ const DEFAULT_MAX_PAGES: usize = 32;
 /// File handles are unique in the process (they key readers in shared hubs).
 static NEXT_FH: AtomicU64 = AtomicU64::new(1);
 
-/// A write that came without a lock owner: then any close commits.
+/// A write that came without a lock owner: then every close is checked.
 const ANY_OWNER: u64 = u64::MAX;
 
 fn errno(e: nix::errno::Errno) -> fuser::Errno {
@@ -41,10 +41,11 @@ pub(crate) enum Handle {
         data: Option<Vec<u8>>,
         /// Writes are gathered per open file ([`Provider::gathers`]).
         gathers: bool,
-        /// Who wrote through it (FUSE lock owners: one per file table, i.e.
-        /// per process): only a close by one of them commits. A child that
-        /// inherited the descriptor and closes it (at exec, say) does not.
-        writers: Vec<u64>,
+        /// The process (FUSE lock owner: one per file table) that wrote
+        /// first since the last commit: its close commits. Another process
+        /// sharing the open file (a subshell's command, a child dropping an
+        /// inherited descriptor at exec) commits only at the last close.
+        writer: Option<u64>,
     },
     /// A stream file: `hub` is set if opened for reading (the reader key is the fh).
     Stream {
@@ -256,28 +257,35 @@ impl Fs {
                     path,
                     data,
                     gathers,
-                    writers: Vec::new(),
+                    writer: None,
                 }
             }
         };
         Ok((self.add_handle(h)?, FopenFlags::FOPEN_DIRECT_IO))
     }
 
-    /// Commit what an open file of a gathering path wrote (nothing to do
-    /// for others): at fsync (`owner` None), or at a close by a writer.
-    fn commit(&self, fh: u64, owner: Option<u64>) -> Result<(), fuser::Errno> {
-        let path = match self.shared.lock().map.get(&fh) {
+    /// Commit what the open file gathered (a close by its first writer, or
+    /// fsync); the next write starts the next transaction.
+    fn commit_now(&self, path: &str, fh: u64) -> Result<(), fuser::Errno> {
+        let r = self.provider.commit(path, fh, false).map_err(errno);
+        if r.is_ok() {
+            if let Some(Handle::File { writer, .. }) = self.shared.lock().map.get_mut(&fh) {
+                *writer = None;
+            }
+        }
+        r
+    }
+
+    /// The path of an open file whose writes are gathered.
+    fn gathering(&self, fh: u64) -> Option<String> {
+        match self.shared.lock().map.get(&fh) {
             Some(Handle::File {
                 path,
                 gathers: true,
-                writers,
                 ..
-            }) if owner.is_none_or(|o| writers.contains(&o) || writers.contains(&ANY_OWNER)) => {
-                path.clone()
-            }
-            _ => return Ok(()),
-        };
-        self.provider.commit(&path, fh).map_err(errno)
+            }) => Some(path.clone()),
+            _ => None,
+        }
     }
 
     fn list_dir(&self, ino: INodeNo) -> Result<Vec<(u64, FileType, String)>, fuser::Errno> {
@@ -459,13 +467,11 @@ impl fuser::Filesystem for Fs {
             Some(Handle::File {
                 path,
                 gathers,
-                writers,
+                writer,
                 ..
             }) => {
-                // No owner given: any close commits.
-                let w = lock_owner.map_or(ANY_OWNER, |o| o.0);
-                if *gathers && !writers.contains(&w) {
-                    writers.push(w);
+                if *gathers && writer.is_none() {
+                    *writer = Some(lock_owner.map_or(ANY_OWNER, |o| o.0));
                 }
                 (path.clone(), *gathers)
             }
@@ -503,9 +509,15 @@ impl fuser::Filesystem for Fs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // A close(2) by a process that wrote through the open file commits
-        // what it gathered.
-        match self.commit(fh.0, Some(lock_owner.0)) {
+        // A close(2) by the process that wrote first commits what the open
+        // file gathered (so it applies before close returns).
+        let first = matches!(self.shared.lock().map.get(&fh.0), Some(Handle::File { writer: Some(w), .. })
+            if *w == lock_owner.0 || *w == ANY_OWNER);
+        let r = match self.gathering(fh.0).filter(|_| first) {
+            Some(path) => self.commit_now(&path, fh.0),
+            None => Ok(()),
+        };
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -524,18 +536,26 @@ impl fuser::Filesystem for Fs {
         let h = self.shared.lock().map.remove(&fh.0);
         match h {
             Some(Handle::Stream { hub: Some(hub), .. }) => hub.detach(fh.0),
+            // The open file's last close: what it gathered applies (an error
+            // is the provider's to record: close(2) has returned).
             Some(Handle::File {
                 path,
                 gathers: true,
                 ..
-            }) => self.provider.forget(&path, fh.0),
+            }) => {
+                let _ = self.provider.commit(&path, fh.0, true);
+            }
             _ => {}
         }
         reply.ok();
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        match self.commit(fh.0, None) {
+        let r = match self.gathering(fh.0) {
+            Some(path) => self.commit_now(&path, fh.0),
+            None => Ok(()),
+        };
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

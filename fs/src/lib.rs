@@ -39,12 +39,14 @@
 //! write one buffer.) Each write(2) on the same open file is its own transaction.
 //!
 //! **Gathered writes.** For paths where [`Provider::gathers`] says so, the transaction
-//! is the open file instead: every write(2) through it, of any size, is handed to
-//! [`Provider::write_part`] (which may check it and fail that write), and each close(2)
-//! of it (FUSE flush) by a process that wrote through it, or fsync(2), calls
-//! [`Provider::commit`], whose error close(2) returns. A close by a process that only
-//! inherited the descriptor (a child closing it at exec) commits nothing. The last
-//! release calls [`Provider::forget`].
+//! is the open file instead: every write(2) through it, of any size and from any
+//! process sharing it (dup'd descriptors, forked children), is handed to
+//! [`Provider::write_part`] (which may check it and fail that write). A close(2) by the
+//! process that wrote first (FUSE flush with its lock owner), or fsync(2), calls
+//! [`Provider::commit`], whose error close(2) returns: the transaction applies before
+//! close returns. Closes by other processes sharing the open file (a subshell's
+//! commands, a child dropping an inherited descriptor at exec) do not commit; the last
+//! close of the open file (release) commits what is left.
 //!
 //! # Streams ([`Kind::Stream`])
 //! An endless append-only file fed by a [`StreamHub`] ([`Provider::stream`]). Each open
@@ -151,16 +153,13 @@ pub trait Provider: Send + Sync + 'static {
         let _ = (path, open, data);
         Err(Errno::EIO)
     }
-    /// The open file was closed by a process that wrote through it (or
-    /// fsync'd): apply what it gathered since the last commit. Err =>
-    /// close(2) (or fsync) fails with the errno.
-    fn commit(&self, path: &str, open: u64) -> Result<(), Errno> {
-        let _ = (path, open);
+    /// Apply what the open file gathered since the last commit: at a close
+    /// by its first writer or fsync (the error is theirs), and at its last
+    /// close (`last`: the error is then only for the provider to record; the
+    /// provider forgets the open file).
+    fn commit(&self, path: &str, open: u64, last: bool) -> Result<(), Errno> {
+        let _ = (path, open, last);
         Ok(())
-    }
-    /// The open file is gone (after its last close): forget anything kept for it.
-    fn forget(&self, path: &str, open: u64) {
-        let _ = (path, open);
     }
     /// A write the fs refused itself, before [`Provider::write`] (one piece of
     /// a write(2) over [`max_write_transaction`] bytes gets EFBIG), so the

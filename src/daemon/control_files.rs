@@ -144,12 +144,8 @@ impl Provider for Files {
         self.state().write_part(path, open, data)
     }
 
-    fn commit(&self, path: &str, open: u64) -> Result<(), Errno> {
-        self.state().commit(path, open)
-    }
-
-    fn forget(&self, _path: &str, open: u64) {
-        self.state().forget(open);
+    fn commit(&self, path: &str, open: u64, last: bool) -> Result<(), Errno> {
+        self.state().commit(path, open, last)
     }
 
     fn refused(&self, path: &str, len: usize, errno: Errno) {

@@ -410,7 +410,7 @@ impl State {
             .find(|o| o.name.as_deref().is_some_and(same) && canonical(o.ip) != ip)
         {
             return Some(format!(
-                "--name {name}: the name is taken by {} (pid {}); programs share a name only on the same --ip",
+                "--name {name}: the name is taken by {} (trace pid {}); programs share a name only on the same --ip",
                 other.ip, other.pid
             ));
         }
@@ -548,8 +548,11 @@ impl State {
 
     fn write_whole(&mut self, file: &str, data: &[u8]) -> Result<(), Errno> {
         const ONE: u64 = u64::MAX;
-        self.write_part(file, ONE, data)?;
-        self.commit(file, ONE)
+        if let Err(e) = self.write_part(file, ONE, data) {
+            self.txns.remove(&ONE);
+            return Err(e);
+        }
+        self.commit(file, ONE, true)
     }
 
     /// A write(2) through the open file `open` of `policy` or `services`:
@@ -561,11 +564,11 @@ impl State {
                 "services" => Work::Services(self.services.clone()),
                 _ => return Err(Errno::EACCES),
             };
-            let traced: Vec<String> = self
+            let traced: Vec<(String, std::net::IpAddr)> = self
                 .registry
                 .hosts
                 .values()
-                .filter_map(|h| h.name.clone())
+                .filter_map(|h| Some((h.name.clone()?, h.ip)))
                 .collect();
             self.txns
                 .insert(open, Txn::new(work, self.tables_gen).with_traced(traced));
@@ -580,18 +583,23 @@ impl State {
         })
     }
 
-    /// A close(2) of the open file `open`: what it wrote applies, all of it.
-    /// If the live table changed since the transaction began (another
-    /// writer), its lines are applied again to the new table.
-    pub fn commit(&mut self, file: &str, open: u64) -> Result<(), Errno> {
+    /// Apply what the open file `open` wrote, all of it: at a close by its
+    /// first writer, an fsync, or its last close (`last`). If the live table changed since the
+    /// transaction began (another writer), its lines are applied again to
+    /// the new table, unless they name rule IDs or positions of the old one.
+    pub fn commit(&mut self, file: &str, open: u64, last: bool) -> Result<(), Errno> {
+        if self.txns.get(&open).is_some_and(|t| t.failed) {
+            // The failing write was told; nothing applies (and, until the
+            // last close, later writes fail too).
+            if last {
+                self.txns.remove(&open);
+            }
+            return Err(Errno::EINVAL);
+        }
         let Some(t) = self.txns.remove(&open) else {
             return Ok(());
         };
-        if t.failed {
-            // The failing write was told; nothing applies.
-            return Ok(());
-        }
-        let base = t.base;
+        let (base, uses_ids) = (t.base, t.uses_ids);
         let (mut work, text, dropped) = match t.finish() {
             Ok(w) => w,
             Err((errno, why)) => {
@@ -599,6 +607,13 @@ impl State {
                 return Err(errno);
             }
         };
+        if base != self.tables_gen && uses_ids {
+            self.error(format!(
+                "{file}: the table changed while this was written, and it names rule IDs or \
+                 positions of the old one (del, insert): nothing applies; read it and write again"
+            ));
+            return Err(Errno::EINVAL);
+        }
         if base != self.tables_gen {
             work = match file {
                 "policy" => Work::Policy(self.policy.clone()),
@@ -636,11 +651,6 @@ impl State {
             self.push_routes();
         }
         Ok(())
-    }
-
-    /// The open file is gone.
-    pub fn forget(&mut self, open: u64) {
-        self.txns.remove(&open);
     }
 
     fn install_policy(&mut self, next: PolicyTable) {

@@ -7,8 +7,10 @@
 
 use crate::policy::table::PolicyTable;
 use crate::policy::ParseError;
+use crate::services::routes::canonical;
 use crate::services::static_table::ServiceTable;
 use controlfs::Errno;
+use std::net::{IpAddr, SocketAddr};
 
 /// A transaction's size at most (the whole open file).
 pub const MAX_TXN: usize = 16 << 20;
@@ -50,8 +52,12 @@ pub struct Txn {
     partial: Vec<u8>,
     /// A write failed: nothing of this open file will apply.
     pub failed: bool,
-    /// Names of traced services (services written to may `del` them too).
-    traced: Vec<String>,
+    /// A `del ID` or `insert POS` was written: these lines mean something
+    /// only on the table this began with.
+    pub uses_ids: bool,
+    /// Traced services (name, VIP): `del` may name them; `add` may not take
+    /// their name for another address.
+    traced: Vec<(String, IpAddr)>,
     /// Traced services deleted by this transaction.
     dropped: Vec<String>,
 }
@@ -68,49 +74,19 @@ impl Txn {
             lines: 0,
             partial: Vec::new(),
             failed: false,
+            uses_ids: false,
             traced: Vec::new(),
             dropped: Vec::new(),
         }
     }
 
-    /// For `services`: the traced services a `del NAME` may name.
-    pub fn with_traced(mut self, names: Vec<String>) -> Txn {
-        self.traced = names;
+    /// For `services`: the traced services (name, VIP).
+    pub fn with_traced(mut self, traced: Vec<(String, IpAddr)>) -> Txn {
+        self.traced = traced;
         self
     }
 
-    /// `del NAME` lines naming a traced service (not a static one) are taken
-    /// out (blank, so line numbers stay) and remembered.
-    fn take_traced_dels(&mut self, text: String) -> String {
-        let Work::Services(s) = &self.work else {
-            return text;
-        };
-        if self.traced.is_empty() {
-            return text;
-        }
-        let mut out = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let w: Vec<&str> = line
-                .split('#')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            match w.as_slice() {
-                ["del", name]
-                    if s.get(name).is_none()
-                        && self.traced.iter().any(|t| t.eq_ignore_ascii_case(name)) =>
-                {
-                    self.dropped.push(name.to_string());
-                    out.push('\n');
-                }
-                _ => out.push_str(line),
-            }
-        }
-        out
-    }
-
-    fn refuse(&mut self, errno: Errno, why: String) -> Refusal {
+    pub fn refuse(&mut self, errno: Errno, why: String) -> Refusal {
         self.failed = true;
         (errno, format!("{}: {why}", self.work.file()))
     }
@@ -132,13 +108,85 @@ impl Txn {
                 format!("more than {MAX_TXN} bytes written through one open file: nothing applies"),
             ));
         }
-        self.partial.extend_from_slice(data);
-        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+        // Only the new bytes can hold the newline that completes lines.
+        let Some(at) = data.iter().rposition(|&b| b == b'\n') else {
+            self.partial.extend_from_slice(data);
             return Ok(());
         };
+        let end = self.partial.len() + at;
+        self.partial.extend_from_slice(data);
         let rest = self.partial.split_off(end + 1);
         let chunk = std::mem::replace(&mut self.partial, rest);
         self.take_lines(chunk)
+    }
+
+    /// What only the transaction can see in its lines: for `policy`,
+    /// whether IDs are named; for `services`, `del NAME` of a traced service
+    /// (taken out, blank so line numbers stay, and remembered) and `add` of
+    /// a traced service's name on another address (refused).
+    fn look_at_lines(&mut self, text: String) -> Result<String, Refusal> {
+        let words = |l: &str| -> Vec<String> {
+            l.split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let statics = match &self.work {
+            Work::Policy(_) => {
+                self.uses_ids |= text.lines().any(|l| {
+                    words(l)
+                        .first()
+                        .is_some_and(|w| w == "del" || w == "insert")
+                });
+                return Ok(text);
+            }
+            Work::Services(s) => s,
+        };
+        if self.traced.is_empty() {
+            return Ok(text);
+        }
+        let traced = |name: &str| {
+            self.traced
+                .iter()
+                .find(|(t, _)| t.eq_ignore_ascii_case(name))
+                .map(|(_, ip)| *ip)
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut dropped = Vec::new();
+        let mut bad = None;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let w = words(line);
+            match w.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["del", name] if statics.get(name).is_none() && traced(name).is_some() => {
+                    dropped.push(name.to_string());
+                    out.push('\n');
+                }
+                ["add", name, vip, ..] => {
+                    let ip = vip.parse::<SocketAddr>().ok().map(|a| canonical(a.ip()));
+                    if let (Some(tip), Some(ip)) = (traced(name), ip) {
+                        if canonical(tip) != ip && bad.is_none() {
+                            bad = Some(format!(
+                                "line {}: '{name}' is the name of a traced service at {tip}: \
+                                 one name, one VIP",
+                                self.lines + i + 1
+                            ));
+                        }
+                    }
+                    out.push_str(line);
+                }
+                _ => out.push_str(line),
+            }
+        }
+        if let Some(why) = bad {
+            return Err(self.refuse(
+                Errno::EINVAL,
+                format!("{why} (nothing of this write applies)"),
+            ));
+        }
+        self.dropped.extend(dropped);
+        Ok(out)
     }
 
     fn take_lines(&mut self, chunk: Vec<u8>) -> Result<(), Refusal> {
@@ -151,7 +199,7 @@ impl Txn {
                 ))
             }
         };
-        let text = self.take_traced_dels(text);
+        let text = self.look_at_lines(text)?;
         if let Err(e) = self.work.apply(&text, self.lines) {
             return Err(self.refuse(
                 Errno::EINVAL,
@@ -163,14 +211,18 @@ impl Txn {
         Ok(())
     }
 
-    /// The close: a last line without a newline counts as a line. The table
-    /// to install, all the text (for applying again on a newer table), and
-    /// the traced services deleted.
+    /// The end: the table to install, all the text (for applying again on
+    /// a newer table), and the traced services deleted. A last line without
+    /// its newline means the writer stopped short (killed mid-way, say):
+    /// nothing applies.
     pub fn finish(mut self) -> Result<(Work, String, Vec<String>), Refusal> {
         if !self.partial.is_empty() {
-            let mut last = std::mem::take(&mut self.partial);
-            last.push(b'\n');
-            self.take_lines(last)?;
+            return Err(self.refuse(
+                Errno::EINVAL,
+                "incomplete last line (every line ends with a newline): nothing of this write \
+                 applies"
+                    .into(),
+            ));
         }
         Ok((self.work, self.text, self.dropped))
     }
@@ -185,11 +237,15 @@ mod tests {
     }
 
     #[test]
-    fn lines_may_span_writes_and_the_last_needs_no_newline() {
+    fn lines_may_span_writes_and_the_last_needs_its_newline() {
+        let mut cut = Txn::new(policy(), 0);
+        cut.part(b"deny connect any:22\ndeny connect any:2")
+            .unwrap();
+        assert!(cut.finish().is_err(), "a writer that stopped mid-line");
         let mut t = Txn::new(policy(), 0);
         t.part(b"deny connect any:2").unwrap();
         t.part(b"2\nallow conn").unwrap();
-        t.part(b"ect any:80\ndeny bind any:1-1023").unwrap();
+        t.part(b"ect any:80\ndeny bind any:1-1023\n").unwrap();
         let (work, text, _) = t.finish().unwrap();
         let Work::Policy(p) = work else { panic!() };
         assert_eq!(p.entries().len(), 3, "{}", p.render());

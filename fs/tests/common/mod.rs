@@ -19,8 +19,9 @@ pub const NOBODY: u32 = 65534;
 ///   "bad\n" refused with EINVAL)   gen (0644, "<generation>\n" x 50_000)
 ///   log (0644 stream)   apps/ (0755) with apps/<id>/info for each id in `apps`
 ///   Writes to `info` are gathered per open file: logged in `txn` as
-///   "part OPEN DATA", "commit OPEN", "forget OPEN" ("bad" in a part: EINVAL;
-///   a commit after "nocommit": EIO).
+///   "part OPEN DATA", "commit OPEN" (a close by its first writer, or
+///   fsync), "release OPEN" (the last close) ("bad" in a part: EINVAL; a
+///   commit after "nocommit": EIO).
 pub struct Demo {
     pub hub: Arc<StreamHub>,
     pub writes: Mutex<Vec<(String, Vec<u8>)>>,
@@ -142,21 +143,20 @@ impl Provider for Demo {
         Ok(())
     }
 
-    fn commit(&self, _path: &str, open: u64) -> Result<(), Errno> {
+    fn commit(&self, _path: &str, open: u64, last: bool) -> Result<(), Errno> {
         let mut t = self.txn.lock().unwrap();
         let fail = t
             .iter()
             .any(|l| l.starts_with(&format!("part {open} nocommit")));
-        t.push(format!("commit {open}"));
-        if fail {
+        t.push(format!(
+            "{} {open}",
+            if last { "release" } else { "commit" }
+        ));
+        if fail && !last {
             Err(Errno::EIO)
         } else {
             Ok(())
         }
-    }
-
-    fn forget(&self, _path: &str, open: u64) {
-        self.txn.lock().unwrap().push(format!("forget {open}"));
     }
 }
 
