@@ -167,3 +167,118 @@ fn nginx_listening_on_ipv6_and_ipv4_serves_both_families() {
     let body = stdout(&o).trim().to_string();
     assert!(body == "na" || body == "nb", "{o:?}");
 }
+
+/// Backend lines of `vip` in `services` (UDP backends are not health-checked).
+fn backend_lines(h: &Host, vip: &str) -> usize {
+    h.backends(vip).len()
+}
+
+#[test]
+fn a_udp_service_keeps_flows_and_replies_come_from_its_vip() {
+    let h = Host::start();
+    let server = "import socket,sys\n\
+        s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0',7777))\n\
+        print(s.getsockname(), flush=True)\n\
+        while True:\n\
+        \x20   d,a=s.recvfrom(512); s.sendto(sys.argv[1].encode()+b' '+d, a)\n";
+    let start = |name: &str| {
+        let mut p = Proc(
+            h.trace(
+                &["--ip", "10.1.0.1", "--name", "echo"],
+                "python3",
+                &["-c", server, name],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        );
+        assert_eq!(p.first_line().trim(), "('0.0.0.0', 7777)");
+        p
+    };
+    let _a = start("A");
+    let _b = start("B");
+    wait_until("two UDP backends", Duration::from_secs(10), || {
+        backend_lines(&h, "10.1.0.1:7777") == 2
+    });
+    assert!(h.services().contains("proto=udp"), "{}", h.services());
+    // Four sockets, two datagrams each, by name: a socket keeps its backend,
+    // sockets alternate, and every reply comes from the VIP.
+    let client = "import socket\n\
+        for i in range(4):\n\
+        \x20   s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n\
+        \x20   got=[]\n\
+        \x20   for j in range(2):\n\
+        \x20       s.sendto(b'x', ('echo',7777)); d,a=s.recvfrom(512); got.append((d.split()[0].decode(), a))\n\
+        \x20   print(got[0][0], got[1][0], got[0][1], got[1][1], flush=True)\n\
+        c=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5); c.connect(('echo',7777))\n\
+        c.send(b'y'); d=c.recv(512); print('connected', c.getpeername(), flush=True)\n";
+    let o = run(&mut h.trace(&[], "python3", &["-c", client]));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{o:?}");
+    let firsts: Vec<&str> = lines[..4]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    for (k, l) in lines[..4].iter().enumerate() {
+        let w: Vec<&str> = l.splitn(3, ' ').collect();
+        assert_eq!(w[0], w[1], "a flow keeps its backend: {l}");
+        assert_eq!(
+            w[2], "('10.1.0.1', 7777) ('10.1.0.1', 7777)",
+            "replies come from the VIP (socket {k})"
+        );
+    }
+    for p in firsts.windows(2) {
+        assert_ne!(p[0], p[1], "sockets alternate: {firsts:?}");
+    }
+    assert_eq!(lines[4], "connected ('10.1.0.1', 7777)");
+}
+
+#[test]
+fn a_dns_server_behind_a_vip_answers_by_name_over_udp_and_tcp() {
+    let h = Host::start();
+    let dnsmasq = require("dnsmasq");
+    let args = [
+        "-d",
+        "-k",
+        "--user=root",
+        "--port=53",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--address=/svc.test/10.9.9.9",
+        // Its own sockets per interface address: with wildcard sockets it
+        // checks a TCP connection's local address (the VIP, under --ip)
+        // against the interfaces, and the VIP is on none (docs/SERVICES.md).
+        "--bind-interfaces",
+        "--interface=lo",
+    ];
+    let _ns = replica(
+        &h,
+        "10.1.0.5",
+        "ns",
+        dnsmasq.to_str().unwrap(),
+        &args,
+        "dns",
+    );
+    wait_until("dnsmasq on UDP and TCP", Duration::from_secs(10), || {
+        let s = h.services();
+        s.contains("10.1.0.5:53 ") && s.contains("proto=udp")
+    });
+    // A query for svc.test (type A), by the server's name, over UDP then TCP.
+    let code = "import socket,struct\n\
+        q=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b'\\x03svc\\x04test\\x00'+struct.pack('>HH',1,1)\n\
+        u=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)\n\
+        u.sendto(q, ('ns',53)); r,a=u.recvfrom(512)\n\
+        print('udp', a, socket.inet_ntoa(r[-4:]), flush=True)\n\
+        t=socket.create_connection(('ns',53), timeout=5); t.sendall(struct.pack('>H',len(q))+q)\n\
+        n=struct.unpack('>H', t.recv(2))[0]; r=b''\n\
+        while len(r)<n: r+=t.recv(n-len(r))\n\
+        print('tcp', t.getpeername(), socket.inet_ntoa(r[-4:]), flush=True)\n";
+    let o = run(&mut h.trace(&[], "python3", &["-c", code]));
+    assert_eq!(
+        stdout(&o),
+        "udp ('10.1.0.5', 53) 10.9.9.9\ntcp ('10.1.0.5', 53) 10.9.9.9\n",
+        "{o:?}"
+    );
+}

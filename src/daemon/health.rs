@@ -97,7 +97,9 @@ impl Probe {
                 // when the queue is longer than the backlog).
                 let full = |l: &SockState| l.rqueue > l.wqueue;
                 let health = match b.origin {
-                    _ if !s.ok || !self.checkable(b) => Health::Unknown,
+                    // UDP sockets do not listen: a UDP backend leaves when
+                    // its trace ends.
+                    _ if !s.ok || !self.checkable(b) || route.udp => Health::Unknown,
                     Origin::Traced { inode, .. } => match s.listeners.get(&inode) {
                         Some(l) if full(l) => Health::Full,
                         l => up(l.is_some()),

@@ -811,7 +811,7 @@ impl State {
                 .map_or(String::from("-"), |x| labels_text(&x.labels));
             let _ = writeln!(
                 s,
-                "{} {} -> {} lb={} labels={labels} origin={origin}",
+                "{} {} -> {} lb={} labels={labels} origin={origin}{}",
                 r.name,
                 r.vip,
                 if addrs.is_empty() {
@@ -819,7 +819,8 @@ impl State {
                 } else {
                     addrs.join(",")
                 },
-                r.lb.name()
+                r.lb.name(),
+                if r.udp { " proto=udp" } else { "" }
             );
             for (b, (h, load)) in r.backends.iter().zip(health) {
                 let here = self.cluster.as_ref().map(|c| c.node.as_str());

@@ -159,6 +159,7 @@ mod tests {
                 })
                 .collect(),
             slot: crate::services::shared::NO_SLOT,
+            udp: false,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct Route {
     /// Its round-robin counter in the shared table (services::shared).
     #[serde(default = "no_slot")]
     pub slot: u32,
+    /// A UDP service (its backends are UDP sockets).
+    #[serde(default)]
+    pub udp: bool,
 }
 
 /// Every service and every virtual host (an `--ip` some traced program has).
@@ -91,11 +94,17 @@ impl RouteTable {
                 .any(|r| r.vip.ip() == ip && r.vip.port() == addr.port())
     }
 
+    /// The TCP service at `vip`.
     pub fn route(&self, vip: &SocketAddr) -> Option<&Route> {
+        self.route_of(vip, false)
+    }
+
+    /// The service at `vip` for TCP or (`udp`) UDP.
+    pub fn route_of(&self, vip: &SocketAddr, udp: bool) -> Option<&Route> {
         let ip = canonical(vip.ip());
         self.routes
             .iter()
-            .find(|r| r.vip.ip() == ip && r.vip.port() == vip.port())
+            .find(|r| r.vip.ip() == ip && r.vip.port() == vip.port() && r.udp == udp)
     }
 
     /// The virtual IPs a name stands for (`name` or `name.<domain>`).
@@ -117,7 +126,11 @@ impl RouteTable {
     /// same VIP:PORT join this one's; virtual hosts and names are united.
     pub fn merge(&mut self, other: &RouteTable) {
         for r in &other.routes {
-            match self.routes.iter_mut().find(|x| x.vip == r.vip) {
+            match self
+                .routes
+                .iter_mut()
+                .find(|x| x.vip == r.vip && x.udp == r.udp)
+            {
                 Some(x) => x.backends.extend(r.backends.iter().cloned()),
                 None => self.routes.push(r.clone()),
             }
@@ -167,6 +180,9 @@ pub struct Listener {
     /// Inode of the program's network namespace.
     #[serde(default)]
     pub netns: u64,
+    /// A UDP socket (bound, not listening): a backend of the UDP service.
+    #[serde(default)]
+    pub udp: bool,
 }
 
 /// Virtual addresses remembered after their programs are gone, at most.
@@ -251,6 +267,7 @@ impl Registry {
                     })
                     .collect(),
                 slot: no_slot(),
+                udp: false,
             });
             t.names.push((name.clone(), canonical(s.vip.ip())));
         }
@@ -278,7 +295,7 @@ impl Registry {
                     },
                     slot: no_slot(),
                 };
-                match t.routes.iter_mut().find(|r| r.vip == vip) {
+                match t.routes.iter_mut().find(|r| r.vip == vip && r.udp == l.udp) {
                     Some(r) => r.backends.push(backend),
                     None => t.routes.push(Route {
                         name: h.name.clone().unwrap_or_else(|| ip.to_string()),
@@ -286,6 +303,7 @@ impl Registry {
                         lb: h.lb,
                         backends: vec![backend],
                         slot: no_slot(),
+                        udp: l.udp,
                     }),
                 }
             }
@@ -330,6 +348,7 @@ mod tests {
                 service: "[::ffff:10.1.0.1]:80".parse().unwrap(),
                 real: "127.0.0.1:40000".parse().unwrap(),
                 netns: 0,
+                udp: false,
             },
         );
         let t = reg.table(&statics);

@@ -652,6 +652,7 @@ mod tests {
                 })
                 .collect(),
             slot: NO_SLOT,
+            udp: false,
         };
         let mut s = Slots::default();
         let mut t = RouteTable {

@@ -236,6 +236,8 @@ impl NetHandler for Enforcer {
             accept: events || host,
             send: !p.is_permissive(RuleOp::Send) || all,
             names: p.has_redirects() || all || host,
+            // Datagrams from a UDP service show its VIP as their source.
+            recv: self.router.wants_recv_at_start(),
             socket_info: true,
             // The event log wants every result; a daemon needs none (connects
             // are reported without waiting, listeners at entry), a service
@@ -332,7 +334,15 @@ impl NetHandler for Enforcer {
     }
 
     fn wants_outcome(&mut self, call: &Call) -> bool {
-        call.op != Op::Accept || self.sink.is_some() || self.router.accept_needs_exit(call)
+        match call.op {
+            Op::Accept => self.sink.is_some() || self.router.accept_needs_exit(call),
+            Op::RecvFrom | Op::RecvMsg => self.router.wants_recv(call),
+            _ => true,
+        }
+    }
+
+    fn received(&mut self, call: &Call) -> Option<SockAddr> {
+        self.router.received(call)
     }
 
     fn connect_refused(&mut self, call: &Call) -> Option<SockAddr> {
@@ -437,6 +447,7 @@ impl Enforcer {
             let routed = match call.op {
                 Op::Bind => self.router.bind(call),
                 _ if op == RuleOp::Connect => self.router.connect(call, addr, &self.labels),
+                _ if op == RuleOp::Send => self.router.send(call, addr, &self.labels),
                 _ => None,
             };
             if let Some(v) = routed {

@@ -123,6 +123,14 @@ fn in_family(ip: IpAddr, port: u16, domain: i32) -> Option<SockAddr> {
     }
 }
 
+fn is_udp(call: &Call) -> bool {
+    call.socket.is_some_and(|s| {
+        (s.domain == libc::AF_INET || s.domain == libc::AF_INET6)
+            && s.sotype == libc::SOCK_DGRAM
+            && matches!(s.protocol, 0 | libc::IPPROTO_UDP)
+    })
+}
+
 fn is_tcp(call: &Call) -> bool {
     call.socket.is_some_and(|s| {
         (s.domain == libc::AF_INET || s.domain == libc::AF_INET6)
@@ -261,7 +269,7 @@ impl Router {
 
     /// No backend: refused, as a connect to a host where nothing listens.
     fn no_backend(&mut self, call: &Call) -> Verdict {
-        if call.socket.is_some_and(|s| s.nonblocking) {
+        if is_tcp(call) && call.socket.is_some_and(|s| s.nonblocking) {
             if let Some(a) = self.refuser() {
                 return Verdict::Rewrite(a.into());
             }
@@ -291,7 +299,8 @@ impl Router {
         } else {
             h.bind_ip
         };
-        let service = asked.port() != 0 && is_tcp(call);
+        // A TCP socket becomes a backend at listen(), a UDP one once bound.
+        let service = asked.port() != 0 && (is_tcp(call) || is_udp(call));
         let real = if service {
             match h.expose.iter().find(|(p, _)| *p == asked.port()) {
                 // The host port, on every interface of the socket's family.
@@ -351,7 +360,8 @@ impl Router {
     /// connect() to a virtual address: the backend (or ECONNREFUSED).
     pub fn connect(&mut self, call: &Call, addr: SocketAddr, labels: &Labels) -> Option<Verdict> {
         let routes = self.net.routes();
-        if routes.is_empty() || !is_tcp(call) || !routes.is_virtual(&addr) {
+        let udp = is_udp(call);
+        if routes.is_empty() || !(is_tcp(call) || udp) || !routes.is_virtual(&addr) {
             return None;
         }
         let vip = canonical_addr(addr);
@@ -363,7 +373,7 @@ impl Router {
         if let Some(r) = self.routed.get(&inode) {
             return Some(Verdict::Rewrite(r.backend.into()));
         }
-        let Some(route) = routes.route(&vip) else {
+        let Some(route) = routes.route_of(&vip, udp) else {
             log::info!(
                 target: super::CALLS,
                 "connect to {vip} from pid {}: nothing listens there",
@@ -401,9 +411,9 @@ impl Router {
     fn sent(&mut self, call: &Call, inode: u64, r: Routed, slot: u32, table: Option<&SharedTable>) {
         let backend = r.backend;
         insert_bounded(&mut self.routed, inode, r);
-        // Only a connect() writes its record afterwards (a TCP Fast Open
+        // Only a TCP connect() writes its record afterwards (a TCP Fast Open
         // send does not): only then are servers told to expect one.
-        if self.host.is_some() && call.op == tracer::Op::Connect {
+        if self.host.is_some() && call.op == tracer::Op::Connect && is_tcp(call) {
             let old = self.routing.insert(call.tid, (backend, slot));
             if let Some(t) = table {
                 t.expect_peer(slot);
@@ -431,7 +441,7 @@ impl Router {
             return None;
         }
         let routes = self.net.routes();
-        let route = routes.route(&r.vip)?;
+        let route = routes.route_of(&r.vip, is_udp(call))?;
         let table = self.table();
         let (i, _) = self
             .choose(
@@ -459,6 +469,69 @@ impl Router {
         };
         self.sent(call, inode, next, b.slot, table.as_deref());
         Some(b.addr.into())
+    }
+
+    /// A datagram sent to a virtual address (sendto, sendmsg, sendmmsg on a
+    /// UDP socket): to a backend of the UDP service. A flow keeps its
+    /// backend: the same socket sending to the same VIP:PORT lands on the
+    /// same one.
+    pub fn send(&mut self, call: &Call, addr: SocketAddr, labels: &Labels) -> Option<Verdict> {
+        let routes = self.net.routes();
+        if routes.is_empty() || !is_udp(call) || !routes.is_virtual(&addr) {
+            return None;
+        }
+        let vip = canonical_addr(addr);
+        let inode = call.socket.map_or(0, |s| s.inode);
+        if let Some(r) = self.routed.get(&inode).filter(|r| r.vip == vip) {
+            return Some(Verdict::Rewrite(r.backend.into()));
+        }
+        let Some(route) = routes.route_of(&vip, true) else {
+            return Some(Verdict::Fail(Errno::ECONNREFUSED));
+        };
+        let table = self.table();
+        match self.choose(call, route, labels, 0, None, table.as_deref()) {
+            Ok((i, ticket)) => {
+                let b = &route.backends[i];
+                let r = Routed {
+                    vip,
+                    backend: b.addr,
+                    tried: bit(i),
+                    ticket,
+                };
+                insert_bounded(&mut self.routed, inode, r);
+                Some(Verdict::Rewrite(b.addr.into()))
+            }
+            Err(_) => Some(Verdict::Fail(Errno::ECONNREFUSED)),
+        }
+    }
+
+    /// Whether a datagram received on this socket may need its source
+    /// shown as a VIP (it was sent to a UDP service).
+    pub fn wants_recv(&self, call: &Call) -> bool {
+        is_udp(call)
+            && call
+                .socket
+                .is_some_and(|s| self.routed.contains_key(&s.inode))
+    }
+
+    /// Whether this program must be able to show datagrams' sources as
+    /// VIPs: a UDP service existed when it started. (The seccomp filter is
+    /// fixed then: a program started earlier sees its replies come from the
+    /// backend's real address.)
+    pub fn wants_recv_at_start(&self) -> bool {
+        self.net.routes().routes.iter().any(|r| r.udp)
+    }
+
+    /// A datagram from a backend of the UDP service this socket sent to:
+    /// the program sees it come from the service's VIP:PORT.
+    pub fn received(&self, call: &Call) -> Option<SockAddr> {
+        let sock = call.socket?;
+        let r = self.routed.get(&sock.inode)?;
+        let from = canonical_addr(call.peer.as_ref()?.ip()?);
+        if from != canonical_addr(r.backend) {
+            return None;
+        }
+        in_family(r.vip.ip(), r.vip.port(), sock.domain)
     }
 
     /// getpeername() of a connection a service accepted from a client with
@@ -534,6 +607,43 @@ impl Router {
         Some(shown)
     }
 
+    /// A service socket (TCP once listening, UDP once bound) becomes a
+    /// backend: the report for the daemon (or this program's own table).
+    fn register(&mut self, call: &Call, inode: u64, udp: bool) -> Option<ToDaemon> {
+        let h = self.host.as_ref()?;
+        let (asked, true) = self.bound.get(&inode)? else {
+            return None;
+        };
+        let asked = asked.ip()?;
+        let real = canonical_addr(call.local.as_ref()?.ip()?);
+        // A wildcard socket is reached at [services] bind (in the socket's
+        // family: the daemon names the host otherwise).
+        let real = if real.ip().is_unspecified() && real.is_ipv4() == h.bind_ip.is_ipv4() {
+            SocketAddr::new(h.bind_ip, real.port())
+        } else {
+            real
+        };
+        if !udp {
+            insert_bounded(&mut self.listening, inode, real);
+            insert_bounded(&mut self.service_ports, real.port(), (asked.port(), inode));
+        }
+        let l = Listener {
+            inode,
+            pid: call.pid,
+            service: SocketAddr::new(canonical(h.ip), asked.port()),
+            real,
+            netns: crate::procfs::netns(Some(call.pid)),
+            udp,
+        };
+        if let Some((reg, slots)) = &mut self.local {
+            reg.add_listener(0, l.clone());
+            let mut t = reg.table(&Default::default());
+            slots.assign(&mut t, None);
+            self.net.set_routes(t);
+        }
+        Some(ToDaemon::Listen(l))
+    }
+
     /// After a call: remember rewritten binds, register listeners, announce
     /// routed connects. Returns the report for the daemon, if any.
     pub fn finished(
@@ -575,6 +685,10 @@ impl Router {
                 match service {
                     Some(service) if ok && matches!(verdict, Verdict::Rewrite(_)) => {
                         insert_bounded(&mut self.bound, inode, (call.addr.clone()?, service));
+                        // A UDP service socket is a backend once bound.
+                        if service && is_udp(call) {
+                            return self.register(call, inode, true);
+                        }
                     }
                     _ => {
                         self.bound.remove(&inode);
@@ -583,36 +697,8 @@ impl Router {
                 None
             }
             tracer::Op::Listen if matches!(outcome, Outcome::Ok(_)) => {
-                let h = self.host.as_ref()?;
                 let inode = call.socket?.inode;
-                let (asked, true) = self.bound.get(&inode)? else {
-                    return None;
-                };
-                let asked = asked.ip()?;
-                let real = canonical_addr(call.local.as_ref()?.ip()?);
-                // A wildcard listener is reached at [services] bind (in the
-                // listener's family: the daemon names the host otherwise).
-                let real = if real.ip().is_unspecified() && real.is_ipv4() == h.bind_ip.is_ipv4() {
-                    SocketAddr::new(h.bind_ip, real.port())
-                } else {
-                    real
-                };
-                insert_bounded(&mut self.listening, inode, real);
-                insert_bounded(&mut self.service_ports, real.port(), (asked.port(), inode));
-                let l = Listener {
-                    inode,
-                    pid: call.pid,
-                    service: SocketAddr::new(canonical(h.ip), asked.port()),
-                    real,
-                    netns: crate::procfs::netns(Some(call.pid)),
-                };
-                if let Some((reg, slots)) = &mut self.local {
-                    reg.add_listener(0, l.clone());
-                    let mut t = reg.table(&Default::default());
-                    slots.assign(&mut t, None);
-                    self.net.set_routes(t);
-                }
-                Some(ToDaemon::Listen(l))
+                self.register(call, inode, false)
             }
             _ => None,
         }

@@ -17,6 +17,10 @@ pub enum Op {
     SendMmsg,
     GetSockName,
     GetPeerName,
+    /// recvfrom, recvmsg: trapped only for the source address of what they
+    /// return ([`Interests::recv`]).
+    RecvFrom,
+    RecvMsg,
 }
 
 impl Op {
@@ -33,6 +37,8 @@ impl Op {
             Op::SendMmsg => "sendmmsg",
             Op::GetSockName => "getsockname",
             Op::GetPeerName => "getpeername",
+            Op::RecvFrom => "recvfrom",
+            Op::RecvMsg => "recvmsg",
         }
     }
 
@@ -58,6 +64,10 @@ pub struct Interests {
     pub send: bool,
     /// getsockname, getpeername.
     pub names: bool,
+    /// recvfrom with an address buffer, recvmsg: the handler may show
+    /// another source address ([`NetHandler::received`]); a stop at entry
+    /// and, when [`NetHandler::wants_outcome`] says so, at exit.
+    pub recv: bool,
     /// Fill [`Call::socket`] (domain, type, protocol) for fd-based calls.
     pub socket_info: bool,
     /// Report every call's result to [`NetHandler::finished`]. Calls the tracer
@@ -89,6 +99,7 @@ impl Interests {
         accept: true,
         send: true,
         names: true,
+        recv: true,
         socket_info: true,
         outcomes: true,
         accept_outcomes: true,
@@ -105,6 +116,7 @@ impl Interests {
         accept: false,
         send: false,
         names: false,
+        recv: false,
         socket_info: false,
         outcomes: false,
         accept_outcomes: false,
@@ -122,6 +134,7 @@ impl Interests {
             Op::Accept => self.accept,
             Op::SendTo | Op::SendMsg | Op::SendMmsg => self.send,
             Op::GetSockName | Op::GetPeerName => self.names,
+            Op::RecvFrom | Op::RecvMsg => self.recv,
         }
     }
 }
@@ -179,10 +192,10 @@ pub struct Call {
     pub accepted: Option<SocketInfo>,
     /// Raw flags argument (sendto/sendmsg flags, accept4 flags).
     pub flags: i32,
-    /// For accept with an address buffer, when [`Interests::addresses`] is
-    /// set: the program's (address, address-length) pointers and the
-    /// buffer's size as the program passed it (read at entry: the kernel
-    /// overwrites it with the real length).
+    /// For accept (and recvfrom/recvmsg) with an address buffer, when
+    /// [`Interests::addresses`] is set: the program's (address,
+    /// address-length) pointers and the buffer's size as the program passed
+    /// it (read at entry: the kernel overwrites it with the real length).
     pub out_addr: Option<(u64, u64, u32)>,
 }
 
@@ -276,6 +289,13 @@ pub trait NetHandler {
     /// its result is needed this time. False saves the stop at its exit.
     fn wants_outcome(&mut self, _call: &Call) -> bool {
         true
+    }
+
+    /// recvfrom/recvmsg returned a datagram from [`Call::peer`] (with
+    /// [`Interests::recv`], called before the program resumes): the source
+    /// address to show the program instead, if any.
+    fn received(&mut self, _call: &Call) -> Option<SockAddr> {
+        None
     }
 
     /// A connect the tracer carried out for [`Verdict::Rewrite`] was refused

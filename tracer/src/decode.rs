@@ -65,6 +65,8 @@ fn op_of(abi: Abi, n: u64) -> Option<Op> {
         (nr::GETPEERNAME, Op::GetPeerName),
         (nr::ACCEPT4, Op::Accept),
         (nr::SENDMMSG, Op::SendMmsg),
+        (nr::RECVFROM, Op::RecvFrom),
+        (nr::RECVMSG, Op::RecvMsg),
     ];
     let compat = [
         (nr32::SOCKET, Op::Socket),
@@ -77,6 +79,8 @@ fn op_of(abi: Abi, n: u64) -> Option<Op> {
         (nr32::GETPEERNAME, Op::GetPeerName),
         (nr32::ACCEPT4, Op::Accept),
         (nr32::SENDMMSG, Op::SendMmsg),
+        (nr32::RECVFROM, Op::RecvFrom),
+        (nr32::RECVMSG, Op::RecvMsg),
     ];
     let table: &[(u64, Op)] = if abi == Abi::Compat32 {
         &compat
@@ -100,6 +104,8 @@ fn socketcall_op(call: u64) -> Option<(Op, usize)> {
         sc::SENDMSG => (Op::SendMsg, 3),
         sc::ACCEPT4 => (Op::Accept, 4),
         sc::SENDMMSG => (Op::SendMmsg, 4),
+        sc::RECVFROM => (Op::RecvFrom, 6),
+        sc::RECVMSG => (Op::RecvMsg, 3),
         _ => return None,
     })
 }
@@ -198,6 +204,8 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
                 call.addr = read_msg_name(tid, a[1], compat)?;
             }
         }
+        Op::RecvFrom => call.flags = a[3] as i32,
+        Op::RecvMsg => call.flags = a[2] as i32,
         Op::Listen | Op::GetSockName | Op::GetPeerName => {}
     }
     Ok(Decoded {

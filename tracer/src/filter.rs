@@ -50,6 +50,10 @@ fn names(i: &Interests) -> Vec<&'static str> {
     if i.names {
         v.extend(["getsockname", "getpeername"]);
     }
+    if i.recv {
+        // recvfrom only with an address buffer: see build().
+        v.push("recvmsg");
+    }
     if i.send {
         v.extend(["sendmsg", "sendmmsg"]);
     }
@@ -117,6 +121,15 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
             .map_err(f)?;
         compat.add_rule(trace_net, sys("sendto")?).map_err(f)?;
         x32.add_rule(trace_net, sys("sendto")?).map_err(f)?;
+    }
+    if interests.recv {
+        // recv()/recvfrom without an address buffer is data path: never stop it.
+        let wants_addr = ScmpArgCompare::new(4, ScmpCompareOp::NotEqual, 0);
+        native
+            .add_rule_conditional(trace_net, sys("recvfrom")?, &[wants_addr])
+            .map_err(f)?;
+        compat.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
+        x32.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
     }
     for ctx in [&mut native, &mut compat, &mut x32] {
         ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])

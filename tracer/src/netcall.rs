@@ -92,6 +92,31 @@ impl<H: NetHandler> Tracer<'_, H> {
                 d.call.out_addr = Some((d.args[1], d.args[2], cap));
             }
         }
+        // The buffer a datagram's source address will be written to.
+        match d.call.op {
+            Op::RecvFrom if d.args[4] != 0 => {
+                if let Ok(cap) = remote::read_u32(tid, d.args[5]) {
+                    d.call.out_addr = Some((d.args[4], d.args[5], cap));
+                }
+            }
+            Op::RecvMsg => {
+                let compat = d.call.abi != Abi::Native;
+                let (name, lenp) = if compat {
+                    (
+                        remote::read_u32(tid, d.args[1]).map(u64::from),
+                        d.args[1] + 4,
+                    )
+                } else {
+                    (remote::read_u64(tid, d.args[1]), d.args[1] + 8)
+                };
+                if let (Ok(name), Ok(cap)) = (name, remote::read_u32(tid, lenp)) {
+                    if name != 0 {
+                        d.call.out_addr = Some((name, lenp, cap));
+                    }
+                }
+            }
+            _ => {}
+        }
         let verdict = self.handler.decide(&d.call);
         self.apply(tid, d, borrowed, verdict);
     }
@@ -181,6 +206,10 @@ impl<H: NetHandler> Tracer<'_, H> {
         if op == Op::Connect && self.interests.addresses && started {
             d.call.local = emulate::local_addr(&sock);
         }
+        // The address a bind got (its port, when it asked for the kernel's).
+        if op == Op::Bind && self.interests.addresses && result == Emulated::Done(0) {
+            d.call.local = emulate::local_addr(&sock);
+        }
         match result {
             Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
             Emulated::NotIp => self.pass(tid, d.call, verdict),
@@ -212,6 +241,27 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         call.peer = emulate::peer_addr(&f);
         if let (Some(a), Some((ptr, lenp, cap))) = (self.handler.accepted(call), call.out_addr) {
+            let _ = write_addr_cap(tid, ptr, lenp, cap, &a);
+        }
+    }
+
+    /// recvfrom/recvmsg returned a datagram (at its exit stop, the program
+    /// still stopped): its source address, and the one the handler shows
+    /// the program instead.
+    pub(crate) fn recv_exit(&mut self, tid: i32, call: &mut Call) {
+        let Some((ptr, lenp, cap)) = call.out_addr else {
+            return;
+        };
+        let Ok(len) = remote::read_u32(tid, lenp) else {
+            return;
+        };
+        let mut buf = [0u8; MAX_ADDR_LEN];
+        let n = (len.min(cap) as usize).min(MAX_ADDR_LEN);
+        if n == 0 || remote::read_mem(tid, ptr, &mut buf[..n]).is_err() {
+            return;
+        }
+        call.peer = SockAddr::decode(&buf[..n]);
+        if let Some(a) = self.handler.received(call) {
             let _ = write_addr_cap(tid, ptr, lenp, cap, &a);
         }
     }
@@ -318,10 +368,12 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Let the kernel run the program's own call.
     pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        let recv = matches!(call.op, Op::RecvFrom | Op::RecvMsg);
         let wanted = self.interests.outcomes
             || (call.op == Op::Accept
                 && self.interests.accept_outcomes
                 && self.handler.wants_outcome(&call))
+            || (recv && call.out_addr.is_some() && self.handler.wants_outcome(&call))
             || (call.op == Op::Listen && self.interests.listen_outcomes);
         if wanted {
             self.tasks.entry(tid).or_default().pending = Some(Pending {

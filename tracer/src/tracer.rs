@@ -429,6 +429,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         if let (crate::call::Op::Accept, Outcome::Ok(fd)) = (p.call.op, outcome) {
             self.accept_exit(tid, &mut p.call, fd as i32);
         }
+        if let (crate::call::Op::RecvFrom | crate::call::Op::RecvMsg, Outcome::Ok(_)) =
+            (p.call.op, outcome)
+        {
+            self.recv_exit(tid, &mut p.call);
+        }
         // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
         self.handler.finished(&p.call, &p.verdict, outcome);

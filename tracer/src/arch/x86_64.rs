@@ -18,7 +18,9 @@ pub mod nr {
     pub const CONNECT: u64 = 42;
     pub const ACCEPT: u64 = 43;
     pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
     pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
     pub const BIND: u64 = 49;
     pub const LISTEN: u64 = 50;
     pub const GETSOCKNAME: u64 = 51;
@@ -43,6 +45,8 @@ pub mod nr32 {
     pub const GETPEERNAME: u64 = 368;
     pub const SENDTO: u64 = 369;
     pub const SENDMSG: u64 = 370;
+    pub const RECVFROM: u64 = 371;
+    pub const RECVMSG: u64 = 372;
     pub const CLONE3: u64 = 435;
 }
 
@@ -56,7 +60,9 @@ pub mod socketcall {
     pub const GETSOCKNAME: u64 = 6;
     pub const GETPEERNAME: u64 = 7;
     pub const SENDTO: u64 = 11;
+    pub const RECVFROM: u64 = 12;
     pub const SENDMSG: u64 = 16;
+    pub const RECVMSG: u64 = 17;
     pub const ACCEPT4: u64 = 18;
     pub const SENDMMSG: u64 = 20;
 }
