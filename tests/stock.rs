@@ -210,12 +210,14 @@ fn a_udp_service_keeps_flows_and_replies_come_from_its_vip() {
         \x20   for j in range(2):\n\
         \x20       s.sendto(b'x', ('echo',7777)); d,a=s.recvfrom(512); got.append((d.split()[0].decode(), a))\n\
         \x20   print(got[0][0], got[1][0], got[0][1], got[1][1], flush=True)\n\
+        m=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); m.settimeout(5); m.sendto(b'z', ('echo',7777))\n\
+        print('recvmsg', m.recvmsg(512)[3], flush=True)\n\
         c=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5); c.connect(('echo',7777))\n\
         c.send(b'y'); d=c.recv(512); print('connected', c.getpeername(), flush=True)\n";
     let o = run(&mut h.trace(&[], "python3", &["-c", client]));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 5, "{o:?}");
+    assert_eq!(lines.len(), 6, "{o:?}");
     let firsts: Vec<&str> = lines[..4]
         .iter()
         .map(|l| l.split_whitespace().next().unwrap())
@@ -231,7 +233,8 @@ fn a_udp_service_keeps_flows_and_replies_come_from_its_vip() {
     for p in firsts.windows(2) {
         assert_ne!(p[0], p[1], "sockets alternate: {firsts:?}");
     }
-    assert_eq!(lines[4], "connected ('10.1.0.1', 7777)");
+    assert_eq!(lines[4], "recvmsg ('10.1.0.1', 7777)");
+    assert_eq!(lines[5], "connected ('10.1.0.1', 7777)");
 }
 
 #[test]
