@@ -235,6 +235,36 @@ fn a_udp_service_keeps_flows_and_replies_come_from_its_vip() {
     }
     assert_eq!(lines[4], "recvmsg ('10.1.0.1', 7777)");
     assert_eq!(lines[5], "connected ('10.1.0.1', 7777)");
+
+    // One socket, two UDP services: a flow each, and each reply from its own
+    // VIP; connect() to the other service moves the socket there.
+    let mut c = Proc(
+        h.trace(
+            &["--ip", "10.1.0.2", "--name", "other"],
+            "python3",
+            &["-c", server, "C"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    assert_eq!(c.first_line().trim(), "('0.0.0.0', 7777)");
+    wait_until("the other UDP service", Duration::from_secs(10), || {
+        backend_lines(&h, "10.1.0.2:7777") == 1
+    });
+    let two = "import socket\n\
+        s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n\
+        out=[]\n\
+        for vip in ('10.1.0.1','10.1.0.2','10.1.0.1'):\n\
+        \x20   s.sendto(b'x', (vip,7777)); d,a=s.recvfrom(512); out.append(d.split()[0].decode()+'@'+a[0])\n\
+        s.connect(('10.1.0.2',7777)); s.send(b'y'); out.append(s.recv(512).split()[0].decode())\n\
+        print(' '.join(out), flush=True)\n";
+    let o = run(&mut h.trace(&[], "python3", &["-c", two]));
+    let w: Vec<String> = stdout(&o).split_whitespace().map(str::to_string).collect();
+    assert_eq!(w.len(), 4, "{o:?}");
+    assert_eq!(w[0], w[2], "the first flow kept its backend: {w:?}");
+    assert!(w[0].ends_with("@10.1.0.1") && w[1] == "C@10.1.0.2", "{w:?}");
+    assert_eq!(w[3], "C", "connect() moved the socket to the other service");
 }
 
 #[test]

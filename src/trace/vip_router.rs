@@ -45,6 +45,9 @@ fn free_port(ip: IpAddr, lo: u16, hi: u16, start: u32) -> Option<u16> {
 
 /// Sockets remembered at most per map (closed sockets are not seen).
 const MAX_SOCKETS: usize = 65_536;
+/// UDP flows remembered per socket (a socket talking to more VIPs forgets
+/// its oldest).
+const MAX_FLOWS: usize = 32;
 
 /// Insert into a per-socket map that cannot see sockets close: when full, it
 /// forgets everything (those sockets then show their real addresses).
@@ -86,6 +89,8 @@ pub struct Router {
     unshared: u64,
     /// Socket inode -> where this router sent it.
     routed: HashMap<u64, Routed>,
+    /// UDP socket inode -> its flows: (VIP:PORT, backend), a few per socket.
+    udp: HashMap<u64, Vec<(SocketAddr, SocketAddr)>>,
     /// Socket inode -> the address the program bound (getsockname shows
     /// it), and whether listen() on it makes a backend.
     bound: HashMap<u64, (SockAddr, bool)>,
@@ -173,6 +178,7 @@ impl Router {
             rng: Rng::default(),
             unshared: 0,
             routed: HashMap::new(),
+            udp: HashMap::new(),
             bound: HashMap::new(),
             service_ports: HashMap::new(),
             binding: HashMap::new(),
@@ -364,6 +370,10 @@ impl Router {
         if routes.is_empty() || !(is_tcp(call) || udp) || !routes.is_virtual(&addr) {
             return None;
         }
+        if udp {
+            // connect() on a UDP socket only sets where datagrams go: the flow's backend.
+            return self.send(call, addr, labels);
+        }
         let vip = canonical_addr(addr);
         let inode = call.socket.map_or(0, |s| s.inode);
         // One pick per socket: a connect() again on a socket already sent
@@ -482,36 +492,43 @@ impl Router {
         }
         let vip = canonical_addr(addr);
         let inode = call.socket.map_or(0, |s| s.inode);
-        if let Some(r) = self.routed.get(&inode).filter(|r| r.vip == vip) {
-            return Some(Verdict::Rewrite(r.backend.into()));
-        }
         let Some(route) = routes.route_of(&vip, true) else {
             return Some(Verdict::Fail(Errno::ECONNREFUSED));
         };
-        let table = self.table();
-        match self.choose(call, route, labels, 0, None, table.as_deref()) {
-            Ok((i, ticket)) => {
-                let b = &route.backends[i];
-                let r = Routed {
-                    vip,
-                    backend: b.addr,
-                    tried: bit(i),
-                    ticket,
-                };
-                insert_bounded(&mut self.routed, inode, r);
-                Some(Verdict::Rewrite(b.addr.into()))
-            }
-            Err(_) => Some(Verdict::Fail(Errno::ECONNREFUSED)),
+        // The flow's backend, while it is still one of the service's.
+        let flow = self
+            .udp
+            .get(&inode)
+            .and_then(|f| f.iter().find(|(v, _)| *v == vip))
+            .map(|(_, b)| *b)
+            .filter(|b| route.backends.iter().any(|x| x.addr == *b));
+        if let Some(b) = flow {
+            return Some(Verdict::Rewrite(b.into()));
         }
+        let table = self.table();
+        let Ok((i, _)) = self.choose(call, route, labels, 0, None, table.as_deref()) else {
+            return Some(Verdict::Fail(Errno::ECONNREFUSED));
+        };
+        let backend = route.backends[i].addr;
+        let flows = match self.udp.get_mut(&inode) {
+            Some(f) => f,
+            None => {
+                insert_bounded(&mut self.udp, inode, Vec::new());
+                self.udp.entry(inode).or_default()
+            }
+        };
+        flows.retain(|(v, _)| *v != vip);
+        if flows.len() >= MAX_FLOWS {
+            flows.remove(0);
+        }
+        flows.push((vip, backend));
+        Some(Verdict::Rewrite(backend.into()))
     }
 
     /// Whether a datagram received on this socket may need its source
     /// shown as a VIP (it was sent to a UDP service).
     pub fn wants_recv(&self, call: &Call) -> bool {
-        is_udp(call)
-            && call
-                .socket
-                .is_some_and(|s| self.routed.contains_key(&s.inode))
+        is_udp(call) && call.socket.is_some_and(|s| self.udp.contains_key(&s.inode))
     }
 
     /// Whether this program must be able to show datagrams' sources as
@@ -522,16 +539,31 @@ impl Router {
         self.net.routes().routes.iter().any(|r| r.udp)
     }
 
-    /// A datagram from a backend of the UDP service this socket sent to:
-    /// the program sees it come from the service's VIP:PORT.
+    /// A datagram from the backend of one of this socket's flows: the
+    /// program sees it come from that flow's VIP:PORT. (When the program's
+    /// buffer cut the source short, the bytes it got are matched.)
     pub fn received(&self, call: &Call) -> Option<SockAddr> {
         let sock = call.socket?;
-        let r = self.routed.get(&sock.inode)?;
-        let from = canonical_addr(call.peer.as_ref()?.ip()?);
-        if from != canonical_addr(r.backend) {
-            return None;
-        }
-        in_family(r.vip.ip(), r.vip.port(), sock.domain)
+        let flows = self.udp.get(&sock.inode)?;
+        let vip = match (call.peer.as_ref().and_then(SockAddr::ip), &call.peer_prefix) {
+            (Some(from), _) => {
+                let from = canonical_addr(from);
+                flows.iter().find(|(_, b)| canonical_addr(*b) == from)?.0
+            }
+            (None, Some(prefix)) => {
+                let shown = |b: SocketAddr| in_family(b.ip(), b.port(), sock.domain);
+                let mut hits = flows
+                    .iter()
+                    .filter(|(_, b)| shown(*b).is_some_and(|a| prefix.matches(&a)));
+                let hit = hits.next()?.0;
+                if hits.next().is_some() {
+                    return None;
+                }
+                hit
+            }
+            _ => return None,
+        };
+        in_family(vip.ip(), vip.port(), sock.domain)
     }
 
     /// getpeername() of a connection a service accepted from a client with

@@ -197,6 +197,26 @@ pub struct Call {
     /// address-length) pointers and the buffer's size as the program passed
     /// it (read at entry: the kernel overwrites it with the real length).
     pub out_addr: Option<(u64, u64, u32)>,
+    /// For recvfrom/recvmsg whose address buffer was too small for the
+    /// source (so [`Call::peer`] is None): the bytes the kernel wrote there.
+    pub peer_prefix: Option<SockPrefix>,
+}
+
+/// The first bytes of a sockaddr (a truncated address output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockPrefix {
+    pub len: u8,
+    pub bytes: [u8; crate::sockaddr::MAX_ADDR_LEN],
+}
+
+impl SockPrefix {
+    /// Whether `addr`, encoded, begins with these bytes.
+    pub fn matches(&self, addr: &SockAddr) -> bool {
+        let mut buf = [0u8; crate::sockaddr::MAX_ADDR_LEN];
+        let n = usize::from(self.len);
+        addr.encode(&mut buf)
+            .is_some_and(|len| len >= n && buf[..n] == self.bytes[..n])
+    }
 }
 
 /// What to do with a call.

@@ -182,6 +182,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         accepted: None,
         flags: 0,
         out_addr: None,
+        peer_prefix: None,
     };
     match op {
         Op::Socket => call.socket_args = Some((a[0] as i32, a[1] as i32, a[2] as i32)),

@@ -21,7 +21,8 @@ mod tracer;
 
 pub use arch::Abi;
 pub use call::{
-    Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SocketInfo, Verdict,
+    Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SockPrefix, SocketInfo,
+    Verdict,
 };
 pub use error::TraceError;
 pub use nix::errno::Errno;

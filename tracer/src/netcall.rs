@@ -261,6 +261,14 @@ impl<H: NetHandler> Tracer<'_, H> {
             return;
         }
         call.peer = SockAddr::decode(&buf[..n]);
+        if len > cap || call.peer.is_none() {
+            // Cut short by the program's buffer: what it got is a prefix.
+            call.peer = None;
+            call.peer_prefix = Some(crate::call::SockPrefix {
+                len: n as u8,
+                bytes: buf,
+            });
+        }
         if let Some(a) = self.handler.received(call) {
             let _ = write_addr_cap(tid, ptr, lenp, cap, &a);
         }
