@@ -627,6 +627,23 @@ fn connections_name_their_service_and_count_payload_bytes() {
             "an idle connection: {r}"
         );
     }
+    // stats: live counts by their names, cumulative ones as *_total.
+    let stats = std::fs::read_to_string(h.file("stats")).unwrap();
+    let key = |k: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {stats}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(key("apps"), 2, "the server and the client run: {stats}");
+    assert!(key("connections") >= 2, "{stats}");
+    assert!(key("calls_total") >= 1, "{stats}");
+    for k in ["denied_total", "rewritten_total"] {
+        key(k);
+    }
+    assert!(!stats.contains("\ncalls="), "{stats}");
     drop(c);
 }
 
