@@ -15,8 +15,8 @@ to back; the report gives medians and the ratio traced/untraced.
    to a python3 HTTP/1.1 server; untraced, against both traced with the
    client going through the VIP. Target >= 0.95x.
 3. Connect latency (2,000 connect+close, python3): untraced to the server's
-   real address, traced to the real address, traced to the VIP (the daemon
-   chooses the backend: one round trip and a sock_diag query per connect).
+   real address, traced to the real address, traced to the VIP (the backend
+   chosen in the trace process, the connect carried out by the tracer).
 Every process started here is stopped here; the daemon's mount goes with it.
 """
 import json, os, socket, statistics, subprocess, sys, tempfile, time
@@ -26,35 +26,10 @@ ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
 VIP = "127.77.0.1"
 REQUESTS = 5000
 
-def wait(what, pred, limit=30.0):
-    end = time.monotonic() + limit
-    while not pred():
-        if time.monotonic() > end:
-            sys.exit(f"services_bench: timed out waiting for {what}")
-        time.sleep(0.01)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import procs, wait, free_port, start, stop, daemon_dir  # noqa: E402
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    return p
-
-procs = []
-def start(cmd, **kw):
-    p = subprocess.Popen(cmd, **kw)
-    procs.append(p)
-    return p
-
-def stop(p):
-    if p.poll() is None:
-        p.kill()
-    p.wait()
-
-tmp = tempfile.TemporaryDirectory()
-d = tmp.name
-cfg = os.path.join(d, "appswitch.toml")
-mnt = os.path.join(d, "mnt")
-with open(cfg, "w") as f:
-    f.write(f'[daemon]\nsocket = "{d}/sock"\nmount = "{mnt}"\nstate_dir = "{d}/state"\n'
-            '[dns]\nlisten = ""\n')
+tmp, d, cfg, mnt = daemon_dir()
 TRACE = [APP, "trace", "--config", cfg]
 
 def backends(vip_port):
@@ -193,7 +168,7 @@ try:
     med = {k: statistics.median(x[k] for x in lat) for k in lat[0]}
     print(f"connect+close latency, median of 3 runs of 2000: untraced {med['untraced']:.0f} us, "
           f"traced {med['traced']:.0f} us, traced via the VIP {med['vip']:.0f} us "
-          f"(the daemon's choice costs {med['vip'] - med['traced']:.0f} us per connect)")
+          f"(routing through the VIP costs {med['vip'] - med['traced']:.0f} us per connect)")
 finally:
     for p in procs[1:]:
         stop(p)

@@ -32,40 +32,10 @@ VIP = "127.77.0.1"
 CONNECTS = int(os.environ.get("BENCH_SHORT_CONNECTS", "5000"))
 REQUESTS = int(os.environ.get("BENCH_SHORT_REQUESTS", "4000"))
 
-def wait(what, pred, limit=30.0):
-    end = time.monotonic() + limit
-    while not pred():
-        if time.monotonic() > end:
-            sys.exit(f"short_bench: timed out waiting for {what}")
-        time.sleep(0.01)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import procs, wait, free_port, start, stop, daemon_dir  # noqa: E402
 
-def free_port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    return p
-
-procs = []
-def start(cmd, **kw):
-    p = subprocess.Popen(cmd, **kw)
-    procs.append(p)
-    return p
-
-def stop(p):
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill(); p.wait()
-    if p in procs:
-        procs.remove(p)
-
-tmp = tempfile.TemporaryDirectory()
-d = tmp.name
-cfg = os.path.join(d, "appswitch.toml")
-mnt = os.path.join(d, "mnt")
-with open(cfg, "w") as f:
-    f.write(f'[daemon]\nsocket = "{d}/sock"\nmount = "{mnt}"\nstate_dir = "{d}/state"\n'
-            '[dns]\nlisten = ""\n')
+tmp, d, cfg, mnt = daemon_dir()
 TRACE = [APP, "trace", "--config", cfg]
 
 def backend_of(vip_port):
