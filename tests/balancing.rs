@@ -115,6 +115,15 @@ fn client(h: &Host) -> Driven {
     Driven::start(h, &[], CLIENT, &["10.1.0.1", "7000"])
 }
 
+/// Services A and B on 10.1.0.1:7000, both up.
+fn two_servers(h: &Host) -> (Driven, Driven) {
+    let ip = ["--ip", "10.1.0.1"];
+    let a = server(h, &ip, "A", false);
+    let b = server(h, &ip, "B", false);
+    h.wait_backends("10.1.0.1:7000", 2);
+    (a, b)
+}
+
 fn count(words: &str, w: &str) -> usize {
     words.split_whitespace().filter(|x| *x == w).count()
 }
@@ -122,10 +131,7 @@ fn count(words: &str, w: &str) -> usize {
 #[test]
 fn round_robin_is_exact_across_concurrent_client_programs() {
     let h = Host::start();
-    let ip = ["--ip", "10.1.0.1"];
-    let _a = server(&h, &ip, "A", false);
-    let _b = server(&h, &ip, "B", false);
-    h.wait_backends("10.1.0.1:7000", 2);
+    let (_a, _b) = two_servers(&h);
     let mut clients: Vec<Driven> = (0..3).map(|_| client(&h)).collect();
     // All three at once: their connects interleave.
     for c in &mut clients {
@@ -193,10 +199,7 @@ fn a_backend_that_refuses_costs_the_client_nothing() {
 #[test]
 fn a_client_that_connects_again_to_check_keeps_its_backend() {
     let h = Host::start();
-    let ip = ["--ip", "10.1.0.1"];
-    let _a = server(&h, &ip, "A", false);
-    let _b = server(&h, &ip, "B", false);
-    h.wait_backends("10.1.0.1:7000", 2);
+    let (_a, _b) = two_servers(&h);
     let mut c = client(&h);
     // Each socket connects twice; only the first picks, so they alternate.
     let got = c.ask("check 10");
@@ -278,10 +281,7 @@ fn a_backend_with_a_full_accept_queue_leaves_rotation_until_it_drains() {
 #[test]
 fn traced_backends_survive_a_daemon_restart() {
     let mut h = Host::start();
-    let ip = ["--ip", "10.1.0.1"];
-    let _a = server(&h, &ip, "A", false);
-    let _b = server(&h, &ip, "B", false);
-    h.wait_backends("10.1.0.1:7000", 2);
+    let (_a, _b) = two_servers(&h);
     // SIGTERM (a clean stop), then a new daemon: the tracers re-register
     // their listeners, and the new shared table balances them.
     if let Some(mut d) = h.daemon.take() {

@@ -574,17 +574,15 @@ fn refusals_stay_out_of_the_programs_stderr_unless_a_log_file_is_asked_for() {
     let cc = c_prog("connect_check", &[]);
     let (dir, pol) = policy_file("deny connect 127.0.0.1:1\n");
     let script = format!("{} 127.0.0.1 1 >/dev/null; echo done >&2", cc.display());
-    let o = run(Command::new(appswitch())
-        .args([
-            "trace",
-            "--policy",
-            pol.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env_remove("RUST_LOG"));
+    // `trace [extra] --policy POL -- sh -c SCRIPT`, RUST_LOG unset.
+    let traced_sh = |extra: &[&str]| {
+        run(Command::new(appswitch())
+            .arg("trace")
+            .args(extra)
+            .args(["--policy", pol.to_str().unwrap(), "--", "sh", "-c", &script])
+            .env_remove("RUST_LOG"))
+    };
+    let o = traced_sh(&[]);
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
         "done\n",
@@ -592,19 +590,7 @@ fn refusals_stay_out_of_the_programs_stderr_unless_a_log_file_is_asked_for() {
     );
     // With --log-file, the refusal is written there.
     let log = dir.path().join("trace.log");
-    let o = run(Command::new(appswitch())
-        .args([
-            "trace",
-            "--log-file",
-            log.to_str().unwrap(),
-            "--policy",
-            pol.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .env_remove("RUST_LOG"));
+    let o = traced_sh(&["--log-file", log.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&o.stderr), "done\n");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("refused connect 127.0.0.1:1"), "{text}");

@@ -113,8 +113,7 @@ impl Provider for Files {
 
     fn write(&self, path: &str, data: &[u8]) -> Result<(), Errno> {
         match path {
-            "policy" => self.state().write_policy(data),
-            "services" => self.state().write_services(data),
+            // (policy and services gather their writes: write_part below.)
             "ctl" => self.state().write_ctl(data),
             _ => match self.app_path(path) {
                 Some((id, Some("ctl"))) => self.state().write_app_ctl(id, data),

@@ -536,25 +536,6 @@ impl State {
         Ok(text)
     }
 
-    /// One whole write to `policy` (one write, then its close).
-    pub fn write_policy(&mut self, data: &[u8]) -> Result<(), Errno> {
-        self.write_whole("policy", data)
-    }
-
-    /// One whole write to `services` (one write, then its close).
-    pub fn write_services(&mut self, data: &[u8]) -> Result<(), Errno> {
-        self.write_whole("services", data)
-    }
-
-    fn write_whole(&mut self, file: &str, data: &[u8]) -> Result<(), Errno> {
-        const ONE: u64 = u64::MAX;
-        if let Err(e) = self.write_part(file, ONE, data) {
-            self.txns.remove(&ONE);
-            return Err(e);
-        }
-        self.commit(file, ONE, true)
-    }
-
     /// A write(2) through the open file `open` of `policy` or `services`:
     /// its complete lines are checked now, applied at the close.
     pub fn write_part(&mut self, file: &str, open: u64, data: &[u8]) -> Result<(), Errno> {
