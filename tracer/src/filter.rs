@@ -7,8 +7,21 @@
 //! Network calls named by the handler's [`Interests`] return SECCOMP_RET_TRACE
 //! (a ptrace stop); everything else is allowed in the kernel. i386 calls are
 //! trapped like native ones; x32 network calls are trapped and refused by the
-//! tracer. `clone` with CLONE_UNTRACED and every `clone3` are trapped too, so
-//! no child can leave the tracer's watch.
+//! tracer. `clone` with CLONE_UNTRACED is trapped too (the tracer clears the
+//! flag in the register), and `clone3` fails with ENOSYS: its flags live in
+//! memory the tracer cannot always read or pin, and every libc falls back to
+//! `clone` (Docker's default profile does the same). So no child can leave
+//! the tracer's watch.
+//!
+//! The tracer identifies a stop by the call's number and architecture, never
+//! by the filter's RET_TRACE data: a program may install filters of its own
+//! that return SECCOMP_RET_TRACE with any data. A filter of its own with a
+//! user-notification listener (SECCOMP_RET_USER_NOTIF outranks RET_TRACE) is
+//! refused when installed: seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) fails
+//! with EBUSY, as it does for any process already under a listener.
+//! userfaultfd (the syscall and /dev/userfaultfd's USERFAULTFD_IOC_NEW) fails
+//! with EPERM: memory that blocks on access could freeze the tracer while it
+//! reads a call's arguments.
 
 use crate::call::Interests;
 use crate::error::TraceError;
@@ -23,11 +36,16 @@ pub struct Program {
     pub insns: Vec<libc::sock_filter>,
 }
 
-/// RET_TRACE data: why the filter stopped the call.
+/// RET_TRACE data. Informational only: a program's own filter can return
+/// RET_TRACE with any data, so stops are told apart by syscall number.
 pub const TAG_NET: u16 = 1;
 pub const TAG_CLONE: u16 = 2;
 
 const CLONE_UNTRACED: u64 = 0x0080_0000;
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u64 = 1 << 3;
+/// _IO(0xAA, 0x00): /dev/userfaultfd's ioctl that makes a userfaultfd.
+const USERFAULTFD_IOC_NEW: u64 = 0xAA00;
 const MSG_FASTOPEN: u64 = 0x2000_0000;
 
 fn names(i: &Interests) -> Vec<&'static str> {
@@ -131,10 +149,34 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         compat.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
         x32.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
     }
+    let new_listener = [
+        ScmpArgCompare::new(0, ScmpCompareOp::Equal, SECCOMP_SET_MODE_FILTER),
+        ScmpArgCompare::new(
+            1,
+            ScmpCompareOp::MaskedEqual(SECCOMP_FILTER_FLAG_NEW_LISTENER),
+            SECCOMP_FILTER_FLAG_NEW_LISTENER,
+        ),
+    ];
+    let uffd_new = ScmpArgCompare::new(
+        1,
+        ScmpCompareOp::MaskedEqual(0xffff_ffff),
+        USERFAULTFD_IOC_NEW,
+    );
     for ctx in [&mut native, &mut compat, &mut x32] {
         ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])
             .map_err(f)?;
-        ctx.add_rule(trace_clone, sys("clone3")?).map_err(f)?;
+        ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("clone3")?)
+            .map_err(f)?;
+        ctx.add_rule_conditional(
+            ScmpAction::Errno(libc::EBUSY),
+            sys("seccomp")?,
+            &new_listener,
+        )
+        .map_err(f)?;
+        ctx.add_rule(ScmpAction::Errno(libc::EPERM), sys("userfaultfd")?)
+            .map_err(f)?;
+        ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), sys("ioctl")?, &[uffd_new])
+            .map_err(f)?;
         if interests.deny_io_uring {
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("io_uring_setup")?)
                 .map_err(f)?;

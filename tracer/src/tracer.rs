@@ -250,6 +250,15 @@ pub(crate) fn skip(tid: i32, ret: i64) {
     resume(tid, None);
 }
 
+/// Whether a seccomp stop is for clone (native, x32 or i386).
+fn is_clone(raw: &RawCall) -> bool {
+    match arch::abi_of(raw.arch, raw.nr) {
+        Some(Abi::Compat32) => raw.nr == nr32::CLONE,
+        Some(_) => raw.nr & !arch::X32_SYSCALL_BIT == nr::CLONE,
+        None => false,
+    }
+}
+
 fn is_stop_signal(sig: Signal) -> bool {
     matches!(
         sig,
@@ -376,7 +385,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             nr: info.nr,
             args: info.args,
         };
-        if info.ret_data == u32::from(filter::TAG_CLONE) {
+        // By number, never by ret_data (see filter.rs): clone is the only
+        // non-network call the filter traps.
+        if is_clone(&raw) {
             self.on_clone(tid, &raw);
             return resume(tid, None);
         }
@@ -439,27 +450,14 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.handler.finished(&p.call, &p.verdict, outcome);
     }
 
-    /// clone with CLONE_UNTRACED, or clone3: make sure the child stays traced.
+    /// clone with CLONE_UNTRACED: clear the flag (in a register, which no
+    /// sibling can change) so the child stays traced. clone3 never gets here:
+    /// the filter fails it with ENOSYS.
     fn on_clone(&mut self, tid: i32, raw: &RawCall) {
         let Some(abi) = arch::abi_of(raw.arch, raw.nr) else {
             return;
         };
-        let n = raw.nr & !arch::X32_SYSCALL_BIT;
-        let is_clone3 = n == nr::CLONE3 || (abi == Abi::Compat32 && n == nr32::CLONE3);
-        if is_clone3 {
-            // struct clone_args starts with the u64 flags.
-            if raw.args[1] >= 8 {
-                if let Ok(flags) = remote::read_u64(tid, raw.args[0]) {
-                    if flags & CLONE_UNTRACED != 0 {
-                        let _ = remote::write_mem(
-                            tid,
-                            raw.args[0],
-                            &(flags & !CLONE_UNTRACED).to_ne_bytes(),
-                        );
-                    }
-                }
-            }
-        } else if raw.args[0] & CLONE_UNTRACED != 0 {
+        if raw.args[0] & CLONE_UNTRACED != 0 {
             if let Ok(mut regs) = ptrace::getregs(pid(tid)) {
                 *arch::arg_mut(&mut regs, abi, 0) &= !CLONE_UNTRACED;
                 let _ = ptrace::setregs(pid(tid), regs);
