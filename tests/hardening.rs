@@ -74,3 +74,69 @@ fn class02_no_child_escapes_tracing() {
     assert!(out.contains("created=5 untraced=0"), "{out}");
     assert_eq!(d.banner.count(), 0, "an escaped child connected");
 }
+
+#[test]
+fn class04_the_calling_threads_descriptor_table_is_the_one_examined() {
+    let d = denied();
+    let mut udp = UdpCounter::start();
+    let (_dir, policy) = policy_file(&format!(
+        "deny connect 127.0.0.1:{}\ndeny send 127.0.0.1:{}\n",
+        d.banner.port, udp.port
+    ));
+    let prog = c_prog("h_fdtable", &[]);
+    for mode in ["worker-unshares", "leader-unshares"] {
+        let (out, _) = policed(
+            &policy,
+            &[],
+            &prog,
+            &[mode, &d.port(), &udp.port.to_string(), "1000"],
+        );
+        assert_eq!(stdout(&out), "connected=0 sent=0\n", "{mode}: {out:?}");
+    }
+    assert_eq!(d.banner.count(), 0, "a denied connect got through");
+    assert_eq!(udp.count(), 0, "a denied datagram got through");
+}
+
+#[test]
+fn class10_many_processes_under_a_low_descriptor_limit() {
+    let ok = Banner::start("ok\n");
+    let (_dir, policy) = policy_file("deny connect 192.0.2.1\n");
+    let prog = c_prog("h_many", &[]);
+    let port = ok.port.to_string();
+    // Soft limit only (Debian's default), then soft and hard both 1024.
+    for ulimit in ["ulimit -Sn 1024", "ulimit -n 1024"] {
+        let script = format!("{ulimit}; exec \"$@\"");
+        let out = run(std::process::Command::new("bash")
+            .args(["-c", &script, "sh"])
+            .arg(appswitch())
+            .args(["trace", "--policy"])
+            .arg(&policy)
+            .arg("--")
+            .arg(&prog)
+            .args([&port, "1100"]));
+        let s = stdout(&out);
+        assert!(
+            s.starts_with("ok=2200 emfile=0 other=0 limit_differs=0 nofile=1024/"),
+            "{ulimit}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn class14_network_calls_after_the_leader_exits_and_a_thread_execs() {
+    let ok = Banner::start("hello\n");
+    let d = denied();
+    let prog = c_prog("h_leader_exec", &[]);
+    let args = ["start", &ok.port.to_string(), &d.port()];
+    let plain = stdout(&untraced(&prog, &args));
+    assert_eq!(
+        plain,
+        "ok_port=hello\ndenied_port=OK\nself_connect=OK accept=OK\n"
+    );
+    let traced = d.run(&prog, &args);
+    assert_eq!(
+        traced,
+        plain.replace("denied_port=OK", "denied_port=ECONNREFUSED")
+    );
+    assert_eq!(d.banner.count(), 1, "only the untraced run reached it");
+}

@@ -14,6 +14,7 @@ mod error;
 pub mod filter;
 mod msg;
 mod netcall;
+mod pidfds;
 mod remote;
 pub mod sockaddr;
 mod spawn;

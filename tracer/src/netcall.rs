@@ -34,22 +34,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         tid: i32,
         fd: i32,
     ) -> Result<(OwnedFd, SocketInfo), Errno> {
-        let pidfd = match self.pidfds.entry(tgid) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(remote::pidfd_open(tgid)?),
-        };
-        let fd = match remote::pidfd_getfd(pidfd, fd) {
-            // The leader may be gone (pthread_exit in main) while threads run:
-            // go through the calling thread instead, and keep that pidfd for
-            // the process's later calls (replaced again if that thread goes).
-            Err(Errno::EBADF | Errno::ESRCH) if tid != tgid => {
-                let thread = remote::pidfd_open_thread(tid)?;
-                let got = remote::pidfd_getfd(&thread, fd)?;
-                self.pidfds.insert(tgid, thread);
-                got
-            }
-            r => r?,
-        };
+        let fd = self.pidfds.getfd(tgid, tid, fd)?;
         let info = emulate::socket_info(&fd)?;
         Ok((fd, info))
     }

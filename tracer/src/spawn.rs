@@ -141,7 +141,12 @@ unsafe fn private_binds(
 }
 
 /// Fork and exec `cmd` under `filter`, seized by the calling thread.
-pub fn spawn(cmd: &crate::tracer::Command, filter: &Program) -> Result<Child, TraceError> {
+/// `nofile`: the RLIMIT_NOFILE to give the program (the tracer raised its own).
+pub fn spawn(
+    cmd: &crate::tracer::Command,
+    filter: &Program,
+    nofile: Option<libc::rlimit>,
+) -> Result<Child, TraceError> {
     let (program, args, bind_files) = (cmd.program.as_os_str(), &cmd.args, &cmd.bind_files);
     let path = cstring(resolve(program)?.as_os_str())?;
     // The environment, with the user's values when --user (execve's envp).
@@ -232,6 +237,9 @@ pub fn spawn(cmd: &crate::tracer::Command, filter: &Program) -> Result<Child, Tr
                 {
                     child_fail(st, b'U', *libc::__errno_location());
                 }
+            }
+            if let Some(rl) = &nofile {
+                libc::setrlimit(libc::RLIMIT_NOFILE, rl);
             }
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             child_fail(st, b'E', *libc::__errno_location());

@@ -14,6 +14,7 @@ use crate::call::{Call, Interests, NetHandler, Outcome, ProcessEvent, Verdict};
 use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
+use crate::pidfds::Pidfds;
 use crate::remote;
 use crate::spawn;
 use nix::errno::Errno;
@@ -23,7 +24,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The program to run.
@@ -144,19 +144,45 @@ fn install_forwarding() {
     }
 }
 
+/// Raise the soft RLIMIT_NOFILE to the hard limit; the limit as it was.
+fn raise_nofile() -> Option<libc::rlimit> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return None;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        if rl.rlim_cur < rl.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            return None;
+        }
+    }
+    Some(rl)
+}
+
 /// Run `cmd` under the tracer until it and all its descendants have exited.
 /// Must be called on the thread that will own the tracees; ptrace ties them to it.
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
     let interests = handler.interests();
     let program = filter::build(&interests)?;
     install_forwarding();
-    let child = spawn::spawn(cmd, &program)?;
+    // The tracer's own descriptors (pidfds, borrowed sockets) must never cost
+    // the program an EMFILE: raise our soft limit to the hard one, and give
+    // the program the limit it would have had.
+    let nofile = raise_nofile();
+    let child = spawn::spawn(cmd, &program, nofile)?;
     MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
     let mut t = Tracer {
         handler,
         interests,
         tasks: HashMap::new(),
-        pidfds: HashMap::new(),
+        pidfds: Pidfds::new(),
         main: child.pid.as_raw(),
         main_exec: false,
         main_status: None,
@@ -189,8 +215,8 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) handler: &'h mut H,
     pub(crate) interests: Interests,
     pub(crate) tasks: HashMap<i32, Task>,
-    /// pidfd per thread group, opened on first use.
-    pub(crate) pidfds: HashMap<i32, OwnedFd>,
+    /// The pidfds descriptors are borrowed through.
+    pub(crate) pidfds: Pidfds,
     main: i32,
     main_exec: bool,
     main_status: Option<ExitStatus>,
@@ -289,12 +315,12 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     fn on_exit(&mut self, tid: i32, status: ExitStatus) {
+        self.pidfds.forget_thread(tid);
         if let Some(task) = self.tasks.remove(&tid) {
             if let Some(p) = task.pending {
                 self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
             }
             if task.tgid == Some(tid) {
-                self.pidfds.remove(&tid);
                 self.handler.process(ProcessEvent::Exited { pid: tid });
             }
         }
@@ -328,8 +354,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                     let former = former as i32;
                     if former != tid {
                         self.tasks.remove(&former);
+                        self.pidfds.forget_thread(former);
                     }
                 }
+                self.pidfds.forget_thread(tid);
                 let task = self.tasks.entry(tid).or_default();
                 task.tgid = Some(tid);
                 task.started = true;
