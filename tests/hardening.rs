@@ -140,3 +140,83 @@ fn class14_network_calls_after_the_leader_exits_and_a_thread_execs() {
     );
     assert_eq!(d.banner.count(), 1, "only the untraced run reached it");
 }
+
+#[test]
+fn class03_what_was_checked_is_what_runs() {
+    let ok = Banner::start("ok\n");
+    let mut udp = UdpCounter::start();
+    let (_dir, policy) = policy_file(&format!(
+        "deny send 127.0.0.1:{0}\ndeny connect 127.0.0.1:{0}\n",
+        udp.port
+    ));
+    let prog = c_prog("h_reread", &[]);
+    for mode in ["null-name", "unspec", "tcp-fdswap", "socketcall"] {
+        let (out, _) = policed(
+            &policy,
+            &[],
+            &prog,
+            &[mode, &ok.port.to_string(), &udp.port.to_string(), "10000"],
+        );
+        assert_eq!(stdout(&out), "attempts=10000\n", "{mode}: {out:?}");
+        assert_eq!(udp.count(), 0, "{mode}: a denied datagram got through");
+    }
+}
+
+#[test]
+fn class07_calls_carried_out_for_the_program_use_its_rights() {
+    let (_dir, policy) = policy_file("deny connect 192.0.2.1\ndeny send 192.0.2.1\n");
+    let prog = c_prog("h_privs", &[]);
+    let sink = UdpCounter::start();
+    let port = sink.port.to_string();
+    let cases: [(&[&str], &str); 2] = [
+        // Root in a user namespace of its own is not root on the host's ports.
+        (&["userns-bind", "81"], "unshare=OK\nbind=EACCES\n"),
+        // Control messages that need CAP_NET_ADMIN/RAW, from user nobody.
+        (
+            &["mark-cmsg", &port],
+            "so_mark=EPERM\nso_priority_7=EPERM\nip_ttl=OK\n",
+        ),
+    ];
+    for (args, want) in cases {
+        let plain = stdout(&untraced(
+            "setpriv",
+            &[
+                &["--reuid=65534", "--regid=65534", "--clear-groups"][..],
+                &[prog.to_str().unwrap()],
+                args,
+            ]
+            .concat(),
+        ));
+        let (out, _) = policed(&policy, &["--user", "nobody"], &prog, args);
+        if args[0] == "userns-bind" {
+            // As root, untraced: the user namespace still holds no host rights.
+            let (root, _) = policed(&policy, &[], &prog, args);
+            assert_eq!(stdout(&root), want, "{args:?} as root: {root:?}");
+        }
+        assert_eq!(plain, want, "{args:?} untraced");
+        assert_eq!(stdout(&out), want, "{args:?} traced: {out:?}");
+    }
+}
+
+#[test]
+fn class15_errnos_equal_untraced() {
+    let ok = Banner::start("ok\n");
+    let udp = UdpCounter::start();
+    let (_dir, policy) = policy_file("deny connect 192.0.2.1\ndeny send 192.0.2.1\n");
+    let prog = c_prog("h_errnos", &[]);
+    let args = [ok.port.to_string(), udp.port.to_string()];
+    let args = [args[0].as_str(), args[1].as_str()];
+    let plain = stdout(&untraced(&prog, &args));
+    let (out, _) = policed(&policy, &[], &prog, &args);
+    let traced = stdout(&out);
+    // Everything but memfd_secret: the tracer cannot read such memory (by
+    // design of memfd_secret), so that call fails closed (docs/RULES.md).
+    let (plain_main, plain_secret) = plain.split_once("secret").expect("probe ran");
+    let (traced_main, traced_secret) = traced.split_once("secret").expect("probe ran");
+    assert_eq!(traced_main, plain_main);
+    assert!(plain_main.lines().count() >= 16, "{plain}");
+    if plain_secret != "=unavailable\n" {
+        assert_eq!(plain_secret, "_connect=OK\n");
+        assert_eq!(traced_secret, "_connect=EFAULT\n");
+    }
+}

@@ -5,7 +5,7 @@
 use crate::arch::{self, nr, nr32, socketcall as sc, Abi};
 use crate::call::{Call, Op};
 use crate::remote::{read_mem, read_u32, read_u64};
-use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use crate::sockaddr::{RawAddr, SockAddr, MAX_ADDR_LEN};
 use nix::errno::Errno;
 
 /// Raw syscall info (PTRACE_GET_SYSCALL_INFO, seccomp variant).
@@ -31,8 +31,11 @@ pub struct Decoded {
     pub call: Call,
     pub source: ArgSource,
     /// The call's arguments as the kernel would see them (from registers, or
-    /// from the socketcall array), zero-extended for 32-bit ABIs.
+    /// from the socketcall array), zero-extended for 32-bit ABIs, and `int`
+    /// arguments cut to 32 bits as the kernel does.
     pub args: [u64; 6],
+    /// The tracer's copy of the address argument, exactly as passed.
+    pub raw: Option<RawAddr>,
 }
 
 /// Why a call could not be decoded. `Fail` becomes the call's errno (what the
@@ -110,35 +113,59 @@ fn socketcall_op(call: u64) -> Option<(Op, usize)> {
     })
 }
 
-/// Read a sockaddr of `len` bytes at `ptr`; None for a NULL pointer.
-fn read_addr(pid: i32, ptr: u64, len: u64) -> Result<Option<SockAddr>, Errno> {
+/// An address argument: decoded, and the tracer's copy of its bytes.
+pub type Addr = (Option<SockAddr>, Option<RawAddr>);
+
+/// Read a sockaddr of `len` bytes at `ptr` (`len` an `int`, as the kernel
+/// takes it); nothing for a NULL pointer.
+fn read_addr(pid: i32, ptr: u64, len: u64) -> Result<Addr, Errno> {
     if ptr == 0 {
-        return Ok(None);
+        return Ok((None, None));
     }
-    // The kernel refuses lengths above sockaddr_storage with EINVAL.
-    if len as i64 > MAX_ADDR_LEN as i64 || (len as i32) < 0 {
+    // The kernel refuses negative lengths and lengths above sockaddr_storage.
+    let len = len as u32 as i32;
+    if len < 0 || len as usize > MAX_ADDR_LEN {
         return Err(Errno::EINVAL);
     }
     let mut buf = [0u8; MAX_ADDR_LEN];
     let len = len as usize;
     read_mem(pid, ptr, &mut buf[..len])?;
-    Ok(SockAddr::decode(&buf[..len]).or(Some(SockAddr::Truncated(0))))
+    let decoded = SockAddr::decode(&buf[..len]).or(Some(SockAddr::Truncated(0)));
+    Ok((decoded, Some(RawAddr::new(&buf[..len]))))
 }
 
-/// The msg_name of a msghdr at `ptr` (native or 32-bit layout).
-pub fn read_msg_name(pid: i32, ptr: u64, compat: bool) -> Result<Option<SockAddr>, Errno> {
+/// The msg_name of a msghdr at `ptr` (native or 32-bit layout). As the
+/// kernel does: a NULL name or a zero length is no address, a negative
+/// length is EINVAL, a length above 128 is cut to 128.
+pub fn read_msg_name(pid: i32, ptr: u64, compat: bool) -> Result<Addr, Errno> {
     let (name, namelen) = if compat {
         (
             u64::from(read_u32(pid, ptr)?),
-            u64::from(read_u32(pid, ptr + 4)?),
+            read_u32(pid, ptr + 4)? as i32,
         )
     } else {
-        (read_u64(pid, ptr)?, u64::from(read_u32(pid, ptr + 8)?))
+        (read_u64(pid, ptr)?, read_u32(pid, ptr + 8)? as i32)
     };
     if name == 0 || namelen == 0 {
-        return Ok(None);
+        return Ok((None, None));
     }
-    read_addr(pid, name, namelen)
+    if namelen < 0 {
+        return Err(Errno::EINVAL);
+    }
+    read_addr(pid, name, (namelen as usize).min(MAX_ADDR_LEN) as u64)
+}
+
+/// Which arguments of `op` are C `int`s (the kernel ignores their upper 32 bits).
+fn int_args(op: Op) -> &'static [usize] {
+    match op {
+        Op::Socket => &[0, 1, 2],
+        Op::Connect | Op::Bind | Op::SendMsg | Op::RecvMsg => &[0, 2],
+        Op::Listen => &[0, 1],
+        Op::Accept | Op::RecvFrom => &[0, 3],
+        Op::SendTo => &[0, 3, 5],
+        Op::SendMmsg => &[0, 2, 3],
+        Op::GetSockName | Op::GetPeerName => &[0],
+    }
 }
 
 pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError> {
@@ -159,6 +186,9 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
             for v in &mut a {
                 *v &= 0xffff_ffff;
             }
+        }
+        for &i in int_args(op) {
+            a[i] &= 0xffff_ffff;
         }
         // accept has three arguments: the fourth register is not accept4's flags.
         if abi != Abi::Compat32 && raw.nr & !arch::X32_SYSCALL_BIT == nr::ACCEPT {
@@ -184,25 +214,26 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         out_addr: None,
         peer_prefix: None,
     };
+    let mut raw_addr = None;
     match op {
         Op::Socket => call.socket_args = Some((a[0] as i32, a[1] as i32, a[2] as i32)),
         Op::Connect | Op::Bind => {
             // connect(fd, NULL, 0) is legal for some families; the kernel decides.
-            call.addr = read_addr(tid, a[1], a[2])?;
+            (call.addr, raw_addr) = read_addr(tid, a[1], a[2])?;
         }
         Op::Accept => call.flags = a[3] as i32,
         Op::SendTo => {
             call.flags = a[3] as i32;
-            call.addr = read_addr(tid, a[4], a[5])?;
+            (call.addr, raw_addr) = read_addr(tid, a[4], a[5])?;
         }
         Op::SendMsg => {
             call.flags = a[2] as i32;
-            call.addr = read_msg_name(tid, a[1], compat)?;
+            (call.addr, raw_addr) = read_msg_name(tid, a[1], compat)?;
         }
         Op::SendMmsg => {
             call.flags = a[3] as i32;
             if a[2] > 0 {
-                call.addr = read_msg_name(tid, a[1], compat)?;
+                (call.addr, raw_addr) = read_msg_name(tid, a[1], compat)?;
             }
         }
         Op::RecvFrom => call.flags = a[3] as i32,
@@ -213,5 +244,6 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         call,
         source,
         args: a,
+        raw: raw_addr,
     })
 }

@@ -14,7 +14,7 @@
 //! is ever connected.
 
 use crate::call::SocketInfo;
-use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use crate::sockaddr::{RawAddr, SockAddr, MAX_ADDR_LEN};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -96,9 +96,16 @@ pub(crate) fn is_ip(info: &SocketInfo) -> bool {
     info.domain == libc::AF_INET || info.domain == libc::AF_INET6
 }
 
-fn raw_connect(fd: &OwnedFd, buf: &[u8; MAX_ADDR_LEN], len: usize) -> Result<(), Errno> {
-    // SAFETY: buf holds a sockaddr of `len` bytes.
-    let r = unsafe { libc::connect(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
+fn raw_connect(fd: &OwnedFd, addr: &RawAddr) -> Result<(), Errno> {
+    let b = addr.as_bytes();
+    // SAFETY: b is a buffer of b.len() bytes.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len() as libc::socklen_t,
+        )
+    };
     if r < 0 {
         Err(Errno::last())
     } else {
@@ -126,23 +133,19 @@ fn writable_now(fd: &OwnedFd) -> bool {
 /// `settle`: for a non-blocking socket, learn whether the connection was
 /// already refused (loopback answers within the call) so that another
 /// address can be tried; see [`Emulated::RefusedNow`].
-pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, settle: bool) -> Emulated {
+pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) -> Emulated {
     if !is_ip(info) {
         return Emulated::NotIp;
     }
-    let mut buf = [0u8; MAX_ADDR_LEN];
-    let Some(len) = addr.encode(&mut buf) else {
-        return Emulated::Done(unusable(addr));
-    };
     if info.nonblocking {
-        return match raw_connect(fd, &buf, len) {
+        return match raw_connect(fd, addr) {
             Ok(()) => Emulated::Done(0),
             Err(Errno::EINPROGRESS) if settle && writable_now(fd) => {
                 // Done already. A second connect() reads the outcome: a
                 // refusal leaves the socket unconnected (and is consumed
                 // here); success is what the program will learn by polling,
                 // as untraced, so it still gets EINPROGRESS.
-                match raw_connect(fd, &buf, len) {
+                match raw_connect(fd, addr) {
                     Err(Errno::ECONNREFUSED) => Emulated::RefusedNow,
                     Ok(()) | Err(Errno::EISCONN | Errno::EALREADY | Errno::EINPROGRESS) => {
                         Emulated::Done(-(Errno::EINPROGRESS as i64))
@@ -158,12 +161,12 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, settle: bool) -
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     set_flags(fd, fl | libc::O_NONBLOCK);
-    let out = match raw_connect(fd, &buf, len) {
+    let out = match raw_connect(fd, addr) {
         Ok(()) => Emulated::Done(0),
         Err(Errno::EINPROGRESS) if writable_now(fd) => {
             // Finished already: a second connect() reports the outcome and
             // moves the socket to the state a blocking connect leaves it in.
-            match raw_connect(fd, &buf, len) {
+            match raw_connect(fd, addr) {
                 Ok(()) => Emulated::Done(0),
                 Err(e) => Emulated::Done(-(e as i64)),
             }
@@ -183,12 +186,8 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, settle: bool) -
 /// to `addr`, so the program finds the socket as an untraced non-blocking
 /// connect refused by `addr` leaves it (EINPROGRESS now, ECONNREFUSED from
 /// SO_ERROR). Returns the program's result.
-pub fn refuse_later(fd: &OwnedFd, addr: &SockAddr) -> i64 {
-    let mut buf = [0u8; MAX_ADDR_LEN];
-    let Some(len) = addr.encode(&mut buf) else {
-        return unusable(addr);
-    };
-    match raw_connect(fd, &buf, len) {
+pub fn refuse_later(fd: &OwnedFd, addr: &RawAddr) -> i64 {
+    match raw_connect(fd, addr) {
         Ok(()) => 0,
         Err(e) => -(e as i64),
     }
@@ -205,32 +204,41 @@ fn unprivileged_port_start() -> u16 {
     })
 }
 
-/// Whether thread `tid` has CAP_NET_BIND_SERVICE in its effective set.
+/// Whether thread `tid` has CAP_NET_BIND_SERVICE over our network namespace.
 fn can_bind_low_ports(tid: i32) -> bool {
     const CAP_NET_BIND_SERVICE: u32 = 10;
-    crate::remote::status_field(tid, "CapEff:")
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+    crate::privs::has_net_cap(tid, CAP_NET_BIND_SERVICE)
 }
 
 /// bind(fd, addr) on the borrowed socket, with the program's privileges: the
 /// tracer (root) must not bind a port the program could not.
-pub fn bind(fd: &OwnedFd, info: &SocketInfo, addr: &SockAddr, tid: i32) -> Emulated {
+/// `addr` is the address as the rules saw it (for the port check), `raw`
+/// the bytes to bind.
+pub fn bind(
+    fd: &OwnedFd,
+    info: &SocketInfo,
+    addr: Option<&SockAddr>,
+    raw: &RawAddr,
+    tid: i32,
+) -> Emulated {
     if !is_ip(info) {
         return Emulated::NotIp;
     }
-    if let Some(ip) = addr.ip() {
+    if let Some(ip) = addr.and_then(SockAddr::ip) {
         let p = ip.port();
         if p != 0 && p < unprivileged_port_start() && !can_bind_low_ports(tid) {
             return Emulated::Done(-(Errno::EACCES as i64));
         }
     }
-    let mut buf = [0u8; MAX_ADDR_LEN];
-    let Some(len) = addr.encode(&mut buf) else {
-        return Emulated::Done(unusable(addr));
+    let b = raw.as_bytes();
+    // SAFETY: b is a buffer of b.len() bytes.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len() as libc::socklen_t,
+        )
     };
-    // SAFETY: buf holds a sockaddr of `len` bytes.
-    let r = unsafe { libc::bind(fd.as_raw_fd(), buf.as_ptr().cast(), len as libc::socklen_t) };
     Emulated::Done(if r < 0 { -(Errno::last() as i64) } else { 0 })
 }
 
@@ -262,24 +270,23 @@ pub fn local_addr(fd: &OwnedFd) -> Option<SockAddr> {
 pub fn send_datagram(
     fd: &OwnedFd,
     info: &SocketInfo,
-    addr: Option<&SockAddr>,
+    addr: Option<&RawAddr>,
     data: &[u8],
     control: &[u8],
     flags: i32,
 ) -> i64 {
     let mut buf = [0u8; MAX_ADDR_LEN];
-    let len = match addr.map(|a| a.encode(&mut buf)) {
-        None => 0,
-        Some(Some(len)) => len,
-        Some(None) => return -(Errno::EINVAL as i64),
-    };
+    let len = addr.map_or(0, |a| {
+        buf[..a.as_bytes().len()].copy_from_slice(a.as_bytes());
+        a.as_bytes().len()
+    });
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
     // SAFETY: a zeroed msghdr is valid; the fields set below point at live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    if len > 0 {
+    if addr.is_some() {
         msg.msg_name = buf.as_mut_ptr().cast();
         msg.msg_namelen = len as libc::socklen_t;
     }
@@ -336,9 +343,53 @@ pub fn fit_family(info: &SocketInfo, addr: SockAddr) -> SockAddr {
 }
 
 /// The errno the kernel gives an IP socket for an address it cannot use.
-fn unusable(addr: &SockAddr) -> i64 {
+pub fn unusable(addr: &SockAddr) -> i64 {
     match addr {
         SockAddr::Other(_) => -(Errno::EAFNOSUPPORT as i64),
         _ => -(Errno::EINVAL as i64),
+    }
+}
+
+/// connect or bind with a NULL address and length `len` (an `int`), on the
+/// borrowed socket: the kernel's answer to the program's own call.
+pub fn null_address(fd: &OwnedFd, bind: bool, len: u64) -> i64 {
+    let len = len as u32 as libc::socklen_t;
+    // SAFETY: a NULL address; the kernel checks the length and fails the call.
+    let r = unsafe {
+        if bind {
+            libc::bind(fd.as_raw_fd(), std::ptr::null(), len)
+        } else {
+            libc::connect(fd.as_raw_fd(), std::ptr::null(), len)
+        }
+    };
+    if r < 0 {
+        -(Errno::last() as i64)
+    } else {
+        0
+    }
+}
+
+/// One send on a connected (stream) socket, never waiting: `data` with the
+/// program's control messages and flags plus MSG_DONTWAIT. The result, or
+/// -errno (EAGAIN when the send buffer is full).
+pub fn send_now(fd: &OwnedFd, data: &[u8], control: &[u8], flags: i32) -> i64 {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the fields set below point at live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len();
+    }
+    // SAFETY: msg describes valid memory for the duration of the call.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_DONTWAIT) };
+    if r < 0 {
+        -(Errno::last() as i64)
+    } else {
+        r as i64
     }
 }

@@ -15,6 +15,7 @@ pub mod filter;
 mod msg;
 mod netcall;
 mod pidfds;
+mod privs;
 mod remote;
 pub mod sockaddr;
 mod spawn;

@@ -3,7 +3,7 @@
 
 use crate::decode::read_msg_name;
 use crate::remote::{read_mem, read_u32, read_u64};
-use crate::sockaddr::SockAddr;
+use crate::sockaddr::{RawAddr, SockAddr};
 use nix::errno::Errno;
 
 /// The kernel's UIO_MAXIOV.
@@ -16,7 +16,16 @@ const MAX_CONTROL: u64 = 64 * 1024;
 /// One message: destination, flattened payload, control bytes.
 pub struct Message {
     pub name: Option<SockAddr>,
+    /// The tracer's copy of msg_name's bytes.
+    pub raw: Option<RawAddr>,
     pub data: Vec<u8>,
+    /// The payload was longer than MAX_DATA: `data` holds its first
+    /// MAX_DATA bytes (a short write on a stream socket; EMSGSIZE for a
+    /// datagram, as the kernel says for one that large).
+    pub truncated: bool,
+    /// The first buffer (address, length) as the program passed it.
+    pub first: (u64, u64),
+    /// Control messages, in the native layout (32-bit ones translated).
     pub control: Vec<u8>,
 }
 
@@ -37,22 +46,30 @@ fn word(pid: i32, addr: u64, compat: bool) -> Result<u64, Errno> {
     }
 }
 
-/// Read `len` bytes at `ptr`, appending to `out`.
-fn append(pid: i32, ptr: u64, len: u64, out: &mut Vec<u8>) -> Result<(), Errno> {
+/// Read `len` bytes at `ptr`, appending to `out`, up to MAX_DATA in all.
+/// True when cut short.
+fn append(pid: i32, ptr: u64, len: u64, out: &mut Vec<u8>) -> Result<bool, Errno> {
     // len comes from the tracee: no arithmetic on it may overflow.
-    if len > (MAX_DATA - out.len()) as u64 {
-        return Err(Errno::EMSGSIZE);
-    }
+    let room = (MAX_DATA - out.len()) as u64;
+    let take = len.min(room);
     let start = out.len();
-    out.resize(start + len as usize, 0);
-    read_mem(pid, ptr, &mut out[start..])
+    out.resize(start + take as usize, 0);
+    read_mem(pid, ptr, &mut out[start..])?;
+    Ok(take < len)
 }
 
 /// Read the data of `sendto(fd, ptr, len, ...)`.
-pub fn read_buffer(pid: i32, ptr: u64, len: u64) -> Result<Vec<u8>, Errno> {
-    let mut v = Vec::new();
-    append(pid, ptr, len, &mut v)?;
-    Ok(v)
+pub fn read_buffer(pid: i32, ptr: u64, len: u64) -> Result<Message, Errno> {
+    let mut data = Vec::new();
+    let truncated = append(pid, ptr, len, &mut data)?;
+    Ok(Message {
+        name: None,
+        raw: None,
+        data,
+        truncated,
+        first: (ptr, len),
+        control: Vec::new(),
+    })
 }
 
 /// Read the msghdr at `ptr`.
@@ -62,7 +79,7 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
     } else {
         (8, 16, 24, 32, 40)
     };
-    let name = read_msg_name(pid, ptr, compat)?;
+    let (name, raw) = read_msg_name(pid, ptr, compat)?;
     let field = |off: u64| ptr.checked_add(off).ok_or(Errno::EFAULT);
     let iov = word(pid, field(iov_off)?, compat)?;
     let iovlen = word(pid, field(iovlen_off)?, compat)?;
@@ -72,27 +89,86 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
         return Err(Errno::EMSGSIZE);
     }
     let mut data = Vec::new();
+    let mut truncated = false;
+    let mut first = (0, 0);
     for i in 0..iovlen {
         let at = iov.checked_add(i * 2 * w).ok_or(Errno::EFAULT)?;
         let base = word(pid, at, compat)?;
         let len = word(pid, at.checked_add(w).ok_or(Errno::EFAULT)?, compat)?;
-        append(pid, base, len, &mut data)?;
+        if i == 0 {
+            first = (base, len);
+        }
+        if !truncated {
+            truncated = append(pid, base, len, &mut data)?;
+        }
     }
     let mut ctl = Vec::new();
     if control != 0 && controllen > 0 {
-        if compat {
-            // 32-bit control messages have another layout; not translated.
-            return Err(Errno::EOPNOTSUPP);
-        }
         if controllen > MAX_CONTROL {
             return Err(Errno::ENOBUFS);
         }
         ctl.resize(controllen as usize, 0);
         read_mem(pid, control, &mut ctl)?;
+        if compat {
+            ctl = cmsg_from_compat(&ctl)?;
+        }
     }
     Ok(Message {
         name,
+        raw,
         data,
+        truncated,
+        first,
         control: ctl,
     })
+}
+
+/// 32-bit control messages (struct compat_cmsghdr: u32 len, i32 level,
+/// i32 type, data aligned to 4) in the native layout (u64 len, data aligned
+/// to 8), as the kernel's cmsghdr_from_user_compat_to_kern does. A message
+/// whose length does not fit is EINVAL, as there.
+pub fn cmsg_from_compat(c: &[u8]) -> Result<Vec<u8>, Errno> {
+    const HDR32: usize = 12;
+    const HDR64: usize = 16;
+    let align4 = |n: usize| (n + 3) & !3;
+    let align8 = |n: usize| (n + 7) & !7;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + HDR32 <= c.len() {
+        let len = u32::from_ne_bytes([c[at], c[at + 1], c[at + 2], c[at + 3]]) as usize;
+        if len < HDR32 || at + len > c.len() {
+            return Err(Errno::EINVAL);
+        }
+        let data = &c[at + HDR32..at + len];
+        let start = out.len();
+        out.extend_from_slice(&((HDR64 + data.len()) as u64).to_ne_bytes());
+        out.extend_from_slice(&c[at + 4..at + 12]);
+        out.extend_from_slice(data);
+        out.resize(start + align8(HDR64 + data.len()), 0);
+        at += align4(len);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compat_cmsg_becomes_native() {
+        // One IP_TTL (level 0, type 2) with a 4-byte int.
+        let mut c = Vec::new();
+        c.extend_from_slice(&16u32.to_ne_bytes());
+        c.extend_from_slice(&0i32.to_ne_bytes());
+        c.extend_from_slice(&2i32.to_ne_bytes());
+        c.extend_from_slice(&7i32.to_ne_bytes());
+        let n = cmsg_from_compat(&c).unwrap();
+        assert_eq!(n.len(), 24);
+        assert_eq!(u64::from_ne_bytes(n[..8].try_into().unwrap()), 20);
+        assert_eq!(i32::from_ne_bytes(n[12..16].try_into().unwrap()), 2);
+        assert_eq!(i32::from_ne_bytes(n[16..20].try_into().unwrap()), 7);
+        let mut bad = c.clone();
+        bad[..4].copy_from_slice(&64u32.to_ne_bytes());
+        assert_eq!(cmsg_from_compat(&bad), Err(Errno::EINVAL));
+    }
 }

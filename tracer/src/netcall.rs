@@ -7,13 +7,14 @@
 //! nothing. Answer: the tracer writes the given address to the program's
 //! getpeername/getsockname output, as the kernel would.
 
-use crate::arch::{self, nr32, Abi, Regs};
+use crate::arch::{self, nr, nr32, Abi, Regs};
 use crate::call::{Call, NetHandler, Op, Outcome, SocketInfo, Verdict};
 use crate::decode::{ArgSource, Decoded};
 use crate::emulate::{self, is_ip, Emulated};
 use crate::msg;
+use crate::privs;
 use crate::remote;
-use crate::sockaddr::{SockAddr, MAX_ADDR_LEN};
+use crate::sockaddr::{kernel_view, AddrUse, RawAddr, SockAddr, MAX_ADDR_LEN};
 use crate::tracer::{pid, resume, resume_to_exit, skip, Pending, Tracer};
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -65,6 +66,18 @@ impl<H: NetHandler> Tracer<'_, H> {
                     }
                     Err(_) => {}
                 }
+            }
+        }
+        // Rules judge the address as the kernel will read it on this socket.
+        if let (Some(raw), Some((_, info))) = (&d.raw, &borrowed) {
+            let kind = match d.call.op {
+                Op::Connect => Some(AddrUse::Connect),
+                Op::Bind => Some(AddrUse::Bind),
+                Op::SendTo | Op::SendMsg | Op::SendMmsg => Some(AddrUse::Send),
+                _ => None,
+            };
+            if let Some(view) = kind.and_then(|k| kernel_view(raw, info.domain, info.sotype, k)) {
+                d.call.addr = view;
             }
         }
         if d.call.op == Op::SendMmsg {
@@ -119,28 +132,26 @@ impl<H: NetHandler> Tracer<'_, H> {
         mut verdict: Verdict,
     ) {
         let op = d.call.op;
-        let addr = match &verdict {
+        // None: carry out the program's own address (the tracer's copy).
+        let target = match &verdict {
             Verdict::Fail(e) => {
                 let e = *e;
                 return self.done(tid, &d.call, &verdict, neg(e));
             }
-            Verdict::Pass => return self.pass(tid, d.call, verdict),
+            Verdict::Pass => return self.pass_decoded(tid, d, verdict),
             Verdict::Answer(a) if matches!(op, Op::GetPeerName | Op::GetSockName) => {
                 let r = answer(tid, &d, a);
                 return self.done(tid, &d.call, &verdict, r);
             }
-            Verdict::Answer(_) => return self.pass(tid, d.call, verdict),
-            Verdict::Rewrite(a) => a.clone(),
-            Verdict::Allow => match &d.call.addr {
-                Some(a) => a.clone(),
-                None => return self.pass(tid, d.call, verdict),
-            },
+            Verdict::Answer(_) => return self.pass_decoded(tid, d, verdict),
+            Verdict::Rewrite(a) => Some(a.clone()),
+            Verdict::Allow => None,
         };
         if !matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) {
-            return self.pass(tid, d.call, verdict);
+            return self.pass_decoded(tid, d, verdict);
         }
         // A rewritten connect may be offered another address when refused.
-        let routed = matches!(verdict, Verdict::Rewrite(_));
+        let routed = target.is_some();
         let (sock, info) = match borrowed {
             Some(b) => b,
             None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
@@ -148,26 +159,52 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             },
         };
-        // An IPv4 target on an IPv6 socket is its IPv4-mapped address.
-        let addr = emulate::fit_family(&info, addr);
-        let mut result = match op {
-            Op::Connect => emulate::connect(&sock, &info, &addr, routed),
-            Op::Bind => emulate::bind(&sock, &info, &addr, tid),
-            _ if !is_ip(&info) => Emulated::NotIp,
-            _ if info.sotype == libc::SOCK_STREAM => {
-                if d.call.flags & libc::MSG_FASTOPEN == 0 {
-                    // TCP ignores a send's address: the destination was
-                    // decided at connect().
-                    return self.pass(tid, d.call, verdict);
+        if !is_ip(&info) {
+            // Not emulated (docs/RULES.md, known limits).
+            return self.pass_decoded(tid, d, verdict);
+        }
+        // What runs: the address the handler chose, in the socket's family,
+        // or exactly the bytes the program passed (so the kernel judges the
+        // program's own address, errnos included).
+        let raw = match &target {
+            Some(a) => {
+                let a = emulate::fit_family(&info, a.clone());
+                match RawAddr::of(&a) {
+                    Some(r) => Some(r),
+                    None => {
+                        let r = emulate::unusable(&a);
+                        return self.done(tid, &d.call, &verdict, r);
+                    }
                 }
-                return self.fastopen(tid, d, verdict, &sock, &info, &addr);
             }
-            _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, &addr)),
+            None => d.raw,
+        };
+        let stream = info.sotype == libc::SOCK_STREAM;
+        let mut result = match (op, raw.as_ref()) {
+            (Op::Connect | Op::Bind, None) => {
+                Emulated::Done(emulate::null_address(&sock, op == Op::Bind, d.args[2]))
+            }
+            (Op::Connect, Some(r)) => emulate::connect(&sock, &info, r, routed),
+            (Op::Bind, Some(r)) => {
+                let seen = target.as_ref().or(d.call.addr.as_ref());
+                emulate::bind(&sock, &info, seen, r, tid)
+            }
+            (_, Some(r)) if stream && d.call.flags & libc::MSG_FASTOPEN != 0 => {
+                match emulate::connect(&sock, &info, r, false) {
+                    Emulated::Done(e) if e < 0 => Emulated::Done(e),
+                    _ => return self.stream_send(tid, d, verdict, &sock, &info),
+                }
+            }
+            // TCP ignores a send's address (the destination was decided at
+            // connect), but the kernel would read the program's memory and
+            // descriptor again: the tracer sends its own copy.
+            _ if stream => return self.stream_send(tid, d, verdict, &sock, &info),
+            _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, raw.as_ref())),
         };
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
         if op == Op::Connect && routed {
-            let mut tried = addr.clone();
+            let mut tried = raw;
             for _ in 0..MAX_FAILOVER {
                 let refused = matches!(result, Emulated::RefusedNow)
                     || result == Emulated::Done(neg(Errno::ECONNREFUSED));
@@ -177,12 +214,16 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let Some(next) = self.handler.connect_refused(&d.call) else {
                     break;
                 };
-                tried = emulate::fit_family(&info, next);
-                result = emulate::connect(&sock, &info, &tried, true);
-                verdict = Verdict::Rewrite(tried.clone());
+                let next = emulate::fit_family(&info, next);
+                let Some(r) = RawAddr::of(&next) else {
+                    break;
+                };
+                result = emulate::connect(&sock, &info, &r, true);
+                tried = Some(r);
+                verdict = Verdict::Rewrite(next);
             }
-            if result == Emulated::RefusedNow {
-                result = Emulated::Done(emulate::refuse_later(&sock, &tried));
+            if let (Emulated::RefusedNow, Some(r)) = (&result, tried) {
+                result = Emulated::Done(emulate::refuse_later(&sock, &r));
             }
         }
         // The local address a connect got (only a started connection has one).
@@ -197,7 +238,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         match result {
             Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
-            Emulated::NotIp => self.pass(tid, d.call, verdict),
+            Emulated::NotIp => self.pass_decoded(tid, d, verdict),
             // Not left by the failover above; kept total.
             Emulated::RefusedNow => self.done(tid, &d.call, &verdict, neg(Errno::ECONNREFUSED)),
             Emulated::WaitInKernel { started } => {
@@ -205,7 +246,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 // own connect() waits for the handshake, with addrlen 2.
                 let fd = d.call.fd.unwrap_or(-1);
                 let a = [fd as u32 as u64, d.args[1], 2, 0, 0, 0];
-                self.rerun(tid, &d, verdict, started, nr32::CONNECT, a, 2, 2);
+                self.rerun_as(tid, &d, verdict, started, nr::CONNECT, nr32::CONNECT, a);
             }
         }
     }
@@ -259,93 +300,99 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
-    /// sendto/sendmsg of one datagram, emulated.
+    /// The message of a sendto/sendmsg, read once (the tracer's copy).
+    fn read_send(&self, tid: i32, d: &Decoded) -> Result<msg::Message, Errno> {
+        let compat = d.call.abi != Abi::Native;
+        if d.call.op == Op::SendTo {
+            msg::read_buffer(tid, d.args[1], d.args[2])
+        } else {
+            msg::read_message(tid, d.args[1], compat)
+        }
+    }
+
+    /// sendto/sendmsg of one datagram, emulated. `addr` None: no address
+    /// (the connected peer).
     fn send_one(
         &self,
         tid: i32,
         d: &Decoded,
         sock: &OwnedFd,
         info: &SocketInfo,
-        addr: &SockAddr,
+        addr: Option<&RawAddr>,
     ) -> i64 {
-        let compat = d.call.abi != Abi::Native;
-        let m = if d.call.op == Op::SendTo {
-            msg::read_buffer(tid, d.args[1], d.args[2]).map(|data| msg::Message {
-                name: None,
-                data,
-                control: Vec::new(),
-            })
-        } else {
-            msg::read_message(tid, d.args[1], compat)
-        };
-        match m {
-            Ok(m) => {
-                emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags)
-            }
+        match self.read_send(tid, d) {
+            Ok(m) if m.truncated => neg(Errno::EMSGSIZE),
+            Ok(m) => match privs::check_control(tid, &m.control) {
+                Ok(()) => {
+                    emulate::send_datagram(sock, info, addr, &m.data, &m.control, d.call.flags)
+                }
+                Err(e) => neg(e),
+            },
             Err(e) => neg(e),
         }
     }
 
-    /// sendto/sendmsg with MSG_FASTOPEN on TCP: it is a connect. The tracer
-    /// connects (emulated, to the decided address), then lets the program's
-    /// own call send the data as a plain send: MSG_FASTOPEN is cleared in the
-    /// flags register and restored at the exit stop.
-    fn fastopen(
+    /// A send on a TCP socket (or the data of a Fast Open connect, after the
+    /// tracer's connect): the tracer sends its copy without waiting. Only
+    /// when a blocking socket's buffer is full does the program's own call
+    /// wait in the kernel, rewritten to take its arguments from registers
+    /// alone: sendto(fd, first buffer, its length, flags, NULL, 0). A short
+    /// count is what a stream socket may return.
+    fn stream_send(
         &mut self,
         tid: i32,
         d: Decoded,
         verdict: Verdict,
         sock: &OwnedFd,
         info: &SocketInfo,
-        addr: &SockAddr,
     ) {
-        match emulate::connect(sock, info, addr, false) {
-            Emulated::Done(r) if r < 0 => self.done(tid, &d.call, &verdict, r),
-            Emulated::NotIp => self.pass(tid, d.call, verdict),
-            _ => {
-                let flags = (d.call.flags & !libc::MSG_FASTOPEN) as u32 as u64;
-                let (nr, a, flag_arg) = if d.call.op == Op::SendTo {
-                    let mut a = d.args;
-                    a[3] = flags;
-                    (nr32::SENDTO, a, 3)
-                } else {
-                    let mut a = d.args;
-                    a[2] = flags;
-                    (nr32::SENDMSG, a, 2)
-                };
-                self.rerun(tid, &d, verdict, false, nr, a, flag_arg, flags);
-            }
+        let flags = d.call.flags & !libc::MSG_FASTOPEN;
+        let m = match self.read_send(tid, &d) {
+            Ok(m) => m,
+            Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
+        };
+        if let Err(e) = privs::check_control(tid, &m.control) {
+            return self.done(tid, &d.call, &verdict, neg(e));
         }
+        let r = emulate::send_now(sock, &m.data, &m.control, flags);
+        let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+        if r != neg(Errno::EAGAIN) || !waits {
+            return self.done(tid, &d.call, &verdict, r);
+        }
+        let fd = d.call.fd.unwrap_or(-1) as u32 as u64;
+        let (base, len) = m.first;
+        let a = [fd, base, len, flags as u32 as u64, 0, 0];
+        self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a);
     }
 
-    /// Let the program's own call run with one argument changed (register
-    /// `arg` set to `value`). i386 socketcall keeps its arguments in memory,
-    /// so it becomes the direct i386 call `nr32` with arguments `direct`.
-    /// The original registers come back at the exit stop; the result stays.
+    /// Let the program's own call run as call `native` (i386: `nr32`) with
+    /// arguments `args`, all in registers: the kernel reads no argument from
+    /// the program's memory that the tracer did not choose. The original
+    /// registers come back at the exit stop; the result stays.
     #[allow(clippy::too_many_arguments)]
-    fn rerun(
+    fn rerun_as(
         &mut self,
         tid: i32,
         d: &Decoded,
         verdict: Verdict,
         first_connect: bool,
+        native: u64,
         nr32: u64,
-        direct: [u64; 6],
-        arg: usize,
-        value: u64,
+        args: [u64; 6],
     ) {
         let Ok(saved) = ptrace::getregs(pid(tid)) else {
             return resume(tid, None);
         };
         let mut regs: Regs = saved;
-        match d.source {
-            ArgSource::Registers => *arch::arg_mut(&mut regs, d.call.abi, arg) = value,
-            ArgSource::SocketcallArray => {
-                regs.orig_rax = nr32;
-                for (i, v) in direct.iter().enumerate() {
-                    *arch::arg_mut(&mut regs, Abi::Compat32, i) = *v;
-                }
-            }
+        let abi = if d.call.abi == Abi::Native {
+            regs.orig_rax = native;
+            Abi::Native
+        } else {
+            regs.orig_rax = nr32;
+            Abi::Compat32
+        };
+        for (i, v) in args.iter().enumerate() {
+            *arch::arg_mut(&mut regs, abi, i) = *v;
         }
         if let Err(e) = ptrace::setregs(pid(tid), regs) {
             log::warn!("PTRACE_SETREGS {tid}: {e}");
@@ -357,6 +404,17 @@ impl<H: NetHandler> Tracer<'_, H> {
             first_connect,
         });
         resume_to_exit(tid);
+    }
+
+    /// Let the kernel run the program's own call. An i386 socketcall would
+    /// read its argument array again: it runs as the direct i386 call with
+    /// the arguments the tracer read.
+    fn pass_decoded(&mut self, tid: i32, d: Decoded, verdict: Verdict) {
+        if d.source == ArgSource::SocketcallArray {
+            let direct = direct32(d.call.op);
+            return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args);
+        }
+        self.pass(tid, d.call, verdict)
     }
 
     /// Let the kernel run the program's own call.
@@ -398,20 +456,21 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
             },
         };
-        if !is_ip(&info) || info.sotype == libc::SOCK_STREAM || d.args[2] == 0 {
+        let stream = info.sotype == libc::SOCK_STREAM;
+        if !is_ip(&info) || d.args[2] == 0 {
             let verdict = self.handler.decide(&d.call);
-            let fastopen =
-                info.sotype == libc::SOCK_STREAM && d.call.flags & libc::MSG_FASTOPEN != 0;
             return match verdict {
                 Verdict::Fail(e) => self.done(tid, &d.call, &verdict, neg(e)),
-                // A TCP Fast Open connect through sendmmsg: the kernel would
-                // re-read the address, so only an unconditional pass may run it.
-                Verdict::Allow | Verdict::Rewrite(_) if fastopen => {
-                    log::warn!("sendmmsg with MSG_FASTOPEN to a decided address is refused (use sendto or connect)");
-                    self.done(tid, &d.call, &verdict, neg(Errno::EOPNOTSUPP))
-                }
-                v => self.pass(tid, d.call, v),
+                v => self.pass_decoded(tid, d, v),
             };
+        }
+        if stream && d.call.flags & libc::MSG_FASTOPEN != 0 {
+            // A TCP Fast Open connect through sendmmsg: refused whatever
+            // the rules say, since its address is not carried out by the
+            // tracer (use sendto or connect).
+            let verdict = Verdict::Fail(Errno::EOPNOTSUPP);
+            log::warn!("sendmmsg with MSG_FASTOPEN is refused (use sendto or connect)");
+            return self.done(tid, &d.call, &verdict, neg(Errno::EOPNOTSUPP));
         }
         let compat = d.call.abi != Abi::Native;
         let (stride, len_off) = msg::mmsghdr_layout(compat);
@@ -432,21 +491,34 @@ impl<H: NetHandler> Tracer<'_, H> {
             };
             call.index = i as usize;
             call.addr = m.name.take();
-            let verdict = self.handler.decide(&call);
-            let rewritten;
+            if let Some(raw) = &m.raw {
+                if let Some(view) = kernel_view(raw, info.domain, info.sotype, AddrUse::Send) {
+                    call.addr = view;
+                }
+            }
+            // TCP ignores the addresses: nothing to decide, the data is sent.
+            let verdict = if stream {
+                Verdict::Allow
+            } else {
+                self.handler.decide(&call)
+            };
             let dest = match &verdict {
                 Verdict::Fail(e) => {
                     self.handler.finished(&call, &verdict, Outcome::Err(*e));
                     error = Some(*e);
                     break;
                 }
-                Verdict::Rewrite(a) => {
-                    rewritten = emulate::fit_family(&info, a.clone());
-                    Some(&rewritten)
-                }
-                _ => call.addr.as_ref(),
+                Verdict::Rewrite(a) => RawAddr::of(&emulate::fit_family(&info, a.clone())),
+                _ if stream => None,
+                _ => m.raw,
             };
-            let r = emulate::send_datagram(&sock, &info, dest, &m.data, &m.control, flags);
+            let r = if m.truncated {
+                neg(Errno::EMSGSIZE)
+            } else if let Err(e) = privs::check_control(tid, &m.control) {
+                neg(e)
+            } else {
+                emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags)
+            };
             self.handler.finished(&call, &verdict, Outcome::from_raw(r));
             if r < 0 {
                 error = Some(Errno::from_raw(-r as i32));
@@ -460,6 +532,25 @@ impl<H: NetHandler> Tracer<'_, H> {
             (n, _) => n,
         };
         skip(tid, ret);
+    }
+}
+
+/// The direct i386 call for a socketcall sub-call.
+fn direct32(op: Op) -> u64 {
+    match op {
+        Op::Socket => nr32::SOCKET,
+        Op::Connect => nr32::CONNECT,
+        Op::Bind => nr32::BIND,
+        Op::Listen => nr32::LISTEN,
+        // accept(a, b, c) is accept4(a, b, c, 0); decode set the flags to 0.
+        Op::Accept => nr32::ACCEPT4,
+        Op::SendTo => nr32::SENDTO,
+        Op::SendMsg => nr32::SENDMSG,
+        Op::SendMmsg => nr32::SENDMMSG,
+        Op::GetSockName => nr32::GETSOCKNAME,
+        Op::GetPeerName => nr32::GETPEERNAME,
+        Op::RecvFrom => nr32::RECVFROM,
+        Op::RecvMsg => nr32::RECVMSG,
     }
 }
 

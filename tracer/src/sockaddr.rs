@@ -155,6 +155,106 @@ pub fn family_name(family: i32) -> &'static str {
     }
 }
 
+/// A socket address exactly as the program passed it: the tracer's copy of
+/// its bytes and length. An allowed call is carried out with these, so the
+/// kernel judges the program's own address (errnos included) without ever
+/// reading the program's memory again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawAddr {
+    bytes: [u8; MAX_ADDR_LEN],
+    len: usize,
+}
+
+impl RawAddr {
+    /// `bytes` must be at most MAX_ADDR_LEN long (the decoder's bound).
+    pub fn new(bytes: &[u8]) -> RawAddr {
+        let len = bytes.len().min(MAX_ADDR_LEN);
+        let mut b = [0u8; MAX_ADDR_LEN];
+        b[..len].copy_from_slice(&bytes[..len]);
+        RawAddr { bytes: b, len }
+    }
+
+    /// The encoding of an address the tracer chose; None for one it cannot
+    /// encode (see [`SockAddr::encode`]).
+    pub fn of(addr: &SockAddr) -> Option<RawAddr> {
+        let mut bytes = [0u8; MAX_ADDR_LEN];
+        let len = addr.encode(&mut bytes)?;
+        Some(RawAddr { bytes, len })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The family field (0 when shorter than two bytes).
+    fn family(&self) -> i32 {
+        if self.len < 2 {
+            return 0;
+        }
+        i32::from(u16::from_ne_bytes([self.bytes[0], self.bytes[1]]))
+    }
+
+    /// The bytes read as `family` (the kernel's view of an AF_UNSPEC address
+    /// on some sockets), when long enough.
+    fn as_family(&self, family: i32) -> Option<SockAddr> {
+        let mut b = self.bytes;
+        b[..2].copy_from_slice(&(family as u16).to_ne_bytes());
+        match SockAddr::decode(&b[..self.len])? {
+            a @ (SockAddr::Inet(_) | SockAddr::Inet6(_)) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// What the kernel will take `raw` to mean on an IP socket of `domain` and
+/// `sotype` for a call of kind `kind`: rules must judge that, not the bytes'
+/// face value. Some(None): no destination (the connected peer's).
+/// None: the face value (`decoded`) stands.
+///
+/// AF_UNSPEC is the odd one: IPv4 bind takes it as AF_INET when the address
+/// is INADDR_ANY; IPv4 UDP and raw sends take it as AF_INET; IPv6 UDP sends
+/// ignore it (connected peer); IPv6 raw sends take it as AF_INET6.
+pub fn kernel_view(
+    raw: &RawAddr,
+    domain: i32,
+    sotype: i32,
+    kind: AddrUse,
+) -> Option<Option<SockAddr>> {
+    if raw.family() != libc::AF_UNSPEC {
+        return None;
+    }
+    let view = match (domain, kind) {
+        (libc::AF_INET, AddrUse::Bind) => {
+            let any = raw.len >= 8 && raw.bytes[4..8] == [0; 4];
+            Some(if any {
+                raw.as_family(libc::AF_INET)
+            } else {
+                None
+            })
+        }
+        (libc::AF_INET, AddrUse::Send) => Some(raw.as_family(libc::AF_INET)),
+        (libc::AF_INET6, AddrUse::Send) if sotype == libc::SOCK_RAW => {
+            Some(raw.as_family(libc::AF_INET6))
+        }
+        (libc::AF_INET6, AddrUse::Send) => Some(None),
+        _ => None,
+    };
+    match view {
+        // Read as an address but too short for one: the kernel refuses it;
+        // keep the face value (no rule can be passed by a refused call).
+        Some(None) if kind == AddrUse::Bind || domain == libc::AF_INET => None,
+        v => v,
+    }
+}
+
+/// How a call uses its address, for [`kernel_view`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrUse {
+    Connect,
+    Bind,
+    Send,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +279,42 @@ mod tests {
             Some(SockAddr::Truncated(libc::AF_INET as u16))
         );
         assert_eq!(SockAddr::decode(&b[..1]), None);
+    }
+
+    fn unspec(ip: [u8; 4], port: u16) -> RawAddr {
+        let mut b = [0u8; 16];
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&ip);
+        RawAddr::new(&b)
+    }
+
+    #[test]
+    fn unspec_is_read_as_the_kernel_reads_it() {
+        let v4 = |s: &str| Some(Some(SockAddr::from(s.parse::<SocketAddr>().unwrap())));
+        let any = unspec([0; 4], 80);
+        let lo = unspec([127, 0, 0, 1], 53);
+        let (dgram, raw) = (libc::SOCK_DGRAM, libc::SOCK_RAW);
+        assert_eq!(
+            kernel_view(&any, libc::AF_INET, 1, AddrUse::Bind),
+            v4("0.0.0.0:80")
+        );
+        assert_eq!(kernel_view(&lo, libc::AF_INET, 1, AddrUse::Bind), None);
+        assert_eq!(
+            kernel_view(&lo, libc::AF_INET, dgram, AddrUse::Send),
+            v4("127.0.0.1:53")
+        );
+        assert_eq!(kernel_view(&lo, libc::AF_INET, 1, AddrUse::Connect), None);
+        assert_eq!(
+            kernel_view(&lo, libc::AF_INET6, dgram, AddrUse::Send),
+            Some(None)
+        );
+        // Too short for AF_INET6: the face value stands.
+        assert_eq!(
+            kernel_view(&lo, libc::AF_INET6, raw, AddrUse::Send),
+            Some(None)
+        );
+        let inet = RawAddr::of(&SockAddr::Unspec).unwrap();
+        assert_eq!(inet.as_bytes().len(), 2);
     }
 
     #[test]
