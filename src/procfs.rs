@@ -9,6 +9,11 @@ pub fn euid(tid: i32) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// A process's parent (PPid in /proc/PID/status); None when gone.
+pub fn parent(pid: i32) -> Option<i32> {
+    status_field(pid, "PPid:")?.trim().parse().ok()
+}
+
 fn status_field(tid: i32, name: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     status
@@ -42,8 +47,9 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id() as i32;
         assert!(!comm(me).is_empty());
-        // SAFETY: geteuid has no preconditions.
+        // SAFETY: geteuid and getppid have no preconditions.
         assert_eq!(euid(me), unsafe { libc::geteuid() });
+        assert_eq!(parent(me), Some(unsafe { libc::getppid() }));
         assert_ne!(netns(None), 0);
         assert_eq!(netns(Some(me)), netns(None));
     }

@@ -233,3 +233,65 @@ fn run_in(ns: &Netns, prog: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> std::
     c.args(args);
     run(&mut c)
 }
+
+/// app= names the program: the comm its last execve gave it (inherited
+/// across fork), not the calling thread's current name, which any thread
+/// may change with PR_SET_NAME.
+#[test]
+fn app_matches_the_program_not_a_thread() {
+    let target = Banner::start_low("hello\n");
+    let port = target.port.to_string();
+    let probe = c_prog("h_app", &[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let as_curl = dir.path().join("curl");
+    std::os::unix::fs::symlink(&probe, &as_curl).expect("symlink");
+    let as_curl = as_curl.to_str().unwrap_or_default();
+    let renamed = [
+        "thread_allowed",
+        "thread_denied",
+        "fork_thread",
+        "main",
+        "fork_main",
+    ];
+    let run = |policy: String, args: &[&str]| {
+        let (_d, pol) = policy_file(&policy);
+        let (o, ev) = policed(&pol, &["--no-daemon"], &probe, args);
+        (results(&o), ev)
+    };
+
+    // Renaming a thread (or the main one, before a fork or not) to an
+    // allowed name does not make the program that app.
+    let refuse = format!(
+        "allow connect 127.0.0.1:{port} app=curl\ndeny connect 127.0.0.1:{port} app=h_app\n"
+    );
+    let (r, ev) = run(refuse.clone(), &[&port]);
+    for v in renamed {
+        assert_eq!(r[v], "ECONNREFUSED", "{v}: {r:?}");
+    }
+    assert_eq!(target.count(), 0, "no connect reached the listener");
+    let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{port}")));
+    assert_eq!(c.len(), renamed.len());
+    assert!(c
+        .iter()
+        .all(|e| e["comm"] == "h_app" && e["action"] == "deny"));
+
+    // Executing the program under another name does: the exec'd child is
+    // `curl` (its kernel comm from the path), and is let through.
+    let (r, ev) = run(refuse, &[&port, as_curl]);
+    assert_eq!(r["exec"], "ok", "{r:?}");
+    assert_eq!(target.count(), 1);
+    let c = calls(&ev, "connect", Some(&format!("127.0.0.1:{port}")));
+    assert_eq!(c.iter().filter(|e| e["comm"] == "curl").count(), 1);
+
+    // And the other way: rules for the names the threads take refuse none
+    // of the program's connects, only the exec'd curl's.
+    let (r, _) = run(
+        format!("deny connect 127.0.0.1:{port} app=nc\ndeny connect 127.0.0.1:{port} app=curl\n"),
+        &[&port, as_curl],
+    );
+    for v in renamed {
+        assert_eq!(r[v], "ok", "{v}: {r:?}");
+    }
+    assert_eq!(r["exec"], "ECONNREFUSED", "{r:?}");
+    assert_eq!(target.count(), 1 + renamed.len());
+}

@@ -85,11 +85,20 @@ impl Enforcer {
         self
     }
 
+    /// The program's name: what its last execve made its comm, recorded at
+    /// the exec (or inherited from its parent's record at fork). A thread
+    /// renaming itself later (PR_SET_NAME) changes nothing here.
     fn comm(&mut self, pid: i32) -> Arc<str> {
-        self.procs
-            .entry(pid)
-            .or_insert_with(|| Arc::from(procfs::comm(pid)))
-            .clone()
+        if let Some(name) = self.procs.get(&pid) {
+            return name.clone();
+        }
+        // Its first call came before the tracer saw its parent fork it:
+        // take the parent's record, as `Spawned` will (its own comm is the
+        // forking thread's, which that thread may have renamed).
+        let inherited = procfs::parent(pid).and_then(|pp| self.procs.get(&pp).cloned());
+        let name = inherited.unwrap_or_else(|| Arc::from(procfs::comm(pid)));
+        self.procs.insert(pid, name.clone());
+        name
     }
 
     /// The rule question a call asks, if any.
@@ -121,11 +130,13 @@ impl Enforcer {
         })
     }
 
-    /// Who calls, for app= and uid= rules (empty and 0 when no rule asks),
-    /// read fresh (setuid and prctl change it without exec).
+    /// Who calls, for app= and uid= rules (empty and 0 when no rule asks).
+    /// app= is the program's recorded name (no /proc read); uid= the calling
+    /// thread's effective uid now (setuid without exec counts): one read of
+    /// /proc/TID/status, only when a rule matches on uid.
     fn caller(&mut self, snap: &Snapshot, call: &Call) -> (Arc<str>, u32) {
         let app = if snap.policy.uses_app() {
-            Arc::from(procfs::comm(call.tid))
+            self.comm(call.pid)
         } else {
             Arc::from("")
         };
@@ -367,8 +378,10 @@ impl NetHandler for Enforcer {
 
     fn process(&mut self, event: ProcessEvent) {
         match event {
+            // The kernel has just set the comm from the executed file's
+            // name, and no code of the new image has run: read it once.
             ProcessEvent::Exec { pid } => {
-                self.procs.remove(&pid);
+                self.procs.insert(pid, Arc::from(procfs::comm(pid)));
             }
             ProcessEvent::Exited { pid } => {
                 self.procs.remove(&pid);
@@ -378,7 +391,14 @@ impl NetHandler for Enforcer {
                     }
                 }
             }
-            ProcessEvent::Spawned { pid, .. } => {
+            ProcessEvent::Spawned { pid, parent } => {
+                // A fork is the parent program until it execs; the child's
+                // own comm is the forking thread's, which may have renamed
+                // itself. (A record made already, at an exec or a first call
+                // that came before this event, stands.)
+                if let Some(name) = self.procs.get(&parent).cloned() {
+                    self.procs.entry(pid).or_insert(name);
+                }
                 if let Some(r) = &self.reporter {
                     if let Ok(mut p) = r.pids.lock() {
                         p.live.insert(pid);
@@ -394,8 +414,11 @@ impl NetHandler for Enforcer {
 
     fn refused(&mut self, pid: i32, tid: i32, what: &str, errno: Errno) {
         log::warn!(target: CALLS, "refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
-        if let Some(sink) = &mut self.sink {
-            sink.write(&events::refusal(pid, tid, what, errno));
+        if self.sink.is_some() {
+            let comm = self.comm(pid).to_string();
+            if let Some(sink) = &mut self.sink {
+                sink.write(&events::refusal(pid, tid, what, errno, comm));
+            }
         }
     }
 }
