@@ -9,7 +9,10 @@
  *   int80_sock i386 socket(AF_INET, SOCK_RAW, IPPROTO_RAW) (nr 359) by int 0x80
  *   pkt_dgram  socket(AF_PACKET, SOCK_DGRAM|CLOEXEC, ETH_P_IP), sent on lo
  *   pkt_raw    socket(AF_PACKET, SOCK_RAW|NONBLOCK, 0), sent on lo with an Ethernet header
- * and creates (without sending): raw6 (AF_INET6, SOCK_RAW, IPPROTO_UDP),
+ * (The test counts the raw IP ones at its UDP listener; the packet-socket
+ * frames sent on lo were not delivered to it on the kernel this was
+ * written on, so for those only socket() and sendto() results count.)
+ * It also creates (without sending): raw6 (AF_INET6, SOCK_RAW, IPPROTO_UDP),
  * inet_pkt (AF_INET, SOCK_PACKET), xdp (AF_XDP, SOCK_RAW).
  * Prints NAME=sent, NAME=created, or NAME=ERRNO-NAME (what failed), one per line.
  *
