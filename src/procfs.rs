@@ -1,30 +1,25 @@
 //! What the policy side reads from /proc about traced processes.
 
-/// Who a thread is, for app= and uid= rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub comm: String,
-    /// The effective uid (u32::MAX when unreadable).
-    pub uid: u32,
+/// A thread's effective uid, from /proc/TID/status (credentials are per
+/// thread in the kernel: setuid without exec shows); u32::MAX when unreadable.
+pub fn euid(tid: i32) -> u32 {
+    status_field(tid, "Uid:")
+        // real, effective, saved, fs: the effective one.
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
-/// A thread's name and effective uid, from one read of /proc/TID/status
-/// (credentials are per thread in the kernel: setuid without exec shows).
-pub fn identity(tid: i32) -> Identity {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-    };
-    Identity {
-        comm: field("Name:").unwrap_or_default().to_string(),
-        // real, effective, saved, fs: match the effective uid.
-        uid: field("Uid:")
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(u32::MAX),
-    }
+/// A process's parent (PPid in /proc/PID/status); None when gone.
+pub fn parent(pid: i32) -> Option<i32> {
+    status_field(pid, "PPid:")?.trim().parse().ok()
+}
+
+fn status_field(tid: i32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
 }
 
 /// A thread's name (/proc/TID/comm), empty when gone.
@@ -51,10 +46,10 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id() as i32;
-        let id = identity(me);
-        assert_eq!(id.comm, comm(me));
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(id.uid, unsafe { libc::geteuid() });
+        assert!(!comm(me).is_empty());
+        // SAFETY: geteuid and getppid have no preconditions.
+        assert_eq!(euid(me), unsafe { libc::geteuid() });
+        assert_eq!(parent(me), Some(unsafe { libc::getppid() }));
         assert_ne!(netns(None), 0);
         assert_eq!(netns(Some(me)), netns(None));
     }

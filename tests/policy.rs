@@ -224,7 +224,7 @@ fn bad_policy_files_are_rejected_before_the_program_starts() {
         (
             "\n\n  allow bnid any\n",
             "line 3, column 9: 'bnid'",
-            "connect, bind, send or any",
+            "connect, bind, send, any or raw",
         ),
         ("default perhaps\n", "'perhaps'", "allow or deny"),
     ];

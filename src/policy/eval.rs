@@ -15,11 +15,12 @@ use std::net::SocketAddr;
 /// What is being decided.
 #[derive(Clone, Debug)]
 pub struct Query<'a> {
-    /// Connect, Bind or Send (never Any).
+    /// Connect, Bind, Send or Raw (never Any).
     pub op: RuleOp,
+    /// The destination or local address (unused for Raw).
     pub addr: SocketAddr,
     pub proto: Option<Proto>,
-    /// The calling program's name (comm).
+    /// The calling program's name: the comm its last execve gave it.
     pub app: &'a str,
     pub labels: &'a [(String, String)],
     pub uid: u32,
@@ -60,7 +61,8 @@ fn action_of(r: &Rule, q: &Query<'_>) -> Option<Action> {
 pub fn default_errno(op: RuleOp) -> i32 {
     match op {
         RuleOp::Bind => libc::EACCES,
-        RuleOp::Send => libc::EPERM,
+        // What socket() gives a program without CAP_NET_RAW.
+        RuleOp::Send | RuleOp::Raw => libc::EPERM,
         _ => libc::ECONNREFUSED,
     }
 }
@@ -166,13 +168,18 @@ pub struct Policy {
     /// Per operation: no rule could refuse or redirect (so the tracer may let
     /// the program's own call run without emulation).
     permissive: [bool; 3],
-    /// Some rule matches on app= or uid=.
-    identity: bool,
+    /// Indexes of the `raw` rules, in rule order (they match no address).
+    raw: Vec<u32>,
+    /// Some rule matches on app=.
+    app: bool,
+    /// Some rule matches on uid=.
+    uid: bool,
 }
 
+/// The index slot of an address operation (Raw has none: see `Policy::raw`).
 fn op_slot(op: RuleOp) -> usize {
     match op {
-        RuleOp::Connect | RuleOp::Any => 0,
+        RuleOp::Connect | RuleOp::Any | RuleOp::Raw => 0,
         RuleOp::Bind => 1,
         RuleOp::Send => 2,
     }
@@ -186,7 +193,12 @@ impl Policy {
         };
         let mut index = [empty.clone(), empty.clone(), empty];
         let mut permissive = [!default_deny; 3];
+        let mut raw = Vec::new();
         for (i, r) in rules.iter().enumerate() {
+            if r.op == RuleOp::Raw {
+                raw.push(i as u32);
+                continue;
+            }
             let slots: &[usize] = match r.op {
                 RuleOp::Any => &[0, 1, 2],
                 op => &[op_slot(op)],
@@ -229,13 +241,16 @@ impl Policy {
                 }
             }
         }
-        let identity = rules.iter().any(|r| r.app.is_some() || r.uid.is_some());
+        let app = rules.iter().any(|r| r.app.is_some());
+        let uid = rules.iter().any(|r| r.uid.is_some());
         Policy {
             rules,
             default_deny,
             index,
             permissive,
-            identity,
+            raw,
+            app,
+            uid,
         }
     }
 
@@ -247,14 +262,20 @@ impl Policy {
         self.default_deny
     }
 
-    /// True when no rule for `op` can refuse or redirect and the default allows.
+    /// True when no rule for `op` can refuse or redirect and the default
+    /// allows. Never for Raw: a raw socket needs a rule that allows it.
     pub fn is_permissive(&self, op: RuleOp) -> bool {
-        self.permissive[op_slot(op)]
+        op != RuleOp::Raw && self.permissive[op_slot(op)]
     }
 
-    /// True when some rule matches on the program's name or uid.
-    pub fn uses_identity(&self) -> bool {
-        self.identity
+    /// True when some rule matches on the program's name (app=).
+    pub fn uses_app(&self) -> bool {
+        self.app
+    }
+
+    /// True when some rule matches on the caller's uid (uid=).
+    pub fn uses_uid(&self) -> bool {
+        self.uid
     }
 
     /// True when some rule redirects.
@@ -263,6 +284,9 @@ impl Policy {
     }
 
     pub fn decide(&self, q: &Query<'_>) -> Decision {
+        if q.op == RuleOp::Raw {
+            return self.decide_raw(q);
+        }
         // IPv4-mapped IPv6 addresses are decided as the IPv4 address they carry.
         let ip = match q.addr.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -313,6 +337,37 @@ impl Policy {
         };
         Decision {
             action,
+            rule: None,
+            logged,
+        }
+    }
+
+    /// A raw or packet socket: the first matching `raw` rule decides; with
+    /// none, it is refused whatever the default (connect and send rules
+    /// cannot see where its packets go, so only an explicit allow opens it).
+    fn decide_raw(&self, q: &Query<'_>) -> Decision {
+        let mut logged = None;
+        for &i in &self.raw {
+            let i = i as usize;
+            let r = &self.rules[i];
+            if !self.matches_rest(r, q, 0) {
+                continue;
+            }
+            match action_of(r, q) {
+                None => {
+                    logged.get_or_insert(i);
+                }
+                Some(action) => {
+                    return Decision {
+                        action,
+                        rule: Some(i),
+                        logged,
+                    }
+                }
+            }
+        }
+        Decision {
+            action: Action::Deny(default_errno(RuleOp::Raw)),
             rule: None,
             logged,
         }
@@ -434,6 +489,42 @@ mod tests {
         assert!(!p.is_permissive(RuleOp::Connect));
         assert!(policy("allow connect any\n").is_permissive(RuleOp::Connect));
         assert!(!policy("default deny\n").is_permissive(RuleOp::Send));
+    }
+
+    #[test]
+    fn raw_sockets_need_an_allow_rule() {
+        let raw = |app: &'static str| Query {
+            app,
+            ..q(RuleOp::Raw, "0.0.0.0:0")
+        };
+        // No raw rule: refused even under default allow; `any` is not raw.
+        for text in ["default allow\n", "allow any\n", "allow connect any\n"] {
+            let d = policy(text).decide(&raw("curl"));
+            assert_eq!(
+                (d.action, d.rule),
+                (Action::Deny(libc::EPERM), None),
+                "{text}"
+            );
+        }
+        let p = policy(
+            "log raw\ndeny raw app=curl errno=EACCES\nallow raw app=ping\ndeny connect any\n",
+        );
+        let d = p.decide(&raw("ping"));
+        assert_eq!(
+            (d.action, d.rule, d.logged),
+            (Action::Allow, Some(2), Some(0))
+        );
+        let d = p.decide(&raw("curl"));
+        assert_eq!((d.action, d.rule), (Action::Deny(libc::EACCES), Some(1)));
+        assert_eq!(p.decide(&raw("nc")).action, Action::Deny(libc::EPERM));
+        // Raw rules do not decide connects, and connect rules no raw socket.
+        assert_eq!(p.decide(&q(RuleOp::Connect, "10.0.0.1:80")).rule, Some(3));
+        assert_eq!(
+            policy("allow raw\n").decide(&raw("x")).action,
+            Action::Allow
+        );
+        assert!(!policy("allow raw\n").is_permissive(RuleOp::Raw));
+        assert!(policy("allow raw\n").is_permissive(RuleOp::Connect));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! RULE  := VERB OP [MATCH ...] [-> TARGET] [errno=NAME]
 //! VERB  := allow | deny | redirect | log
-//! OP    := connect | bind | send | any
+//! OP    := connect | bind | send | any | raw
 //! MATCH := ADDR | proto=tcp|udp | app=NAME | label=K=V | uid=N
 //! ADDR  := any | loopback | CIDR | CIDR:PORTS | [V6CIDR]:PORTS | SERVICE-NAME[:PORTS]
 //! PORTS := N | N-M
@@ -39,7 +39,13 @@ pub enum RuleOp {
     /// Datagrams with a destination (sendto/sendmsg/sendmmsg, and connect()
     /// on a UDP socket, which fixes the destination of every later send).
     Send,
+    /// connect, bind and send (not raw).
     Any,
+    /// Creating a raw IP socket (SOCK_RAW, which may carry its own IP
+    /// header) or a packet socket (AF_PACKET, AF_XDP): their destination is
+    /// in the payload, out of reach of connect/send rules. Matches only on
+    /// who calls (app=, uid=, label=); with no matching rule, refused.
+    Raw,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,6 +132,7 @@ impl RuleOp {
             RuleOp::Bind => "bind",
             RuleOp::Send => "send",
             RuleOp::Any => "any",
+            RuleOp::Raw => "raw",
         }
     }
 }

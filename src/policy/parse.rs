@@ -120,6 +120,10 @@ const ADDR_HELP: &str =
     "expected an address (any, loopback, CIDR, CIDR:PORTS, [IPv6]:PORTS or a service name), \
      or proto=, app=, label=, uid=, errno=, ->";
 
+/// Why a raw rule takes no address or protocol.
+const RAW_MATCHES: &str =
+    "raw matches only app=, uid= and label= (a raw socket's destination is in its payload)";
+
 /// Parse a whole policy text: one rule per line, `#` comments, blank lines,
 /// and at most one `default allow|deny` line.
 pub fn parse_policy(text: &str) -> Result<PolicyFile, ParseError> {
@@ -197,19 +201,26 @@ fn parse_tokens<'a>(line: usize, text: &'a str, toks: Vec<Tok<'a>>) -> Result<Ru
         "log" => Verb::Log,
         _ => return Err(c.err(Some(&t), "expected a verb: allow, deny, redirect or log")),
     };
-    let t = c.next("an operation: connect, bind, send or any")?;
+    let t = c.next("an operation: connect, bind, send, any or raw")?;
     let op = match t.text {
         "connect" => RuleOp::Connect,
         "bind" => RuleOp::Bind,
         "send" => RuleOp::Send,
         "any" => RuleOp::Any,
+        "raw" => RuleOp::Raw,
         _ => {
             return Err(c.err(
                 Some(&t),
-                "expected an operation: connect, bind, send or any",
+                "expected an operation: connect, bind, send, any or raw",
             ))
         }
     };
+    if op == RuleOp::Raw && verb == Verb::Redirect {
+        return Err(c.err(
+            Some(&t),
+            "a raw socket has no destination to redirect: use allow, deny or log raw",
+        ));
+    }
     let mut rule = Rule {
         verb,
         op,
@@ -236,6 +247,9 @@ fn parse_tokens<'a>(line: usize, text: &'a str, toks: Vec<Tok<'a>>) -> Result<Ru
         } else if let Some(v) = s.strip_prefix("proto=") {
             if rule.proto.is_some() {
                 return Err(dup("proto"));
+            }
+            if op == RuleOp::Raw {
+                return Err(c.err(Some(tok), RAW_MATCHES));
             }
             rule.proto = Some(match v {
                 "tcp" => Proto::Tcp,
@@ -284,6 +298,9 @@ fn parse_tokens<'a>(line: usize, text: &'a str, toks: Vec<Tok<'a>>) -> Result<Ru
                 "unknown match: expected proto=, app=, label=, uid= or errno=",
             ));
         } else {
+            if op == RuleOp::Raw {
+                return Err(c.err(Some(tok), RAW_MATCHES));
+            }
             if rule.addr.is_some() {
                 return Err(c.err(Some(tok), "a second address: a rule matches one address"));
             }
@@ -471,6 +488,10 @@ mod tests {
             "deny send [2001:db8::/32]:53 proto=udp errno=EACCES",
             "log any loopback label=role=test uid=0",
             "allow connect web:80",
+            "allow raw",
+            "allow raw app=ping uid=0",
+            "deny raw label=role=test errno=EACCES",
+            "log raw",
         ] {
             let rule = parse_rule(r).unwrap();
             assert_eq!(rule.to_string(), r);
@@ -512,6 +533,19 @@ mod tests {
         assert_eq!(e.token, "maybe");
         let e = err("deny connect any any");
         assert!(e.msg.contains("second address"));
+    }
+
+    #[test]
+    fn raw_rules_name_who_not_where() {
+        let e = err("allow connect any\nallow raw 127.0.0.1\n");
+        assert_eq!((e.line, e.col, e.token.as_str()), (2, 11, "127.0.0.1"));
+        assert!(e.msg.contains("only app=, uid= and label="), "{e}");
+        let e = err("deny raw app=ping proto=udp");
+        assert_eq!((e.col, e.token.as_str()), (19, "proto=udp"));
+        let e = err("redirect raw -> 127.0.0.1");
+        assert_eq!((e.col, e.token.as_str()), (10, "raw"));
+        let e = err("allow rawx");
+        assert!(e.msg.ends_with("connect, bind, send, any or raw"), "{e}");
     }
 
     #[test]

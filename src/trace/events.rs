@@ -167,13 +167,13 @@ pub fn event<'a>(
     }
 }
 
-/// The event for a call the tracer refused on its own.
-pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno) -> Event<'a> {
+/// The event for a call the tracer refused on its own; `comm` is the program's name.
+pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno, comm: String) -> Event<'a> {
     Event {
         time: now(),
         pid,
         tid,
-        comm: crate::procfs::comm(tid),
+        comm,
         abi: "",
         call: "",
         fd: None,

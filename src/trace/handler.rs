@@ -85,10 +85,20 @@ impl Enforcer {
         self
     }
 
-    fn comm(&mut self, pid: i32) -> &Arc<str> {
-        self.procs
-            .entry(pid)
-            .or_insert_with(|| Arc::from(procfs::comm(pid)))
+    /// The program's name: what its last execve made its comm, recorded at
+    /// the exec (or inherited from its parent's record at fork). A thread
+    /// renaming itself later (PR_SET_NAME) changes nothing here.
+    fn comm(&mut self, pid: i32) -> Arc<str> {
+        if let Some(name) = self.procs.get(&pid) {
+            return name.clone();
+        }
+        // Its first call came before the tracer saw its parent fork it:
+        // take the parent's record, as `Spawned` will (its own comm is the
+        // forking thread's, which that thread may have renamed).
+        let inherited = procfs::parent(pid).and_then(|pp| self.procs.get(&pp).cloned());
+        let name = inherited.unwrap_or_else(|| Arc::from(procfs::comm(pid)));
+        self.procs.insert(pid, name.clone());
+        name
     }
 
     /// The rule question a call asks, if any.
@@ -120,31 +130,44 @@ impl Enforcer {
         })
     }
 
+    /// Who calls, for app= and uid= rules (empty and 0 when no rule asks).
+    /// app= is the program's recorded name (no /proc read); uid= the calling
+    /// thread's effective uid now (setuid without exec counts): one read of
+    /// /proc/TID/status, only when a rule matches on uid.
+    fn caller(&mut self, snap: &Snapshot, call: &Call) -> (Arc<str>, u32) {
+        let app = if snap.policy.uses_app() {
+            self.comm(call.pid)
+        } else {
+            Arc::from("")
+        };
+        let uid = if snap.policy.uses_uid() {
+            procfs::euid(call.tid)
+        } else {
+            0
+        };
+        (app, uid)
+    }
+
+    /// Whether connect() on this socket also fixes where later send()s go
+    /// (every socket but a stream: UDP, ICMP "ping" sockets, raw sockets).
+    fn fixes_sends(call: &Call) -> bool {
+        call.socket.is_some_and(|s| s.sotype != libc::SOCK_STREAM)
+    }
+
     fn evaluate(&mut self, snap: &Snapshot, call: &Call, op: RuleOp, addr: SocketAddr) -> Decision {
         let proto = Self::proto(call);
-        // Only app= and uid= rules look at who is calling; those read it
-        // fresh (setuid and prctl change it without exec). Otherwise the
-        // decision needs nothing from /proc.
-        let fresh;
-        let (app, uid) = if snap.policy.uses_identity() {
-            fresh = procfs::identity(call.tid);
-            (fresh.comm.as_str(), fresh.uid)
-        } else {
-            ("", 0)
-        };
+        let (app, uid) = self.caller(snap, call);
         let q = Query {
             op,
             addr,
             proto,
-            app,
+            app: &app,
             labels: &self.labels,
             uid,
         };
         let mut d = snap.policy.decide(&q);
-        // connect() on a UDP socket fixes the destination of every later send.
-        if op == RuleOp::Connect
-            && proto == Some(Proto::Udp)
-            && !matches!(d.action, Action::Deny(_))
+        // connect() on a datagram socket fixes the destination of every later send.
+        if op == RuleOp::Connect && Self::fixes_sends(call) && !matches!(d.action, Action::Deny(_))
         {
             let send = snap.policy.decide(&Query {
                 op: RuleOp::Send,
@@ -202,7 +225,7 @@ impl Enforcer {
             "tcp"
         };
         // Cached per process (read once, again after exec).
-        let comm = self.comm(call.pid).clone();
+        let comm = self.comm(call.pid);
         let Some(r) = &self.reporter else { return };
         let _ = r.tx.try_send(Report::Conn(ConnFacts {
             inode: sock.inode,
@@ -249,6 +272,10 @@ impl NetHandler for Enforcer {
             listen_outcomes: host,
             addresses: host,
             deny_io_uring: self.policed && snap.mode == Mode::Enforce,
+            // Raw and packet sockets need an allow rule under a policy (in
+            // either mode: monitor records what enforce would refuse, and a
+            // daemon may switch modes later).
+            raw_sockets: self.policed,
         }
     }
 
@@ -351,8 +378,10 @@ impl NetHandler for Enforcer {
 
     fn process(&mut self, event: ProcessEvent) {
         match event {
+            // The kernel has just set the comm from the executed file's
+            // name, and no code of the new image has run: read it once.
             ProcessEvent::Exec { pid } => {
-                self.procs.remove(&pid);
+                self.procs.insert(pid, Arc::from(procfs::comm(pid)));
             }
             ProcessEvent::Exited { pid } => {
                 self.procs.remove(&pid);
@@ -362,7 +391,14 @@ impl NetHandler for Enforcer {
                     }
                 }
             }
-            ProcessEvent::Spawned { pid, .. } => {
+            ProcessEvent::Spawned { pid, parent } => {
+                // A fork is the parent program until it execs; the child's
+                // own comm is the forking thread's, which may have renamed
+                // itself. (A record made already, at an exec or a first call
+                // that came before this event, stands.)
+                if let Some(name) = self.procs.get(&parent).cloned() {
+                    self.procs.entry(pid).or_insert(name);
+                }
                 if let Some(r) = &self.reporter {
                     if let Ok(mut p) = r.pids.lock() {
                         p.live.insert(pid);
@@ -378,15 +414,69 @@ impl NetHandler for Enforcer {
 
     fn refused(&mut self, pid: i32, tid: i32, what: &str, errno: Errno) {
         log::warn!(target: CALLS, "refused a call from pid {pid} (tid {tid}): {what}: {errno:?}");
-        if let Some(sink) = &mut self.sink {
-            sink.write(&events::refusal(pid, tid, what, errno));
+        if self.sink.is_some() {
+            let comm = self.comm(pid).to_string();
+            if let Some(sink) = &mut self.sink {
+                sink.write(&events::refusal(pid, tid, what, errno, comm));
+            }
         }
     }
 }
 
 impl Enforcer {
+    /// socket(): under a policy, a raw IP or packet socket needs a `raw`
+    /// rule that allows it (its packets carry their own destination, out of
+    /// reach of connect/send rules). Every other socket is the kernel's.
+    fn decide_socket(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
+        let raw = call
+            .socket_args
+            .is_some_and(|(domain, sotype, _)| tracer::is_raw_socket(domain, sotype));
+        if !raw || !self.policed {
+            return Verdict::Pass;
+        }
+        let (app, uid) = self.caller(snap, call);
+        let d = snap.policy.decide(&Query {
+            op: RuleOp::Raw,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            proto: None,
+            app: &app,
+            labels: &self.labels,
+            uid,
+        });
+        if self.reporter.is_some() || self.sink.is_some() {
+            self.last.insert(call.tid, (d, snap.clone()));
+        }
+        let (domain, sotype, protocol) = call.socket_args.unwrap_or_default();
+        let what = format!("raw socket (domain {domain}, type {sotype}, protocol {protocol})");
+        if let (Some(i), None) = (d.logged, &self.sink) {
+            let comm = self.comm(call.pid).to_string();
+            log::warn!(
+                target: RULES,
+                "log rule {}: {comm}[{}] {what} -> {:?}",
+                snap.ids[i].1,
+                call.pid,
+                d.action
+            );
+        }
+        match d.action {
+            Action::Deny(e) if snap.mode == Mode::Enforce => {
+                log::warn!(
+                    target: CALLS,
+                    "refused {what} from pid {} (rule {:?})",
+                    call.pid,
+                    d.rule.map(|i| snap.ids[i].1)
+                );
+                Verdict::Fail(Errno::from_raw(e))
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
     fn decide_with(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
         self.last.remove(&call.tid);
+        if call.op == Op::Socket {
+            return self.decide_socket(snap, call);
+        }
         if call.op == Op::GetPeerName {
             if let (Some(v), true) = (self.router.peername(call), call.peer.is_some()) {
                 return v;
@@ -474,8 +564,7 @@ impl Enforcer {
             Action::Allow
                 if snap.policy.is_permissive(op)
                     && op != RuleOp::Send
-                    && (Self::proto(call) != Some(Proto::Udp)
-                        || snap.policy.is_permissive(RuleOp::Send)) =>
+                    && (!Self::fixes_sends(call) || snap.policy.is_permissive(RuleOp::Send)) =>
             {
                 Verdict::Pass
             }

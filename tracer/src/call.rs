@@ -87,6 +87,33 @@ pub struct Interests {
     /// Make io_uring_setup fail with ENOSYS (io_uring operations are invisible
     /// to seccomp; runtimes fall back to ordinary calls).
     pub deny_io_uring: bool,
+    /// Trap socket() when it would create a raw IP socket (AF_INET/AF_INET6
+    /// with SOCK_RAW, or AF_INET with the obsolete SOCK_PACKET) or a packet
+    /// socket (AF_PACKET, AF_XDP), and only then (see [`is_raw_socket`]);
+    /// other sockets never stop for it. i386 `socketcall` keeps its
+    /// arguments in memory, so every i386 socket() stops.
+    pub raw_sockets: bool,
+}
+
+/// AF_XDP (not in every libc).
+const AF_XDP: i32 = 44;
+/// The obsolete SOCK_PACKET type: with AF_INET it makes a packet socket.
+const SOCK_PACKET: i32 = 10;
+/// The kernel's SOCK_TYPE_MASK: the bits of `type` that name the type
+/// (the rest are SOCK_NONBLOCK and SOCK_CLOEXEC).
+pub const SOCK_TYPE_MASK: i32 = 0xf;
+
+/// Whether socket(domain, type, _) would create a socket whose destination
+/// is in its payload: a raw IP socket or a packet socket. The same test as
+/// the filter's (see [`Interests::raw_sockets`]).
+pub fn is_raw_socket(domain: i32, sotype: i32) -> bool {
+    let t = sotype & SOCK_TYPE_MASK;
+    match domain {
+        libc::AF_PACKET | AF_XDP => true,
+        libc::AF_INET => t == libc::SOCK_RAW || t == SOCK_PACKET,
+        libc::AF_INET6 => t == libc::SOCK_RAW,
+        _ => false,
+    }
 }
 
 impl Interests {
@@ -106,6 +133,7 @@ impl Interests {
         listen_outcomes: true,
         addresses: true,
         deny_io_uring: false,
+        raw_sockets: true,
     };
     /// No calls at all.
     pub const NONE: Interests = Interests {
@@ -123,11 +151,12 @@ impl Interests {
         listen_outcomes: false,
         addresses: false,
         deny_io_uring: false,
+        raw_sockets: false,
     };
 
     pub fn wants(&self, op: Op) -> bool {
         match op {
-            Op::Socket => self.socket,
+            Op::Socket => self.socket || self.raw_sockets,
             Op::Connect => self.connect,
             Op::Bind => self.bind,
             Op::Listen => self.listen,

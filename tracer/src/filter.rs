@@ -149,6 +149,9 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         compat.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
         x32.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
     }
+    if interests.raw_sockets && !interests.socket {
+        raw_socket_rules(&mut native, &mut compat, &mut x32)?;
+    }
     let new_listener = [
         ScmpArgCompare::new(0, ScmpCompareOp::Equal, SECCOMP_SET_MODE_FILTER),
         ScmpArgCompare::new(
@@ -185,6 +188,45 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
     native.merge(compat).map_err(f)?;
     native.merge(x32).map_err(f)?;
     export(&native)
+}
+
+/// Trap socket() only when it would create a raw IP or packet socket
+/// (`call::is_raw_socket`): ordinary sockets never stop. The kernel reads
+/// domain and type as ints, so the upper half of each register is masked
+/// off (a program could set it to slip past an exact 64-bit compare), and
+/// only the type bits of `type` count (SOCK_NONBLOCK|SOCK_CLOEXEC ignored).
+/// i386 socket() may come through socketcall, whose arguments are in
+/// memory: every i386 socket() stops and the handler decides.
+fn raw_socket_rules(
+    native: &mut ScmpFilterContext,
+    compat: &mut ScmpFilterContext,
+    x32: &mut ScmpFilterContext,
+) -> Result<(), TraceError> {
+    const AF_XDP: u64 = 44;
+    const SOCK_PACKET: u64 = 10;
+    let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
+    let trace_net = ScmpAction::Trace(TAG_NET);
+    let domain = |d: i32| ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), d as u64);
+    let sotype = |t: u64| {
+        let mask = crate::call::SOCK_TYPE_MASK as u64;
+        ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(mask), t)
+    };
+    let raw = libc::SOCK_RAW as u64;
+    let cases = [
+        vec![domain(libc::AF_PACKET)],
+        vec![domain(AF_XDP as i32)],
+        vec![domain(libc::AF_INET), sotype(raw)],
+        vec![domain(libc::AF_INET), sotype(SOCK_PACKET)],
+        vec![domain(libc::AF_INET6), sotype(raw)],
+    ];
+    for ctx in [native, x32] {
+        for conds in &cases {
+            ctx.add_rule_conditional(trace_net, sys("socket")?, conds)
+                .map_err(f)?;
+        }
+    }
+    compat.add_rule(trace_net, sys("socket")?).map_err(f)?;
+    Ok(())
 }
 
 fn export(ctx: &ScmpFilterContext) -> Result<Program, TraceError> {

@@ -23,8 +23,8 @@ mod tracer;
 
 pub use arch::Abi;
 pub use call::{
-    Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SockPrefix, SocketInfo,
-    Verdict,
+    is_raw_socket, Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SockPrefix,
+    SocketInfo, Verdict,
 };
 pub use error::TraceError;
 pub use nix::errno::Errno;
