@@ -220,3 +220,26 @@ fn class15_errnos_equal_untraced() {
         assert_eq!(traced_secret, "_connect=EFAULT\n");
     }
 }
+
+#[test]
+fn class07_a_program_restricted_by_its_own_landlock_stays_restricted() {
+    let allowed = Banner::start("a\n");
+    let other = Banner::start("o\n");
+    let (_dir, policy) = policy_file("deny connect 192.0.2.1\n");
+    let prog = c_prog("h_landlock", &[]);
+    let ports = [allowed.port.to_string(), other.port.to_string()];
+    for mode in ["net", "net-child"] {
+        let args = [mode, &ports[0], &ports[1]];
+        let plain = stdout(&untraced(&prog, &args));
+        assert_eq!(plain, "restrict=OK\nallowed=OK\nother=EACCES\n");
+        // Its Landlock rules cannot be applied to a connect made for it:
+        // every TCP connect is refused rather than widened (docs/RULES.md).
+        let (out, _) = policed(&policy, &[], &prog, &args);
+        assert_eq!(stdout(&out), "restrict=OK\nallowed=EACCES\nother=EACCES\n");
+    }
+    assert_eq!(other.count(), 0, "Landlock's refusal was widened");
+    // A filesystem-only ruleset changes nothing.
+    let args = ["fs", &ports[0], &ports[1]];
+    let (out, _) = policed(&policy, &[], &prog, &args);
+    assert_eq!(stdout(&out), stdout(&untraced(&prog, &args)));
+}

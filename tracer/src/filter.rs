@@ -178,6 +178,11 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         .map_err(f)?;
         ctx.add_rule(ScmpAction::Errno(libc::EPERM), sys("userfaultfd")?)
             .map_err(f)?;
+        // Landlock rulesets that restrict the network (see landlock.rs).
+        ctx.add_rule(trace_net, sys("landlock_create_ruleset")?)
+            .map_err(f)?;
+        ctx.add_rule(trace_net, sys("landlock_restrict_self")?)
+            .map_err(f)?;
         ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), sys("ioctl")?, &[uffd_new])
             .map_err(f)?;
         if interests.deny_io_uring {

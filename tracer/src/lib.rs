@@ -12,6 +12,7 @@ mod decode;
 mod emulate;
 mod error;
 pub mod filter;
+mod landlock;
 mod msg;
 mod netcall;
 mod pidfds;

@@ -180,6 +180,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             None => d.raw,
         };
         let stream = info.sotype == libc::SOCK_STREAM;
+        if stream && matches!(op, Op::Connect | Op::Bind) && self.landlock.restricted(d.call.pid) {
+            // The program's own Landlock rules cannot be applied to a call
+            // the tracer makes (landlock.rs): refused, never widened.
+            return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));
+        }
         let mut result = match (op, raw.as_ref()) {
             (Op::Connect | Op::Bind, None) => {
                 Emulated::Done(emulate::null_address(&sock, op == Op::Bind, d.args[2]))

@@ -14,6 +14,7 @@ use crate::call::{Call, Interests, NetHandler, Outcome, ProcessEvent, Verdict};
 use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
+use crate::landlock::Landlock;
 use crate::pidfds::Pidfds;
 use crate::remote;
 use crate::spawn;
@@ -183,6 +184,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         interests,
         tasks: HashMap::new(),
         pidfds: Pidfds::new(),
+        landlock: Landlock::default(),
         main: child.pid.as_raw(),
         main_exec: false,
         main_status: None,
@@ -217,6 +219,8 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) tasks: HashMap<i32, Task>,
     /// The pidfds descriptors are borrowed through.
     pub(crate) pidfds: Pidfds,
+    /// Processes under a Landlock network restriction of their own.
+    pub(crate) landlock: Landlock,
     main: i32,
     main_exec: bool,
     main_status: Option<ExitStatus>,
@@ -276,6 +280,17 @@ pub(crate) fn skip(tid: i32, ret: i64) {
     resume(tid, None);
 }
 
+/// Some(true) for landlock_restrict_self, Some(false) for
+/// landlock_create_ruleset (the same numbers in every ABI).
+fn landlock_call(raw: &RawCall) -> Option<bool> {
+    arch::abi_of(raw.arch, raw.nr)?;
+    match raw.nr & !arch::X32_SYSCALL_BIT {
+        nr::LANDLOCK_RESTRICT_SELF => Some(true),
+        nr::LANDLOCK_CREATE_RULESET => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether a seccomp stop is for clone (native, x32 or i386).
 fn is_clone(raw: &RawCall) -> bool {
     match arch::abi_of(raw.arch, raw.nr) {
@@ -321,6 +336,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
             }
             if task.tgid == Some(tid) {
+                self.landlock.exited(tid);
                 self.handler.process(ProcessEvent::Exited { pid: tid });
             }
         }
@@ -343,6 +359,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                     self.tasks.entry(new).or_default().tgid = tgid;
                     if tgid == Some(new) {
                         let parent = self.tgid(tid);
+                        self.landlock.fork(parent, new);
                         self.handler
                             .process(ProcessEvent::Spawned { pid: new, parent });
                     }
@@ -417,6 +434,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         // non-network call the filter traps.
         if is_clone(&raw) {
             self.on_clone(tid, &raw);
+            return resume(tid, None);
+        }
+        if let Some(restrict) = landlock_call(&raw) {
+            let tgid = self.tgid(tid);
+            if restrict {
+                self.landlock.restrict_self(tgid);
+            } else {
+                self.landlock.create_ruleset(tgid, tid, &raw.args);
+            }
             return resume(tid, None);
         }
         let tgid = self.tgid(tid);

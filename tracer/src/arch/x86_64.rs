@@ -29,6 +29,8 @@ pub mod nr {
     pub const ACCEPT4: u64 = 288;
     pub const SENDMMSG: u64 = 307;
     pub const CLONE3: u64 = 435;
+    pub const LANDLOCK_CREATE_RULESET: u64 = 444;
+    pub const LANDLOCK_RESTRICT_SELF: u64 = 446;
 }
 
 /// i386 syscall numbers (the compat ABI).
@@ -48,6 +50,8 @@ pub mod nr32 {
     pub const RECVFROM: u64 = 371;
     pub const RECVMSG: u64 = 372;
     pub const CLONE3: u64 = 435;
+    pub const LANDLOCK_CREATE_RULESET: u64 = 444;
+    pub const LANDLOCK_RESTRICT_SELF: u64 = 446;
 }
 
 /// `socketcall(2)` sub-call numbers (linux/net.h).

@@ -1,0 +1,60 @@
+/* h_landlock net|fs|net-child ALLOWED_PORT OTHER_PORT
+ * Class 7 probe: a program that restricts itself with Landlock, then
+ * connects to 127.0.0.1:ALLOWED_PORT and 127.0.0.1:OTHER_PORT.
+ *   net        the ruleset handles TCP connect and allows ALLOWED_PORT only
+ *   net-child  the same, and the connects are made by a forked child
+ *   fs         the ruleset handles only file reads (network untouched)
+ * Prints restrict=OK|<ERRNO>, allowed=OK|<ERRNO>, other=OK|<ERRNO>. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Declared here: Debian 12's kernel headers predate Landlock's network rules. */
+struct ruleset_attr { uint64_t handled_access_fs, handled_access_net; };
+struct net_port_attr { uint64_t allowed_access, port; } __attribute__((packed));
+#define ACCESS_FS_READ_FILE (1ULL << 2)
+#define ACCESS_NET_CONNECT_TCP (1ULL << 1)
+#define RULE_NET_PORT 2
+
+static const char *dial(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *r = connect(fd, (struct sockaddr *)&sa, sizeof sa) ? strerrorname_np(errno) : "OK";
+    close(fd);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) { fprintf(stderr, "usage: h_landlock net|fs|net-child ALLOWED OTHER\n"); return 2; }
+    int allowed = atoi(argv[2]), other = atoi(argv[3]);
+    int net = strncmp(argv[1], "net", 3) == 0;
+    struct ruleset_attr attr = { 0 };
+    if (net) attr.handled_access_net = ACCESS_NET_CONNECT_TCP;
+    else attr.handled_access_fs = ACCESS_FS_READ_FILE;
+    int rs = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (rs < 0) { printf("restrict=%s\n", strerrorname_np(errno)); return 0; }
+    if (net) {
+        struct net_port_attr p = { .allowed_access = ACCESS_NET_CONNECT_TCP, .port = allowed };
+        syscall(SYS_landlock_add_rule, rs, RULE_NET_PORT, &p, 0);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    printf("restrict=%s\n", syscall(SYS_landlock_restrict_self, rs, 0) ? strerrorname_np(errno) : "OK");
+    fflush(stdout);
+    if (!strcmp(argv[1], "net-child")) {
+        pid_t p = fork();
+        if (p > 0) { waitpid(p, NULL, 0); return 0; }
+    }
+    printf("allowed=%s\n", dial(allowed));
+    printf("other=%s\n", dial(other));
+    return 0;
+}
