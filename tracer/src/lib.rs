@@ -11,6 +11,7 @@ mod call;
 mod decode;
 mod emulate;
 mod error;
+mod inherited;
 pub mod filter;
 mod msg;
 mod netcall;
