@@ -135,6 +135,7 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])
             .map_err(f)?;
         ctx.add_rule(trace_clone, sys("clone3")?).map_err(f)?;
+        process_rules(ctx)?;
         if interests.deny_io_uring {
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("io_uring_setup")?)
                 .map_err(f)?;
@@ -143,6 +144,32 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
     native.merge(compat).map_err(f)?;
     native.merge(x32).map_err(f)?;
     export(&native)
+}
+
+/// RET_TRACE data for `process_rules` (the tracer dispatches on the call's
+/// number, not on this).
+pub const TAG_PROC: u16 = 3;
+
+/// Calls about other processes, handled in tracer/src/proc_calls.rs: every
+/// `ptrace`, and signal calls aimed at the trace process itself (pid
+/// argument equal to ours, low 32 bits as the kernel reads an int).
+fn process_rules(ctx: &mut ScmpFilterContext) -> Result<(), TraceError> {
+    let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
+    let trace = ScmpAction::Trace(TAG_PROC);
+    ctx.add_rule(trace, sys("ptrace")?).map_err(f)?;
+    let me = u64::from(std::process::id());
+    let to_me = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), me);
+    for name in [
+        "kill",
+        "tkill",
+        "tgkill",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+    ] {
+        ctx.add_rule_conditional(trace, sys(name)?, &[to_me])
+            .map_err(f)?;
+    }
+    Ok(())
 }
 
 fn export(ctx: &ScmpFilterContext) -> Result<Program, TraceError> {

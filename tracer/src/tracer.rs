@@ -14,7 +14,9 @@ use crate::call::{Call, Interests, NetHandler, Outcome, ProcessEvent, Verdict};
 use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
+use crate::proc_calls::{self, ProcCall};
 use crate::remote;
+use crate::signals;
 use crate::spawn;
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -24,7 +26,6 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The program to run.
 #[derive(Clone, Debug)]
@@ -109,49 +110,14 @@ pub(crate) struct Task {
     pub(crate) pending: Option<Pending>,
 }
 
-/// The main program's pid, for forwarding signals sent to the tracer.
-static MAIN_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only signals a user sent (kill, sigqueue): a terminal's ^C or ^\ already
-    // reaches the program through its process group.
-    // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
-    let code = unsafe { (*info).si_code };
-    let pid = MAIN_PID.load(Ordering::Relaxed);
-    if code <= 0 && pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-fn install_forwarding() {
-    for sig in [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        // SAFETY: installing a handler that only calls async-signal-safe code.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward_signal as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
 /// Run `cmd` under the tracer until it and all its descendants have exited.
 /// Must be called on the thread that will own the tracees; ptrace ties them to it.
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
     let interests = handler.interests();
     let program = filter::build(&interests)?;
-    install_forwarding();
+    signals::install_forwarding();
     let child = spawn::spawn(cmd, &program)?;
-    MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
+    signals::set_main(child.pid.as_raw());
     let mut t = Tracer {
         handler,
         interests,
@@ -174,7 +140,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         parent: std::process::id() as i32,
     });
     let r = t.event_loop();
-    MAIN_PID.store(0, Ordering::Relaxed);
+    signals::untrack(t.main);
     r?;
     if !t.main_exec {
         if let Some(e) = child.exec_error() {
@@ -280,6 +246,8 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     fn on_exit(&mut self, tid: i32, status: ExitStatus) {
+        signals::untrack(tid);
+        proc_calls::forget(tid);
         if let Some(task) = self.tasks.remove(&tid) {
             if let Some(p) = task.pending {
                 self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
@@ -307,6 +275,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                     };
                     self.tasks.entry(new).or_default().tgid = tgid;
                     if tgid == Some(new) {
+                        signals::track(new);
                         let parent = self.tgid(tid);
                         self.handler
                             .process(ProcessEvent::Spawned { pid: new, parent });
@@ -376,6 +345,12 @@ impl<H: NetHandler> Tracer<'_, H> {
             nr: info.nr,
             args: info.args,
         };
+        if let Some((abi, c)) = proc_calls::classify(&raw) {
+            return match c {
+                ProcCall::Ptrace => self.on_ptrace(tid, &raw, abi),
+                ProcCall::Signal { pid_args } => on_kill(tid, abi, pid_args),
+            };
+        }
         if info.ret_data == u32::from(filter::TAG_CLONE) {
             self.on_clone(tid, &raw);
             return resume(tid, None);
@@ -439,6 +414,18 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.handler.finished(&p.call, &p.verdict, outcome);
     }
 
+    /// ptrace from a traced process: see proc_calls.
+    fn on_ptrace(&mut self, tid: i32, raw: &RawCall, abi: Abi) {
+        match proc_calls::refused_ptrace(raw, abi) {
+            Some(what) => {
+                let tgid = self.tgid(tid);
+                proc_calls::tell_once(tgid, tid, what);
+                skip(tid, -(Errno::EPERM as i64));
+            }
+            None => resume(tid, None),
+        }
+    }
+
     /// clone with CLONE_UNTRACED, or clone3: make sure the child stays traced.
     fn on_clone(&mut self, tid: i32, raw: &RawCall) {
         let Some(abi) = arch::abi_of(raw.arch, raw.nr) else {
@@ -466,4 +453,24 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
         }
     }
+}
+
+/// A signal call aimed at the trace process (the filter stops only those):
+/// aim it at our parent, which it would have reached without us.
+fn on_kill(tid: i32, abi: Abi, pid_args: usize) {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32 as u64;
+    match ptrace::getregs(pid(tid)) {
+        Ok(mut regs) => {
+            for i in 0..pid_args {
+                *arch::arg_mut(&mut regs, abi, i) = parent;
+            }
+            if let Err(e) = ptrace::setregs(pid(tid), regs) {
+                log::warn!("PTRACE_SETREGS {tid}: {e}");
+            }
+        }
+        Err(e) if e != Errno::ESRCH => log::warn!("PTRACE_GETREGS {tid}: {e}"),
+        Err(_) => {}
+    }
+    resume(tid, None);
 }
