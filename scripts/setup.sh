@@ -7,6 +7,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config libseccomp-dev   # build: libseccomp for the BPF filter
   curl python3 busybox-static golang-go     # programs the tests trace
   iproute2 fuse3 strace hyperfine iperf3    # namespaces, control fs, reference/bench tools
+  gdb                                       # nested-ptrace test (a debugger under trace)
   nginx apache2-utils                       # stock servers for tests; ab for the short-connection bench
   redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client

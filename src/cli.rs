@@ -28,7 +28,10 @@ pub enum Cmd {
     /// Calls made through the i386 ABI (int 0x80, socketcall) are trapped too.
     /// Children, threads and exec'd programs stay traced. The exit status is
     /// the program's (128+N if it died of signal N); signals sent to this
-    /// process with kill(1) are passed on to the program.
+    /// process with kill(1) are passed on to the program (once it exited, to
+    /// its traced descendants), and ones the program sends its parent reach
+    /// this process's parent. Debuggers cannot run inside a trace (one tracer
+    /// per process).
     ///
     /// With --policy, each call is decided by the rules (docs/RULES.md):
     /// first match wins, refused calls fail with the rule's errno and send
@@ -111,6 +114,8 @@ pub struct TraceArgs {
     /// Write one JSON line per intercepted call to FILE ("-" for stderr):
     /// time, pid, tid, comm, abi, call, fd, family, protocol, address,
     /// verdict, result (the return value, or the errno name on failure).
+    /// On stderr ("-"), lines are dropped (and counted) rather than make the
+    /// tracer wait when stderr does not take them.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 

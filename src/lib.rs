@@ -13,4 +13,5 @@ pub mod procfs;
 pub mod protocol;
 pub mod services;
 pub mod sockdiag;
+pub mod stderr;
 pub mod trace;

@@ -2,6 +2,7 @@
 
 use appswitch::cli::{load_config, Cli, Cmd, DaemonArgs, UsageError};
 use appswitch::daemon;
+use appswitch::stderr;
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -22,7 +23,11 @@ fn main() -> ExitCode {
     };
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
-    logger.format_timestamp(None).format_target(false);
+    // Never block or panic on our own stderr (see src/stderr.rs).
+    logger
+        .format_timestamp(None)
+        .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(stderr::Stderr)));
     if let Some(path) = &log_file {
         match std::fs::OpenOptions::new()
             .create(true)
@@ -35,7 +40,8 @@ fn main() -> ExitCode {
                     .format_timestamp_micros();
             }
             Err(e) => {
-                eprintln!("appswitch: --log-file {}: {e}", path.display());
+                stderr::say(format_args!("--log-file {}: {e}", path.display()));
+                stderr::finish(FINISH);
                 return ExitCode::from(2);
             }
         }
@@ -45,14 +51,19 @@ fn main() -> ExitCode {
         Cmd::Trace(args) => appswitch::trace::command::run(*args),
         Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
     };
-    match r {
+    let code = match r {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("appswitch: {e:#}");
+            stderr::say(format_args!("{e:#}"));
             ExitCode::from(e.downcast_ref::<UsageError>().map_or(127, |_| 2))
         }
-    }
+    };
+    stderr::finish(FINISH);
+    code
 }
+
+/// How long to wait at exit for our last messages to reach stderr.
+const FINISH: std::time::Duration = std::time::Duration::from_millis(300);
 
 fn daemon_cmd(args: DaemonArgs) -> anyhow::Result<()> {
     let mut config = load_config(args.config.as_deref())?;

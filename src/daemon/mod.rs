@@ -207,11 +207,14 @@ pub fn run(config: &Config, mount_dir: Option<&Path>) -> anyhow::Result<()> {
     let state_for_exit = state.clone();
     tracer_socket::serve(&d.socket, state)
         .with_context(|| format!("listening on {}", d.socket.display()))?;
-    eprintln!(
-        "appswitch daemon: control filesystem at {}, tracers at {}, state in {}",
-        dir.display(),
-        d.socket.display(),
-        d.state_dir.display()
+    crate::stderr::line(
+        format!(
+            "appswitch daemon: control filesystem at {}, tracers at {}, state in {}",
+            dir.display(),
+            d.socket.display(),
+            d.state_dir.display()
+        )
+        .as_bytes(),
     );
     let mut sig: libc::c_int = 0;
     // SAFETY: waits for one of the blocked signals.

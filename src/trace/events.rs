@@ -53,7 +53,9 @@ pub struct Event<'a> {
 }
 
 /// Where event lines go. Flushed after every line so `tail -f` sees them and
-/// nothing is lost if the tracer is killed.
+/// nothing is lost if the tracer is killed. On stderr ("-") they never
+/// block the tracer: lines stderr does not take are dropped and counted
+/// (src/stderr.rs).
 pub struct EventSink {
     out: Box<dyn Write + Send>,
 }
@@ -61,7 +63,7 @@ pub struct EventSink {
 impl EventSink {
     pub fn open(path: &Path) -> io::Result<EventSink> {
         let out: Box<dyn Write + Send> = if path == Path::new("-") {
-            Box::new(io::stderr())
+            Box::new(crate::stderr::Stderr)
         } else {
             Box::new(BufWriter::new(File::create(path)?))
         };
@@ -77,11 +79,11 @@ impl EventSink {
 
     /// Write one event line (`line`: the event as JSON, without newline).
     pub fn write_line(&mut self, line: &str) {
-        let r = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
+        // One write per line: on stderr ("-") each write is one queued line.
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        let r = self.out.write_all(&buf).and_then(|()| self.out.flush());
         if let Err(e) = r {
             log::error!("writing event: {e}");
         }

@@ -185,6 +185,7 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
             .map_err(f)?;
         ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), sys("ioctl")?, &[uffd_new])
             .map_err(f)?;
+        process_rules(ctx)?;
         if interests.deny_io_uring {
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("io_uring_setup")?)
                 .map_err(f)?;
@@ -231,6 +232,32 @@ fn raw_socket_rules(
         }
     }
     compat.add_rule(trace_net, sys("socket")?).map_err(f)?;
+    Ok(())
+}
+
+/// RET_TRACE data for `process_rules` (the tracer dispatches on the call's
+/// number, not on this).
+pub const TAG_PROC: u16 = 3;
+
+/// Calls about other processes, handled in tracer/src/proc_calls.rs: every
+/// `ptrace`, and signal calls aimed at the trace process itself (pid
+/// argument equal to ours, low 32 bits as the kernel reads an int).
+fn process_rules(ctx: &mut ScmpFilterContext) -> Result<(), TraceError> {
+    let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
+    let trace = ScmpAction::Trace(TAG_PROC);
+    ctx.add_rule(trace, sys("ptrace")?).map_err(f)?;
+    let me = u64::from(std::process::id());
+    let to_me = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), me);
+    for name in [
+        "kill",
+        "tkill",
+        "tgkill",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+    ] {
+        ctx.add_rule_conditional(trace, sys(name)?, &[to_me])
+            .map_err(f)?;
+    }
     Ok(())
 }
 

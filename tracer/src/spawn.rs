@@ -210,9 +210,9 @@ pub fn spawn(
             if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
                 libc::_exit(127);
             }
-            // The Rust runtime ignores SIGPIPE, and ignored signals survive
-            // exec: give the program the default, as a shell would.
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            // Dispositions and mask as we inherited them (the Rust runtime
+            // ignores SIGPIPE; the tracer handles the signals it forwards).
+            crate::inherited::restore_signals_in_child();
             if !binds.is_empty() && !private_binds(&binds, root.as_ptr(), none.as_ptr()) {
                 libc::write(2, warn.as_ptr().cast(), warn.len());
             }
@@ -241,6 +241,7 @@ pub fn spawn(
             if let Some(rl) = &nofile {
                 libc::setrlimit(libc::RLIMIT_NOFILE, rl);
             }
+            crate::inherited::close_std_fds_in_child();
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             child_fail(st, b'E', *libc::__errno_location());
         }

@@ -16,7 +16,9 @@ use crate::error::TraceError;
 use crate::filter;
 use crate::landlock::Landlock;
 use crate::pidfds::Pidfds;
+use crate::proc_calls::{self, ProcCall};
 use crate::remote;
+use crate::signals;
 use crate::spawn;
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -25,7 +27,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The program to run.
 #[derive(Clone, Debug)]
@@ -110,41 +111,6 @@ pub(crate) struct Task {
     pub(crate) pending: Option<Pending>,
 }
 
-/// The main program's pid, for forwarding signals sent to the tracer.
-static MAIN_PID: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only signals a user sent (kill, sigqueue): a terminal's ^C or ^\ already
-    // reaches the program through its process group.
-    // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
-    let code = unsafe { (*info).si_code };
-    let pid = MAIN_PID.load(Ordering::Relaxed);
-    if code <= 0 && pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-fn install_forwarding() {
-    for sig in [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        // SAFETY: installing a handler that only calls async-signal-safe code.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward_signal as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
-
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the limit as it was.
 fn raise_nofile() -> Option<libc::rlimit> {
     let mut rl = libc::rlimit {
@@ -172,13 +138,13 @@ fn raise_nofile() -> Option<libc::rlimit> {
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
     let interests = handler.interests();
     let program = filter::build(&interests)?;
-    install_forwarding();
+    signals::install_forwarding();
     // The tracer's own descriptors (pidfds, borrowed sockets) must never cost
     // the program an EMFILE: raise our soft limit to the hard one, and give
     // the program the limit it would have had.
     let nofile = raise_nofile();
     let child = spawn::spawn(cmd, &program, nofile)?;
-    MAIN_PID.store(child.pid.as_raw(), Ordering::Relaxed);
+    signals::set_main(child.pid.as_raw());
     let mut t = Tracer {
         handler,
         interests,
@@ -202,7 +168,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         parent: std::process::id() as i32,
     });
     let r = t.event_loop();
-    MAIN_PID.store(0, Ordering::Relaxed);
+    signals::untrack(t.main);
     r?;
     if !t.main_exec {
         if let Some(e) = child.exec_error() {
@@ -331,6 +297,8 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     fn on_exit(&mut self, tid: i32, status: ExitStatus) {
         self.pidfds.forget_thread(tid);
+        signals::untrack(tid);
+        proc_calls::forget(tid);
         if let Some(task) = self.tasks.remove(&tid) {
             if let Some(p) = task.pending {
                 self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
@@ -358,6 +326,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                     };
                     self.tasks.entry(new).or_default().tgid = tgid;
                     if tgid == Some(new) {
+                        signals::track(new);
                         let parent = self.tgid(tid);
                         self.landlock.fork(parent, new);
                         self.handler
@@ -430,6 +399,12 @@ impl<H: NetHandler> Tracer<'_, H> {
             nr: info.nr,
             args: info.args,
         };
+        if let Some((abi, c)) = proc_calls::classify(&raw) {
+            return match c {
+                ProcCall::Ptrace => self.on_ptrace(tid, &raw, abi),
+                ProcCall::Signal { pid_args } => on_kill(tid, abi, pid_args),
+            };
+        }
         // By number, never by ret_data (see filter.rs): clone is the only
         // non-network call the filter traps.
         if is_clone(&raw) {
@@ -504,6 +479,18 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.handler.finished(&p.call, &p.verdict, outcome);
     }
 
+    /// ptrace from a traced process: see proc_calls.
+    fn on_ptrace(&mut self, tid: i32, raw: &RawCall, abi: Abi) {
+        match proc_calls::refused_ptrace(raw, abi) {
+            Some(what) => {
+                let tgid = self.tgid(tid);
+                proc_calls::tell_once(tgid, tid, what);
+                skip(tid, -(Errno::EPERM as i64));
+            }
+            None => resume(tid, None),
+        }
+    }
+
     /// clone with CLONE_UNTRACED: clear the flag (in a register, which no
     /// sibling can change) so the child stays traced. clone3 never gets here:
     /// the filter fails it with ENOSYS.
@@ -518,4 +505,24 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
         }
     }
+}
+
+/// A signal call aimed at the trace process (the filter stops only those):
+/// aim it at our parent, which it would have reached without us.
+fn on_kill(tid: i32, abi: Abi, pid_args: usize) {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32 as u64;
+    match ptrace::getregs(pid(tid)) {
+        Ok(mut regs) => {
+            for i in 0..pid_args {
+                *arch::arg_mut(&mut regs, abi, i) = parent;
+            }
+            if let Err(e) = ptrace::setregs(pid(tid), regs) {
+                log::warn!("PTRACE_SETREGS {tid}: {e}");
+            }
+        }
+        Err(e) if e != Errno::ESRCH => log::warn!("PTRACE_GETREGS {tid}: {e}"),
+        Err(_) => {}
+    }
+    resume(tid, None);
 }
