@@ -243,3 +243,53 @@ fn class07_a_program_restricted_by_its_own_landlock_stays_restricted() {
     let (out, _) = policed(&policy, &[], &prog, &args);
     assert_eq!(stdout(&out), stdout(&untraced(&prog, &args)));
 }
+
+/// `appswitch trace --policy P -- h_slowmem DIR PORT`, stdout piped.
+fn slowmem(policy: &std::path::Path, dir: &std::path::Path, port: u16) -> Proc {
+    Proc(
+        std::process::Command::new(appswitch())
+            .args(["trace", "--policy"])
+            .arg(policy)
+            .arg("--")
+            .arg(c_prog("h_slowmem", &[]))
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn trace"),
+    )
+}
+
+#[test]
+fn class08_memory_that_blocks_does_not_hold_the_tracer() {
+    let ok = Banner::start("ok\n");
+    let (_dir, policy) = policy_file("deny connect 192.0.2.1\n");
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let start = std::time::Instant::now();
+    let mut t = slowmem(&policy, mnt.path(), ok.port);
+    let code = t.wait_timeout(std::time::Duration::from_secs(10));
+    let mut out = String::new();
+    if let Some(mut o) = t.0.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(mnt.path())
+        .status();
+    assert_eq!(code, Some(0), "the trace was held: {out}");
+    assert_eq!(out, "mounted=OK\nconnect=EFAULT\n");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+
+    // SIGTERM to the trace while its tracer thread is held still works.
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let mut t = slowmem(&policy, mnt.path(), ok.port);
+    assert_eq!(t.first_line(), "mounted=OK\n");
+    t.signal(libc::SIGTERM);
+    let code = t.wait_timeout(std::time::Duration::from_secs(10));
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(mnt.path())
+        .status();
+    assert_eq!(code, Some(128 + libc::SIGTERM), "SIGTERM did not end it");
+}

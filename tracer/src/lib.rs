@@ -24,6 +24,7 @@ mod signals;
 pub mod sockaddr;
 mod spawn;
 mod tracer;
+mod watchdog;
 
 pub use arch::Abi;
 pub use call::{

@@ -22,9 +22,11 @@ pub fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
         iov_base: addr as *mut libc::c_void,
         iov_len: buf.len(),
     };
+    crate::watchdog::begin(pid, addr);
     // SAFETY: both iovecs describe valid memory of the stated length; the
     // remote one is only read by the kernel on the tracee's side.
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    crate::watchdog::end();
     match n {
         n if n as usize == buf.len() => Ok(()),
         n if n >= 0 => Err(Errno::EFAULT),
@@ -35,7 +37,7 @@ pub fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Errno> {
     }
 }
 
-/// Write `buf` at `addr` in `pid`. Used only for clone3's flags word (see tracer.rs).
+/// Write `buf` at `addr` in `pid` (answers to getpeername and the like).
 pub fn write_mem(pid: i32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
     let local = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
@@ -45,8 +47,10 @@ pub fn write_mem(pid: i32, addr: u64, buf: &[u8]) -> Result<(), Errno> {
         iov_base: addr as *mut libc::c_void,
         iov_len: buf.len(),
     };
+    crate::watchdog::begin(pid, addr);
     // SAFETY: as in read_mem; the local buffer is only read.
     let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    crate::watchdog::end();
     if n as usize == buf.len() {
         Ok(())
     } else {

@@ -258,6 +258,23 @@ pub(crate) fn install_forwarding() {
     }
 }
 
+/// Block the forwarded signals in the calling thread (the tracer's), so
+/// their handler runs on another thread: one whose access to a program's
+/// memory blocks (watchdog.rs) must not hold SIGTERM back. Call after the
+/// watchdog thread exists; the program's mask is restored before exec
+/// (inherited.rs).
+pub(crate) fn keep_off_this_thread() {
+    // SAFETY: a local sigset, filled and passed by pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

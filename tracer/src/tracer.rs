@@ -20,6 +20,7 @@ use crate::proc_calls::{self, ProcCall};
 use crate::remote;
 use crate::signals;
 use crate::spawn;
+use crate::watchdog;
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
@@ -138,7 +139,9 @@ fn raise_nofile() -> Option<libc::rlimit> {
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
     let interests = handler.interests();
     let program = filter::build(&interests)?;
+    watchdog::start();
     signals::install_forwarding();
+    signals::keep_off_this_thread();
     // The tracer's own descriptors (pidfds, borrowed sockets) must never cost
     // the program an EMFILE: raise our soft limit to the hard one, and give
     // the program the limit it would have had.
