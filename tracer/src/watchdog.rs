@@ -58,7 +58,7 @@ fn watch() {
     loop {
         std::thread::sleep(TICK);
         let seq = SEQ.load(Ordering::Acquire);
-        if seq % 2 == 0 || seq != last {
+        if seq.is_multiple_of(2) || seq != last {
             (last, held) = (seq, 0);
             continue;
         }
