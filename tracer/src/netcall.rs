@@ -204,7 +204,10 @@ impl<H: NetHandler> Tracer<'_, H> {
             // connect), but the kernel would read the program's memory and
             // descriptor again: the tracer sends its own copy.
             _ if stream => return self.stream_send(tid, d, verdict, &sock, &info),
-            _ => Emulated::Done(self.send_one(tid, &d, &sock, &info, raw.as_ref())),
+            // A datagram without an address goes to the connected peer,
+            // decided at connect: sent like a TCP send (it may wait in the kernel).
+            (_, None) => return self.stream_send(tid, d, verdict, &sock, &info),
+            (_, Some(r)) => Emulated::Done(self.send_one(tid, &d, &sock, &info, r)),
         };
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
@@ -315,22 +318,26 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
-    /// sendto/sendmsg of one datagram, emulated. `addr` None: no address
-    /// (the connected peer).
+    /// sendto/sendmsg of one datagram to `addr`, emulated.
     fn send_one(
         &self,
         tid: i32,
         d: &Decoded,
         sock: &OwnedFd,
         info: &SocketInfo,
-        addr: Option<&RawAddr>,
+        addr: &RawAddr,
     ) -> i64 {
         match self.read_send(tid, d) {
             Ok(m) if m.truncated => neg(Errno::EMSGSIZE),
             Ok(m) => match privs::check_control(tid, &m.control) {
-                Ok(()) => {
-                    emulate::send_datagram(sock, info, addr, &m.data, &m.control, d.call.flags)
-                }
+                Ok(()) => emulate::send_datagram(
+                    sock,
+                    info,
+                    Some(addr),
+                    &m.data,
+                    &m.control,
+                    d.call.flags,
+                ),
                 Err(e) => neg(e),
             },
             Err(e) => neg(e),
@@ -338,7 +345,8 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     /// A send on a TCP socket (or the data of a Fast Open connect, after the
-    /// tracer's connect): the tracer sends its copy without waiting. Only
+    /// tracer's connect), or a datagram to the connected peer: the tracer
+    /// sends its copy without waiting. Only
     /// when a blocking socket's buffer is full does the program's own call
     /// wait in the kernel, rewritten to take its arguments from registers
     /// alone: sendto(fd, first buffer, its length, flags, NULL, 0). A short
@@ -359,13 +367,22 @@ impl<H: NetHandler> Tracer<'_, H> {
         if let Err(e) = privs::check_control(tid, &m.control) {
             return self.done(tid, &d.call, &verdict, neg(e));
         }
+        if m.truncated && info.sotype != libc::SOCK_STREAM {
+            return self.done(tid, &d.call, &verdict, neg(Errno::EMSGSIZE));
+        }
         let r = emulate::send_now(sock, &m.data, &m.control, flags);
         let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
         if r != neg(Errno::EAGAIN) || !waits {
             return self.done(tid, &d.call, &verdict, r);
         }
-        let fd = d.call.fd.unwrap_or(-1) as u32 as u64;
         let (base, len) = m.first;
+        if info.sotype != libc::SOCK_STREAM && len != m.data.len() as u64 {
+            // A datagram of several buffers cannot be cut to its first one:
+            // the tracer waits for room (docs/RULES.md, known limits).
+            let r = emulate::send_datagram(sock, info, None, &m.data, &m.control, flags);
+            return self.done(tid, &d.call, &verdict, r);
+        }
+        let fd = d.call.fd.unwrap_or(-1) as u32 as u64;
         let a = [fd, base, len, flags as u32 as u64, 0, 0];
         self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a);
     }
