@@ -285,6 +285,14 @@ fn class08_memory_that_blocks_does_not_hold_the_tracer() {
     let mnt = tempfile::tempdir().expect("tempdir");
     let mut t = slowmem(&policy, mnt.path(), ok.port);
     assert_eq!(t.first_line(), "mounted=OK\n");
+    // Once the tracer thread is held in the program's FUSE read (its wchan
+    // says so; the trace's main thread is the tracer), SIGTERM to trace.
+    let wchan = format!("/proc/{}/wchan", t.pid());
+    wait_until(
+        "the tracer held by FUSE",
+        std::time::Duration::from_secs(5),
+        || std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("request_wait_answer")),
+    );
     t.signal(libc::SIGTERM);
     let code = t.wait_timeout(std::time::Duration::from_secs(10));
     let _ = std::process::Command::new("umount")
@@ -292,4 +300,89 @@ fn class08_memory_that_blocks_does_not_hold_the_tracer() {
         .arg(mnt.path())
         .status();
     assert_eq!(code, Some(128 + libc::SIGTERM), "SIGTERM did not end it");
+}
+
+#[test]
+fn class03_an_unspecified_destination_is_judged_where_the_kernel_sends_it() {
+    let tcp = std::net::TcpListener::bind("[::]:0").expect("bind [::]");
+    let port = tcp.local_addr().expect("addr").port();
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let mut udp = UdpCounter::start();
+    let prog = c_prog("h_anyaddr", &[]);
+    let args = [port.to_string(), udp.port.to_string()];
+    let args = [args[0].as_str(), args[1].as_str()];
+    let plain = stdout(&untraced(&prog, &args));
+    assert_eq!(plain.matches("=OK").count(), 6, "{plain}");
+    let before = udp.count();
+    let mut accepted = 0;
+    while tcp.accept().is_ok() {
+        accepted += 1;
+    }
+    assert_eq!(accepted, 3);
+    for rules in [
+        format!(
+            "deny connect 127.0.0.1:{port}\ndeny connect ::1\ndeny send 127.0.0.1:{}\n",
+            udp.port
+        ),
+        "deny connect loopback\ndeny send loopback\n".to_string(),
+    ] {
+        let (_dir, policy) = policy_file(&rules);
+        let (out, _) = policed(&policy, &[], &prog, &args);
+        assert_eq!(stdout(&out).matches("=OK").count(), 0, "{rules}: {out:?}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        tcp.accept().is_err(),
+        "a denied connect reached the listener"
+    );
+    assert_eq!(udp.count(), before, "a denied datagram got through");
+}
+
+#[test]
+fn class15_blocking_tcp_sends_are_whole_as_untraced() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let reader = std::thread::spawn(move || {
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let (mut c, _) = l.accept().expect("accept");
+            let mut sink = Vec::new();
+            counts.push(std::io::Read::read_to_end(&mut c, &mut sink).unwrap_or(0));
+        }
+        counts
+    });
+    let (_dir, policy) = policy_file("deny send 192.0.2.1\ndeny connect 192.0.2.1\n");
+    let prog = c_prog("h_bigsend", &[]);
+    let p = port.to_string();
+    let plain = stdout(&untraced(&prog, &[&p]));
+    let (out, _) = policed(&policy, &[], &prog, &[&p]);
+    assert!(
+        plain.ends_with("after_shutdown_nosignal=EPIPE\ntotal=16777216\n"),
+        "{plain}"
+    );
+    assert_eq!(stdout(&out), plain, "{out:?}");
+    assert_eq!(reader.join().expect("reader"), vec![16 << 20, 16 << 20]);
+}
+
+#[test]
+fn class03_a_port_the_kernel_chooses_is_judged_as_chosen() {
+    // A free port for IP_LOCAL_PORT_RANGE to steer the kernel's choice to.
+    let port = closed_port().port;
+    let prog = c_prog("h_portrange", &[]);
+    let p = port.to_string();
+    let plain = stdout(&untraced(&prog, &[&p]));
+    assert_eq!(
+        plain,
+        "tcp_bind0_listen=OK:chosen\nudp_bind0=OK:chosen\ntcp_listen_unbound=OK:chosen\n"
+    );
+    let (_dir, policy) = policy_file(&format!("deny bind any:{port}\n"));
+    let (out, _) = policed(&policy, &[], &prog, &[&p]);
+    assert_eq!(
+        stdout(&out),
+        "tcp_bind0_listen=bind:EACCES\nudp_bind0=bind:EACCES\ntcp_listen_unbound=listen:EACCES\n"
+    );
+    // A rule for other ports leaves the choice alone.
+    let (_dir, policy) = policy_file("deny bind any:1-1023\n");
+    let (out, _) = policed(&policy, &[], &prog, &[&p]);
+    assert_eq!(stdout(&out), plain);
 }

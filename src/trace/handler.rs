@@ -109,9 +109,11 @@ impl Enforcer {
         match call.op {
             Op::Connect => Some((RuleOp::Connect, ip?)),
             Op::Bind => Some((RuleOp::Bind, ip?)),
-            // listen() on an unbound socket binds it implicitly to a wildcard port.
-            Op::Listen => match call.local.as_ref().and_then(SockAddr::ip) {
-                Some(local) if local.port() == 0 => Some((RuleOp::Bind, local)),
+            // listen() on an unbound socket binds it implicitly: the tracer
+            // names the port the kernel chose in `addr` (else port 0).
+            Op::Listen => match (ip, call.local.as_ref().and_then(SockAddr::ip)) {
+                (Some(bound), _) => Some((RuleOp::Bind, bound)),
+                (None, Some(local)) if local.port() == 0 => Some((RuleOp::Bind, local)),
                 _ => None,
             },
             Op::SendTo | Op::SendMsg | Op::SendMmsg if stream => {

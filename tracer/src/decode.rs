@@ -36,6 +36,9 @@ pub struct Decoded {
     pub args: [u64; 6],
     /// The tracer's copy of the address argument, exactly as passed.
     pub raw: Option<RawAddr>,
+    /// listen() on an unbound IP socket: the tracer bound it to a port of
+    /// the kernel's choice first (ports.rs).
+    pub autobound: bool,
 }
 
 /// Why a call could not be decoded. `Fail` becomes the call's errno (what the
@@ -245,5 +248,6 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         source,
         args: a,
         raw: raw_addr,
+        autobound: false,
     })
 }

@@ -17,6 +17,7 @@ mod landlock;
 mod msg;
 mod netcall;
 mod pidfds;
+mod ports;
 mod privs;
 mod proc_calls;
 mod remote;

@@ -23,8 +23,11 @@ pub struct Message {
     /// MAX_DATA bytes (a short write on a stream socket; EMSGSIZE for a
     /// datagram, as the kernel says for one that large).
     pub truncated: bool,
-    /// The first buffer (address, length) as the program passed it.
-    pub first: (u64, u64),
+    /// Every buffer (address, length), and the iovec array (address, count).
+    pub iovs: Vec<(u64, u64)>,
+    pub iov_array: (u64, u64),
+    /// The payload's full length (the sum of the buffers', saturating).
+    pub total: u64,
     /// Control messages, in the native layout (32-bit ones translated).
     pub control: Vec<u8>,
 }
@@ -67,7 +70,9 @@ pub fn read_buffer(pid: i32, ptr: u64, len: u64) -> Result<Message, Errno> {
         raw: None,
         data,
         truncated,
-        first: (ptr, len),
+        iovs: vec![(ptr, len)],
+        iov_array: (0, 0),
+        total: len,
         control: Vec::new(),
     })
 }
@@ -90,14 +95,14 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
     }
     let mut data = Vec::new();
     let mut truncated = false;
-    let mut first = (0, 0);
+    let mut iovs = Vec::with_capacity(iovlen as usize);
+    let mut total = 0u64;
     for i in 0..iovlen {
         let at = iov.checked_add(i * 2 * w).ok_or(Errno::EFAULT)?;
         let base = word(pid, at, compat)?;
         let len = word(pid, at.checked_add(w).ok_or(Errno::EFAULT)?, compat)?;
-        if i == 0 {
-            first = (base, len);
-        }
+        iovs.push((base, len));
+        total = total.saturating_add(len);
         if !truncated {
             truncated = append(pid, base, len, &mut data)?;
         }
@@ -118,7 +123,9 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
         raw,
         data,
         truncated,
-        first,
+        iovs,
+        iov_array: (iov, iovlen),
+        total,
         control: ctl,
     })
 }

@@ -14,7 +14,9 @@ use crate::emulate::{self, is_ip, Emulated};
 use crate::msg;
 use crate::privs;
 use crate::remote;
-use crate::sockaddr::{kernel_view, AddrUse, RawAddr, SockAddr, MAX_ADDR_LEN};
+use crate::sockaddr::{
+    kernel_view, unspecified_destination, AddrUse, RawAddr, SockAddr, MAX_ADDR_LEN,
+};
 use crate::tracer::{pid, resume, resume_to_exit, skip, Pending, Tracer};
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -52,6 +54,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                         if local {
                             d.call.local = emulate::local_addr(&f);
                         }
+                        if d.call.op == Op::Listen && is_ip(&info) {
+                            self.autobind(&mut d, &f);
+                        }
                         if d.call.op == Op::GetPeerName {
                             d.call.peer = emulate::peer_addr(&f);
                         }
@@ -78,6 +83,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             };
             if let Some(view) = kind.and_then(|k| kernel_view(raw, info.domain, info.sotype, k)) {
                 d.call.addr = view;
+            }
+            if kind.is_some_and(|k| k != AddrUse::Bind) {
+                if let (Some(a), Some((f, _))) = (&d.call.addr, &borrowed) {
+                    if let Some(to) = destination_of_unspecified(a, f) {
+                        d.call.addr = Some(to);
+                    }
+                }
             }
         }
         if d.call.op == Op::SendMmsg {
@@ -119,7 +131,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.apply(tid, d, borrowed, verdict);
     }
 
-    fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
+    pub(crate) fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
         skip(tid, ret);
         self.handler.finished(call, verdict, Outcome::from_raw(ret));
     }
@@ -132,6 +144,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         mut verdict: Verdict,
     ) {
         let op = d.call.op;
+        if op == Op::Listen {
+            if let Some((sock, info)) = borrowed.as_ref().filter(|(_, i)| is_ip(i)) {
+                return self.listen(tid, &d, sock, info, verdict);
+            }
+        }
         // None: carry out the program's own address (the tracer's copy).
         let target = match &verdict {
             Verdict::Fail(e) => {
@@ -192,7 +209,16 @@ impl<H: NetHandler> Tracer<'_, H> {
             (Op::Connect, Some(r)) => emulate::connect(&sock, &info, r, routed),
             (Op::Bind, Some(r)) => {
                 let seen = target.as_ref().or(d.call.addr.as_ref());
-                emulate::bind(&sock, &info, seen, r, tid)
+                match emulate::bind(&sock, &info, seen, r, tid) {
+                    Emulated::Done(0) if target.is_none() => {
+                        let chosen = self.check_chosen_port(&d.call, &sock, &info);
+                        if let Some(e) = chosen {
+                            verdict = Verdict::Fail(e);
+                        }
+                        Emulated::Done(chosen.map_or(0, neg))
+                    }
+                    e => e,
+                }
             }
             (_, Some(r)) if stream && d.call.flags & libc::MSG_FASTOPEN != 0 => {
                 match emulate::connect(&sock, &info, r, false) {
@@ -254,7 +280,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 // own connect() waits for the handshake, with addrlen 2.
                 let fd = d.call.fd.unwrap_or(-1);
                 let a = [fd as u32 as u64, d.args[1], 2, 0, 0, 0];
-                self.rerun_as(tid, &d, verdict, started, nr::CONNECT, nr32::CONNECT, a);
+                self.rerun_as(tid, &d, verdict, started, nr::CONNECT, nr32::CONNECT, a, 0);
             }
         }
     }
@@ -370,21 +396,61 @@ impl<H: NetHandler> Tracer<'_, H> {
         if m.truncated && info.sotype != libc::SOCK_STREAM {
             return self.done(tid, &d.call, &verdict, neg(Errno::EMSGSIZE));
         }
-        let r = emulate::send_now(sock, &m.data, &m.control, flags);
         let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
-        if r != neg(Errno::EAGAIN) || !waits {
-            return self.done(tid, &d.call, &verdict, r);
-        }
-        let (base, len) = m.first;
-        if info.sotype != libc::SOCK_STREAM && len != m.data.len() as u64 {
-            // A datagram of several buffers cannot be cut to its first one:
-            // the tracer waits for room (docs/RULES.md, known limits).
-            let r = emulate::send_datagram(sock, info, None, &m.data, &m.control, flags);
-            return self.done(tid, &d.call, &verdict, r);
-        }
+        let stream = info.sotype == libc::SOCK_STREAM;
         let fd = d.call.fd.unwrap_or(-1) as u32 as u64;
-        let a = [fd, base, len, flags as u32 as u64, 0, 0];
-        self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a);
+        let (iov, count) = m.iov_array;
+        // A blocking send of several buffers on a stream socket runs in the
+        // kernel as writev (sendmsg without address or control) from
+        // registers: it blocks until all is sent, as untraced. MSG_NOSIGNAL
+        // is kept by dropping the SIGPIPE writev raises.
+        let writev_ok = flags & !libc::MSG_NOSIGNAL == 0 && m.control.is_empty();
+        if waits && stream && m.iovs.len() > 1 && writev_ok && count > 0 {
+            let a = [fd, iov, count, 0, 0, 0];
+            return self.rerun_writev(tid, &d, verdict, a, flags & libc::MSG_NOSIGNAL != 0);
+        }
+        let r = emulate::send_now(sock, &m.data, &m.control, flags);
+        let sent = r.max(0) as u64;
+        if !waits || (r < 0 && r != neg(Errno::EAGAIN)) || sent == m.total {
+            return self.done(tid, &d.call, &verdict, r);
+        }
+        // A blocking send of one buffer that did not fit whole: the rest
+        // waits in the kernel, as untraced, from registers alone.
+        let flags64 = flags as u32 as u64;
+        // Control data goes with the first byte sent: only a rest without it
+        // can be left to a plain sendto.
+        let control_left = sent == 0 && !m.control.is_empty();
+        if m.iovs.len() == 1 && !control_left {
+            let (base, len) = m.iovs[0];
+            let a = [fd, base + sent, len - sent, flags64, 0, 0];
+            return self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a, sent);
+        }
+        // Several buffers with flags or control data: the tracer waits for
+        // room itself (docs/RULES.md, known limits).
+        let control = if sent == 0 { &m.control[..] } else { &[] };
+        let rest = &m.data[(sent as usize).min(m.data.len())..];
+        let more = emulate::send_datagram(sock, info, None, rest, control, flags);
+        let r = match (more, sent) {
+            (m, 0) => m,
+            (m, s) if m < 0 => s as i64,
+            (m, s) => s as i64 + m,
+        };
+        self.done(tid, &d.call, &verdict, r)
+    }
+
+    /// rerun_as writev, remembering MSG_NOSIGNAL.
+    fn rerun_writev(
+        &mut self,
+        tid: i32,
+        d: &Decoded,
+        verdict: Verdict,
+        a: [u64; 6],
+        nosignal: bool,
+    ) {
+        self.rerun_as(tid, d, verdict, false, nr::WRITEV, nr32::WRITEV, a, 0);
+        if let Some(p) = self.tasks.get_mut(&tid).and_then(|t| t.pending.as_mut()) {
+            p.nosignal = nosignal;
+        }
     }
 
     /// Let the program's own call run as call `native` (i386: `nr32`) with
@@ -401,6 +467,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         native: u64,
         nr32: u64,
         args: [u64; 6],
+        sent: u64,
     ) {
         let Ok(saved) = ptrace::getregs(pid(tid)) else {
             return resume(tid, None);
@@ -424,6 +491,8 @@ impl<H: NetHandler> Tracer<'_, H> {
             verdict,
             restore: Some(saved),
             first_connect,
+            sent,
+            nosignal: false,
         });
         resume_to_exit(tid);
     }
@@ -434,7 +503,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     fn pass_decoded(&mut self, tid: i32, d: Decoded, verdict: Verdict) {
         if d.source == ArgSource::SocketcallArray {
             let direct = direct32(d.call.op);
-            return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args);
+            return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args, 0);
         }
         self.pass(tid, d.call, verdict)
     }
@@ -454,6 +523,8 @@ impl<H: NetHandler> Tracer<'_, H> {
                 verdict,
                 restore: None,
                 first_connect: false,
+                sent: 0,
+                nosignal: false,
             });
             resume_to_exit(tid);
         } else {
@@ -518,6 +589,13 @@ impl<H: NetHandler> Tracer<'_, H> {
                     call.addr = view;
                 }
             }
+            if let Some(to) = call
+                .addr
+                .as_ref()
+                .and_then(|a| destination_of_unspecified(a, &sock))
+            {
+                call.addr = Some(to);
+            }
             // TCP ignores the addresses: nothing to decide, the data is sent.
             let verdict = if stream {
                 Verdict::Allow
@@ -555,6 +633,26 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         skip(tid, ret);
     }
+}
+
+/// Where a connect or send to 0.0.0.0 / :: on `sock` goes (the socket's
+/// bound address, else loopback); None for any other address. The bound
+/// address is read only for such a destination.
+fn destination_of_unspecified(addr: &SockAddr, sock: &OwnedFd) -> Option<SockAddr> {
+    let ip = addr.ip()?.ip();
+    let unspecified = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_unspecified() || v6.to_ipv4_mapped().is_some_and(|v| v.is_unspecified())
+        }
+    };
+    if !unspecified {
+        return None;
+    }
+    let bound = emulate::local_addr(sock)
+        .and_then(|b| b.ip())
+        .map(|b| b.ip());
+    unspecified_destination(addr, bound)
 }
 
 /// The direct i386 call for a socketcall sub-call.

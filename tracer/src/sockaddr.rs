@@ -2,7 +2,7 @@
 //! addrlen) and encoded back for calls the tracer makes itself.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// The largest address the kernel accepts (sizeof(struct sockaddr_storage)).
 pub const MAX_ADDR_LEN: usize = 128;
@@ -247,6 +247,49 @@ pub fn kernel_view(
     }
 }
 
+/// Where the kernel sends a connect or send to an unspecified address
+/// (0.0.0.0, ::, ::ffff:0.0.0.0): to the socket's own bound address
+/// (`bound`, when it has a specific one), else to loopback. None when
+/// `addr` is not unspecified.
+pub fn unspecified_destination(addr: &SockAddr, bound: Option<IpAddr>) -> Option<SockAddr> {
+    let to = |ip: IpAddr, port: u16| match (ip, addr) {
+        (IpAddr::V4(v4), SockAddr::Inet6(a)) => SockAddr::Inet6(SocketAddrV6::new(
+            v4.to_ipv6_mapped(),
+            port,
+            a.flowinfo(),
+            a.scope_id(),
+        )),
+        (ip, _) => SockAddr::from(SocketAddr::new(ip, port)),
+    };
+    let bound = bound.filter(|b| !b.is_unspecified());
+    match addr {
+        SockAddr::Inet(a) if a.ip().is_unspecified() => Some(to(
+            bound.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            a.port(),
+        )),
+        SockAddr::Inet6(a) if a.ip().to_ipv4_mapped() == Some(Ipv4Addr::UNSPECIFIED) => {
+            let b = match bound {
+                Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4),
+                b => b,
+            };
+            Some(to(b.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), a.port()))
+        }
+        SockAddr::Inet6(a) if a.ip().is_unspecified() => {
+            let ip = bound.unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
+            Some(SockAddr::Inet6(SocketAddrV6::new(
+                match ip {
+                    IpAddr::V6(v6) => v6,
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                },
+                a.port(),
+                a.flowinfo(),
+                a.scope_id(),
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// How a call uses its address, for [`kernel_view`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AddrUse {
@@ -315,6 +358,29 @@ mod tests {
         );
         let inet = RawAddr::of(&SockAddr::Unspec).unwrap();
         assert_eq!(inet.as_bytes().len(), 2);
+    }
+
+    #[test]
+    fn an_unspecified_destination_is_loopback_or_the_bound_address() {
+        let a = |s: &str| SockAddr::from(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            unspecified_destination(&a("0.0.0.0:80"), None),
+            Some(a("127.0.0.1:80"))
+        );
+        assert_eq!(
+            unspecified_destination(&a("[::]:80"), None),
+            Some(a("[::1]:80"))
+        );
+        assert_eq!(
+            unspecified_destination(&a("[::ffff:0.0.0.0]:80"), None),
+            Some(a("[::ffff:127.0.0.1]:80"))
+        );
+        let bound = Some("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            unspecified_destination(&a("0.0.0.0:80"), bound),
+            Some(a("10.1.2.3:80"))
+        );
+        assert_eq!(unspecified_destination(&a("10.0.0.1:80"), None), None);
     }
 
     #[test]

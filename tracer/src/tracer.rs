@@ -102,6 +102,11 @@ pub(crate) struct Pending {
     pub(crate) restore: Option<Regs>,
     /// Report EALREADY as EINPROGRESS (see `Emulated::WaitInKernel`).
     pub(crate) first_connect: bool,
+    /// Bytes the tracer already sent for this call: added to the kernel's
+    /// count at the exit stop (and returned alone if the rest failed).
+    pub(crate) sent: u64,
+    /// The program asked MSG_NOSIGNAL of a call run as writev.
+    pub(crate) nosignal: bool,
 }
 
 #[derive(Default)]
@@ -110,6 +115,9 @@ pub(crate) struct Task {
     /// Seen its first stop (auto-attached children start in a stop).
     started: bool,
     pub(crate) pending: Option<Pending>,
+    /// A send the tracer ran as writev for a program that asked
+    /// MSG_NOSIGNAL failed with EPIPE: the SIGPIPE writev raised is dropped.
+    drop_sigpipe: bool,
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the limit as it was.
@@ -154,6 +162,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         tasks: HashMap::new(),
         pidfds: Pidfds::new(),
         landlock: Landlock::default(),
+        refused_ports: std::collections::HashSet::new(),
         main: child.pid.as_raw(),
         main_exec: false,
         main_status: None,
@@ -164,6 +173,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
             tgid: Some(t.main),
             started: true,
             pending: None,
+            drop_sigpipe: false,
         },
     );
     t.handler.process(ProcessEvent::Spawned {
@@ -190,6 +200,8 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) pidfds: Pidfds,
     /// Processes under a Landlock network restriction of their own.
     pub(crate) landlock: Landlock,
+    /// TCP sockets (inodes) left bound to a port a rule refused (ports.rs).
+    pub(crate) refused_ports: std::collections::HashSet<u64>,
     main: i32,
     main_exec: bool,
     main_status: Option<ExitStatus>,
@@ -292,7 +304,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
                 WaitStatus::PtraceEvent(p, sig, ev) => self.on_event(p.as_raw(), sig, ev),
                 WaitStatus::PtraceSyscall(p) => self.on_syscall_exit(p.as_raw()),
-                WaitStatus::Stopped(p, sig) => resume(p.as_raw(), Some(sig)),
+                WaitStatus::Stopped(p, sig) => self.on_signal(p.as_raw(), sig),
                 _ => {}
             }
         }
@@ -453,6 +465,11 @@ impl<H: NetHandler> Tracer<'_, H> {
                 if p.first_connect && arch::return_value(&regs) == ealready {
                     regs.rax = -(Errno::EINPROGRESS as i64) as u64;
                 }
+                if p.sent > 0 {
+                    let r = arch::return_value(&regs);
+                    let total = if r >= 0 { r as u64 + p.sent } else { p.sent };
+                    regs.rax = total;
+                }
                 if let Some(mut saved) = p.restore {
                     saved.rax = regs.rax;
                     if let Err(e) = ptrace::setregs(pid(tid), saved) {
@@ -477,9 +494,25 @@ impl<H: NetHandler> Tracer<'_, H> {
         {
             self.recv_exit(tid, &mut p.call);
         }
+        if p.nosignal && outcome == Outcome::Err(Errno::EPIPE) {
+            self.tasks.entry(tid).or_default().drop_sigpipe = true;
+        }
         // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
         self.handler.finished(&p.call, &p.verdict, outcome);
+    }
+
+    /// A signal-delivery stop: the signal goes on, but for the SIGPIPE of a
+    /// writev that stood in for a MSG_NOSIGNAL send.
+    fn on_signal(&mut self, tid: i32, sig: Signal) {
+        if sig == Signal::SIGPIPE {
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                if std::mem::take(&mut t.drop_sigpipe) {
+                    return resume(tid, None);
+                }
+            }
+        }
+        resume(tid, Some(sig))
     }
 
     /// ptrace from a traced process: see proc_calls.

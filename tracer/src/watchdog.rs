@@ -8,10 +8,13 @@
 //! announces itself here with two atomic stores; a watchdog thread that
 //! sees the same access outstanding for [`LIMIT`] unblocks it:
 //! 1. the FUSE connection behind the address is aborted through fusectl
-//!    (/sys/fs/fuse/connections/N/abort), so the read fails and the call
-//!    gets EFAULT;
+//!    (N/abort, mounted by a child in a mount namespace of its own, so
+//!    nothing stays mounted), so the read fails and the call gets EFAULT;
 //! 2. if that was not possible or did not help within another LIMIT, the
-//!    process whose memory blocks is killed (SIGKILL): fail closed.
+//!    process whose memory blocks is killed (SIGKILL): fail closed;
+//! 3. if the process was already gone (its memory map with it) and the read
+//!    still blocks a LIMIT later, every FUSE connection with requests
+//!    waiting is aborted.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,24 +58,31 @@ pub fn start() {
 fn watch() {
     let ticks = (LIMIT.as_millis() / TICK.as_millis()) as u32;
     let (mut last, mut held) = (0u64, 0u32);
+    // Where the held address lives, looked up early: the process may be
+    // gone from /proc by the time the limit is reached.
+    let mut place: Option<(String, (u32, u32))> = None;
     loop {
         std::thread::sleep(TICK);
         let seq = SEQ.load(Ordering::Acquire);
         if seq.is_multiple_of(2) || seq != last {
-            (last, held) = (seq, 0);
+            (last, held, place) = (seq, 0, None);
             continue;
         }
         held += 1;
         let (tid, addr) = (TID.load(Ordering::Relaxed), ADDR.load(Ordering::Relaxed));
+        if place.is_none() {
+            place = mapping(tid, addr);
+        }
         if held == ticks {
-            let how = abort_fuse(tid, addr);
+            let aborted = abort_fuse(place.as_ref());
             log::warn!(
                 "reading the arguments of thread {tid}'s call blocked for {} ms (address {addr:#x}{}); {}",
                 LIMIT.as_millis(),
-                how.as_ref().map_or(String::new(), |(p, _)| format!(" in {p}")),
-                match how {
-                    Some((_, true)) => "aborted that FUSE connection",
-                    _ => "the process will be killed if it stays blocked",
+                place.as_ref().map_or(String::new(), |(p, _)| format!(" in {p}")),
+                if aborted {
+                    "aborted that FUSE connection"
+                } else {
+                    "the process will be killed if it stays blocked"
                 }
             );
         } else if held == 2 * ticks {
@@ -81,6 +91,14 @@ fn watch() {
             // SAFETY: plain syscall; tgid is a traced process, not yet reaped
             // (the tracer thread, the only one that reaps, is blocked on it).
             unsafe { libc::kill(tgid, libc::SIGKILL) };
+        } else if held == 3 * ticks && place.is_none() {
+            // The process is gone and took its memory map with it: whatever
+            // FUSE connection has requests waiting is the one holding us.
+            if abort_waiting_fuse() {
+                log::warn!(
+                    "aborted the FUSE connections with requests waiting: the tracer was held"
+                );
+            }
         }
     }
 }
@@ -109,60 +127,133 @@ fn mapping(tid: i32, addr: u64) -> Option<(String, (u32, u32))> {
     })
 }
 
-/// Abort the FUSE connection behind `addr`, if it is one. (path, aborted).
-/// fusectl names connections by the device's minor number; when it is not
-/// mounted at its usual place, it is mounted on a private directory for the
-/// moment it takes (root only) and unmounted again.
-fn abort_fuse(tid: i32, addr: u64) -> Option<(String, bool)> {
-    let (path, (major, minor)) = mapping(tid, addr)?;
-    // FUSE devices are anonymous (major 0).
-    if major != 0 {
-        return Some((path, false));
-    }
-    let usual = format!("/sys/fs/fuse/connections/{minor}/abort");
-    if std::fs::write(&usual, b"1").is_ok() {
-        return Some((path, true));
-    }
-    Some((path, abort_through_private_fusectl(minor)))
-}
-
-fn abort_through_private_fusectl(minor: u32) -> bool {
-    let Ok(dir) = tempfile_dir() else {
+/// Abort the FUSE connection of `place`, if it is one. Whether it was.
+fn abort_fuse(place: Option<&(String, (u32, u32))>) -> bool {
+    // FUSE devices are anonymous (major 0); fusectl names them by minor.
+    let Some((_, (0, minor))) = place else {
         return false;
     };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: valid NUL-terminated strings; a pseudo filesystem with no data.
-    let mounted = unsafe {
-        libc::mount(
-            c"fusectl".as_ptr(),
-            c.as_ptr(),
-            c"fusectl".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        )
-    } == 0;
-    let done = mounted && std::fs::write(dir.join(format!("{minor}/abort")), b"1").is_ok();
-    if mounted {
-        // SAFETY: unmounting what we just mounted.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-    let _ = std::fs::remove_dir(&dir);
-    done
+    in_private_fusectl(Some(*minor))
 }
 
-/// A fresh private directory for fusectl.
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
-    for i in 0..16u32 {
-        let d = base.join(format!("appswitch-fusectl-{}-{i}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&d) {
-            Ok(()) => return Ok(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
+/// Abort every FUSE connection that has requests waiting.
+fn abort_waiting_fuse() -> bool {
+    in_private_fusectl(None)
+}
+
+/// In a child with a mount namespace of its own (so nothing is left mounted
+/// whatever happens), mount fusectl and abort connection `minor`, or every
+/// connection with requests waiting. Root only; true if the child says it
+/// aborted something. Only async-signal-safe calls between fork and _exit.
+fn in_private_fusectl(minor: Option<u32>) -> bool {
+    let dir = c"/sys/fs/fuse/connections";
+    let mut name = [0u8; 16];
+    let n = minor.map_or(0, |m| {
+        let s = m.to_string();
+        name[..s.len()].copy_from_slice(s.as_bytes());
+        s.len()
+    });
+    // SAFETY: fork; the child makes only raw system calls on stack buffers
+    // prepared before it, then _exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return false;
+        }
+        if pid == 0 {
+            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == 0
+                && libc::mount(
+                    c"fusectl".as_ptr(),
+                    dir.as_ptr(),
+                    c"fusectl".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) == 0;
+            if !ok {
+                libc::_exit(1);
+            }
+            let d = libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            let aborted = if n > 0 {
+                abort_one(d, &name[..n])
+            } else {
+                abort_all_waiting(d)
+            };
+            libc::_exit(if aborted { 0 } else { 1 });
+        }
+        let mut status = 0;
+        // The tracer thread's waitpid(__WALL) may reap the child first.
+        let r = libc::waitpid(pid, &mut status, libc::__WALL);
+        r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+}
+
+/// Write "1" to `<conn>/abort` under directory fd `d`. Async-signal-safe.
+unsafe fn abort_one(d: i32, conn: &[u8]) -> bool {
+    let mut path = [0u8; 64];
+    let suffix = b"/abort\0";
+    if conn.len() + suffix.len() > path.len() {
+        return false;
+    }
+    path[..conn.len()].copy_from_slice(conn);
+    path[conn.len()..conn.len() + suffix.len()].copy_from_slice(suffix);
+    let fd = libc::openat(d, path.as_ptr().cast(), libc::O_WRONLY);
+    if fd < 0 {
+        return false;
+    }
+    let ok = libc::write(fd, b"1".as_ptr().cast(), 1) == 1;
+    libc::close(fd);
+    ok
+}
+
+/// Abort each connection under `d` whose `waiting` count is not zero.
+/// Async-signal-safe (getdents64 on a stack buffer).
+unsafe fn abort_all_waiting(d: i32) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut any = false;
+    loop {
+        let n = libc::syscall(libc::SYS_getdents64, d, buf.as_mut_ptr(), buf.len());
+        if n <= 0 {
+            return any;
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name = &buf[at + 19..at + reclen];
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = &name[..len];
+            if !name.is_empty() && name.iter().all(u8::is_ascii_digit) && waiting(d, name) {
+                any |= abort_one(d, name);
+            }
+            at += reclen;
         }
     }
-    Err(std::io::ErrorKind::AlreadyExists.into())
+}
+
+/// Whether `<conn>/waiting` under `d` is above zero. Async-signal-safe.
+unsafe fn waiting(d: i32, conn: &[u8]) -> bool {
+    let mut path = [0u8; 64];
+    let suffix = b"/waiting\0";
+    if conn.len() + suffix.len() > path.len() {
+        return false;
+    }
+    path[..conn.len()].copy_from_slice(conn);
+    path[conn.len()..conn.len() + suffix.len()].copy_from_slice(suffix);
+    let fd = libc::openat(d, path.as_ptr().cast(), libc::O_RDONLY);
+    if fd < 0 {
+        return false;
+    }
+    let mut v = [0u8; 16];
+    let r = libc::read(fd, v.as_mut_ptr().cast(), v.len());
+    libc::close(fd);
+    r > 0 && v[..r as usize].iter().any(|b| (b'1'..=b'9').contains(b))
 }

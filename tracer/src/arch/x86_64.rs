@@ -14,6 +14,7 @@ pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
 
 /// Native (x86_64) syscall numbers the tracer decodes.
 pub mod nr {
+    pub const WRITEV: u64 = 20;
     pub const SOCKET: u64 = 41;
     pub const CONNECT: u64 = 42;
     pub const ACCEPT: u64 = 43;
@@ -36,6 +37,7 @@ pub mod nr {
 /// i386 syscall numbers (the compat ABI).
 pub mod nr32 {
     pub const SOCKETCALL: u64 = 102;
+    pub const WRITEV: u64 = 146;
     pub const CLONE: u64 = 120;
     pub const SENDMMSG: u64 = 345;
     pub const SOCKET: u64 = 359;
