@@ -194,15 +194,22 @@ fn in_private_fusectl(minor: Option<u32>) -> bool {
     }
 }
 
-/// Write "1" to `<conn>/abort` under directory fd `d`. Async-signal-safe.
-unsafe fn abort_one(d: i32, conn: &[u8]) -> bool {
-    let mut path = [0u8; 64];
-    let suffix = b"/abort\0";
+/// `conn` then `suffix` (NUL-terminated) into `path`; false if too long.
+fn join(path: &mut [u8; 64], conn: &[u8], suffix: &[u8]) -> bool {
     if conn.len() + suffix.len() > path.len() {
         return false;
     }
     path[..conn.len()].copy_from_slice(conn);
     path[conn.len()..conn.len() + suffix.len()].copy_from_slice(suffix);
+    true
+}
+
+/// Write "1" to `<conn>/abort` under directory fd `d`. Async-signal-safe.
+unsafe fn abort_one(d: i32, conn: &[u8]) -> bool {
+    let mut path = [0u8; 64];
+    if !join(&mut path, conn, b"/abort\0") {
+        return false;
+    }
     let fd = libc::openat(d, path.as_ptr().cast(), libc::O_WRONLY);
     if fd < 0 {
         return false;
@@ -242,12 +249,9 @@ unsafe fn abort_all_waiting(d: i32) -> bool {
 /// Whether `<conn>/waiting` under `d` is above zero. Async-signal-safe.
 unsafe fn waiting(d: i32, conn: &[u8]) -> bool {
     let mut path = [0u8; 64];
-    let suffix = b"/waiting\0";
-    if conn.len() + suffix.len() > path.len() {
+    if !join(&mut path, conn, b"/waiting\0") {
         return false;
     }
-    path[..conn.len()].copy_from_slice(conn);
-    path[conn.len()..conn.len() + suffix.len()].copy_from_slice(suffix);
     let fd = libc::openat(d, path.as_ptr().cast(), libc::O_RDONLY);
     if fd < 0 {
         return false;
