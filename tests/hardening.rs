@@ -89,7 +89,7 @@ fn class04_the_calling_threads_descriptor_table_is_the_one_examined() {
             &policy,
             &[],
             &prog,
-            &[mode, &d.port(), &udp.port.to_string(), "1000"],
+            &[mode, &d.port(), &udp.port.to_string(), "10000"],
         );
         assert_eq!(stdout(&out), "connected=0 sent=0\n", "{mode}: {out:?}");
     }
