@@ -228,6 +228,13 @@ fn class07_a_program_restricted_by_its_own_landlock_stays_restricted() {
     let (_dir, policy) = policy_file("deny connect 192.0.2.1\n");
     let prog = c_prog("h_landlock", &[]);
     let ports = [allowed.port.to_string(), other.port.to_string()];
+    // A ruleset received over SCM_RIGHTS (allowing no port) is honoured,
+    // though the process made a filesystem-only one of its own.
+    let args = ["passed", &ports[0], &ports[1]];
+    let want = "restrict=OK\nallowed=EACCES\nother=EACCES\n";
+    assert_eq!(stdout(&untraced(&prog, &args)), want);
+    let (out, _) = policed(&policy, &[], &prog, &args);
+    assert_eq!(stdout(&out), want);
     for mode in ["net", "net-child"] {
         let args = [mode, &ports[0], &ports[1]];
         let plain = stdout(&untraced(&prog, &args));
@@ -336,6 +343,19 @@ fn class03_an_unspecified_destination_is_judged_where_the_kernel_sends_it() {
         "a denied connect reached the listener"
     );
     assert_eq!(udp.count(), before, "a denied datagram got through");
+
+    // 0.0.0.0 with an IP_PKTINFO source goes to that source (127.0.0.2).
+    let two = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    two.set_nonblocking(true).expect("nonblocking");
+    let p2 = two.local_addr().expect("addr").port().to_string();
+    let pk = [args[0], args[1], p2.as_str()];
+    assert_eq!(stdout(&untraced(&prog, &pk)), "udp_0.0.0.0_pktinfo=OK\n");
+    let mut buf = [0u8; 8];
+    assert!(two.recv(&mut buf).is_ok(), "the untraced datagram arrived");
+    let (_dir, policy) = policy_file(&format!("deny send 127.0.0.2:{p2}\n"));
+    let (out, _) = policed(&policy, &[], &prog, &pk);
+    assert_eq!(stdout(&out), "udp_0.0.0.0_pktinfo=EPERM\n");
+    assert!(two.recv(&mut buf).is_err(), "a denied datagram got through");
 }
 
 #[test]
@@ -357,11 +377,11 @@ fn class15_blocking_tcp_sends_are_whole_as_untraced() {
     let plain = stdout(&untraced(&prog, &[&p]));
     let (out, _) = policed(&policy, &[], &prog, &[&p]);
     assert!(
-        plain.ends_with("after_shutdown_nosignal=EPIPE\ntotal=16777216\n"),
+        plain.ends_with("after_shutdown_nosignal=EPIPE\ntotal=33554432\n"),
         "{plain}"
     );
     assert_eq!(stdout(&out), plain, "{out:?}");
-    assert_eq!(reader.join().expect("reader"), vec![16 << 20, 16 << 20]);
+    assert_eq!(reader.join().expect("reader"), vec![32 << 20, 32 << 20]);
 }
 
 #[test]
@@ -385,4 +405,32 @@ fn class03_a_port_the_kernel_chooses_is_judged_as_chosen() {
     let (_dir, policy) = policy_file("deny bind any:1-1023\n");
     let (out, _) = policed(&policy, &[], &prog, &[&p]);
     assert_eq!(stdout(&out), plain);
+}
+
+#[test]
+fn class15_sigpipe_as_untraced() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port().to_string();
+    let (_dir, policy) = policy_file("deny send 192.0.2.1\ndeny connect 192.0.2.1\n");
+    let prog = c_prog("h_sigpipe", &[]);
+    for (mode, want) in [
+        ("one", ""),
+        ("three", ""),
+        ("blocked", "sendmsg=EPIPE\npending=0\n"),
+    ] {
+        let plain = untraced(&prog, &[mode, &port]);
+        let (out, _) = policed(&policy, &[], &prog, &[mode, &port]);
+        assert_eq!(
+            plain.status.code(),
+            Some(128 + libc::SIGPIPE),
+            "{mode} untraced"
+        );
+        assert_eq!(stdout(&plain), want, "{mode} untraced");
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGPIPE),
+            "{mode}: {out:?}"
+        );
+        assert_eq!(stdout(&out), want, "{mode}");
+    }
 }

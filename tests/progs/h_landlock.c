@@ -4,6 +4,10 @@
  *   net        the ruleset handles TCP connect and allows ALLOWED_PORT only
  *   net-child  the same, and the connects are made by a forked child
  *   fs         the ruleset handles only file reads (network untouched)
+ *   passed     a child creates a filesystem-only ruleset of its own, then
+ *              restricts itself with one its parent created afterwards
+ *              (handling TCP connect, allowing no port) and passed to it
+ *              over SCM_RIGHTS; the child connects to both ports
  * Prints restrict=OK|<ERRNO>, allowed=OK|<ERRNO>, other=OK|<ERRNO>. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -34,9 +38,47 @@ static const char *dial(int port) {
     return r;
 }
 
+static int passed(int allowed, int other) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv)) return 2;
+    pid_t p = fork();
+    if (p == 0) {
+        struct ruleset_attr fs = { .handled_access_fs = ACCESS_FS_READ_FILE };
+        int own = syscall(SYS_landlock_create_ruleset, &fs, sizeof fs, 0);
+        char c;
+        struct iovec iov = { &c, 1 };
+        char cbuf[CMSG_SPACE(sizeof(int))];
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        if (recvmsg(sv[1], &m, 0) < 0 || own < 0) _exit(2);
+        int rs;
+        memcpy(&rs, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof rs);
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        printf("restrict=%s\n", syscall(SYS_landlock_restrict_self, rs, 0) ? strerrorname_np(errno) : "OK");
+        printf("allowed=%s\n", dial(allowed));
+        printf("other=%s\n", dial(other));
+        fflush(stdout);
+        _exit(0);
+    }
+    struct ruleset_attr net = { .handled_access_net = ACCESS_NET_CONNECT_TCP };
+    int rs = syscall(SYS_landlock_create_ruleset, &net, sizeof net, 0);
+    char c = 'r';
+    struct iovec iov = { &c, 1 };
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &rs, sizeof rs);
+    sendmsg(sv[0], &m, 0);
+    waitpid(p, NULL, 0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: h_landlock net|fs|net-child ALLOWED OTHER\n"); return 2; }
+    if (argc != 4) { fprintf(stderr, "usage: h_landlock net|fs|net-child|passed ALLOWED OTHER\n"); return 2; }
     int allowed = atoi(argv[2]), other = atoi(argv[3]);
+    if (!strcmp(argv[1], "passed")) return passed(allowed, other);
     int net = strncmp(argv[1], "net", 3) == 0;
     struct ruleset_attr attr = { 0 };
     if (net) attr.handled_access_net = ACCESS_NET_CONNECT_TCP;

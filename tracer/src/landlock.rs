@@ -2,63 +2,79 @@
 //!
 //! A call the tracer carries out runs in the tracer's (unrestricted)
 //! Landlock domain, not the program's, and the program's domain cannot be
-//! queried. So a process that created a ruleset handling network access and
-//! then restricted itself (or descends from one) gets EACCES, Landlock's own
-//! errno, for every TCP connect and bind the tracer would carry out: refused
-//! rather than widened (docs/RULES.md). Filesystem-only rulesets change
-//! nothing.
+//! queried. So a process that restricted itself with a ruleset that may
+//! handle network access (and every process it starts from then on) gets
+//! EACCES, Landlock's own errno, for every TCP connect and bind the tracer
+//! would carry out: refused rather than widened (docs/RULES.md).
+//!
+//! Which ruleset a landlock_restrict_self uses is told by the file itself:
+//! the tracer keeps its own copy of every ruleset a traced process creates
+//! (at landlock_create_ruleset's exit, with the network access it handles,
+//! read at entry) and compares the file the call names with them (kcmp).
+//! A ruleset it did not see created (received over SCM_RIGHTS from an
+//! untraced process, or past the bound below) counts as handling the network.
 
-use crate::remote;
 use std::collections::HashSet;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Rulesets the tracer keeps a copy of, at most.
+const MAX_RULESETS: usize = 256;
+/// landlock_create_ruleset's flag asking only for the ABI version.
+const CREATE_RULESET_VERSION: u64 = 1;
+const KCMP_FILE: libc::c_int = 0;
 
 #[derive(Default)]
 pub(crate) struct Landlock {
-    /// Processes that created a ruleset handling network access.
-    net_rulesets: HashSet<i32>,
-    /// Processes restricted by such a ruleset.
+    /// Our copies of the rulesets traced processes created, and whether
+    /// each handles network access.
+    rulesets: Vec<(OwnedFd, bool)>,
+    /// Processes restricted by a ruleset that may handle the network.
     restricted: HashSet<i32>,
 }
 
-/// landlock_create_ruleset's flag asking only for the ABI version.
-const CREATE_RULESET_VERSION: u64 = 1;
-
 impl Landlock {
-    /// landlock_create_ruleset(attr, size, flags) at its entry. The
-    /// attribute is read as the kernel will (handled_access_net follows
-    /// handled_access_fs); a ruleset that handles network access marks the
-    /// process.
-    pub(crate) fn create_ruleset(&mut self, tgid: i32, tid: i32, args: &[u64; 6]) {
+    /// landlock_create_ruleset(attr, size, flags) at its entry: whether the
+    /// new ruleset handles network access (handled_access_net follows
+    /// handled_access_fs; unreadable counts as yes). None: not a creation.
+    pub(crate) fn creating(tid: i32, args: &[u64; 6]) -> Option<bool> {
         let (attr, size, flags) = (args[0], args[1], args[2]);
-        if flags & CREATE_RULESET_VERSION != 0 || attr == 0 || size < 16 {
-            return;
+        if flags & CREATE_RULESET_VERSION != 0 {
+            return None;
         }
-        // Unreadable: the kernel will fail the call too; mark anyway, to err
-        // on the side of the program's own restriction.
-        let net = remote::read_u64(tid, attr + 8).unwrap_or(u64::MAX);
-        if net != 0 {
-            self.net_rulesets.insert(tgid);
+        if attr == 0 || size < 16 {
+            return Some(false);
+        }
+        Some(!matches!(crate::remote::read_u64(tid, attr + 8), Ok(0)))
+    }
+
+    /// The ruleset created (our copy of its descriptor).
+    pub(crate) fn created(&mut self, ruleset: OwnedFd, net: bool) {
+        if self.rulesets.len() < MAX_RULESETS {
+            self.rulesets.push((ruleset, net));
         }
     }
 
-    /// landlock_restrict_self at its entry.
-    pub(crate) fn restrict_self(&mut self, tgid: i32) {
-        if self.net_rulesets.contains(&tgid) {
+    /// landlock_restrict_self(fd, ...) by thread `tid` of `tgid`, at entry.
+    pub(crate) fn restrict_self(&mut self, tgid: i32, tid: i32, fd: i32) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let known = self.rulesets.iter().find(|(ours, _)| {
+            // SAFETY: plain syscall on integers.
+            unsafe { libc::syscall(libc::SYS_kcmp, me, tid, KCMP_FILE, ours.as_raw_fd(), fd) == 0 }
+        });
+        if known.is_none_or(|(_, net)| *net) {
             self.restricted.insert(tgid);
         }
     }
 
-    /// A new process inherits its parent's domain (and rulesets).
+    /// A new process inherits its parent's domain.
     pub(crate) fn fork(&mut self, parent: i32, child: i32) {
-        if self.net_rulesets.contains(&parent) {
-            self.net_rulesets.insert(child);
-        }
         if self.restricted.contains(&parent) {
             self.restricted.insert(child);
         }
     }
 
     pub(crate) fn exited(&mut self, tgid: i32) {
-        self.net_rulesets.remove(&tgid);
         self.restricted.remove(&tgid);
     }
 

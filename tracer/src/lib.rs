@@ -24,6 +24,7 @@ mod remote;
 mod signals;
 pub mod sockaddr;
 mod spawn;
+mod stream;
 mod tracer;
 mod watchdog;
 

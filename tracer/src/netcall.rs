@@ -17,6 +17,7 @@ use crate::remote;
 use crate::sockaddr::{
     kernel_view, unspecified_destination, AddrUse, RawAddr, SockAddr, MAX_ADDR_LEN,
 };
+use crate::stream;
 use crate::tracer::{pid, resume, resume_to_exit, skip, Pending, Tracer};
 use nix::errno::Errno;
 use nix::sys::ptrace;
@@ -55,7 +56,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                             d.call.local = emulate::local_addr(&f);
                         }
                         if d.call.op == Op::Listen && is_ip(&info) {
-                            self.autobind(&mut d, &f);
+                            self.autobind(&mut d, &f, &info);
                         }
                         if d.call.op == Op::GetPeerName {
                             d.call.peer = emulate::peer_addr(&f);
@@ -132,6 +133,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     pub(crate) fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
+        raise_sigpipe(call, tid, ret);
         skip(tid, ret);
         self.handler.finished(call, verdict, Outcome::from_raw(ret));
     }
@@ -346,7 +348,7 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// sendto/sendmsg of one datagram to `addr`, emulated.
     fn send_one(
-        &self,
+        &mut self,
         tid: i32,
         d: &Decoded,
         sock: &OwnedFd,
@@ -355,18 +357,46 @@ impl<H: NetHandler> Tracer<'_, H> {
     ) -> i64 {
         match self.read_send(tid, d) {
             Ok(m) if m.truncated => neg(Errno::EMSGSIZE),
-            Ok(m) => match privs::check_control(tid, &m.control) {
-                Ok(()) => emulate::send_datagram(
-                    sock,
-                    info,
-                    Some(addr),
-                    &m.data,
-                    &m.control,
-                    d.call.flags,
-                ),
-                Err(e) => neg(e),
+            Ok(m) => match self.pktinfo_refused(d, &m, addr) {
+                Some(e) => neg(e),
+                None => self.send_checked(tid, d, sock, info, addr, &m),
             },
             Err(e) => neg(e),
+        }
+    }
+
+    /// send_one once the destination is settled: the program's rights, then the send.
+    fn send_checked(
+        &self,
+        tid: i32,
+        d: &Decoded,
+        sock: &OwnedFd,
+        info: &SocketInfo,
+        addr: &RawAddr,
+        m: &msg::Message,
+    ) -> i64 {
+        match privs::check_control(tid, &m.control) {
+            Ok(()) => {
+                emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags)
+            }
+            Err(e) => neg(e),
+        }
+    }
+
+    /// A datagram to 0.0.0.0 or ::ffff:0.0.0.0 goes to its source address,
+    /// which a PKTINFO control message may set: judge that destination too.
+    fn pktinfo_refused(&mut self, d: &Decoded, m: &msg::Message, addr: &RawAddr) -> Option<Errno> {
+        let src = msg::pktinfo_source(&m.control)?;
+        let face = SockAddr::decode(addr.as_bytes())?;
+        let to = unspecified_destination(&face, Some(src))?;
+        if d.call.addr.as_ref() == Some(&to) {
+            return None;
+        }
+        let mut again = d.call.clone();
+        again.addr = Some(to);
+        match self.handler.decide(&again) {
+            Verdict::Fail(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -404,7 +434,12 @@ impl<H: NetHandler> Tracer<'_, H> {
         // kernel as writev (sendmsg without address or control) from
         // registers: it blocks until all is sent, as untraced. MSG_NOSIGNAL
         // is kept by dropping the SIGPIPE writev raises.
-        let writev_ok = flags & !libc::MSG_NOSIGNAL == 0 && m.control.is_empty();
+        let nosignal = flags & libc::MSG_NOSIGNAL != 0;
+        // With SIGPIPE blocked in the thread, writev's SIGPIPE would stay
+        // pending (and be seen): then the tracer sends instead.
+        let writev_ok = flags & !libc::MSG_NOSIGNAL == 0
+            && m.control.is_empty()
+            && !(nosignal && sigpipe_blocked(tid));
         if waits && stream && m.iovs.len() > 1 && writev_ok && count > 0 {
             let a = [fd, iov, count, 0, 0, 0];
             return self.rerun_writev(tid, &d, verdict, a, flags & libc::MSG_NOSIGNAL != 0);
@@ -425,11 +460,15 @@ impl<H: NetHandler> Tracer<'_, H> {
             let a = [fd, base + sent, len - sent, flags64, 0, 0];
             return self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a, sent);
         }
-        // Several buffers with flags or control data: the tracer waits for
-        // room itself (docs/RULES.md, known limits).
+        // Several buffers with flags or control data: the tracer sends the
+        // rest itself, waiting for room (stream.rs; docs/RULES.md, limits).
         let control = if sent == 0 { &m.control[..] } else { &[] };
-        let rest = &m.data[(sent as usize).min(m.data.len())..];
-        let more = emulate::send_datagram(sock, info, None, rest, control, flags);
+        let more = if stream {
+            stream::send_all(tid, sock, &rest_of(&m.iovs, sent), control, flags, waits)
+        } else {
+            let rest = &m.data[(sent as usize).min(m.data.len())..];
+            emulate::send_datagram(sock, info, None, rest, control, flags)
+        };
         let r = match (more, sent) {
             (m, 0) => m,
             (m, s) if m < 0 => s as i64,
@@ -596,6 +635,15 @@ impl<H: NetHandler> Tracer<'_, H> {
             {
                 call.addr = Some(to);
             }
+            // A PKTINFO source sets where 0.0.0.0 goes.
+            let face = m.raw.and_then(|r| SockAddr::decode(r.as_bytes()));
+            let pktinfo = msg::pktinfo_source(&m.control);
+            if let Some(to) = face
+                .zip(pktinfo)
+                .and_then(|(f, s)| unspecified_destination(&f, Some(s)))
+            {
+                call.addr = Some(to);
+            }
             // TCP ignores the addresses: nothing to decide, the data is sent.
             let verdict = if stream {
                 Verdict::Allow
@@ -612,10 +660,13 @@ impl<H: NetHandler> Tracer<'_, H> {
                 _ if stream => None,
                 _ => m.raw,
             };
-            let r = if m.truncated {
-                neg(Errno::EMSGSIZE)
-            } else if let Err(e) = privs::check_control(tid, &m.control) {
+            let r = if let Err(e) = privs::check_control(tid, &m.control) {
                 neg(e)
+            } else if stream {
+                let blocking = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+                stream::send_all(tid, &sock, &m.iovs, &m.control, flags, blocking)
+            } else if m.truncated {
+                neg(Errno::EMSGSIZE)
             } else {
                 emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags)
             };
@@ -631,6 +682,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             (0, Some(e)) => neg(e),
             (n, _) => n,
         };
+        raise_sigpipe(&call, tid, ret);
         skip(tid, ret);
     }
 }
@@ -653,6 +705,40 @@ fn destination_of_unspecified(addr: &SockAddr, sock: &OwnedFd) -> Option<SockAdd
         .and_then(|b| b.ip())
         .map(|b| b.ip());
     unspecified_destination(addr, bound)
+}
+
+/// The buffers after the first `sent` bytes.
+fn rest_of(iovs: &[(u64, u64)], sent: u64) -> Vec<(u64, u64)> {
+    let mut skip = sent;
+    let mut out = Vec::with_capacity(iovs.len());
+    for &(base, len) in iovs {
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        out.push((base + skip, len - skip));
+        skip = 0;
+    }
+    out
+}
+
+/// A send the tracer carried out failed with EPIPE: the kernel would have
+/// sent the calling thread SIGPIPE unless it asked MSG_NOSIGNAL.
+fn raise_sigpipe(call: &Call, tid: i32, ret: i64) {
+    let send = matches!(call.op, Op::SendTo | Op::SendMsg | Op::SendMmsg);
+    if send && ret == neg(Errno::EPIPE) && call.flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: plain syscall; the thread is our stopped tracee.
+        unsafe { libc::syscall(libc::SYS_tgkill, call.pid, tid, libc::SIGPIPE) };
+    }
+}
+
+/// Whether SIGPIPE is blocked in thread `tid` (PTRACE_GETSIGMASK).
+fn sigpipe_blocked(tid: i32) -> bool {
+    const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+    let mut mask: u64 = 0;
+    // SAFETY: the kernel writes 8 bytes into mask.
+    let r = unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid, 8usize, &mut mask as *mut u64) };
+    r != 0 || mask & (1 << (libc::SIGPIPE - 1)) != 0
 }
 
 /// The direct i386 call for a socketcall sub-call.

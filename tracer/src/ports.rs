@@ -4,13 +4,18 @@
 //! the port actually chosen.
 //!
 //! - bind(port 0), allowed as asked: the tracer binds, reads the port, and
-//!   asks the handler again with it; refused, the socket is unbound again
-//!   (connect(AF_UNSPEC): UDP lets the port go; a TCP socket keeps it, so it
-//!   is marked and every later listen() on it is refused too).
-//! - listen() on an unbound IP socket: the tracer binds it to the wildcard
-//!   address, port 0, first, so the handler decides on the chosen port
-//!   (`Call::addr` of the listen), then carries out the listen on its own
-//!   copy of the socket (the kernel would read the descriptor again).
+//!   asks the handler again with it; refused, the socket is unbound again.
+//!   UDP: connect(AF_UNSPEC) lets the port go. TCP keeps a port through
+//!   that, but not through a refused connect: the tracer connects its copy
+//!   to a loopback port of its own that does not listen (the kernel answers
+//!   the SYN with a RST at once and releases a port the program did not
+//!   ask for by number), then clears the error with connect(AF_UNSPEC).
+//! - listen() on a TCP socket: the tracer first tries to bind it to the
+//!   wildcard address, port 0. If that works the socket was unbound (its
+//!   getsockname may still show a released port), and the handler decides
+//!   on the chosen port (`Call::addr` of the listen). The listen itself is
+//!   carried out on the tracer's copy of the socket (the kernel would read
+//!   the descriptor again).
 
 use crate::call::{Call, NetHandler, SocketInfo, Verdict};
 use crate::decode::Decoded;
@@ -20,9 +25,6 @@ use crate::tracer::Tracer;
 use nix::errno::Errno;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
-
-/// TCP sockets left bound to a refused port (by inode), at most this many.
-const MAX_REFUSED: usize = 4096;
 
 impl<H: NetHandler> Tracer<'_, H> {
     /// After an allowed bind: the port the kernel chose, when the program
@@ -52,15 +54,9 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
-    /// listen() on an unbound IP socket: bind it first (see the module).
-    pub(crate) fn autobind(&mut self, d: &mut Decoded, sock: &OwnedFd) {
-        let unbound = d
-            .call
-            .local
-            .as_ref()
-            .and_then(SockAddr::ip)
-            .is_some_and(|l| l.port() == 0);
-        if !unbound {
+    /// listen() on a TCP socket: bind it first if it is unbound (see the module).
+    pub(crate) fn autobind(&mut self, d: &mut Decoded, sock: &OwnedFd, info: &SocketInfo) {
+        if info.sotype != libc::SOCK_STREAM {
             return;
         }
         let any = match d.call.local.as_ref().and_then(SockAddr::ip) {
@@ -96,10 +92,6 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
     ) {
         let refused = |e: Errno| -(e as i64);
-        if self.refused_ports.contains(&info.inode) {
-            let v = Verdict::Fail(Errno::EACCES);
-            return self.done(tid, &d.call, &v, refused(Errno::EACCES));
-        }
         if let Verdict::Fail(e) = verdict {
             if d.autobound {
                 self.unbind(sock, info);
@@ -114,11 +106,88 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Undo a bind to a refused port (see the module).
     fn unbind(&mut self, sock: &OwnedFd, info: &SocketInfo) {
+        if info.sotype == libc::SOCK_STREAM {
+            self.release_tcp_port(sock, info);
+        }
         let unspec = [0u8; 16];
         // SAFETY: a 16-byte AF_UNSPEC address (family 0).
         unsafe { libc::connect(sock.as_raw_fd(), unspec.as_ptr().cast(), 16) };
-        if info.sotype == libc::SOCK_STREAM && self.refused_ports.len() < MAX_REFUSED {
-            self.refused_ports.insert(info.inode);
+    }
+
+    /// A refused connect to our own non-listening loopback port moves the
+    /// socket through SYN_SENT back to CLOSE, which releases its port.
+    fn release_tcp_port(&mut self, sock: &OwnedFd, info: &SocketInfo) {
+        let Some(to) = self.refuser(info.domain) else {
+            return;
+        };
+        let Some(raw) = RawAddr::of(&to) else {
+            return;
+        };
+        // The tracee is stopped; our copy's O_NONBLOCK is set for this call only.
+        let fd = sock.as_raw_fd();
+        // SAFETY: fcntl/connect/poll on our own descriptor and local buffers.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            let b = raw.as_bytes();
+            libc::connect(fd, b.as_ptr().cast(), b.len() as libc::socklen_t);
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            libc::poll(&mut p, 1, 100);
+            let now = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                if now < 0 {
+                    fl
+                } else {
+                    now & !libc::O_NONBLOCK | (fl & libc::O_NONBLOCK)
+                },
+            );
         }
+    }
+
+    /// A loopback address of ours that refuses connections (bound, never
+    /// listening), per family, made on first use.
+    fn refuser(&mut self, domain: i32) -> Option<SockAddr> {
+        let v6 = domain == libc::AF_INET6;
+        if let Some((_, a)) = self.refusers.iter().find(|(d, _)| *d == domain) {
+            return Some(a.clone());
+        }
+        let any = if v6 {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 0))
+        } else {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+        };
+        let s = nonlistening(any)?;
+        let addr = emulate::local_addr(&s)?.ip()?;
+        let a = SockAddr::from(addr);
+        self.refusers.push((domain, a.clone()));
+        self.refuser_socks.push(s);
+        Some(a)
+    }
+}
+
+/// A TCP socket bound to `addr` that never listens.
+fn nonlistening(addr: SocketAddr) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let domain = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let raw = RawAddr::of(&SockAddr::from(addr))?;
+    // SAFETY: a fresh socket we own; bind with a valid sockaddr.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let s = OwnedFd::from_raw_fd(fd);
+        let b = raw.as_bytes();
+        (libc::bind(fd, b.as_ptr().cast(), b.len() as libc::socklen_t) == 0).then_some(s)
     }
 }

@@ -40,7 +40,12 @@ fn harmless(level: i32, kind: i32, data: &[u8]) -> bool {
         (libc::SOL_IP, libc::IP_TTL | libc::IP_TOS | libc::IP_PKTINFO) => true,
         (
             libc::SOL_IPV6,
-            libc::IPV6_PKTINFO | libc::IPV6_HOPLIMIT | libc::IPV6_TCLASS | libc::IPV6_DONTFRAG,
+            libc::IPV6_PKTINFO
+            | libc::IPV6_HOPLIMIT
+            | libc::IPV6_TCLASS
+            | libc::IPV6_DONTFRAG
+            | libc::IPV6_RTHDR
+            | libc::IPV6_FLOWINFO,
         ) => true,
         (SOL_UDP, UDP_SEGMENT) => true,
         (libc::SOL_SOCKET, libc::SO_TIMESTAMPING | SCM_TXTIME) => true,
@@ -54,31 +59,9 @@ fn harmless(level: i32, kind: i32, data: &[u8]) -> bool {
 
 /// Ok when thread `tid` may send `control` (native layout) itself.
 pub fn check_control(tid: i32, control: &[u8]) -> Result<(), Errno> {
-    const HDR: usize = 16;
-    let mut at = 0;
-    let mut needs_privilege = false;
-    while at + HDR <= control.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&control[at..at + 8]);
-        let len = u64::from_ne_bytes(w) as usize;
-        if len < HDR || len > control.len() - at {
-            break; // the kernel judges malformed buffers (EINVAL)
-        }
-        let level = i32::from_ne_bytes([
-            control[at + 8],
-            control[at + 9],
-            control[at + 10],
-            control[at + 11],
-        ]);
-        let kind = i32::from_ne_bytes([
-            control[at + 12],
-            control[at + 13],
-            control[at + 14],
-            control[at + 15],
-        ]);
-        needs_privilege |= !harmless(level, kind, &control[at + HDR..at + len]);
-        at += (len + 7) & !7;
-    }
+    let needs_privilege = crate::msg::cmsgs(control)
+        .into_iter()
+        .any(|(level, kind, data)| !harmless(level, kind, data));
     if needs_privilege && !has_net_cap(tid, CAP_NET_ADMIN) && !has_net_cap(tid, CAP_NET_RAW) {
         return Err(Errno::EPERM);
     }

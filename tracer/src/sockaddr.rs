@@ -247,40 +247,40 @@ pub fn kernel_view(
     }
 }
 
-/// Where the kernel sends a connect or send to an unspecified address
-/// (0.0.0.0, ::, ::ffff:0.0.0.0): to the socket's own bound address
-/// (`bound`, when it has a specific one), else to loopback. None when
+/// Where the kernel sends a connect or send to an unspecified address: for
+/// 0.0.0.0 and ::ffff:0.0.0.0 (the IPv4 path), to the source address
+/// (`source`: the socket's bound address, or a PKTINFO control message's,
+/// when specific), else 127.0.0.1; for `::`, always to loopback: ::1, or
+/// ::ffff:127.0.0.1 on a socket bound to a v4-mapped address. None when
 /// `addr` is not unspecified.
-pub fn unspecified_destination(addr: &SockAddr, bound: Option<IpAddr>) -> Option<SockAddr> {
-    let to = |ip: IpAddr, port: u16| match (ip, addr) {
-        (IpAddr::V4(v4), SockAddr::Inet6(a)) => SockAddr::Inet6(SocketAddrV6::new(
-            v4.to_ipv6_mapped(),
-            port,
-            a.flowinfo(),
-            a.scope_id(),
-        )),
-        (ip, _) => SockAddr::from(SocketAddr::new(ip, port)),
+pub fn unspecified_destination(addr: &SockAddr, source: Option<IpAddr>) -> Option<SockAddr> {
+    let source = source.filter(|b| !b.is_unspecified());
+    let v4_source = || match source {
+        Some(IpAddr::V4(v4)) => v4,
+        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
+        None => Ipv4Addr::LOCALHOST,
     };
-    let bound = bound.filter(|b| !b.is_unspecified());
     match addr {
-        SockAddr::Inet(a) if a.ip().is_unspecified() => Some(to(
-            bound.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            a.port(),
-        )),
+        SockAddr::Inet(a) if a.ip().is_unspecified() => {
+            Some(SockAddr::Inet(SocketAddrV4::new(v4_source(), a.port())))
+        }
         SockAddr::Inet6(a) if a.ip().to_ipv4_mapped() == Some(Ipv4Addr::UNSPECIFIED) => {
-            let b = match bound {
-                Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4),
-                b => b,
-            };
-            Some(to(b.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), a.port()))
+            Some(SockAddr::Inet6(SocketAddrV6::new(
+                v4_source().to_ipv6_mapped(),
+                a.port(),
+                a.flowinfo(),
+                a.scope_id(),
+            )))
         }
         SockAddr::Inet6(a) if a.ip().is_unspecified() => {
-            let ip = bound.unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST));
+            let mapped = matches!(source, Some(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some());
+            let ip = if mapped {
+                Ipv4Addr::LOCALHOST.to_ipv6_mapped()
+            } else {
+                Ipv6Addr::LOCALHOST
+            };
             Some(SockAddr::Inet6(SocketAddrV6::new(
-                match ip {
-                    IpAddr::V6(v6) => v6,
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                },
+                ip,
                 a.port(),
                 a.flowinfo(),
                 a.scope_id(),
@@ -381,6 +381,21 @@ mod tests {
             Some(a("10.1.2.3:80"))
         );
         assert_eq!(unspecified_destination(&a("10.0.0.1:80"), None), None);
+        // IPv6 never uses the source: always loopback.
+        let v6 = Some("fd00::1".parse().unwrap());
+        assert_eq!(
+            unspecified_destination(&a("[::]:80"), v6),
+            Some(a("[::1]:80"))
+        );
+        let mapped = Some("::ffff:10.9.9.9".parse().unwrap());
+        assert_eq!(
+            unspecified_destination(&a("[::]:80"), mapped),
+            Some(a("[::ffff:127.0.0.1]:80"))
+        );
+        assert_eq!(
+            unspecified_destination(&a("[::ffff:0.0.0.0]:80"), mapped),
+            Some(a("[::ffff:10.9.9.9]:80"))
+        );
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub(crate) struct Task {
     /// Seen its first stop (auto-attached children start in a stop).
     started: bool,
     pub(crate) pending: Option<Pending>,
+    /// At landlock_create_ruleset's exit stop: whether it handles the network.
+    ruleset_net: Option<bool>,
     /// A send the tracer ran as writev for a program that asked
     /// MSG_NOSIGNAL failed with EPIPE: the SIGPIPE writev raised is dropped.
     drop_sigpipe: bool,
@@ -162,7 +164,8 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         tasks: HashMap::new(),
         pidfds: Pidfds::new(),
         landlock: Landlock::default(),
-        refused_ports: std::collections::HashSet::new(),
+        refusers: Vec::new(),
+        refuser_socks: Vec::new(),
         main: child.pid.as_raw(),
         main_exec: false,
         main_status: None,
@@ -173,6 +176,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
             tgid: Some(t.main),
             started: true,
             pending: None,
+            ruleset_net: None,
             drop_sigpipe: false,
         },
     );
@@ -200,8 +204,10 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) pidfds: Pidfds,
     /// Processes under a Landlock network restriction of their own.
     pub(crate) landlock: Landlock,
-    /// TCP sockets (inodes) left bound to a port a rule refused (ports.rs).
-    pub(crate) refused_ports: std::collections::HashSet<u64>,
+    /// Loopback TCP addresses of ours that refuse connections, per family,
+    /// and their sockets (ports.rs).
+    pub(crate) refusers: Vec<(i32, crate::sockaddr::SockAddr)>,
+    pub(crate) refuser_socks: Vec<std::os::fd::OwnedFd>,
     main: i32,
     main_exec: bool,
     main_status: Option<ExitStatus>,
@@ -409,6 +415,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return resume(tid, None);
             }
         };
+        // A dropped-SIGPIPE mark lives only until the thread's next call.
+        if let Some(t) = self.tasks.get_mut(&tid) {
+            t.drop_sigpipe = false;
+        }
         let raw = RawCall {
             arch: info.arch,
             nr: info.nr,
@@ -429,11 +439,16 @@ impl<H: NetHandler> Tracer<'_, H> {
         if let Some(restrict) = landlock_call(&raw) {
             let tgid = self.tgid(tid);
             if restrict {
-                self.landlock.restrict_self(tgid);
-            } else {
-                self.landlock.create_ruleset(tgid, tid, &raw.args);
+                self.landlock.restrict_self(tgid, tid, raw.args[0] as i32);
+                return resume(tid, None);
             }
-            return resume(tid, None);
+            // A creation: its descriptor is known at the exit stop.
+            let net = Landlock::creating(tid, &raw.args);
+            self.tasks.entry(tid).or_default().ruleset_net = net;
+            return match net {
+                Some(_) => resume_to_exit(tid),
+                None => resume(tid, None),
+            };
         }
         let tgid = self.tgid(tid);
         let decoded = match decode::decode(tgid, tid, &raw) {
@@ -455,6 +470,9 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     fn on_syscall_exit(&mut self, tid: i32) {
+        if let Some(net) = self.tasks.get_mut(&tid).and_then(|t| t.ruleset_net.take()) {
+            return self.ruleset_created(tid, net);
+        }
         let pending = self.tasks.get_mut(&tid).and_then(|t| t.pending.take());
         let Some(mut p) = pending else {
             return resume(tid, None);
@@ -500,6 +518,20 @@ impl<H: NetHandler> Tracer<'_, H> {
         // Resume first: the handler's bookkeeping overlaps the program.
         resume(tid, None);
         self.handler.finished(&p.call, &p.verdict, outcome);
+    }
+
+    /// landlock_create_ruleset returned: keep our copy of the new ruleset.
+    fn ruleset_created(&mut self, tid: i32, net: bool) {
+        if let Ok(regs) = ptrace::getregs(pid(tid)) {
+            let fd = arch::return_value(&regs);
+            if fd >= 0 {
+                let tgid = self.tgid(tid);
+                if let Ok(copy) = self.pidfds.getfd(tgid, tid, fd as i32) {
+                    self.landlock.created(copy, net);
+                }
+            }
+        }
+        resume(tid, None)
     }
 
     /// A signal-delivery stop: the signal goes on, but for the SIGPIPE of a

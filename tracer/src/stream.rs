@@ -1,0 +1,68 @@
+//! Sends on stream sockets that the kernel cannot be left to finish from
+//! registers alone (several buffers with flags or control data, sendmmsg):
+//! the tracer sends the whole message itself, reading the program's buffers
+//! in pieces of at most MAX_DATA, so a blocking send returns the full count
+//! as untraced. Only data is read again, never an address. A full send
+//! buffer is waited out with poll in 100 ms slices, for at most a minute in
+//! all (docs/RULES.md, known limits: other traced threads wait meanwhile).
+
+use crate::msg::{self, MAX_DATA};
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Slices of 100 ms the tracer waits, in all, for room in a send buffer.
+const WAIT_SLICES: u32 = 600;
+
+/// Send all of `iovs` (the program's buffers) on the stream socket `sock`
+/// with `flags`, `control` going with the first byte. `blocking`: wait for
+/// room as the program's blocking call would. The count sent, or -errno
+/// when nothing was.
+pub fn send_all(
+    tid: i32,
+    sock: &OwnedFd,
+    iovs: &[(u64, u64)],
+    control: &[u8],
+    flags: i32,
+    blocking: bool,
+) -> i64 {
+    let mut sent: u64 = 0;
+    let mut waited = 0;
+    let mut chunk = Vec::with_capacity(MAX_DATA.min(1 << 16));
+    for &(base, len) in iovs {
+        let mut off = 0u64;
+        while off < len {
+            let take = (len - off).min(MAX_DATA as u64);
+            if msg::read_into(tid, base + off, take, &mut chunk).is_err() {
+                return if sent > 0 {
+                    sent as i64
+                } else {
+                    -(Errno::EFAULT as i64)
+                };
+            }
+            let mut done = 0usize;
+            while done < chunk.len() {
+                let ctl = if sent == 0 && done == 0 { control } else { &[] };
+                let r = crate::emulate::send_now(sock, &chunk[done..], ctl, flags);
+                if r >= 0 {
+                    done += r as usize;
+                    sent += r as u64;
+                    continue;
+                }
+                if r == -(Errno::EAGAIN as i64) && blocking && waited < WAIT_SLICES {
+                    waited += 1;
+                    let mut p = libc::pollfd {
+                        fd: sock.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, 100) };
+                    continue;
+                }
+                return if sent > 0 { sent as i64 } else { r };
+            }
+            off += take;
+        }
+    }
+    sent as i64
+}
