@@ -45,6 +45,9 @@ pub struct Counters {
     pub rewritten: u64,
     /// Decision latency histogram: bucket i counts decisions of < 2^i ns.
     pub latency: [u64; 24],
+    /// The sum of those latencies, ns (the histogram's `_sum` in `metrics`).
+    #[serde(default)]
+    pub latency_sum_ns: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

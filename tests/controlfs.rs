@@ -775,3 +775,74 @@ fn one_open_file_is_one_transaction_whoever_writes_through_it() {
         "{last}"
     );
 }
+
+/// `metrics` parsed by the Prometheus project's own Python parser
+/// (Debian's python3-prometheus-client): family name -> (type, samples as
+/// "name{labels} value" lines). Panics if the parser rejects the text.
+fn parse_metrics(text: &str) -> String {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{fam.type} {s.name}{{{labels}}} {s.value}")
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run /usr/bin/python3 (python3-prometheus-client)");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("feed the parser");
+    let out = child.wait_with_output().expect("parser output");
+    assert!(
+        out.status.success(),
+        "the parser rejected metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sample(parsed: &str, prefix: &str) -> f64 {
+    parsed
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|v| v.trim().parse::<f64>().unwrap_or(-1.0))
+        })
+        .unwrap_or_else(|| panic!("no {prefix} in {parsed}"))
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_counters_move() {
+    let d = Daemon::start();
+    let target = Banner::start("up\n");
+    // A rule, so that every connect is decided (and counted).
+    std::fs::write(d.file("policy"), "deny connect 192.0.2.1\n").unwrap();
+    let prog = c_prog("connect_check", &[]);
+    let port = target.port.to_string();
+    let connect = |n: usize| {
+        for _ in 0..n {
+            let out = run(&mut d.trace(&prog, &["127.0.0.1", &port]));
+            assert!(stdout(&out).contains("result=ok"), "{out:?}");
+        }
+    };
+    connect(2);
+    let first = parse_metrics(&d.read("metrics"));
+    assert!(first.contains("gauge appswitch_apps{}"), "{first}");
+    assert!(first.contains("histogram appswitch_decision_duration_seconds_bucket{le=+Inf}"));
+    let calls = "counter appswitch_calls_total{app=connect_check}";
+    let before = sample(&first, calls);
+    assert!(before >= 2.0, "{first}");
+    let hist = "histogram appswitch_decision_duration_seconds_count{}";
+    let count_before = sample(&first, hist);
+    connect(3);
+    let second = parse_metrics(&d.read("metrics"));
+    assert!(sample(&second, calls) >= before + 3.0, "{second}");
+    assert!(sample(&second, hist) >= count_before + 3.0, "{second}");
+    let allowed = "counter appswitch_decisions_total{app=connect_check,verdict=allowed}";
+    assert!(sample(&second, allowed) >= 5.0, "{second}");
+}

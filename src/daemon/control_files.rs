@@ -15,6 +15,7 @@ const ROOT_FILES: &[(&str, Kind, u16)] = &[
     ("services", Kind::File, 0o644),
     ("connections", Kind::File, 0o444),
     ("stats", Kind::File, 0o444),
+    ("metrics", Kind::File, 0o444),
     ("events", Kind::Stream, 0o444),
     ("errors", Kind::File, 0o444),
     ("ctl", Kind::File, 0o644),
@@ -93,6 +94,7 @@ impl Provider for Files {
             "services" => s.render_services(),
             "connections" => s.render_connections(None),
             "stats" => s.render_stats(),
+            "metrics" => s.render_metrics(),
             "errors" => s.render_errors(),
             "ctl" => s.render_ctl(),
             _ => {

@@ -6,6 +6,7 @@ pub mod control_files;
 pub mod health;
 pub mod health_watch;
 
+mod metrics;
 pub mod state;
 mod tracer_socket;
 mod write_txn;

@@ -69,6 +69,9 @@ pub struct State {
     state_dir: Option<PathBuf>,
     /// Counters of apps that are gone, so totals never go backwards.
     retired: Counters,
+    /// Counters of exited apps by program name (`metrics` keeps counting
+    /// them), at most super::metrics::MAX_APP_LABELS names.
+    retired_by_comm: BTreeMap<String, Counters>,
     /// Whether /appswitch/events had readers at the last check.
     events_wanted: bool,
     /// Traced services (trace --ip), per app.
@@ -101,8 +104,9 @@ pub struct State {
     cluster_status: Option<super::cluster::Status>,
 }
 
-fn add_counters(a: &mut Counters, b: &Counters) {
+pub(super) fn add_counters(a: &mut Counters, b: &Counters) {
     a.calls += b.calls;
+    a.latency_sum_ns += b.latency_sum_ns;
     a.denied += b.denied;
     a.rewritten += b.rewritten;
     for (x, y) in a.latency.iter_mut().zip(b.latency.iter()) {
@@ -154,6 +158,7 @@ impl State {
             started: Instant::now(),
             state_dir,
             retired: Counters::default(),
+            retired_by_comm: BTreeMap::new(),
             events_wanted: false,
             registry: Registry::default(),
             routes: RouteTable::default(),
@@ -442,6 +447,8 @@ impl State {
     pub fn unregister(&mut self, app: u32) {
         if let Some(a) = self.apps.remove(&app) {
             add_counters(&mut self.retired, &a.counters);
+            let key = super::metrics::app_label(&self.retired_by_comm, &a.comm);
+            add_counters(self.retired_by_comm.entry(key).or_default(), &a.counters);
         }
         self.conns.retain(|_, c| c.app != app);
         if self.registry.remove_app(app) {
@@ -843,6 +850,24 @@ impl State {
             self.started.elapsed().as_secs(),
             self.policy.version,
         ) + &self.render_cluster()
+    }
+
+    /// What `metrics` shows: live apps, live connections, all counters, and
+    /// counters by program name (live and exited apps).
+    pub fn render_metrics(&self) -> String {
+        let mut total = self.retired;
+        let mut by_comm = self.retired_by_comm.clone();
+        for a in self.apps.values() {
+            add_counters(&mut total, &a.counters);
+            let key = super::metrics::app_label(&by_comm, &a.comm);
+            add_counters(by_comm.entry(key).or_default(), &a.counters);
+        }
+        super::metrics::render(&super::metrics::Snapshot {
+            apps: self.apps.len(),
+            connections: self.conns.len(),
+            total,
+            by_comm,
+        })
     }
 
     pub fn render_stats(&self) -> String {

@@ -193,6 +193,7 @@ impl Enforcer {
                 }
                 let bucket = (64 - latency_ns.leading_zeros()).min(23) as usize;
                 c.latency[bucket] += 1;
+                c.latency_sum_ns += latency_ns;
             }
         }
     }
