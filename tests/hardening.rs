@@ -228,6 +228,15 @@ fn class07_a_program_restricted_by_its_own_landlock_stays_restricted() {
     let (_dir, policy) = policy_file("deny connect 192.0.2.1\n");
     let prog = c_prog("h_landlock", &[]);
     let ports = [allowed.port.to_string(), other.port.to_string()];
+    // A sibling flipping the ruleset attribute while it is created: every
+    // ruleset the kernel made handling TCP connect restricts the process.
+    let args = ["race", &ports[0], &ports[1]];
+    let (out, _) = policed(&policy, &[], &prog, &args);
+    let out = stdout(&out);
+    assert!(
+        !out.is_empty() && out.lines().all(|l| l == "other=EACCES"),
+        "{out}"
+    );
     // A ruleset received over SCM_RIGHTS (allowing no port) is honoured,
     // though the process made a filesystem-only one of its own.
     let args = ["passed", &ports[0], &ports[1]];
@@ -393,13 +402,13 @@ fn class03_a_port_the_kernel_chooses_is_judged_as_chosen() {
     let plain = stdout(&untraced(&prog, &[&p]));
     assert_eq!(
         plain,
-        "tcp_bind0_listen=OK:chosen\nudp_bind0=OK:chosen\ntcp_listen_unbound=OK:chosen\n"
+        "tcp6_mapped_bind0=OK listen=OK:chosen\ntcp_bind0_listen=OK:chosen\nudp_bind0=OK:chosen\ntcp_listen_unbound=OK:chosen\n"
     );
     let (_dir, policy) = policy_file(&format!("deny bind any:{port}\n"));
     let (out, _) = policed(&policy, &[], &prog, &[&p]);
     assert_eq!(
         stdout(&out),
-        "tcp_bind0_listen=bind:EACCES\nudp_bind0=bind:EACCES\ntcp_listen_unbound=listen:EACCES\n"
+        "tcp6_mapped_bind0=EACCES listen=EACCES\ntcp_bind0_listen=bind:EACCES\nudp_bind0=bind:EACCES\ntcp_listen_unbound=listen:EACCES\n"
     );
     // A rule for other ports leaves the choice alone.
     let (_dir, policy) = policy_file("deny bind any:1-1023\n");

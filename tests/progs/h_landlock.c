@@ -4,6 +4,11 @@
  *   net        the ruleset handles TCP connect and allows ALLOWED_PORT only
  *   net-child  the same, and the connects are made by a forked child
  *   fs         the ruleset handles only file reads (network untouched)
+ *   race       a sibling thread flips the attribute's handled_access_net
+ *              between 0 and TCP connect while the ruleset is created; a
+ *              ruleset the kernel made handling TCP connect (it takes a
+ *              port rule) restricts the process, which connects to OTHER
+ *              (up to 40 tries, each in a child); prints other=... once
  *   passed     a child creates a filesystem-only ruleset of its own, then
  *              restricts itself with one its parent created afterwards
  *              (handling TCP connect, allowing no port) and passed to it
@@ -12,6 +17,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +42,38 @@ static const char *dial(int port) {
     const char *r = connect(fd, (struct sockaddr *)&sa, sizeof sa) ? strerrorname_np(errno) : "OK";
     close(fd);
     return r;
+}
+
+static volatile struct ruleset_attr flipping;
+static volatile int stop_flip;
+static void *flip(void *a) {
+    (void)a;
+    while (!stop_flip) { flipping.handled_access_net = ACCESS_NET_CONNECT_TCP; flipping.handled_access_net = 0; }
+    return NULL;
+}
+
+static int race(int other) {
+    pthread_t t;
+    pthread_create(&t, NULL, flip, NULL);
+    for (int i = 0; i < 40; i++) {
+        int rs = syscall(SYS_landlock_create_ruleset, (void *)&flipping, sizeof flipping, 0);
+        if (rs < 0) continue;
+        struct net_port_attr p = { .allowed_access = ACCESS_NET_CONNECT_TCP, .port = 1 };
+        if (syscall(SYS_landlock_add_rule, rs, RULE_NET_PORT, &p, 0) != 0) { close(rs); continue; }
+        pid_t c = fork();
+        if (c == 0) {
+            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            syscall(SYS_landlock_restrict_self, rs, 0);
+            printf("other=%s\n", dial(other));
+            fflush(stdout);
+            _exit(0);
+        }
+        waitpid(c, NULL, 0);
+        close(rs);
+    }
+    stop_flip = 1;
+    pthread_join(t, NULL);
+    return 0;
 }
 
 static int passed(int allowed, int other) {
@@ -79,6 +117,7 @@ int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: h_landlock net|fs|net-child|passed ALLOWED OTHER\n"); return 2; }
     int allowed = atoi(argv[2]), other = atoi(argv[3]);
     if (!strcmp(argv[1], "passed")) return passed(allowed, other);
+    if (!strcmp(argv[1], "race")) return race(other);
     int net = strncmp(argv[1], "net", 3) == 0;
     struct ruleset_attr attr = { 0 };
     if (net) attr.handled_access_net = ACCESS_NET_CONNECT_TCP;

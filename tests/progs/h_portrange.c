@@ -40,9 +40,29 @@ static void step(const char *name, int type, int do_bind) {
     close(fd);
 }
 
+/* IPv6 socket bound to a v4-mapped address: bind port 0, then listen on
+ * the same socket whatever the bind said. */
+static void mapped(void) {
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    unsigned int range = (unsigned int)port | ((unsigned int)port << 16);
+    setsockopt(fd, IPPROTO_IP, IP_LOCAL_PORT_RANGE, &range, sizeof range);
+    struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &sa.sin6_addr);
+    int b = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    printf("tcp6_mapped_bind0=%s", b ? strerrorname_np(errno) : "OK");
+    if (listen(fd, 4)) printf(" listen=%s\n", strerrorname_np(errno));
+    else {
+        socklen_t l = sizeof sa;
+        getsockname(fd, (struct sockaddr *)&sa, &l);
+        printf(" listen=OK:%s\n", ntohs(sa.sin6_port) == port ? "chosen" : "other");
+    }
+    close(fd);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: h_portrange PORT\n"); return 2; }
     port = atoi(argv[1]);
+    mapped();
     step("tcp_bind0_listen", SOCK_STREAM, 1);
     step("udp_bind0", SOCK_DGRAM, 1);
     step("tcp_listen_unbound", SOCK_STREAM, 0);

@@ -17,6 +17,24 @@
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+/// Whether `ruleset` handles LANDLOCK_ACCESS_NET_CONNECT_TCP.
+fn handles_tcp_connect(ruleset: &OwnedFd) -> bool {
+    const RULE_NET_PORT: libc::c_int = 2;
+    const ACCESS_NET_CONNECT_TCP: u64 = 1 << 1;
+    // struct landlock_net_port_attr { u64 allowed_access; u64 port; } (packed)
+    let attr: [u64; 2] = [ACCESS_NET_CONNECT_TCP, 0];
+    // SAFETY: plain syscall; attr is 16 readable bytes.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            RULE_NET_PORT,
+            attr.as_ptr(),
+            0,
+        ) == 0
+    }
+}
+
 /// Rulesets the tracer keeps a copy of, at most.
 const MAX_RULESETS: usize = 256;
 /// landlock_create_ruleset's flag asking only for the ABI version.
@@ -47,8 +65,13 @@ impl Landlock {
         Some(!matches!(crate::remote::read_u64(tid, attr + 8), Ok(0)))
     }
 
-    /// The ruleset created (our copy of its descriptor).
+    /// The ruleset created (our copy of its descriptor). `net` is what the
+    /// attribute said at entry; a sibling could have changed it before the
+    /// kernel read it, so the ruleset itself is asked too: a rule letting
+    /// TCP connect to port 0 (meaningless, so harmless) is accepted only by
+    /// a ruleset that handles TCP connect.
     pub(crate) fn created(&mut self, ruleset: OwnedFd, net: bool) {
+        let net = net || handles_tcp_connect(&ruleset);
         if self.rulesets.len() < MAX_RULESETS {
             self.rulesets.push((ruleset, net));
         }

@@ -92,6 +92,10 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
     ) {
         let refused = |e: Errno| -(e as i64);
+        if self.refused_ports.contains(&info.inode) {
+            let v = Verdict::Fail(Errno::EACCES);
+            return self.done(tid, &d.call, &v, refused(Errno::EACCES));
+        }
         if let Verdict::Fail(e) = verdict {
             if d.autobound {
                 self.unbind(sock, info);
@@ -117,36 +121,25 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// A refused connect to our own non-listening loopback port moves the
     /// socket through SYN_SENT back to CLOSE, which releases its port.
     fn release_tcp_port(&mut self, sock: &OwnedFd, info: &SocketInfo) {
-        let Some(to) = self.refuser(info.domain) else {
-            return;
-        };
-        let Some(raw) = RawAddr::of(&to) else {
-            return;
-        };
-        // The tracee is stopped; our copy's O_NONBLOCK is set for this call only.
-        let fd = sock.as_raw_fd();
-        // SAFETY: fcntl/connect/poll on our own descriptor and local buffers.
-        unsafe {
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-            let b = raw.as_bytes();
-            libc::connect(fd, b.as_ptr().cast(), b.len() as libc::socklen_t);
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            libc::poll(&mut p, 1, 100);
-            let now = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(
-                fd,
-                libc::F_SETFL,
-                if now < 0 {
-                    fl
-                } else {
-                    now & !libc::O_NONBLOCK | (fl & libc::O_NONBLOCK)
-                },
-            );
+        // A socket bound to a v4-mapped address can reach only IPv4: its
+        // refuser is the IPv4 one, as ::ffff:127.0.0.1.
+        let mapped = matches!(
+            emulate::local_addr(sock),
+            Some(SockAddr::Inet6(a)) if a.ip().to_ipv4_mapped().is_some()
+        );
+        let family = if mapped { libc::AF_INET } else { info.domain };
+        let to = self.refuser(family).map(|a| match a {
+            SockAddr::Inet(v4) if info.domain == libc::AF_INET6 => SockAddr::Inet6(
+                std::net::SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
+            ),
+            a => a,
+        });
+        let released = to
+            .as_ref()
+            .and_then(RawAddr::of)
+            .is_some_and(|raw| refused_connect(sock, &raw));
+        if !released && !self.refused_ports.insert(info.inode) {
+            log::warn!("a socket bound to a refused port could not be unbound: its listen() will be refused");
         }
     }
 
@@ -171,6 +164,47 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 }
 
+/// Connect `sock` (our copy; the tracee is stopped) to `to`, a port that
+/// refuses, and wait for the refusal: SYN_SENT back to CLOSE releases a port
+/// the program did not bind by number. True when refused as expected.
+fn refused_connect(sock: &OwnedFd, to: &RawAddr) -> bool {
+    let fd = sock.as_raw_fd();
+    // SAFETY: fcntl/connect/poll/getsockopt on our own descriptor and locals.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        let b = to.as_bytes();
+        let r = libc::connect(fd, b.as_ptr().cast(), b.len() as libc::socklen_t);
+        let mut refused = r < 0 && *libc::__errno_location() == libc::ECONNREFUSED;
+        if r < 0 && *libc::__errno_location() == libc::EINPROGRESS {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            libc::poll(&mut p, 1, 100);
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            );
+            refused = err == libc::ECONNREFUSED;
+        }
+        let now = libc::fcntl(fd, libc::F_GETFL);
+        let restored = if now < 0 {
+            fl
+        } else {
+            (now & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK)
+        };
+        libc::fcntl(fd, libc::F_SETFL, restored);
+        refused
+    }
+}
+
 /// A TCP socket bound to `addr` that never listens.
 fn nonlistening(addr: SocketAddr) -> Option<OwnedFd> {
     use std::os::fd::FromRawFd;
@@ -189,5 +223,25 @@ fn nonlistening(addr: SocketAddr) -> Option<OwnedFd> {
         let s = OwnedFd::from_raw_fd(fd);
         let b = raw.as_bytes();
         (libc::bind(fd, b.as_ptr().cast(), b.len() as libc::socklen_t) == 0).then_some(s)
+    }
+}
+
+/// A set of socket inodes with a size bound: insert says false when full.
+#[derive(Default)]
+pub(crate) struct BoundedSet(std::collections::HashSet<u64>);
+
+impl BoundedSet {
+    const MAX: usize = 65536;
+
+    pub(crate) fn insert(&mut self, inode: u64) -> bool {
+        if self.0.len() >= Self::MAX {
+            return false;
+        }
+        self.0.insert(inode);
+        true
+    }
+
+    pub(crate) fn contains(&self, inode: &u64) -> bool {
+        self.0.contains(inode)
     }
 }

@@ -16,6 +16,7 @@ use crate::error::TraceError;
 use crate::filter;
 use crate::landlock::Landlock;
 use crate::pidfds::Pidfds;
+use crate::ports::BoundedSet;
 use crate::proc_calls::{self, ProcCall};
 use crate::remote;
 use crate::signals;
@@ -165,6 +166,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         pidfds: Pidfds::new(),
         landlock: Landlock::default(),
         refusers: Vec::new(),
+        refused_ports: BoundedSet::default(),
         refuser_socks: Vec::new(),
         main: child.pid.as_raw(),
         main_exec: false,
@@ -207,6 +209,9 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     /// Loopback TCP addresses of ours that refuse connections, per family,
     /// and their sockets (ports.rs).
     pub(crate) refusers: Vec<(i32, crate::sockaddr::SockAddr)>,
+    /// TCP sockets (inodes) a refused port could not be taken back from
+    /// (ports.rs): their listen() is refused.
+    pub(crate) refused_ports: BoundedSet,
     pub(crate) refuser_socks: Vec<std::os::fd::OwnedFd>,
     main: i32,
     main_exec: bool,
