@@ -176,6 +176,32 @@ fn unit_passes_systemd_analyze_verify() {
         unit.contains("ExecStart=/usr/bin/appswitch daemon"),
         "{unit}"
     );
+    // Each of these gives the service a mount namespace of its own, and
+    // /appswitch would then be mounted only there (docs/PACKAGING.md).
+    for hidden in [
+        "ProtectSystem=",
+        "ProtectHome=",
+        "PrivateTmp=",
+        "PrivateDevices=",
+        "PrivateMounts=",
+        "ProtectKernelTunables=",
+        "ProtectKernelModules=",
+        "ProtectKernelLogs=",
+        "ProtectControlGroups=",
+        "ProtectHostname=",
+        "ProtectProc=",
+        "ReadWritePaths=",
+        "ReadOnlyPaths=",
+        "TemporaryFileSystem=",
+        "InaccessiblePaths=",
+        "MountFlags=",
+    ] {
+        let set = unit.lines().any(|l| l.trim_start().starts_with(hidden));
+        assert!(
+            !set,
+            "{hidden} would hide the control filesystem from the host"
+        );
+    }
     let bin = u.root.join("usr/bin/appswitch");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("appswitch.service");
