@@ -32,9 +32,10 @@ work=$out/work
 rm -rf "$root" "$work"
 mkdir -p "$root/DEBIAN" "$work"
 
-# The program, without debug info (the release profile keeps line tables).
+# The program, stripped as dh_strip does (the release profile keeps line
+# tables for local builds; a package ships none).
 install -D -m 0755 "$bin" "$root/usr/bin/appswitch"
-strip --strip-debug "$root/usr/bin/appswitch"
+strip --remove-section=.comment --remove-section=.note "$root/usr/bin/appswitch"
 
 # The config is a conffile: dpkg keeps the admin's edits on upgrade.
 install -D -m 0644 configs/appswitch.toml "$root/etc/appswitch/appswitch.toml"
@@ -51,15 +52,22 @@ install -D -m 0644 "$work/assets/appswitch.bash" "$root/usr/share/bash-completio
 install -D -m 0644 "$work/assets/_appswitch" "$root/usr/share/zsh/vendor-completions/_appswitch"
 install -D -m 0644 "$work/assets/appswitch.fish" "$root/usr/share/fish/vendor_completions.d/appswitch.fish"
 
+# The Debian changelog of a native package: this version, from this commit.
+year=$(git log -1 --format=%cd --date=format:%Y 2>/dev/null || date +%Y)
+when=$(git log -1 --format=%cd --date=rfc2822 2>/dev/null || date -R)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+install -d "$root/usr/share/doc/appswitch"
+printf 'appswitch (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n -- %s  %s\n' \
+  "$version" "$commit" "$maintainer" "$when" | gzip -9n >"$root/usr/share/doc/appswitch/changelog.gz"
+
 license=$(sed -n 's/^license = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [[ $license == "MIT OR Apache-2.0" ]] || { echo "package.sh: license '$license': update the copyright file" >&2; exit 1; }
-install -d "$root/usr/share/doc/appswitch"
-cat >"$root/usr/share/doc/appswitch/copyright" <<'EOF'
+cat >"$root/usr/share/doc/appswitch/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: appswitch
 
 Files: *
-Copyright: the appswitch developers
+Copyright: $year the appswitch developers
 License: MIT or Apache-2.0
 
 License: Apache-2.0

@@ -11,7 +11,7 @@ PACKAGES=(
   nginx apache2-utils                       # stock servers for tests; ab for the short-connection bench
   redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client
-  dpkg-dev binutils man-db systemd          # scripts/package.sh (dpkg-shlibdeps, strip); its test (man -l, systemd-analyze)
+  dpkg-dev binutils man-db systemd lintian  # scripts/package.sh (dpkg-shlibdeps, strip); its test (man -l, systemd-analyze, lintian)
 )
 
 missing=()

@@ -1,7 +1,8 @@
 //! The Debian package (scripts/package.sh, docs/PACKAGING.md), built once
 //! and unpacked with `dpkg -x`: the files are where Debian looks for them,
 //! the config is a conffile, the man pages render, the unit passes
-//! `systemd-analyze verify`, the completions parse and know the subcommands.
+//! `systemd-analyze verify`, the completions parse and know the subcommands,
+//! and lintian (Debian's package checker) has nothing to say.
 //!
 //! The package is built from the debug binary (APPSWITCH_DEB_PROFILE=debug,
 //! which `cargo test` has built already) unless APPSWITCH_DEB_PROFILE says
@@ -141,6 +142,20 @@ fn control_names_the_conffile_dependencies_and_architecture() {
         ok(run(Command::new("sh").arg("-n").arg("-c").arg(&text)));
         assert!(text.contains("/run/systemd/system"), "{script}: {text}");
     }
+}
+
+#[test]
+fn lintian_finds_no_errors_or_warnings() {
+    let u = unpacked();
+    let out = run(Command::new(require("lintian"))
+        .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
+        .arg(&u.deb));
+    assert!(
+        out.status.success(),
+        "lintian:\n{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
