@@ -4,6 +4,10 @@
 #   APPSWITCH_DEB_PROFILE=release (default) | debug: which build to package.
 #     debug reuses the binary `cargo build` made (the test's choice: CI has
 #     built it already, and a release build takes minutes on 2 cores).
+#   APPSWITCH_DEB_BIN=path: package that binary, built already (no cargo
+#     run; the test passes the one cargo test built). Compression follows
+#     the profile.
+#   APPSWITCH_DEB_OUT=dir: where to stage and write (default target/debian).
 #   DEBFULLNAME, DEBEMAIL: the Maintainer (default: the author of HEAD).
 # Prints the path of the .deb on its last line.
 set -euo pipefail
@@ -12,11 +16,16 @@ cd "$(dirname "$0")/.."
 
 profile=${APPSWITCH_DEB_PROFILE:-release}
 case $profile in
-  release) cargo build --release --bin appswitch >&2; compress=(-Zxz -z6) ;;
-  debug) cargo build --bin appswitch >&2; compress=(-Zgzip -z1) ;;
+  release) build=(cargo build --release --bin appswitch); compress=(-Zxz -z6) ;;
+  debug) build=(cargo build --bin appswitch); compress=(-Zgzip -z1) ;;
   *) echo "package.sh: APPSWITCH_DEB_PROFILE=$profile: expected release or debug" >&2; exit 2 ;;
 esac
-bin=target/$profile/appswitch
+if [[ -n ${APPSWITCH_DEB_BIN:-} ]]; then
+  bin=$APPSWITCH_DEB_BIN
+else
+  "${build[@]}" >&2
+  bin=target/$profile/appswitch
+fi
 
 version=$("$bin" --version | awk '{print $2}')
 arch=$(dpkg --print-architecture)
@@ -26,7 +35,7 @@ else
   maintainer=$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'appswitch maintainers <root@localhost>')
 fi
 
-out=target/debian
+out=${APPSWITCH_DEB_OUT:-target/debian}
 root=$out/root
 work=$out/work
 rm -rf "$root" "$work"
@@ -99,7 +108,8 @@ EOF
 # used symbols need), and fuse3 for /dev/fuse set up and fusermount3.
 mkdir -p "$work/shlibs/debian"
 printf 'Source: appswitch\n\nPackage: appswitch\nArchitecture: any\n' >"$work/shlibs/debian/control"
-shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "$OLDPWD/$root/usr/bin/appswitch" | sed -n 's/^shlibs:Depends=//p')
+staged_bin=$(realpath "$root/usr/bin/appswitch")
+shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O "$staged_bin" | sed -n 's/^shlibs:Depends=//p')
 [[ -n $shlibs ]] || { echo "package.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)

@@ -4,9 +4,10 @@
 //! `systemd-analyze verify`, the completions parse and know the subcommands,
 //! and lintian (Debian's package checker) has nothing to say.
 //!
-//! The package is built from the debug binary (APPSWITCH_DEB_PROFILE=debug,
-//! which `cargo test` has built already) unless APPSWITCH_DEB_PROFILE says
-//! otherwise; APPSWITCH_DEB=path/to.deb checks that package without building.
+//! The package is made from the debug binary `cargo test` built
+//! (APPSWITCH_DEB_PROFILE=debug, APPSWITCH_DEB_BIN) unless
+//! APPSWITCH_DEB_PROFILE=release says otherwise; APPSWITCH_DEB=path/to.deb
+//! checks that package without building.
 
 mod common;
 use common::*;
@@ -45,11 +46,17 @@ fn unpacked() -> &'static Unpacked {
 /// scripts/package.sh; its last line of output is the .deb.
 fn build() -> PathBuf {
     let profile = std::env::var("APPSWITCH_DEB_PROFILE").unwrap_or_else(|_| "debug".into());
+    let mut cmd = Command::new(repo().join("scripts/package.sh"));
+    cmd.env("APPSWITCH_DEB_PROFILE", &profile);
+    // Its own directory: target/debian may hold the release package.
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("package-deb");
+    cmd.env("APPSWITCH_DEB_OUT", &out);
+    if profile == "debug" {
+        // The binary under test: no cargo run inside the test run.
+        cmd.env("APPSWITCH_DEB_BIN", appswitch());
+    }
     // Not `run`: a release build may take longer than its time limit.
-    let out = Command::new(repo().join("scripts/package.sh"))
-        .env("APPSWITCH_DEB_PROFILE", &profile)
-        .output()
-        .expect("run scripts/package.sh");
+    let out = cmd.output().expect("run scripts/package.sh");
     let out = ok(out);
     let last = stdout(&out).lines().last().unwrap_or_default().to_string();
     let deb = repo().join(last);
