@@ -72,6 +72,17 @@ pub enum Cmd {
     ///   cat /appswitch/connections
     #[command(verbatim_doc_comment)]
     Daemon(DaemonArgs),
+
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// Directory to write appswitch*.1 and the bash, zsh and fish completions to.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]

@@ -5,6 +5,7 @@
 //! `sockdiag` read the kernel's view for either side. The `appswitch`
 //! binary (main.rs) is a thin shell over this library.
 
+pub mod assets;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // with --log-file, or with RUST_LOG.
     let log_file = match &cli.command {
         Cmd::Trace(t) => t.log_file.clone(),
-        Cmd::Daemon(_) => None,
+        Cmd::Daemon(_) | Cmd::GenerateAssets(_) => None,
     };
     let asked = log_file.is_some() || std::env::var_os("RUST_LOG").is_some();
     let default = if asked || matches!(cli.command, Cmd::Daemon(_)) {
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Cmd::Trace(args) => appswitch::trace::command::run(*args),
         Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
+        Cmd::GenerateAssets(args) => appswitch::assets::generate(&args.out).map(|_| 0),
     };
     let code = match r {
         Ok(code) => ExitCode::from(code as u8),
