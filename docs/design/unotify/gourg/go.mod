@@ -1,0 +1,2 @@
+module gourg
+go 1.21
