@@ -56,6 +56,9 @@ static int race(int other) {
     pthread_t t;
     pthread_create(&t, NULL, flip, NULL);
     for (int i = 0; i < 40; i++) {
+        /* Handling TCP connect unless the sibling flips it meanwhile, so
+         * that a busy machine that never runs the sibling still tries. */
+        flipping.handled_access_net = ACCESS_NET_CONNECT_TCP;
         int rs = syscall(SYS_landlock_create_ruleset, (void *)&flipping, sizeof flipping, 0);
         if (rs < 0) continue;
         struct net_port_attr p = { .allowed_access = ACCESS_NET_CONNECT_TCP, .port = 1 };

@@ -230,7 +230,15 @@ pub fn bind(
             return Emulated::Done(-(Errno::EACCES as i64));
         }
     }
-    let b = raw.as_bytes();
+    Emulated::Done(match raw_bind(fd, raw) {
+        Ok(()) => 0,
+        Err(e) => -(e as i64),
+    })
+}
+
+/// bind(fd, addr) with the tracer's copy of an address.
+pub fn raw_bind(fd: &OwnedFd, addr: &RawAddr) -> Result<(), Errno> {
+    let b = addr.as_bytes();
     // SAFETY: b is a buffer of b.len() bytes.
     let r = unsafe {
         libc::bind(
@@ -239,7 +247,11 @@ pub fn bind(
             b.len() as libc::socklen_t,
         )
     };
-    Emulated::Done(if r < 0 { -(Errno::last() as i64) } else { 0 })
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
 }
 
 type NameCall =

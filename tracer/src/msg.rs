@@ -139,46 +139,50 @@ pub fn read_message(pid: i32, ptr: u64, compat: bool) -> Result<Message, Errno> 
 
 /// The control messages of a native-layout buffer: (level, type, data).
 /// Stops at the first malformed header (the kernel judges those).
-pub fn cmsgs(control: &[u8]) -> Vec<(i32, i32, &[u8])> {
+pub fn cmsgs(control: &[u8]) -> impl Iterator<Item = (i32, i32, &[u8])> {
     const HDR: usize = 16;
     let word = |b: &[u8]| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
-    let mut out = Vec::new();
     let mut at = 0;
-    while at + HDR <= control.len() {
+    std::iter::from_fn(move || {
+        if at + HDR > control.len() {
+            return None;
+        }
         let mut w = [0u8; 8];
         w.copy_from_slice(&control[at..at + 8]);
         let len = u64::from_ne_bytes(w) as usize;
         if len < HDR || len > control.len() - at {
-            break;
+            return None;
         }
-        let data = &control[at + HDR..at + len];
-        out.push((word(&control[at + 8..]), word(&control[at + 12..]), data));
+        let item = (
+            word(&control[at + 8..]),
+            word(&control[at + 12..]),
+            &control[at + HDR..at + len],
+        );
         at += (len + 7) & !7;
-    }
-    out
+        Some(item)
+    })
 }
 
 /// The source address an IP_PKTINFO (ipi_spec_dst) or IPV6_PKTINFO
 /// (ipi6_addr) control message sets, if any and not unspecified.
 pub fn pktinfo_source(control: &[u8]) -> Option<std::net::IpAddr> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    cmsgs(control)
-        .into_iter()
-        .rev()
-        .find_map(|(level, kind, d)| {
-            let ip = match (level, kind) {
-                (libc::SOL_IP, libc::IP_PKTINFO) if d.len() >= 12 => {
-                    IpAddr::V4(Ipv4Addr::new(d[4], d[5], d[6], d[7]))
-                }
-                (libc::SOL_IPV6, libc::IPV6_PKTINFO) if d.len() >= 20 => {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(&d[..16]);
-                    IpAddr::V6(Ipv6Addr::from(a))
-                }
-                _ => return None,
-            };
-            (!ip.is_unspecified()).then_some(ip)
+    // The last PKTINFO message wins, as in the kernel's loop over them; an
+    // unspecified source there leaves the socket's own.
+    let last = cmsgs(control)
+        .filter_map(|(level, kind, d)| match (level, kind) {
+            (libc::SOL_IP, libc::IP_PKTINFO) if d.len() >= 12 => {
+                Some(IpAddr::V4(Ipv4Addr::new(d[4], d[5], d[6], d[7])))
+            }
+            (libc::SOL_IPV6, libc::IPV6_PKTINFO) if d.len() >= 20 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&d[..16]);
+                Some(IpAddr::V6(Ipv6Addr::from(a)))
+            }
+            _ => None,
         })
+        .last()?;
+    (!last.is_unspecified()).then_some(last)
 }
 
 /// 32-bit control messages (struct compat_cmsghdr: u32 len, i32 level,

@@ -66,16 +66,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         let Some(raw) = RawAddr::of(&SockAddr::from(any)) else {
             return;
         };
-        let b = raw.as_bytes();
-        // SAFETY: b is a sockaddr of b.len() bytes; the socket is our copy.
-        let r = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                b.as_ptr().cast(),
-                b.len() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
+        let r = emulate::raw_bind(sock, &raw);
+        if r.is_ok() {
             d.autobound = true;
             d.call.local = emulate::local_addr(sock);
             d.call.addr = d.call.local.clone();
@@ -214,16 +206,15 @@ fn nonlistening(addr: SocketAddr) -> Option<OwnedFd> {
         libc::AF_INET
     };
     let raw = RawAddr::of(&SockAddr::from(addr))?;
-    // SAFETY: a fresh socket we own; bind with a valid sockaddr.
-    unsafe {
+    // SAFETY: socket() returns a fresh descriptor we own.
+    let s = unsafe {
         let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return None;
         }
-        let s = OwnedFd::from_raw_fd(fd);
-        let b = raw.as_bytes();
-        (libc::bind(fd, b.as_ptr().cast(), b.len() as libc::socklen_t) == 0).then_some(s)
-    }
+        OwnedFd::from_raw_fd(fd)
+    };
+    emulate::raw_bind(&s, &raw).ok().map(|()| s)
 }
 
 /// A set of socket inodes with a size bound: insert says false when full.

@@ -59,9 +59,8 @@ fn harmless(level: i32, kind: i32, data: &[u8]) -> bool {
 
 /// Ok when thread `tid` may send `control` (native layout) itself.
 pub fn check_control(tid: i32, control: &[u8]) -> Result<(), Errno> {
-    let needs_privilege = crate::msg::cmsgs(control)
-        .into_iter()
-        .any(|(level, kind, data)| !harmless(level, kind, data));
+    let needs_privilege =
+        crate::msg::cmsgs(control).any(|(level, kind, data)| !harmless(level, kind, data));
     if needs_privilege && !has_net_cap(tid, CAP_NET_ADMIN) && !has_net_cap(tid, CAP_NET_RAW) {
         return Err(Errno::EPERM);
     }
