@@ -81,6 +81,9 @@ fn main() {
         program,
         args: args.collect(),
         bind_files: Vec::new(),
+        backend: tracer::Backend::Auto
+            .choose()
+            .unwrap_or(tracer::Chosen::Ptrace),
     };
     let mut h = Redirect { from, to, verbose };
     match tracer::run(&cmd, &mut h) {

@@ -72,6 +72,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         program: program.clone(),
         args: words.collect(),
         bind_files: Vec::new(),
+        backend: tracer::Chosen::Ptrace,
     };
     let hello = ToDaemon::Hello {
         pid: std::process::id() as i32,

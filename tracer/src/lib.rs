@@ -7,6 +7,7 @@
 //! It knows nothing of rules or services: that is the handler's business.
 
 pub mod arch;
+mod backend;
 mod call;
 mod decode;
 mod emulate;
@@ -26,9 +27,11 @@ pub mod sockaddr;
 mod spawn;
 mod stream;
 mod tracer;
+mod unotify;
 mod watchdog;
 
 pub use arch::Abi;
+pub use backend::{unotify_support, Backend, Chosen};
 pub use call::{
     is_raw_socket, Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SockPrefix,
     SocketInfo, Verdict,

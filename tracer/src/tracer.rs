@@ -43,6 +43,8 @@ pub struct Command {
     /// just before exec): its groups, group and user ids, and the
     /// environment values to set (HOME, USER, LOGNAME).
     pub user: Option<Credentials>,
+    /// The backend that runs it ([`crate::Backend::choose`]).
+    pub backend: crate::Chosen,
 }
 
 /// Who the program runs as (`--user`).
@@ -148,6 +150,9 @@ fn raise_nofile() -> Option<libc::rlimit> {
 /// Run `cmd` under the tracer until it and all its descendants have exited.
 /// Must be called on the thread that will own the tracees; ptrace ties them to it.
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
+    if cmd.backend == crate::Chosen::Unotify {
+        return crate::unotify::run(cmd, handler);
+    }
     let interests = handler.interests();
     let program = filter::build(&interests)?;
     watchdog::start();
