@@ -72,7 +72,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         program: program.clone(),
         args: words.collect(),
         bind_files: Vec::new(),
-        backend: tracer::Chosen::Ptrace,
+        backend: tracer::Backend::parse(&std::env::var("APPSWITCH_BACKEND").unwrap_or_default())
+            .unwrap_or(tracer::Backend::Ptrace)
+            .choose()
+            .unwrap_or(tracer::Chosen::Ptrace),
     };
     let hello = ToDaemon::Hello {
         pid: std::process::id() as i32,

@@ -97,10 +97,33 @@ fn ctx_for(arch: ScmpArch) -> Result<ScmpFilterContext, TraceError> {
     Ok(ctx)
 }
 
-/// Build the filter for `interests`.
+/// Which backend the filter serves: RET_TRACE stops for ptrace, or
+/// RET_USER_NOTIF for the user-notification supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Trace,
+    Notify,
+}
+
+/// Build the ptrace filter for `interests`.
 pub fn build(interests: &Interests) -> Result<Program, TraceError> {
+    build_for(interests, Mode::Trace)
+}
+
+/// Build the filter for `interests` under `mode`. Under `Notify`:
+/// - clone is not trapped and clone3 is allowed: a filter is inherited by
+///   every child whatever its flags (CLONE_UNTRACED is a ptrace matter);
+/// - ptrace is not trapped: programs may trace (strace, gdb);
+/// - execve/execveat notify (answered CONTINUE) so a process's name at exec
+///   is known.
+pub fn build_for(interests: &Interests, mode: Mode) -> Result<Program, TraceError> {
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
-    let trace_net = ScmpAction::Trace(TAG_NET);
+    let notify = mode == Mode::Notify;
+    let trace_net = if notify {
+        ScmpAction::Notify
+    } else {
+        ScmpAction::Trace(TAG_NET)
+    };
     let trace_clone = ScmpAction::Trace(TAG_CLONE);
     let untraced = ScmpArgCompare::new(
         0,
@@ -150,7 +173,7 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         x32.add_rule(trace_net, sys("recvfrom")?).map_err(f)?;
     }
     if interests.raw_sockets && !interests.socket {
-        raw_socket_rules(&mut native, &mut compat, &mut x32)?;
+        raw_socket_rules(&mut native, &mut compat, &mut x32, trace_net)?;
     }
     let new_listener = [
         ScmpArgCompare::new(0, ScmpCompareOp::Equal, SECCOMP_SET_MODE_FILTER),
@@ -166,10 +189,15 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
         USERFAULTFD_IOC_NEW,
     );
     for ctx in [&mut native, &mut compat, &mut x32] {
-        ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])
-            .map_err(f)?;
-        ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("clone3")?)
-            .map_err(f)?;
+        if notify {
+            ctx.add_rule(trace_net, sys("execve")?).map_err(f)?;
+            ctx.add_rule(trace_net, sys("execveat")?).map_err(f)?;
+        } else {
+            ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])
+                .map_err(f)?;
+            ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("clone3")?)
+                .map_err(f)?;
+        }
         ctx.add_rule_conditional(
             ScmpAction::Errno(libc::EBUSY),
             sys("seccomp")?,
@@ -185,7 +213,7 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
             .map_err(f)?;
         ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), sys("ioctl")?, &[uffd_new])
             .map_err(f)?;
-        process_rules(ctx)?;
+        process_rules(ctx, mode)?;
         if interests.deny_io_uring {
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("io_uring_setup")?)
                 .map_err(f)?;
@@ -207,11 +235,11 @@ fn raw_socket_rules(
     native: &mut ScmpFilterContext,
     compat: &mut ScmpFilterContext,
     x32: &mut ScmpFilterContext,
+    trace_net: ScmpAction,
 ) -> Result<(), TraceError> {
     const AF_XDP: u64 = 44;
     const SOCK_PACKET: u64 = 10;
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
-    let trace_net = ScmpAction::Trace(TAG_NET);
     let domain = |d: i32| ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), d as u64);
     let sotype = |t: u64| {
         let mask = crate::call::SOCK_TYPE_MASK as u64;
@@ -242,10 +270,15 @@ pub const TAG_PROC: u16 = 3;
 /// Calls about other processes, handled in tracer/src/proc_calls.rs: every
 /// `ptrace`, and signal calls aimed at the trace process itself (pid
 /// argument equal to ours, low 32 bits as the kernel reads an int).
-fn process_rules(ctx: &mut ScmpFilterContext) -> Result<(), TraceError> {
+fn process_rules(ctx: &mut ScmpFilterContext, mode: Mode) -> Result<(), TraceError> {
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
-    let trace = ScmpAction::Trace(TAG_PROC);
-    ctx.add_rule(trace, sys("ptrace")?).map_err(f)?;
+    let trace = match mode {
+        Mode::Trace => ScmpAction::Trace(TAG_PROC),
+        Mode::Notify => ScmpAction::Notify,
+    };
+    if mode == Mode::Trace {
+        ctx.add_rule(trace, sys("ptrace")?).map_err(f)?;
+    }
     let me = u64::from(std::process::id());
     let to_me = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), me);
     for name in [

@@ -18,7 +18,7 @@ use crate::sockaddr::{
     kernel_view, unspecified_destination, AddrUse, RawAddr, SockAddr, MAX_ADDR_LEN,
 };
 use crate::stream;
-use crate::tracer::{pid, resume, resume_to_exit, skip, Pending, Tracer};
+use crate::tracer::{pid, resume, resume_to_exit, Pending, Tracer};
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use std::os::fd::OwnedFd;
@@ -98,7 +98,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         // The buffer accept() will write the peer to: its size as passed
         // (an unreadable length makes the kernel fail the call with EFAULT).
-        if d.call.op == Op::Accept && self.interests.addresses && d.args[1] != 0 {
+        let write_peer = self.interests.addresses || self.notify.is_some();
+        if d.call.op == Op::Accept && write_peer && d.args[1] != 0 {
             if let Ok(cap) = remote::read_u32(tid, d.args[2]) {
                 d.call.out_addr = Some((d.args[1], d.args[2], cap));
             }
@@ -128,13 +129,25 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             _ => {}
         }
+        // User notification: what was read came from the thread still
+        // waiting in this call (not a reused id), checked once after all reads.
+        if !self.still_waiting() {
+            return;
+        }
         let verdict = self.handler.decide(&d.call);
         self.apply(tid, d, borrowed, verdict);
     }
 
     pub(crate) fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
-        raise_sigpipe(call, tid, ret);
-        skip(tid, ret);
+        if self.notify.is_some() {
+            // A signal raised while the thread waits for our answer would
+            // interrupt the wait: answer first.
+            self.skip_call(tid, ret);
+            raise_sigpipe(call, tid, ret);
+        } else {
+            raise_sigpipe(call, tid, ret);
+            self.skip_call(tid, ret);
+        }
         self.handler.finished(call, verdict, Outcome::from_raw(ret));
     }
 
@@ -277,6 +290,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             Emulated::NotIp => self.pass_decoded(tid, d, verdict),
             // Not left by the failover above; kept total.
             Emulated::RefusedNow => self.done(tid, &d.call, &verdict, neg(Errno::ECONNREFUSED)),
+            Emulated::WaitInKernel { started } if self.notify.is_some() => {
+                // User notification: the answer waits for the handshake,
+                // with no thread held (unotify/park.rs).
+                self.park_connect(tid, d.call, verdict, sock, started);
+            }
             Emulated::WaitInKernel { started } => {
                 // Phase two of a blocking connect (emulate.rs): the program's
                 // own connect() waits for the handshake, with addrlen 2.
@@ -420,6 +438,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             Ok(m) => m,
             Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
         };
+        if !self.still_waiting() {
+            return;
+        }
         if let Err(e) = privs::check_control(tid, &m.control) {
             return self.done(tid, &d.call, &verdict, neg(e));
         }
@@ -437,7 +458,10 @@ impl<H: NetHandler> Tracer<'_, H> {
         let nosignal = flags & libc::MSG_NOSIGNAL != 0;
         // With SIGPIPE blocked in the thread, writev's SIGPIPE would stay
         // pending (and be seen): then the tracer sends instead.
-        let writev_ok = flags & !libc::MSG_NOSIGNAL == 0
+        // (User notification cannot run a call from registers: the
+        // supervisor sends it all, below.)
+        let writev_ok = self.notify.is_none()
+            && flags & !libc::MSG_NOSIGNAL == 0
             && m.control.is_empty()
             && !(nosignal && sigpipe_blocked(tid));
         if waits && stream && m.iovs.len() > 1 && writev_ok && count > 0 {
@@ -455,7 +479,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         // Control data goes with the first byte sent: only a rest without it
         // can be left to a plain sendto.
         let control_left = sent == 0 && !m.control.is_empty();
-        if m.iovs.len() == 1 && !control_left {
+        if m.iovs.len() == 1 && !control_left && self.notify.is_none() {
             let (base, len) = m.iovs[0];
             let a = [fd, base + sent, len - sent, flags64, 0, 0];
             return self.rerun_as(tid, &d, verdict, false, nr::SENDTO, nr32::SENDTO, a, sent);
@@ -508,6 +532,13 @@ impl<H: NetHandler> Tracer<'_, H> {
         args: [u64; 6],
         sent: u64,
     ) {
+        if self.notify.is_some() {
+            // Never reached under user notification (no call runs from
+            // registers there); fail closed should that change.
+            log::warn!("internal: a call to rerun under user notification");
+            let v = Verdict::Fail(Errno::ENOSYS);
+            return self.done(tid, &d.call, &v, neg(Errno::ENOSYS));
+        }
         let Ok(saved) = ptrace::getregs(pid(tid)) else {
             return resume(tid, None);
         };
@@ -540,7 +571,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// read its argument array again: it runs as the direct i386 call with
     /// the arguments the tracer read.
     fn pass_decoded(&mut self, tid: i32, d: Decoded, verdict: Verdict) {
-        if d.source == ArgSource::SocketcallArray {
+        if d.source == ArgSource::SocketcallArray && self.notify.is_none() {
             let direct = direct32(d.call.op);
             return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args, 0);
         }
@@ -549,6 +580,9 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Let the kernel run the program's own call.
     pub(crate) fn pass(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        if self.notify.is_some() {
+            return self.pass_notify(tid, call, verdict);
+        }
         let recv = matches!(call.op, Op::RecvFrom | Op::RecvMsg);
         let wanted = self.interests.outcomes
             || (call.op == Op::Accept
@@ -682,8 +716,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             (0, Some(e)) => neg(e),
             (n, _) => n,
         };
-        raise_sigpipe(&call, tid, ret);
-        skip(tid, ret);
+        if self.notify.is_some() {
+            self.skip_call(tid, ret);
+            raise_sigpipe(&call, tid, ret);
+        } else {
+            raise_sigpipe(&call, tid, ret);
+            self.skip_call(tid, ret);
+        }
     }
 }
 
@@ -777,7 +816,7 @@ fn write_addr(tid: i32, ptr: u64, lenp: u64, addr: &SockAddr) -> i64 {
 
 /// Like [`write_addr`], with the buffer's size `cap` known (as the program
 /// passed it): copy at most `cap` bytes, store the full length.
-fn write_addr_cap(tid: i32, ptr: u64, lenp: u64, cap: u32, addr: &SockAddr) -> i64 {
+pub(crate) fn write_addr_cap(tid: i32, ptr: u64, lenp: u64, cap: u32, addr: &SockAddr) -> i64 {
     if (cap as i32) < 0 {
         return neg(Errno::EINVAL);
     }

@@ -108,11 +108,29 @@ pub(crate) fn set_main(pid: i32) {
     track(pid);
 }
 
+/// Set when the user-notification backend runs: there is no TracerPid,
+/// and a process is ours when it is in the list (kept by the supervisor
+/// from the pidfds it watches).
+static NOTIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn set_notify_backend() {
+    NOTIFY.store(true, Ordering::Release);
+}
+
+fn listed(pid: i32) -> bool {
+    chunks().any(|c| c.slots.iter().any(|s| s.load(Ordering::Acquire) == pid))
+}
+
 /// Whether `pid` is traced by this process now: its /proc status says
-/// TracerPid is us. Async-signal-safe (open/read/close on stack buffers).
+/// TracerPid is us (under user notification: it is in our list).
+/// Async-signal-safe (open/read/close on stack buffers).
 pub fn traced_by_us(pid: i32) -> bool {
     if pid <= 0 {
         return false;
+    }
+    if NOTIFY.load(Ordering::Acquire) {
+        // SAFETY: getpid has no preconditions.
+        return pid != unsafe { libc::getpid() } && listed(pid);
     }
     let mut path = [0u8; 32];
     let mut n = 0;

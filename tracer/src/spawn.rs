@@ -140,13 +140,29 @@ unsafe fn private_binds(
     ok
 }
 
-/// Fork and exec `cmd` under `filter`, seized by the calling thread.
+/// How the supervisor takes hold of the child before it execs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// ptrace: the child waits until the calling thread has seized it, then
+    /// installs a RET_TRACE filter.
+    Seize,
+    /// User notification: the child installs the filter with a listener,
+    /// writes the listener's number to a pipe (write is never trapped; a
+    /// sendmsg would be, and would wait for a listener nobody reads yet),
+    /// waits until the parent has taken a copy with pidfd_getfd, closes its
+    /// own and execs.
+    Listener,
+}
+
+/// Fork and exec `cmd` under `filter`; `Seize`: seized by the calling
+/// thread; `Listener`: the filter's listener is returned.
 /// `nofile`: the RLIMIT_NOFILE to give the program (the tracer raised its own).
 pub fn spawn(
     cmd: &crate::tracer::Command,
     filter: &Program,
     nofile: Option<libc::rlimit>,
-) -> Result<Child, TraceError> {
+    handoff: Handoff,
+) -> Result<(Child, Option<OwnedFd>), TraceError> {
     let (program, args, bind_files) = (cmd.program.as_os_str(), &cmd.args, &cmd.bind_files);
     let path = cstring(resolve(program)?.as_os_str())?;
     // The environment, with the user's values when --user (execve's envp).
@@ -193,6 +209,13 @@ pub fn spawn(
     let need_nnp = unsafe { libc::geteuid() } != 0;
     let (go_r, go_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
+    let (ln_r, ln_w) = pipe()?;
+    let notify = handoff == Handoff::Listener;
+    let filter_flags: libc::c_ulong = if notify {
+        crate::unotify::notif::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
+    };
 
     // SAFETY: the child only calls async-signal-safe functions on memory
     // prepared above, then execs or _exits.
@@ -205,9 +228,10 @@ pub fn spawn(
         unsafe {
             let st = st_w.as_raw_fd();
             libc::close(go_w.as_raw_fd());
+            libc::close(ln_r.as_raw_fd());
             let mut b = 0u8;
             // Wait until the parent has seized us (EOF: the parent died).
-            if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
+            if !notify && libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
                 libc::_exit(127);
             }
             // Dispositions and mask as we inherited them (the Rust runtime
@@ -219,15 +243,26 @@ pub fn spawn(
             if need_nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 child_fail(st, b'F', *libc::__errno_location());
             }
-            if libc::syscall(
+            let lfd = libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
-                0,
+                filter_flags,
                 &prog as *const libc::sock_fprog,
-            ) != 0
-            {
+            );
+            if lfd < 0 {
                 child_fail(st, b'F', *libc::__errno_location());
             }
+            if notify {
+                // The listener's number to the parent; go on once it holds a copy.
+                let n = (lfd as i32).to_ne_bytes();
+                if libc::write(ln_w.as_raw_fd(), n.as_ptr().cast(), 4) != 4
+                    || libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1
+                {
+                    libc::_exit(127);
+                }
+                libc::close(lfd as i32);
+            }
+            libc::close(ln_w.as_raw_fd());
             // --user: drop to the user now, with the filter in place (installing
             // it needed root's CAP_SYS_ADMIN or no_new_privs).
             if let Some(u) = &user {
@@ -248,7 +283,33 @@ pub fn spawn(
     }
     drop(go_r);
     drop(st_w);
+    drop(ln_w);
     let pid = Pid::from_raw(pid);
+    let program = program.to_string_lossy().into_owned();
+    if notify {
+        let listener = take_listener(pid, &ln_r);
+        let child = Child {
+            pid,
+            status: st_r,
+            program,
+        };
+        return match listener {
+            Ok(l) => {
+                // SAFETY: writing one byte from a local.
+                let wrote = unsafe { libc::write(go_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+                if wrote != 1 {
+                    return Err(TraceError::sys("starting the child")(Errno::last()));
+                }
+                Ok((child, Some(l)))
+            }
+            Err(e) => {
+                // SAFETY: the child is ours and has not exec'd.
+                unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
+                let _ = nix::sys::wait::waitpid(pid, None);
+                Err(child.exec_error().unwrap_or(e))
+            }
+        };
+    }
     if let Err(e) = ptrace::seize(pid, PTRACE_OPTIONS) {
         // SAFETY: the child is ours and has not exec'd.
         unsafe { libc::kill(pid.as_raw(), libc::SIGKILL) };
@@ -260,9 +321,35 @@ pub fn spawn(
     if wrote != 1 {
         return Err(TraceError::sys("starting the child")(Errno::last()));
     }
-    Ok(Child {
-        pid,
-        status: st_r,
-        program: program.to_string_lossy().into_owned(),
-    })
+    Ok((
+        Child {
+            pid,
+            status: st_r,
+            program,
+        },
+        None,
+    ))
+}
+
+/// Read the listener's number from the child and take a copy of it.
+fn take_listener(pid: Pid, ln_r: &OwnedFd) -> Result<OwnedFd, TraceError> {
+    let mut n = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        // SAFETY: reading into a local buffer.
+        let r = unsafe { libc::read(ln_r.as_raw_fd(), n[got..].as_mut_ptr().cast(), 4 - got) };
+        if r < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            return Err(TraceError::sys("receiving the filter's listener")(
+                Errno::EPIPE,
+            ));
+        }
+        got += r as usize;
+    }
+    let num = i32::from_ne_bytes(n);
+    let pidfd = crate::remote::pidfd_open(pid.as_raw())
+        .map_err(TraceError::sys("pidfd_open of the program"))?;
+    crate::remote::pidfd_getfd(&pidfd, num).map_err(TraceError::sys("taking the filter's listener"))
 }

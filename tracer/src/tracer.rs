@@ -114,7 +114,7 @@ pub(crate) struct Pending {
 
 #[derive(Default)]
 pub(crate) struct Task {
-    tgid: Option<i32>,
+    pub(crate) tgid: Option<i32>,
     /// Seen its first stop (auto-attached children start in a stop).
     started: bool,
     pub(crate) pending: Option<Pending>,
@@ -126,7 +126,7 @@ pub(crate) struct Task {
 }
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; the limit as it was.
-fn raise_nofile() -> Option<libc::rlimit> {
+pub(crate) fn raise_nofile() -> Option<libc::rlimit> {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -162,7 +162,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     // the program an EMFILE: raise our soft limit to the hard one, and give
     // the program the limit it would have had.
     let nofile = raise_nofile();
-    let child = spawn::spawn(cmd, &program, nofile)?;
+    let (child, _) = spawn::spawn(cmd, &program, nofile, spawn::Handoff::Seize)?;
     signals::set_main(child.pid.as_raw());
     let mut t = Tracer {
         handler,
@@ -176,6 +176,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         main: child.pid.as_raw(),
         main_exec: false,
         main_status: None,
+        notify: None,
     };
     t.tasks.insert(
         t.main,
@@ -218,9 +219,11 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     /// (ports.rs): their listen() is refused.
     pub(crate) refused_ports: BoundedSet,
     pub(crate) refuser_socks: Vec<std::os::fd::OwnedFd>,
-    main: i32,
-    main_exec: bool,
-    main_status: Option<ExitStatus>,
+    pub(crate) main: i32,
+    pub(crate) main_exec: bool,
+    pub(crate) main_status: Option<ExitStatus>,
+    /// The user-notification backend's state; None under ptrace.
+    pub(crate) notify: Option<crate::unotify::State>,
 }
 
 pub(crate) fn pid(tid: i32) -> Pid {
@@ -279,7 +282,7 @@ pub(crate) fn skip(tid: i32, ret: i64) {
 
 /// Some(true) for landlock_restrict_self, Some(false) for
 /// landlock_create_ruleset (the same numbers in every ABI).
-fn landlock_call(raw: &RawCall) -> Option<bool> {
+pub(crate) fn landlock_call(raw: &RawCall) -> Option<bool> {
     arch::abi_of(raw.arch, raw.nr)?;
     match raw.nr & !arch::X32_SYSCALL_BIT {
         nr::LANDLOCK_RESTRICT_SELF => Some(true),
@@ -404,7 +407,30 @@ impl<H: NetHandler> Tracer<'_, H> {
         resume(tid, None);
     }
 
-    fn tgid(&mut self, tid: i32) -> i32 {
+    /// The stopped call returns `ret` (a value or -errno) without running.
+    pub(crate) fn skip_call(&mut self, tid: i32, ret: i64) {
+        match &mut self.notify {
+            Some(n) => n.reply(ret),
+            None => skip(tid, ret),
+        }
+    }
+
+    /// Whether the call being handled still waits for us (user
+    /// notification: its id is still valid; under ptrace the thread is
+    /// stopped, so always).
+    pub(crate) fn still_waiting(&self) -> bool {
+        self.notify.as_ref().is_none_or(|n| n.valid())
+    }
+
+    /// The stopped call runs in the kernel as the program made it.
+    pub(crate) fn let_run(&mut self, tid: i32) {
+        match &mut self.notify {
+            Some(n) => n.continue_call(),
+            None => resume(tid, None),
+        }
+    }
+
+    pub(crate) fn tgid(&mut self, tid: i32) -> i32 {
         let task = self.tasks.entry(tid).or_default();
         if let Some(t) = task.tgid {
             return t;

@@ -15,6 +15,8 @@ pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
 /// Native (x86_64) syscall numbers the tracer decodes.
 pub mod nr {
     pub const WRITEV: u64 = 20;
+    pub const EXECVE: u64 = 59;
+    pub const EXECVEAT: u64 = 322;
     pub const SOCKET: u64 = 41;
     pub const CONNECT: u64 = 42;
     pub const ACCEPT: u64 = 43;
@@ -38,6 +40,8 @@ pub mod nr {
 pub mod nr32 {
     pub const SOCKETCALL: u64 = 102;
     pub const WRITEV: u64 = 146;
+    pub const EXECVE: u64 = 11;
+    pub const EXECVEAT: u64 = 358;
     pub const CLONE: u64 = 120;
     pub const SENDMMSG: u64 = 345;
     pub const SOCKET: u64 = 359;

@@ -14,6 +14,8 @@ const IOCTL_ID_VALID: libc::c_ulong = 0x4008_2102;
 const IOCTL_ADDFD: libc::c_ulong = 0x4018_2103;
 const IOCTL_SET_FLAGS: libc::c_ulong = 0x4008_2104;
 pub(crate) const FLAG_CONTINUE: u32 = 1;
+/// For issue 16 (isolate): replace a descriptor in place.
+#[allow(dead_code)]
 pub(crate) const ADDFD_FLAG_SETFD: u32 = 1;
 pub(crate) const ADDFD_FLAG_SEND: u32 = 2;
 pub(crate) const SYNC_WAKE_UP: u64 = 1;

@@ -1,0 +1,482 @@
+//! Calls whose answer waits (user-notification backend), with no thread
+//! held: a blocking connect whose handshake is under way, a blocking
+//! accept with nothing to accept yet. The borrowed socket is watched in
+//! epoll (one shot); the answer goes when it is ready, at the socket's
+//! timeout (SO_SNDTIMEO for connect, SO_RCVTIMEO for accept), or never
+//! when the program's thread was interrupted.
+//!
+//! Signals: a signal ends the program's wait for our answer (the kernel
+//! drops the notification and, with SA_RESTART and no timeout set, restarts
+//! the call, which comes back as a new notification). A sweep every 50 ms
+//! finds waits whose notification is gone and keeps a note {inode, tid};
+//! a later connect on that socket from that thread is the restart. A
+//! connect with SO_SNDTIMEO set is never restarted natively (EINTR), so
+//! its restart is answered EINTR.
+//!
+//! A reply lost to a signal after the side effect (an accepted connection)
+//! is kept and given to the same thread's next accept on that socket.
+
+use super::TAG_PARK;
+use crate::call::{Call, NetHandler, Op, Outcome, Verdict};
+use crate::emulate;
+use crate::tracer::Tracer;
+use nix::errno::Errno;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How often parked waits are checked for interrupted threads.
+const SWEEP: Duration = Duration::from_millis(50);
+/// Notes of interrupted connects, and kept accepted sockets, at most.
+const NOTES: usize = 256;
+
+pub(crate) enum Kind {
+    /// `first`: the program's call started the handshake (a timeout then
+    /// reports EINPROGRESS, else EALREADY).
+    Connect {
+        first: bool,
+    },
+    Accept,
+}
+
+pub(crate) struct Wait {
+    id: u64,
+    tid: i32,
+    sock: OwnedFd,
+    inode: u64,
+    call: Call,
+    verdict: Verdict,
+    deadline: Option<Instant>,
+    kind: Kind,
+}
+
+#[derive(Default)]
+pub(crate) struct Parked {
+    slots: Vec<Option<Wait>>,
+    count: usize,
+    /// Interrupted connects: (inode, tid, first).
+    gone: VecDeque<(u64, i32, bool)>,
+    /// Accepted sockets whose answer was lost: (tid, listener inode, socket).
+    replay: VecDeque<(i32, u64, OwnedFd)>,
+    last_sweep: Option<Instant>,
+}
+
+impl Parked {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// How long epoll may wait: a second when nothing is parked (for
+    /// reaping), else until the next sweep or deadline.
+    pub(crate) fn timeout_ms(&self) -> i32 {
+        if self.count == 0 {
+            return 1000;
+        }
+        let now = Instant::now();
+        let mut t = SWEEP;
+        for w in self.slots.iter().flatten() {
+            if let Some(d) = w.deadline {
+                t = t.min(d.saturating_duration_since(now));
+            }
+        }
+        t.as_millis() as i32 + 1
+    }
+
+    fn insert(&mut self, w: Wait) -> usize {
+        self.count += 1;
+        if let Some(i) = self.slots.iter().position(Option::is_none) {
+            self.slots[i] = Some(w);
+            return i;
+        }
+        self.slots.push(Some(w));
+        self.slots.len() - 1
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Wait> {
+        let w = self.slots.get_mut(slot)?.take()?;
+        self.count -= 1;
+        Some(w)
+    }
+
+    /// A note of an interrupted connect of `tid` on `inode`, taken.
+    fn take_gone(&mut self, inode: u64, tid: i32) -> Option<bool> {
+        let i = self.gone.iter().position(|g| g.0 == inode && g.1 == tid)?;
+        self.gone.remove(i).map(|g| g.2)
+    }
+
+    fn note_gone(&mut self, inode: u64, tid: i32, first: bool) {
+        if self.gone.len() >= NOTES {
+            self.gone.pop_front();
+        }
+        self.gone.push_back((inode, tid, first));
+    }
+
+    pub(crate) fn take_replay(&mut self, tid: i32, inode: u64) -> Option<OwnedFd> {
+        let i = self
+            .replay
+            .iter()
+            .position(|r| r.0 == tid && r.1 == inode)?;
+        self.replay.remove(i).map(|r| r.2)
+    }
+
+    fn keep_replay(&mut self, tid: i32, inode: u64, fd: OwnedFd) {
+        if self.replay.len() >= NOTES {
+            self.replay.pop_front();
+        }
+        self.replay.push_back((tid, inode, fd));
+    }
+}
+
+fn sock_timeout(fd: &OwnedFd, opt: i32) -> Option<Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are valid for the kernel to write.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    let d = Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
+    (r == 0 && !d.is_zero()).then_some(d)
+}
+
+fn so_error(fd: &OwnedFd) -> i32 {
+    let mut e: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: e and len are valid for the kernel to write.
+    unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut e as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    e
+}
+
+fn readable_now(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1 && p.revents != 0
+}
+
+/// accept4 on the borrowed listening socket without waiting: the new
+/// socket gets the program's SOCK_NONBLOCK; close-on-exec is set on our
+/// descriptor and, as asked, on the program's (ADDFD).
+fn accept_now(sock: &OwnedFd, nonblocking: bool, flags: i32) -> Result<OwnedFd, Errno> {
+    let f = (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC;
+    let accept = || {
+        // SAFETY: accept4 without an address buffer.
+        let r = unsafe {
+            libc::accept4(
+                sock.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                f,
+            )
+        };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            // SAFETY: a fresh descriptor we own.
+            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(r) })
+        }
+    };
+    if nonblocking {
+        return accept();
+    }
+    if !readable_now(sock) {
+        return Err(Errno::EAGAIN);
+    }
+    // The listening file is blocking (shared with the program): non-blocking
+    // for our one call only, as emulate::connect does.
+    // SAFETY: fcntl on a descriptor we own.
+    let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) };
+    let r = accept();
+    // SAFETY: as above.
+    let now = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    let back = if now < 0 { fl } else { now & !libc::O_NONBLOCK };
+    // SAFETY: as above.
+    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, back) };
+    r
+}
+
+impl<H: NetHandler> Tracer<'_, H> {
+    /// A passed call under user notification: accept() is carried out by
+    /// the supervisor when its result matters (the new socket, the peer
+    /// the program is shown); anything else runs as the program made it.
+    pub(crate) fn pass_notify(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        let wanted = call.op == Op::Accept
+            && (self.interests.outcomes
+                || (self.interests.accept_outcomes && self.handler.wants_outcome(&call)));
+        if wanted {
+            return self.accept_notify(tid, call, verdict);
+        }
+        self.let_run(tid);
+        self.handler.finished(&call, &verdict, Outcome::Unknown);
+    }
+
+    fn accept_notify(&mut self, tid: i32, call: Call, verdict: Verdict) {
+        let (sock, info) = match self.borrow(call.pid, tid, call.fd.unwrap_or(-1)) {
+            Ok(b) => b,
+            Err(e) => return self.done(tid, &call, &verdict, -(e as i64)),
+        };
+        if !emulate::is_ip(&info) {
+            self.let_run(tid);
+            return self.handler.finished(&call, &verdict, Outcome::Unknown);
+        }
+        if let Some(fd) = self.st().parked.take_replay(tid, info.inode) {
+            return self.deliver_accepted(tid, call, verdict, info.inode, fd);
+        }
+        match accept_now(&sock, info.nonblocking, call.flags) {
+            Ok(fd) => self.deliver_accepted(tid, call, verdict, info.inode, fd),
+            Err(Errno::EAGAIN) if !info.nonblocking => {
+                let deadline = sock_timeout(&sock, libc::SO_RCVTIMEO).map(|d| Instant::now() + d);
+                self.park(tid, call, verdict, sock, info.inode, deadline, Kind::Accept);
+            }
+            Err(e) => self.done(tid, &call, &verdict, -(e as i64)),
+        }
+    }
+
+    /// Give the program the accepted socket: the peer address written as
+    /// the kernel would (or the one the handler shows), then the descriptor
+    /// installed and the call answered with its number in one step.
+    fn deliver_accepted(
+        &mut self,
+        tid: i32,
+        mut call: Call,
+        verdict: Verdict,
+        inode: u64,
+        fd: OwnedFd,
+    ) {
+        if self.interests.socket_info {
+            call.accepted = emulate::socket_info(&fd).ok();
+        }
+        let peer = emulate::peer_addr(&fd);
+        if self.interests.addresses {
+            call.peer = peer.clone();
+        }
+        let shown = if self.interests.addresses {
+            self.handler.accepted(&call)
+        } else {
+            None
+        };
+        if let (Some((ptr, lenp, cap)), Some(a)) = (call.out_addr, shown.or(peer)) {
+            let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
+        }
+        let cloexec = call.flags & libc::SOCK_CLOEXEC != 0;
+        let st = self.st();
+        st.answered = true;
+        match st.listener.add_fd_and_reply(st.id, fd.as_raw_fd(), cloexec) {
+            Ok(n) => self
+                .handler
+                .finished(&call, &verdict, Outcome::Ok(i64::from(n))),
+            Err(Errno::ENOENT) => st.parked.keep_replay(tid, inode, fd),
+            Err(e) => {
+                st.reply(-(e as i64));
+                self.handler.finished(&call, &verdict, Outcome::Err(e));
+            }
+        }
+    }
+
+    /// A blocking connect whose handshake is under way (see the module).
+    pub(crate) fn park_connect(
+        &mut self,
+        tid: i32,
+        call: Call,
+        verdict: Verdict,
+        sock: OwnedFd,
+        started: bool,
+    ) {
+        let inode = call.socket.map_or(0, |s| s.inode);
+        let timeo = sock_timeout(&sock, libc::SO_SNDTIMEO);
+        let mut first = started;
+        if !started {
+            // A connect on a socket already connecting: the restart of one
+            // we let go (a note), or of one parked whose thread was
+            // interrupted and not yet swept.
+            let st = self.st();
+            let mut restart = st.parked.take_gone(inode, tid);
+            if restart.is_none() {
+                let stale = st.parked.slots.iter().position(|w| {
+                    w.as_ref().is_some_and(|w| {
+                        w.inode == inode && w.tid == tid && !st.listener.valid(w.id)
+                    })
+                });
+                if let Some(slot) = stale {
+                    if let Some(w) = st.parked.take(slot) {
+                        st.unwatch(w.sock.as_raw_fd());
+                        if let Kind::Connect { first } = w.kind {
+                            restart = Some(first);
+                        }
+                    }
+                }
+            }
+            if let Some(f) = restart {
+                if timeo.is_some() {
+                    // Natively a connect with a timeout is never restarted.
+                    let e = -(Errno::EINTR as i64);
+                    return self.done(tid, &call, &verdict, e);
+                }
+                first = f;
+            }
+        }
+        let deadline = timeo.map(|d| Instant::now() + d);
+        self.park(
+            tid,
+            call,
+            verdict,
+            sock,
+            inode,
+            deadline,
+            Kind::Connect { first },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &mut self,
+        tid: i32,
+        call: Call,
+        verdict: Verdict,
+        sock: OwnedFd,
+        inode: u64,
+        deadline: Option<Instant>,
+        kind: Kind,
+    ) {
+        let events = match kind {
+            Kind::Connect { .. } => libc::EPOLLOUT,
+            Kind::Accept => libc::EPOLLIN,
+        } as u32
+            | libc::EPOLLONESHOT as u32;
+        let st = self.st();
+        let raw = sock.as_raw_fd();
+        let id = st.id;
+        let slot = st.parked.insert(Wait {
+            id,
+            tid,
+            sock,
+            inode,
+            call,
+            verdict,
+            deadline,
+            kind,
+        });
+        if let Err(e) = st.watch(raw, events, TAG_PARK | slot as u64) {
+            log::warn!("watching a parked call: {e}");
+            if let Some(w) = st.parked.take(slot) {
+                return self.done(tid, &w.call, &w.verdict, -(e as i64));
+            }
+        }
+        st.answered = true;
+    }
+
+    /// A parked socket is ready.
+    pub(crate) fn parked_ready(&mut self, slot: usize) {
+        let st = self.st();
+        let Some(w) = st.parked.take(slot) else {
+            return;
+        };
+        st.unwatch(w.sock.as_raw_fd());
+        self.finish_wait(w, false);
+    }
+
+    fn finish_wait(&mut self, w: Wait, timed_out: bool) {
+        {
+            let st = self.st();
+            st.id = w.id;
+            st.answered = false;
+        }
+        match w.kind {
+            Kind::Connect { first } => {
+                let e = if timed_out {
+                    if first {
+                        libc::EINPROGRESS
+                    } else {
+                        libc::EALREADY
+                    }
+                } else {
+                    so_error(&w.sock)
+                };
+                let mut call = w.call;
+                if e == 0 && self.interests.addresses {
+                    call.local = emulate::local_addr(&w.sock);
+                }
+                self.done(w.tid, &call, &w.verdict, -(e as i64));
+            }
+            Kind::Accept if timed_out => {
+                self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
+            }
+            Kind::Accept => {
+                let flags = w.call.flags;
+                match accept_now(&w.sock, false, flags) {
+                    Ok(fd) => self.deliver_accepted(w.tid, w.call, w.verdict, w.inode, fd),
+                    // Taken by another thread or process first: wait again.
+                    Err(Errno::EAGAIN) => self.park(
+                        w.tid,
+                        w.call,
+                        w.verdict,
+                        w.sock,
+                        w.inode,
+                        w.deadline,
+                        Kind::Accept,
+                    ),
+                    Err(e) => self.done(w.tid, &w.call, &w.verdict, -(e as i64)),
+                }
+            }
+        }
+    }
+
+    /// Deadlines, and waits whose thread was interrupted (at most every 50 ms).
+    pub(crate) fn sweep_parked(&mut self) {
+        let now = Instant::now();
+        let st = self.st();
+        if st.parked.count == 0 {
+            return;
+        }
+        let check = st.parked.last_sweep.is_none_or(|t| now - t >= SWEEP);
+        if check {
+            st.parked.last_sweep = Some(now);
+        }
+        for slot in 0..st.parked.slots.len() {
+            let st = self.st();
+            let (expired, valid) = match &st.parked.slots[slot] {
+                Some(w) => (
+                    w.deadline.is_some_and(|d| now >= d),
+                    !check || st.listener.valid(w.id),
+                ),
+                None => continue,
+            };
+            if valid && !expired {
+                continue;
+            }
+            let Some(w) = st.parked.take(slot) else {
+                continue;
+            };
+            st.unwatch(w.sock.as_raw_fd());
+            if !valid {
+                if let Kind::Connect { first } = w.kind {
+                    st.parked.note_gone(w.inode, w.tid, first);
+                }
+                continue;
+            }
+            self.finish_wait(w, true);
+        }
+    }
+}
