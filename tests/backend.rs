@@ -59,8 +59,9 @@ fn choice(r: &BTreeMap<String, String>) -> (&str, &str, &str) {
 }
 
 /// A traced connect to a banner with `opts`, APPSWITCH_BACKEND `env` and
-/// the config `conf`, logging at info: (stderr, the events' backends).
-fn traced_connect(env: Option<&str>, conf: Option<&Path>, opts: &[&str]) -> (String, Vec<String>) {
+/// the config `conf` runs under ptrace: every event says so, and so does
+/// the log, with where the choice came from (`from`).
+fn runs_ptrace(env: Option<&str>, conf: Option<&Path>, opts: &[&str], from: &str) {
     let banner = Banner::start("hi\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let ev = dir.path().join("events.jsonl");
@@ -77,11 +78,12 @@ fn traced_connect(env: Option<&str>, conf: Option<&Path>, opts: &[&str]) -> (Str
     assert!(stdout(&out).contains("data=hi"), "{out:?}");
     let events = read_events(&ev);
     assert!(!calls(&events, "connect", None).is_empty(), "{events:?}");
-    let backends = events
-        .iter()
-        .map(|e| e["backend"].as_str().unwrap_or("(none)").to_string())
-        .collect();
-    (stderr(&out), backends)
+    for e in &events {
+        assert_eq!(e["backend"], "ptrace", "{e}");
+    }
+    let log = stderr(&out);
+    let want = format!("backend: ptrace (ptrace, from {from})");
+    assert!(log.contains(&want), "{want}: {log}");
 }
 
 #[test]
@@ -104,12 +106,7 @@ fn ptrace_is_chosen_when_asked_and_named_in_events_and_the_log() {
     // The report says what the kernel allows whatever was asked.
     assert!(r.contains_key("unotify"), "{r:?}");
 
-    let (log, backends) = traced_connect(Some("unotify"), None, &PTRACE);
-    assert!(backends.iter().all(|b| b == "ptrace"), "{backends:?}");
-    assert!(
-        log.contains("backend: ptrace (ptrace, from --backend)"),
-        "{log}"
-    );
+    runs_ptrace(Some("unotify"), None, &PTRACE, "--backend");
 }
 
 #[test]
@@ -179,13 +176,8 @@ fn the_config_file_is_honoured_below_the_environment_and_the_flag() {
     // A trace runs what the file says.
     let dir = tempfile::tempdir().expect("tempdir");
     let ptrace = config(dir.path(), "[trace]\nbackend = \"ptrace\"\n");
-    let (log, backends) = traced_connect(None, Some(&ptrace), &[]);
-    assert!(backends.iter().all(|b| b == "ptrace"), "{backends:?}");
-    let want = format!(
-        "backend: ptrace (ptrace, from [trace] backend in {})",
-        ptrace.display()
-    );
-    assert!(log.contains(&want), "{log}");
+    let from = format!("[trace] backend in {}", ptrace.display());
+    runs_ptrace(None, Some(&ptrace), &[], &from);
 }
 
 #[test]
@@ -201,12 +193,7 @@ fn the_environment_is_honoured_below_the_flag() {
     let (_, r, _) = backend_report(None, None, &[]);
     assert_eq!(choice(&r).2, "the built-in default");
 
-    let (log, backends) = traced_connect(Some("ptrace"), None, &[]);
-    assert!(backends.iter().all(|b| b == "ptrace"), "{backends:?}");
-    assert!(
-        log.contains("backend: ptrace (ptrace, from APPSWITCH_BACKEND)"),
-        "{log}"
-    );
+    runs_ptrace(Some("ptrace"), None, &[], "APPSWITCH_BACKEND");
 }
 
 /// Where user notification cannot run (here: inside a trace, whose filter
