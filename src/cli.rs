@@ -118,29 +118,33 @@ pub struct BackendArgs {
 /// `trace --backend`'s help, naming the built-in default.
 fn backend_help() -> String {
     format!(
-        "How the program's calls are intercepted (default: $APPSWITCH_BACKEND, \
-         then [trace] backend in the config, then {}):
-  auto     seccomp user notification when the kernel has it (Linux >= 6.9:
-           SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, SECCOMP_ADDFD_FLAG_SEND and
-           PIDFD_THREAD; and this process not already under another listener:
-           nested appswitch, LXD, syd), else ptrace
-  unotify  user notification, or refuse to start, saying what the kernel
-           lacks; the program may use ptrace itself (strace, gdb)
-  ptrace   ptrace with a seccomp filter; works on every kernel appswitch
-           supports, but no debugger can run inside the trace
-The choice never changes what a rule decides. `appswitch backend` says
-which one would run, and why.",
+        "How the program's calls are intercepted (default: $APPSWITCH_BACKEND, then \
+         [trace] backend in the config, then {}). The choice never changes what a \
+         rule decides; `appswitch backend` says which one would run, and why",
         crate::config::DEFAULT_BACKEND.name()
     )
 }
 
-/// A --backend value; completions offer the three names.
+/// A --backend value; help and completions list the three names.
 fn backend_arg() -> impl clap::builder::TypedValueParser<Value = tracer::Backend> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
     PossibleValuesParser::new([
-        PossibleValue::new("auto"),
-        PossibleValue::new("unotify").aliases(["user-notification", "user-notif"]),
-        PossibleValue::new("ptrace"),
+        PossibleValue::new("auto").help(
+            "Seccomp user notification when the kernel has it (Linux >= 6.9: \
+             SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, SECCOMP_ADDFD_FLAG_SEND, PIDFD_THREAD; \
+             and this process not under another listener: nested appswitch, LXD, \
+             syd), else ptrace",
+        ),
+        PossibleValue::new("unotify")
+            .aliases(["user-notification", "user-notif"])
+            .help(
+                "Seccomp user notification, or refuse to start, saying what the kernel \
+                 lacks. The program may use ptrace itself (strace, gdb)",
+            ),
+        PossibleValue::new("ptrace").help(
+            "ptrace with a seccomp filter. Works on every kernel appswitch supports; \
+             no debugger can run inside the trace",
+        ),
     ])
     .try_map(|s| crate::config::parse_backend(&s))
 }
@@ -183,7 +187,7 @@ fn parse_cluster(s: &str) -> Result<EtcdList, String> {
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// Write one JSON line per intercepted call to FILE ("-" for stderr):
-    /// time, pid, tid, comm, abi, call, fd, family, protocol, address,
+    /// time, pid, tid, comm, abi, backend, call, fd, family, protocol, address,
     /// verdict, result (the return value, or the errno name on failure).
     /// On stderr ("-"), lines are dropped (and counted) rather than make the
     /// tracer wait when stderr does not take them.
