@@ -25,6 +25,9 @@ impl fmt::Display for Source {
         match self {
             Source::Flag => f.write_str("--backend"),
             Source::Env => f.write_str(ENV),
+            Source::Config(p) if p.as_os_str().is_empty() => {
+                f.write_str("[trace] backend in the config")
+            }
             Source::Config(p) => write!(f, "[trace] backend in {}", p.display()),
             Source::Default => f.write_str("the built-in default"),
         }
