@@ -76,14 +76,25 @@ fn main() {
         }
     }
     let program = args.next().unwrap_or_else(|| usage());
+    // The backend, as for `appswitch trace`: $APPSWITCH_BACKEND (auto,
+    // unotify, ptrace), else appswitch's built-in default.
+    let asked = match std::env::var("APPSWITCH_BACKEND") {
+        Ok(s) if !s.is_empty() => appswitch::config::parse_backend(&s).unwrap_or_else(|e| {
+            eprintln!("redirect_port: APPSWITCH_BACKEND={s}: {e}");
+            std::process::exit(2)
+        }),
+        _ => appswitch::config::DEFAULT_BACKEND,
+    };
+    let backend = asked.choose().unwrap_or_else(|why| {
+        eprintln!("redirect_port: {why}");
+        std::process::exit(2)
+    });
     let cmd = tracer::Command {
         user: None,
         program,
         args: args.collect(),
         bind_files: Vec::new(),
-        backend: tracer::Backend::Auto
-            .choose()
-            .unwrap_or(tracer::Chosen::Ptrace),
+        backend,
     };
     let mut h = Redirect { from, to, verbose };
     match tracer::run(&cmd, &mut h) {

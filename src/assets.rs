@@ -88,6 +88,7 @@ mod tests {
             "appswitch.1",
             "appswitch-trace.1",
             "appswitch-daemon.1",
+            "appswitch-backend.1",
             "appswitch.bash",
             "_appswitch",
             "appswitch.fish",
@@ -103,5 +104,6 @@ mod tests {
         let trace = std::fs::read_to_string(dir.path().join("appswitch-trace.1")).unwrap();
         assert!(trace.contains("appswitch\\-trace"), "{trace}");
         assert!(trace.contains("\\-\\-policy"), "{trace}");
+        assert!(trace.contains("\\-\\-backend"), "{trace}");
     }
 }

@@ -7,10 +7,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// appswitch gives any Linux program an application-level network: its
-/// network system calls are intercepted at the socket layer (ptrace with a
-/// seccomp-BPF filter; static binaries, Go and raw syscalls included) and
-/// checked, redirected or recorded. After connect() the kernel carries the
-/// data: nothing sits in the data path.
+/// network system calls are intercepted at the socket layer (seccomp user
+/// notification, or ptrace with a seccomp-BPF filter; static binaries, Go
+/// and raw syscalls included) and checked, redirected or recorded. After
+/// connect() the kernel carries the data: nothing sits in the data path.
 #[derive(Parser, Debug)]
 #[command(name = "appswitch", version, propagate_version = true)]
 pub struct Cli {
@@ -30,8 +30,9 @@ pub enum Cmd {
     /// the program's (128+N if it died of signal N); signals sent to this
     /// process with kill(1) are passed on to the program (once it exited, to
     /// its traced descendants), and ones the program sends its parent reach
-    /// this process's parent. Debuggers cannot run inside a trace (one tracer
-    /// per process).
+    /// this process's parent. Under the ptrace backend, debuggers cannot run
+    /// inside a trace (one tracer per process); under user notification they
+    /// can (--backend).
     ///
     /// With --policy, each call is decided by the rules (docs/RULES.md):
     /// first match wins, refused calls fail with the rule's errno and send
@@ -73,6 +74,23 @@ pub enum Cmd {
     #[command(verbatim_doc_comment)]
     Daemon(DaemonArgs),
 
+    /// Say which interception backend `appswitch trace` would run, and why.
+    ///
+    /// Prints key=value lines: backend (what would run: unotify or ptrace),
+    /// asked (auto, unotify or ptrace), from (where that came from: --backend,
+    /// APPSWITCH_BACKEND, the config file, or the built-in default) and
+    /// unotify (whether this kernel and this process allow seccomp user
+    /// notification, or why not). The same choice as `trace`, with the same
+    /// precedence: --backend, then $APPSWITCH_BACKEND, then [trace] backend in
+    /// the config, then the built-in default. Exit status 2 when the
+    /// backend asked for cannot run here (as `trace` would fail).
+    ///
+    /// Examples:
+    ///   appswitch backend
+    ///   appswitch backend --backend auto
+    #[command(verbatim_doc_comment)]
+    Backend(BackendArgs),
+
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateAssets(GenerateArgs),
@@ -83,6 +101,52 @@ pub struct GenerateArgs {
     /// Directory to write appswitch*.1 and the bash, zsh and fish completions to.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BackendArgs {
+    /// The backend to ask for (as `trace --backend`).
+    #[arg(long, value_name = "BACKEND", value_parser = backend_arg())]
+    pub backend: Option<tracer::Backend>,
+
+    /// Configuration file (default: $APPSWITCH_CONFIG, then
+    /// /etc/appswitch/appswitch.toml, then built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `trace --backend`'s help, naming the built-in default.
+fn backend_help() -> String {
+    format!(
+        "How the program's calls are intercepted (default: $APPSWITCH_BACKEND, then \
+         [trace] backend in the config, then {}). The choice never changes what a \
+         rule decides; `appswitch backend` says which one would run, and why",
+        crate::config::DEFAULT_BACKEND.name()
+    )
+}
+
+/// A --backend value; help and completions list the three names.
+fn backend_arg() -> impl clap::builder::TypedValueParser<Value = tracer::Backend> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("auto").help(
+            "Seccomp user notification when the kernel has it (Linux >= 6.9: \
+             SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, SECCOMP_ADDFD_FLAG_SEND, PIDFD_THREAD; \
+             and this process not under another listener: nested appswitch, LXD, \
+             syd), else ptrace",
+        ),
+        PossibleValue::new("unotify")
+            .aliases(["user-notification", "user-notif"])
+            .help(
+                "Seccomp user notification, or refuse to start, saying what the kernel \
+                 lacks. The program may use ptrace itself (strace, gdb)",
+            ),
+        PossibleValue::new("ptrace").help(
+            "ptrace with a seccomp filter. Works on every kernel appswitch supports; \
+             no debugger can run inside the trace",
+        ),
+    ])
+    .try_map(|s| crate::config::parse_backend(&s))
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,7 +187,7 @@ fn parse_cluster(s: &str) -> Result<EtcdList, String> {
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// Write one JSON line per intercepted call to FILE ("-" for stderr):
-    /// time, pid, tid, comm, abi, call, fd, family, protocol, address,
+    /// time, pid, tid, comm, abi, backend, call, fd, family, protocol, address,
     /// verdict, result (the return value, or the errno name on failure).
     /// On stderr ("-"), lines are dropped (and counted) rather than make the
     /// tracer wait when stderr does not take them.
@@ -140,6 +204,9 @@ pub struct TraceArgs {
     /// --events) what would have been refused. Default: from the config.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+
+    #[arg(long, value_name = "BACKEND", value_parser = backend_arg(), help = backend_help())]
+    pub backend: Option<tracer::Backend>,
 
     /// Labels of this program, matched by label=K=V rules: k=v[,k=v...].
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]

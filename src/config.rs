@@ -148,14 +148,51 @@ impl Default for ClusterConfig {
     }
 }
 
+/// The interception backend `appswitch trace` runs when neither --backend
+/// nor $APPSWITCH_BACKEND nor `[trace] backend` says (configs/appswitch.toml
+/// lists the same value: a test ties them).
+pub const DEFAULT_BACKEND: tracer::Backend = tracer::Backend::Ptrace;
+
+/// The backend names a user may give (`tracer::Backend::parse` also takes
+/// `user-notification` for unotify).
+pub const BACKEND_NAMES: &str = "auto, unotify or ptrace";
+
+/// A backend name, or why it is not one (naming the value and the valid ones).
+pub fn parse_backend(s: &str) -> std::result::Result<tracer::Backend, String> {
+    tracer::Backend::parse(s)
+        .ok_or_else(|| format!("unknown backend '{s}': expected {BACKEND_NAMES}"))
+}
+
+/// `appswitch trace`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// The interception backend (None: not set here).
+    #[serde(deserialize_with = "backend_value")]
+    pub backend: Option<tracer::Backend>,
+}
+
+fn backend_value<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<tracer::Backend>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_backend(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub policy: PolicyConfig,
+    pub trace: TraceConfig,
     pub daemon: DaemonConfig,
     pub services: ServicesConfig,
     pub dns: DnsConfig,
     pub cluster: ClusterConfig,
+    /// The file this was read from (None: the built-in defaults).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 pub const SYSTEM_PATH: &str = "/etc/appswitch/appswitch.toml";
@@ -174,7 +211,10 @@ impl Config {
             Some(p) => {
                 let text = std::fs::read_to_string(&p)
                     .with_context(|| format!("reading config {}", p.display()))?;
-                Config::parse(&text).with_context(|| format!("config {}", p.display()))
+                let mut c =
+                    Config::parse(&text).with_context(|| format!("config {}", p.display()))?;
+                c.path = Some(p);
+                Ok(c)
             }
         }
     }
@@ -194,6 +234,7 @@ mod tests {
         let c = Config::parse(shipped).unwrap();
         assert_eq!(c.policy.default, DefaultAction::Allow);
         assert_eq!(c.policy.mode, Mode::Enforce);
+        assert_eq!(c.trace.backend, Some(DEFAULT_BACKEND));
         let d = DaemonConfig::default();
         assert_eq!(c.daemon.socket, d.socket);
         assert_eq!(c.daemon.mount, d.mount);
@@ -226,6 +267,21 @@ mod tests {
             (c.dns.listen, c.dns.domain, c.dns.upstream),
             (dns.listen, dns.domain, dns.upstream)
         );
+    }
+
+    #[test]
+    fn trace_backend_is_read_and_a_bad_one_is_named() {
+        let c = Config::parse("[trace]\nbackend = \"auto\"\n").unwrap();
+        assert_eq!(c.trace.backend, Some(tracer::Backend::Auto));
+        assert_eq!(Config::parse("").unwrap().trace.backend, None);
+        let e = Config::parse("[trace]\nbackend = \"strace\"\n").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("'strace'") && e.contains("auto, unotify or ptrace"),
+            "{e}"
+        );
+        assert!(parse_backend("bogus").is_err());
+        assert_eq!(parse_backend("ptrace"), Ok(tracer::Backend::Ptrace));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The appswitch binary: a thin shell over the library (src/lib.rs).
 
-use appswitch::cli::{load_config, Cli, Cmd, DaemonArgs, UsageError};
+use appswitch::cli::{load_config, BackendArgs, Cli, Cmd, DaemonArgs, UsageError};
 use appswitch::daemon;
 use appswitch::stderr;
 use clap::Parser;
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     // with --log-file, or with RUST_LOG.
     let log_file = match &cli.command {
         Cmd::Trace(t) => t.log_file.clone(),
-        Cmd::Daemon(_) | Cmd::GenerateAssets(_) => None,
+        Cmd::Daemon(_) | Cmd::Backend(_) | Cmd::GenerateAssets(_) => None,
     };
     let asked = log_file.is_some() || std::env::var_os("RUST_LOG").is_some();
     let default = if asked || matches!(cli.command, Cmd::Daemon(_)) {
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Cmd::Trace(args) => appswitch::trace::command::run(*args),
         Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
+        Cmd::Backend(args) => backend_cmd(args).map(|()| 0),
         Cmd::GenerateAssets(args) => appswitch::assets::generate(&args.out).map(|_| 0),
     };
     let code = match r {
@@ -72,4 +73,13 @@ fn daemon_cmd(args: DaemonArgs) -> anyhow::Result<()> {
         config.cluster.etcd = etcd;
     }
     daemon::run(&config, args.mount.as_deref())
+}
+
+fn backend_cmd(args: BackendArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    let text = appswitch::trace::backend::report(args.backend, &config)?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))
 }

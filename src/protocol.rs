@@ -63,6 +63,10 @@ pub enum ToDaemon {
         /// The program's virtual IP (trace --ip), if any.
         #[serde(default)]
         host: Option<HostDecl>,
+        /// The interception backend that runs it: "unotify" or "ptrace"
+        /// (a trace that does not say predates the choice: ptrace).
+        #[serde(default = "ptrace")]
+        backend: String,
     },
     /// The program listens on a virtual address (trace --ip): a backend.
     Listen(Listener),
@@ -119,6 +123,11 @@ pub enum ToTracer {
     /// The daemon will not take this trace (its --name is another VIP's):
     /// the trace says why and exits before the program starts.
     Refused { why: String },
+}
+
+/// The backend of a trace whose Hello does not name one.
+fn ptrace() -> String {
+    tracer::Chosen::Ptrace.name().into()
 }
 
 impl ToDaemon {

@@ -446,6 +446,11 @@ fn events_apps_and_ctl() {
         info.contains("cmdline=") && info.contains("sleep 30"),
         "{info}"
     );
+    // The backend that runs it (this pass's: APPSWITCH_BACKEND).
+    assert!(
+        info.contains(&format!("\nbackend={}\n", backend())),
+        "{info}"
+    );
     std::fs::write(d.file(&format!("apps/{id}/ctl")), "kill\n").unwrap();
     assert_eq!(p.wait_timeout(Duration::from_secs(5)), Some(137));
 

@@ -25,6 +25,8 @@ const RAW_OTHER: [&str; 5] = ["pkt_dgram", "pkt_raw", "raw6", "inet_pkt", "xdp"]
 /// What socket() returns in a child whose only filter is the one built for
 /// `raw_sockets` alone, with no tracer: a call the filter stops fails with
 /// ENOSYS (SECCOMP_RET_TRACE without a tracer), one it lets through runs.
+/// (The ptrace backend's filter, built here directly: the backend of the
+/// pass, APPSWITCH_BACKEND, plays no part.)
 fn filtered_socket_calls(calls: &[(i64, i64, i64)]) -> Vec<i64> {
     let prog = tracer::filter::build(&tracer::Interests {
         raw_sockets: true,

@@ -76,7 +76,12 @@ fn ok(out: Output) -> Output {
     out
 }
 
-const MAN_PAGES: [&str; 3] = ["appswitch", "appswitch-trace", "appswitch-daemon"];
+const MAN_PAGES: [&str; 4] = [
+    "appswitch",
+    "appswitch-trace",
+    "appswitch-daemon",
+    "appswitch-backend",
+];
 const BASH: &str = "usr/share/bash-completion/completions/appswitch";
 const ZSH: &str = "usr/share/zsh/vendor-completions/_appswitch";
 const FISH: &str = "usr/share/fish/vendor_completions.d/appswitch.fish";
@@ -245,7 +250,7 @@ fn completions_parse_and_know_the_subcommands() {
         .arg(u.root.join(BASH))));
     for f in [BASH, ZSH, FISH] {
         let text = std::fs::read_to_string(u.root.join(f)).unwrap();
-        for word in ["trace", "daemon", "policy", "cluster"] {
+        for word in ["trace", "daemon", "backend", "policy", "cluster"] {
             assert!(text.contains(word), "{f} lacks {word}");
         }
         assert!(

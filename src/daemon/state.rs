@@ -35,6 +35,8 @@ pub struct App {
     pub cmdline: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub local_policy: String,
+    /// The interception backend its trace runs ("unotify" or "ptrace").
+    pub backend: String,
     pub started: SystemTime,
     pub tx: Sender<ToTracer>,
     pub counters: Counters,
@@ -340,6 +342,7 @@ impl State {
             labels,
             local_policy,
             host,
+            backend,
         } = hello
         else {
             return None;
@@ -392,6 +395,7 @@ impl State {
                 cmdline,
                 labels,
                 local_policy,
+                backend,
                 started: SystemTime::now(),
                 tx,
                 counters: Counters::default(),
@@ -1044,9 +1048,10 @@ impl State {
     pub fn render_app_info(&self, app: u32) -> Option<String> {
         let a = self.apps.get(&app)?;
         Some(format!(
-            "id={}\ntracer_pid={}\npid={}\nprocesses={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\n",
+            "id={}\ntracer_pid={}\nbackend={}\npid={}\nprocesses={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\n",
             a.id,
             a.pid,
+            a.backend,
             a.live.first().map_or("-".to_string(), |p| p.to_string()),
             a.live.len(),
             a.comm,

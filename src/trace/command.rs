@@ -3,6 +3,7 @@
 //! filesystem, the program's resolv.conf) and runs the program under the
 //! tracer.
 
+use super::backend;
 use super::daemon_link;
 use super::events;
 use super::handler::{Enforcer, Reporter};
@@ -45,6 +46,15 @@ fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable>
 
 pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
     let config = load_config(args.config.as_deref())?;
+    // Which backend runs: decided (and any reason it cannot) before anything starts.
+    let asked = backend::asked(args.backend, &config)?;
+    let chosen = asked.choose()?;
+    log::info!(
+        "backend: {} ({}, from {})",
+        chosen.name(),
+        asked.backend.name(),
+        asked.from
+    );
     let local = load_policy(&args, &config)?;
     let mode = args.mode.unwrap_or(config.policy.mode);
     let sink = match &args.events {
@@ -64,7 +74,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
     ));
     let policed = args.policy.is_some() || local.default_deny();
     let labels = args.labels.clone().unwrap_or_default();
-    let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone());
+    let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone(), chosen);
     let mut words = args.command.iter().cloned();
     let program = words.next().context("no program given")?;
     let mut cmd = tracer::Command {
@@ -72,10 +82,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         program: program.clone(),
         args: words.collect(),
         bind_files: Vec::new(),
-        backend: tracer::Backend::parse(&std::env::var("APPSWITCH_BACKEND").unwrap_or_default())
-            .unwrap_or(tracer::Backend::Ptrace)
-            .choose()
-            .unwrap_or(tracer::Chosen::Ptrace),
+        backend: chosen,
     };
     let hello = ToDaemon::Hello {
         pid: std::process::id() as i32,
@@ -95,6 +102,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
             name: args.name.clone(),
             lb: args.lb.unwrap_or_default(),
         }),
+        backend: chosen.name().into(),
     };
     let port_range = config
         .services

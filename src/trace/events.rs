@@ -16,6 +16,8 @@ pub struct Event<'a> {
     pub tid: i32,
     pub comm: String,
     pub abi: &'static str,
+    /// The interception backend: "unotify" or "ptrace".
+    pub backend: &'static str,
     pub call: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
@@ -136,6 +138,7 @@ pub fn event<'a>(
     verdict: &'a Verdict,
     outcome: Outcome,
     comm: String,
+    backend: tracer::Chosen,
 ) -> Event<'a> {
     let family = match (call.socket, call.socket_args, &call.addr) {
         (Some(s), _, _) => Some(family_name(s.domain)),
@@ -149,6 +152,7 @@ pub fn event<'a>(
         tid: call.tid,
         comm,
         abi: call.abi.name(),
+        backend: backend.name(),
         call: call.op.name(),
         fd: call.fd,
         family,
@@ -169,14 +173,23 @@ pub fn event<'a>(
     }
 }
 
-/// The event for a call the tracer refused on its own; `comm` is the program's name.
-pub fn refusal<'a>(pid: i32, tid: i32, what: &'a str, errno: Errno, comm: String) -> Event<'a> {
+/// The event for a call the tracer refused on its own; `comm` is the
+/// program's name, `backend` the one that runs it.
+pub fn refusal<'a>(
+    pid: i32,
+    tid: i32,
+    what: &'a str,
+    errno: Errno,
+    comm: String,
+    backend: tracer::Chosen,
+) -> Event<'a> {
     Event {
         time: now(),
         pid,
         tid,
         comm,
         abi: "",
+        backend: backend.name(),
         call: "",
         fd: None,
         family: None,

@@ -48,6 +48,8 @@ pub struct Enforcer {
     last: HashMap<i32, (Decision, Arc<Snapshot>)>,
     /// Services: virtual IPs, backends.
     router: Router,
+    /// The interception backend that runs the program (named in events).
+    backend: tracer::Chosen,
 }
 
 impl Enforcer {
@@ -56,6 +58,7 @@ impl Enforcer {
         policed: bool,
         sink: Option<EventSink>,
         labels: Vec<(String, String)>,
+        backend: tracer::Chosen,
     ) -> Enforcer {
         Enforcer {
             live,
@@ -68,6 +71,7 @@ impl Enforcer {
             virtual_peers: HashMap::new(),
             last: HashMap::new(),
             router: Router::new(crate::trace::snapshot::LiveNet::new(), None, true),
+            backend,
         }
     }
 
@@ -332,7 +336,7 @@ impl NetHandler for Enforcer {
             return;
         }
         let comm = self.comm(call.pid).to_string();
-        let mut ev = events::event(call, verdict, outcome, comm);
+        let mut ev = events::event(call, verdict, outcome, comm, self.backend);
         if let Some((d, s)) = &decision {
             ev.rule = rule.map(|(_, id)| id as usize);
             ev.rule_source = rule.map(|(src, _)| match src {
@@ -420,7 +424,7 @@ impl NetHandler for Enforcer {
         if self.sink.is_some() {
             let comm = self.comm(pid).to_string();
             if let Some(sink) = &mut self.sink {
-                sink.write(&events::refusal(pid, tid, what, errno, comm));
+                sink.write(&events::refusal(pid, tid, what, errno, comm, self.backend));
             }
         }
     }

@@ -16,6 +16,37 @@ pub fn appswitch() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_appswitch"))
 }
 
+/// The variable that picks the interception backend of every `appswitch
+/// trace` a test starts: the tests' own processes inherit it, so
+/// scripts/test.sh runs the suite once per backend by setting it. Unset,
+/// `trace` runs its config's or built-in default.
+pub const BACKEND_ENV: &str = "APPSWITCH_BACKEND";
+
+/// `trace` options for a test about the ptrace backend itself (what only
+/// ptrace does, or cannot do): it runs under ptrace in every pass.
+pub const PTRACE: [&str; 2] = ["--backend", "ptrace"];
+
+/// The backend `appswitch trace` runs in this pass ("unotify" or
+/// "ptrace"), as `appswitch backend` reports it.
+pub fn backend() -> &'static str {
+    static CHOSEN: OnceLock<String> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let out = run(Command::new(appswitch()).arg("backend"));
+        let text = stdout(&out);
+        let chosen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("backend="))
+            .map(str::to_string);
+        match (out.status.success(), chosen) {
+            (true, Some(b)) => b,
+            _ => panic!(
+                "appswitch backend ({BACKEND_ENV}={:?}) failed: {out:?}",
+                std::env::var_os(BACKEND_ENV)
+            ),
+        }
+    })
+}
+
 /// An example binary of this package (built by `cargo test`).
 pub fn example(name: &str) -> PathBuf {
     let p = appswitch()
