@@ -13,9 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The backends, one pass each (TEST_BACKENDS="unotify" runs only that one).
-# unotify joins once its supervisor runs (tracer/src/unotify/): make the
-# default "ptrace unotify".
-BACKENDS=${TEST_BACKENDS:-"ptrace"}
+# The first runs every test; the others rerun the tests that trace.
+BACKENDS=${TEST_BACKENDS:-"unotify ptrace"}
 # Integration test files (tests/NAME.rs) that start no trace: run once.
 NOT_TRACED="layout package sockdiag"
 

@@ -151,7 +151,7 @@ impl Default for ClusterConfig {
 /// The interception backend `appswitch trace` runs when neither --backend
 /// nor $APPSWITCH_BACKEND nor `[trace] backend` says (configs/appswitch.toml
 /// lists the same value: a test ties them).
-pub const DEFAULT_BACKEND: tracer::Backend = tracer::Backend::Ptrace;
+pub const DEFAULT_BACKEND: tracer::Backend = tracer::Backend::Auto;
 
 /// The backend names a user may give (`tracer::Backend::parse` also takes
 /// `user-notification` for unotify).

@@ -115,7 +115,8 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
 ///   every child whatever its flags (CLONE_UNTRACED is a ptrace matter);
 /// - ptrace is not trapped: programs may trace (strace, gdb);
 /// - execve/execveat notify (answered CONTINUE) so a process's name at exec
-///   is known.
+///   is known, and so does prctl(PR_SET_NAME), the one call that changes it
+///   (the exec is reported before the rename runs).
 pub fn build_for(interests: &Interests, mode: Mode) -> Result<Program, TraceError> {
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
     let notify = mode == Mode::Notify;
@@ -192,6 +193,14 @@ pub fn build_for(interests: &Interests, mode: Mode) -> Result<Program, TraceErro
         if notify {
             ctx.add_rule(trace_net, sys("execve")?).map_err(f)?;
             ctx.add_rule(trace_net, sys("execveat")?).map_err(f)?;
+            // A rename (PR_SET_NAME) is the name at exec's last moment.
+            let set_name = ScmpArgCompare::new(
+                0,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                libc::PR_SET_NAME as u64,
+            );
+            ctx.add_rule_conditional(trace_net, sys("prctl")?, &[set_name])
+                .map_err(f)?;
         } else {
             ctx.add_rule_conditional(trace_clone, sys("clone")?, &[untraced])
                 .map_err(f)?;

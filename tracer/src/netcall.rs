@@ -139,9 +139,11 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     pub(crate) fn done(&mut self, tid: i32, call: &Call, verdict: &Verdict, ret: i64) {
-        if self.notify.is_some() {
+        if self.notify.is_some() && !sigpipe_kills(call, tid, ret) {
             // A signal raised while the thread waits for our answer would
-            // interrupt the wait: answer first.
+            // interrupt the wait (and a handled one restart the call):
+            // answer first. A SIGPIPE that kills goes first (as natively,
+            // nothing after the call runs).
             self.skip_call(tid, ret);
             raise_sigpipe(call, tid, ret);
         } else {
@@ -169,6 +171,16 @@ impl<H: NetHandler> Tracer<'_, H> {
             Verdict::Fail(e) => {
                 let e = *e;
                 return self.done(tid, &d.call, &verdict, neg(e));
+            }
+            // User notification sees no result of a call it lets run: where
+            // the result is wanted (the event log), the program's own
+            // address is carried out (the tracer's copy), as for Allow.
+            Verdict::Pass
+                if self.notify.is_some()
+                    && self.interests.outcomes
+                    && matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) =>
+            {
+                None
             }
             Verdict::Pass => return self.pass_decoded(tid, d, verdict),
             Verdict::Answer(a) if matches!(op, Op::GetPeerName | Op::GetSockName) => {
@@ -441,6 +453,14 @@ impl<H: NetHandler> Tracer<'_, H> {
         if !self.still_waiting() {
             return;
         }
+        if let Some(n) = self.notify.as_mut().and_then(|st| {
+            st.parked
+                .take_partial(tid, info.inode, (d.args[1], m.total))
+        }) {
+            // The restart of a blocking send a signal interrupted after
+            // part of it was sent: natively it returned that count.
+            return self.done(tid, &d.call, &verdict, n as i64);
+        }
         if let Err(e) = privs::check_control(tid, &m.control) {
             return self.done(tid, &d.call, &verdict, neg(e));
         }
@@ -479,6 +499,21 @@ impl<H: NetHandler> Tracer<'_, H> {
         // Control data goes with the first byte sent: only a rest without it
         // can be left to a plain sendto.
         let control_left = sent == 0 && !m.control.is_empty();
+        if self.notify.is_some() && stream {
+            // User notification: the rest is sent as room comes, with no
+            // thread held (unotify/park.rs).
+            let key = (d.args[1], m.total);
+            let control = if sent == 0 { m.control } else { Vec::new() };
+            let send = crate::unotify::park::Send {
+                iovs: m.iovs,
+                total: m.total,
+                sent,
+                control,
+                flags,
+                key,
+            };
+            return self.park_send(tid, d.call, verdict, sock, send);
+        }
         if m.iovs.len() == 1 && !control_left && self.notify.is_none() {
             let (base, len) = m.iovs[0];
             let a = [fd, base + sent, len - sent, flags64, 0, 0];
@@ -716,7 +751,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             (0, Some(e)) => neg(e),
             (n, _) => n,
         };
-        if self.notify.is_some() {
+        if self.notify.is_some() && !sigpipe_kills(&call, tid, ret) {
             self.skip_call(tid, ret);
             raise_sigpipe(&call, tid, ret);
         } else {
@@ -747,7 +782,7 @@ fn destination_of_unspecified(addr: &SockAddr, sock: &OwnedFd) -> Option<SockAdd
 }
 
 /// The buffers after the first `sent` bytes.
-fn rest_of(iovs: &[(u64, u64)], sent: u64) -> Vec<(u64, u64)> {
+pub(crate) fn rest_of(iovs: &[(u64, u64)], sent: u64) -> Vec<(u64, u64)> {
     let mut skip = sent;
     let mut out = Vec::with_capacity(iovs.len());
     for &(base, len) in iovs {
@@ -769,6 +804,27 @@ fn raise_sigpipe(call: &Call, tid: i32, ret: i64) {
         // SAFETY: plain syscall; the thread is our stopped tracee.
         unsafe { libc::syscall(libc::SYS_tgkill, call.pid, tid, libc::SIGPIPE) };
     }
+}
+
+/// Whether the SIGPIPE a failed send raises would end the process
+/// (default action, not blocked in the thread): /proc/TID/status, read
+/// only on that failure.
+fn sigpipe_kills(call: &Call, tid: i32, ret: i64) -> bool {
+    let send = matches!(call.op, Op::SendTo | Op::SendMsg | Op::SendMmsg);
+    if !send || ret != neg(Errno::EPIPE) || call.flags & libc::MSG_NOSIGNAL != 0 {
+        return false;
+    }
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (libc::SIGPIPE - 1);
+    let mask = |key: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    (mask("SigBlk:") | mask("SigIgn:") | mask("SigCgt:")) & bit == 0
 }
 
 /// Whether SIGPIPE is blocked in thread `tid` (PTRACE_GETSIGMASK).

@@ -242,8 +242,24 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     }
 }
 
+/// Under user notification: the pipe the handler writes each forwarded
+/// signal to, for the supervisor to deliver (it knows when the main program
+/// has gone and which processes are left; see unotify/procs.rs).
+static ROUTE: AtomicI32 = AtomicI32::new(-1);
+
+pub(crate) fn route_to(fd: i32) {
+    ROUTE.store(fd, Ordering::Release);
+}
+
 /// To the main program, or once it has gone, to every live traced process.
 fn deliver(sig: i32) {
+    let route = ROUTE.load(Ordering::Acquire);
+    if route >= 0 {
+        let b = [sig as u8];
+        // SAFETY: write is async-signal-safe; a one-byte local buffer.
+        unsafe { libc::write(route, b.as_ptr().cast(), 1) };
+        return;
+    }
     let main = MAIN.load(Ordering::Acquire);
     if main > 0 && send_to_tracee(main, sig) {
         return;

@@ -217,6 +217,8 @@ pub fn spawn(
         0
     };
 
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: the child only calls async-signal-safe functions on memory
     // prepared above, then execs or _exits.
     let pid = unsafe { libc::fork() };
@@ -275,6 +277,15 @@ pub fn spawn(
             }
             if let Some(rl) = &nofile {
                 libc::setrlimit(libc::RLIMIT_NOFILE, rl);
+            }
+            // User notification: the program dies with trace, as under
+            // ptrace (PTRACE_O_EXITKILL). Set after the user change, which
+            // clears it. Its descendants fail closed instead (ENOSYS).
+            if notify {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::getppid() != parent {
+                    libc::_exit(127);
+                }
             }
             crate::inherited::close_std_fds_in_child();
             libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());

@@ -13,7 +13,7 @@
 //! and all later ones) fails with ENOSYS: it fails closed.
 
 pub(crate) mod notif;
-mod park;
+pub(crate) mod park;
 mod procs;
 mod special;
 
@@ -37,6 +37,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 const TOKEN_LISTENER: u64 = 0;
 const TAG_PARK: u64 = 1 << 62;
 const TAG_PROC: u64 = 1 << 61;
+const TOKEN_SIGNALS: u64 = 1;
 
 /// The supervisor's state beside the shared tracer state.
 pub(crate) struct State {
@@ -48,6 +49,8 @@ pub(crate) struct State {
     epoll: OwnedFd,
     pub(crate) parked: park::Parked,
     pub(crate) procs: procs::Procs,
+    /// Read end of the pipe forwarded signals arrive on.
+    pub(crate) signals: OwnedFd,
 }
 
 impl State {
@@ -108,9 +111,18 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let interests = handler.interests();
     let program = filter::build_for(&interests, filter::Mode::Notify)?;
     watchdog::start();
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(TraceError::sys("pipe2")(Errno::last()));
+    }
+    // SAFETY: fresh descriptors we own; the write end lives as long as the
+    // process (the signal handler may write to it at any time).
+    let (sig_r, sig_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    signals::route_to(std::os::fd::IntoRawFd::into_raw_fd(sig_w));
+    signals::set_notify_backend();
     signals::install_forwarding();
     signals::keep_off_this_thread();
-    signals::set_notify_backend();
     let nofile = raise_nofile();
     // Orphaned descendants are reparented to us, so we learn when the
     // whole tree is gone and reap it.
@@ -143,10 +155,18 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         epoll,
         parked: park::Parked::default(),
         procs: procs::Procs::default(),
+        signals: sig_r,
     };
     state
         .watch(state.listener.raw(), libc::EPOLLIN as u32, TOKEN_LISTENER)
         .map_err(TraceError::sys("epoll_ctl on the listener"))?;
+    state
+        .watch(
+            state.signals.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_SIGNALS,
+        )
+        .map_err(TraceError::sys("epoll_ctl on the signal pipe"))?;
     let mut t = Tracer {
         handler,
         interests,
@@ -210,6 +230,8 @@ impl<H: NetHandler> Tracer<'_, H> {
                     } else if bits & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
                         hangup = true;
                     }
+                } else if token == TOKEN_SIGNALS {
+                    self.forward_signals();
                 } else if token & TAG_PARK != 0 {
                     self.parked_ready((token & !TAG_PARK) as usize);
                 } else if token & TAG_PROC != 0 {
@@ -220,6 +242,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 // Nothing parked and a second of quiet: reap orphans.
                 self.reap_some();
             }
+            self.scan_processes(false);
             self.sweep_parked();
             if hangup {
                 return Ok(());
@@ -266,6 +289,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.seen(tgid);
         if special::is_exec(&raw) {
             self.st().procs.exec_pending(tgid);
+            return self.st().continue_call();
+        }
+        if special::is_set_name(&raw) {
+            // seen() above reported a pending exec with the name as it
+            // was: the rename runs only now.
             return self.st().continue_call();
         }
         if let Some((abi, c)) = crate::proc_calls::classify(&raw) {

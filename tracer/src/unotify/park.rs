@@ -37,6 +37,24 @@ pub(crate) enum Kind {
         first: bool,
     },
     Accept,
+    Send(Send),
+}
+
+/// A blocking send on a stream socket that did not fit: the rest goes as
+/// room comes (the program's buffers are read again: data, never an
+/// address). Partial progress is never undone: a thread interrupted after
+/// some of it was sent gets that count when its call restarts (or when it
+/// sends the same buffer again), as natively an interrupted send returns
+/// the count sent.
+pub(crate) struct Send {
+    pub(crate) iovs: Vec<(u64, u64)>,
+    pub(crate) total: u64,
+    pub(crate) sent: u64,
+    /// Goes with the first byte (empty once something was sent).
+    pub(crate) control: Vec<u8>,
+    pub(crate) flags: i32,
+    /// (buffer argument, total length): what a restart looks like.
+    pub(crate) key: (u64, u64),
 }
 
 pub(crate) struct Wait {
@@ -56,6 +74,8 @@ pub(crate) struct Parked {
     count: usize,
     /// Interrupted connects: (inode, tid, first).
     gone: VecDeque<(u64, i32, bool)>,
+    /// Interrupted sends with progress: (tid, inode, key, count sent).
+    partial: VecDeque<(i32, u64, (u64, u64), u64)>,
     /// Accepted sockets whose answer was lost: (tid, listener inode, socket).
     replay: VecDeque<(i32, u64, OwnedFd)>,
     last_sweep: Option<Instant>,
@@ -109,6 +129,24 @@ impl Parked {
             self.gone.pop_front();
         }
         self.gone.push_back((inode, tid, first));
+    }
+
+    pub(crate) fn take_partial(&mut self, tid: i32, inode: u64, key: (u64, u64)) -> Option<u64> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let i = self
+            .partial
+            .iter()
+            .position(|p| p.0 == tid && p.1 == inode && p.2 == key)?;
+        self.partial.remove(i).map(|p| p.3)
+    }
+
+    fn note_partial(&mut self, tid: i32, inode: u64, key: (u64, u64), sent: u64) {
+        if self.partial.len() >= NOTES {
+            self.partial.pop_front();
+        }
+        self.partial.push_back((tid, inode, key, sent));
     }
 
     pub(crate) fn take_replay(&mut self, tid: i32, inode: u64) -> Option<OwnedFd> {
@@ -295,6 +333,31 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
+    /// A blocking send that must wait for room (see [`Send`]).
+    pub(crate) fn park_send(
+        &mut self,
+        tid: i32,
+        call: Call,
+        verdict: Verdict,
+        sock: &OwnedFd,
+        send: Send,
+    ) {
+        let inode = call.socket.map_or(0, |s| s.inode);
+        let sock = match sock.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                let r = if send.sent > 0 {
+                    send.sent as i64
+                } else {
+                    -(e.raw_os_error().unwrap_or(libc::EMFILE) as i64)
+                };
+                return self.done(tid, &call, &verdict, r);
+            }
+        };
+        let deadline = sock_timeout(&sock, libc::SO_SNDTIMEO).map(|d| Instant::now() + d);
+        self.park(tid, call, verdict, sock, inode, deadline, Kind::Send(send));
+    }
+
     /// A blocking connect whose handshake is under way (see the module).
     pub(crate) fn park_connect(
         &mut self,
@@ -361,7 +424,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         kind: Kind,
     ) {
         let events = match kind {
-            Kind::Connect { .. } => libc::EPOLLOUT,
+            Kind::Connect { .. } | Kind::Send(_) => libc::EPOLLOUT,
             Kind::Accept => libc::EPOLLIN,
         } as u32
             | libc::EPOLLONESHOT as u32;
@@ -420,6 +483,47 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
                 self.done(w.tid, &call, &w.verdict, -(e as i64));
             }
+            Kind::Send(s) if timed_out => {
+                let r = if s.sent > 0 {
+                    s.sent as i64
+                } else {
+                    -(Errno::EAGAIN as i64)
+                };
+                self.done(w.tid, &w.call, &w.verdict, r);
+            }
+            Kind::Send(s) if !self.st().valid() => {
+                // Interrupted meanwhile: nothing more is sent for it.
+                if s.sent > 0 {
+                    self.st().parked.note_partial(w.tid, w.inode, s.key, s.sent);
+                }
+            }
+            Kind::Send(mut s) => {
+                let rest = crate::netcall::rest_of(&s.iovs, s.sent);
+                let r = crate::stream::send_all(w.tid, &w.sock, &rest, &s.control, s.flags, false);
+                if r > 0 {
+                    s.sent += r as u64;
+                    s.control.clear();
+                }
+                let again = r == -(Errno::EAGAIN as i64) || (r >= 0 && s.sent < s.total);
+                if again && s.sent < s.total {
+                    let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
+                    return self.park(
+                        tid,
+                        w.call,
+                        w.verdict,
+                        w.sock,
+                        inode,
+                        deadline,
+                        Kind::Send(s),
+                    );
+                }
+                let ret = if r < 0 && s.sent == 0 {
+                    r
+                } else {
+                    s.sent as i64
+                };
+                self.done(w.tid, &w.call, &w.verdict, ret);
+            }
             Kind::Accept if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
             }
@@ -471,8 +575,12 @@ impl<H: NetHandler> Tracer<'_, H> {
             };
             st.unwatch(w.sock.as_raw_fd());
             if !valid {
-                if let Kind::Connect { first } = w.kind {
-                    st.parked.note_gone(w.inode, w.tid, first);
+                match w.kind {
+                    Kind::Connect { first } => st.parked.note_gone(w.inode, w.tid, first),
+                    Kind::Send(s) if s.sent > 0 => {
+                        st.parked.note_partial(w.tid, w.inode, s.key, s.sent)
+                    }
+                    _ => {}
                 }
                 continue;
             }

@@ -1,9 +1,14 @@
 //! The processes of the program under user notification. There are no
-//! fork or exec events: a process is known from its first trapped call
-//! (its parent read from /proc then), watched through a pidfd until it
-//! exits, and its exec is known from the execve notification (answered
-//! CONTINUE): the next call from that process reports the exec first.
-//! Orphans are reparented to us (PR_SET_CHILD_SUBREAPER) and reaped.
+//! fork or exec events, so a process is known:
+//! - from its first trapped call (its parent read from /proc then), or
+//! - from a scan of /proc for our descendants (trace is a subreaper, so
+//!   orphans stay in the tree): once a second, and when the main program
+//!   exits (signals for the program then go to every process left).
+//!
+//! A known process is watched through a pidfd until it exits (within a
+//! budget of descriptors; past it, the scans notice its exit). Its exec is
+//! known from the execve notification (answered CONTINUE): the next call
+//! from that process, or its prctl(PR_SET_NAME), reports the exec first.
 
 use super::TAG_PROC;
 use crate::call::{NetHandler, ProcessEvent};
@@ -12,11 +17,18 @@ use crate::signals;
 use crate::tracer::{ExitStatus, Tracer};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How often /proc is scanned for processes no call made known.
+const SCAN: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Procs {
-    pidfds: HashMap<i32, OwnedFd>,
+    /// Known processes, with their pidfd when watched.
+    known: HashMap<i32, Option<OwnedFd>>,
+    watched: usize,
     exec: HashSet<i32>,
+    last_scan: Option<Instant>,
 }
 
 impl Procs {
@@ -25,16 +37,68 @@ impl Procs {
     }
 }
 
-/// The parent of `pid` (/proc/PID/stat, field 4), read once per process.
-fn parent_of(pid: i32) -> i32 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+/// How many processes may be watched by pidfd: a quarter of our soft
+/// descriptor limit (thread pidfds and borrowed sockets need the rest).
+fn watch_budget() -> usize {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // The name (field 2) may hold spaces and parentheses: skip past the last ')'.
-    s.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+    // SAFETY: getrlimit writes into rl.
+    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur
+    } else {
+        1024
+    };
+    (cur.min(1 << 20) as usize) / 4
+}
+
+/// pid and parent of /proc/PID/stat ("pid (name) state ppid ...").
+fn stat_of(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name may hold spaces and parentheses: skip past the last ')'.
+    let (_, rest) = s.rsplit_once(')')?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    f.next()?.parse().ok()
+}
+
+/// The parent of `pid`, or 0.
+fn parent_of(pid: i32) -> i32 {
+    stat_of(pid).unwrap_or(0)
+}
+
+/// Every live process below us (pid, parent), parents first.
+fn descendants() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent: HashMap<i32, i32> = HashMap::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(pp) = stat_of(pid) {
+            parent.insert(pid, pp);
+        }
+    }
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    for (&p, &pp) in &parent {
+        children.entry(pp).or_default().push(p);
+    }
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    let mut stack = vec![me];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push((c, p));
+            stack.push(c);
+        }
+    }
+    out
 }
 
 fn status_of(raw: i32) -> ExitStatus {
@@ -48,35 +112,35 @@ fn status_of(raw: i32) -> ExitStatus {
 impl<H: NetHandler> Tracer<'_, H> {
     /// Watch `pid` until it exits.
     pub(crate) fn known_process(&mut self, pid: i32) {
-        let fd = match remote::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(_) => return,
-        };
         let st = self.st();
-        if st
-            .watch(
-                fd.as_raw_fd(),
-                libc::EPOLLIN as u32,
-                TAG_PROC | pid as u32 as u64,
-            )
-            .is_ok()
-        {
-            st.procs.pidfds.insert(pid, fd);
+        let mut fd = None;
+        if st.procs.watched < watch_budget() {
+            if let Ok(p) = remote::pidfd_open(pid) {
+                let token = TAG_PROC | pid as u32 as u64;
+                if st.watch(p.as_raw_fd(), libc::EPOLLIN as u32, token).is_ok() {
+                    st.procs.watched += 1;
+                    fd = Some(p);
+                }
+            }
         }
+        st.procs.known.insert(pid, fd);
         signals::track(pid);
+    }
+
+    /// A process new to us (from a call or a scan).
+    fn new_process(&mut self, pid: i32, parent: i32) {
+        self.landlock.fork(parent, pid);
+        self.handler.process(ProcessEvent::Spawned { pid, parent });
+        self.known_process(pid);
     }
 
     /// A trapped call from process `tgid`: a process new to us, or the
     /// first call after its exec.
     pub(crate) fn seen(&mut self, tgid: i32) {
         let st = self.st();
-        if !st.procs.pidfds.contains_key(&tgid) {
+        if !st.procs.known.contains_key(&tgid) {
             let parent = parent_of(tgid);
-            self.landlock.fork(parent, tgid);
-            self.handler
-                .process(ProcessEvent::Spawned { pid: tgid, parent });
-            self.known_process(tgid);
-            return;
+            return self.new_process(tgid, parent);
         }
         if !st.procs.exec.is_empty() && st.procs.exec.remove(&tgid) {
             // The exec'd image runs with one thread, the leader.
@@ -98,11 +162,47 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
-    /// A watched process exited.
+    /// Scan /proc when due (or now, `force`): processes no call made
+    /// known, and exits the pidfds do not watch.
+    pub(crate) fn scan_processes(&mut self, force: bool) {
+        let now = Instant::now();
+        let st = self.st();
+        if !force && st.procs.last_scan.is_some_and(|t| now - t < SCAN) {
+            return;
+        }
+        st.procs.last_scan = Some(now);
+        let live = descendants();
+        for &(pid, parent) in &live {
+            if !self.st().procs.known.contains_key(&pid) {
+                self.new_process(pid, parent);
+            }
+        }
+        let st = self.st();
+        if st.procs.known.len() > st.procs.watched {
+            let alive: HashSet<i32> = live.iter().map(|p| p.0).collect();
+            let gone: Vec<i32> = st
+                .procs
+                .known
+                .iter()
+                .filter(|(pid, fd)| fd.is_none() && !alive.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            for pid in gone {
+                self.process_gone(pid);
+            }
+        }
+    }
+
+    /// A known process exited.
     pub(crate) fn process_gone(&mut self, pid: i32) {
         let st = self.st();
-        if let Some(fd) = st.procs.pidfds.remove(&pid) {
-            st.unwatch(fd.as_raw_fd());
+        match st.procs.known.remove(&pid) {
+            Some(Some(fd)) => {
+                st.unwatch(fd.as_raw_fd());
+                st.procs.watched -= 1;
+            }
+            Some(None) => {}
+            None => return,
         }
         st.procs.exec.remove(&pid);
         let threads: Vec<i32> = self
@@ -121,6 +221,53 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.handler.process(ProcessEvent::Exited { pid });
         // Ours to reap if it is our child (the program, or an orphan).
         self.reap(pid, libc::WNOHANG);
+        if pid == self.main {
+            // Signals for the program now go to every process left: know them all.
+            self.scan_processes(true);
+        }
+    }
+
+    /// Signals sent to trace (signals.rs): to the main program while it
+    /// lives, then to every process of the program left (all known: a scan
+    /// first).
+    pub(crate) fn forward_signals(&mut self) {
+        let mut buf = [0u8; 64];
+        let fd = self.st().signals.as_raw_fd();
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return;
+        }
+        let main = self.main;
+        let main_gone = match self.st().procs.known.get(&main) {
+            Some(Some(pidfd)) => {
+                let mut p = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, zero timeout.
+                unsafe { libc::poll(&mut p, 1, 0) == 1 }
+            }
+            Some(None) => stat_of(main).is_none(),
+            None => true,
+        };
+        if main_gone && self.st().procs.known.contains_key(&main) {
+            self.process_gone(main);
+        } else if main_gone {
+            self.scan_processes(true);
+        }
+        for &sig in &buf[..n as usize] {
+            let sig = i32::from(sig);
+            if !main_gone {
+                signals::send_to_tracee(main, sig);
+                continue;
+            }
+            let pids: Vec<i32> = self.st().procs.known.keys().copied().collect();
+            for pid in pids {
+                signals::send_to_tracee(pid, sig);
+            }
+        }
     }
 
     /// waitpid(pid, flags); records the program's status. False when
@@ -163,7 +310,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 self.main_status = Some(status_of(raw));
             }
         }
-        let left: Vec<i32> = self.st().procs.pidfds.keys().copied().collect();
+        let left: Vec<i32> = self.st().procs.known.keys().copied().collect();
         for pid in left {
             self.process_gone(pid);
         }

@@ -25,6 +25,16 @@ pub(crate) fn is_exec(raw: &RawCall) -> bool {
     }
 }
 
+/// prctl(PR_SET_NAME, ...) (native, x32 or i386).
+pub(crate) fn is_set_name(raw: &RawCall) -> bool {
+    let prctl = match arch::abi_of(raw.arch, raw.nr) {
+        Some(Abi::Compat32) => raw.nr == 172,
+        Some(_) => raw.nr & !arch::X32_SYSCALL_BIT == 157,
+        None => false,
+    };
+    prctl && raw.args[0] as u32 == libc::PR_SET_NAME as u32
+}
+
 /// The native call for a signal call of `abi` number `n`, and where its
 /// siginfo pointer is (sigqueueinfo calls). None: not re-aimed (i386 and
 /// x32 sigqueueinfo, whose siginfo layout differs): refused with EPERM.
