@@ -2,6 +2,7 @@
 //! loopback, every process stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -83,12 +84,17 @@ pub fn c_prog(name: &str, flags: &[&str]) -> PathBuf {
 
 /// Build tests/progs/gohttp with CGO_ENABLED=0 (a static Go binary).
 pub fn go_prog() -> PathBuf {
-    build_once("gohttp", |out| {
+    go_named("gohttp")
+}
+
+/// Build tests/progs/NAME/main.go with CGO_ENABLED=0 (a static Go binary).
+pub fn go_named(name: &str) -> PathBuf {
+    build_once(name, |out| {
         require("go");
         let st = Command::new("go")
             .args(["build", "-o"])
             .arg(out)
-            .arg(repo().join("tests/progs/gohttp/main.go"))
+            .arg(repo().join("tests/progs").join(name).join("main.go"))
             .env("CGO_ENABLED", "0")
             .env("GOFLAGS", "-mod=mod")
             .env("GOCACHE", out_dir().join("gocache"))
@@ -96,7 +102,7 @@ pub fn go_prog() -> PathBuf {
             .env("GOTOOLCHAIN", "local")
             .status()
             .expect("run go build");
-        assert!(st.success(), "go build failed");
+        assert!(st.success(), "go build failed for {name}");
     })
 }
 
