@@ -1,4 +1,6 @@
-//! Issue 14: blocking calls behave natively under either backend. The backend is the one
+//! Issue 14: blocking calls behave natively under either backend, a Go
+//! program's SIGURG storm loses no connect, and a killed `trace` leaves
+//! nothing unchecked. The backend is the one
 //! `APPSWITCH_BACKEND` selects in the test's environment (tests/common/backend.rs);
 //! every case is compared with the same program run untraced.
 //!
@@ -441,5 +443,202 @@ fn ctrl_c_ends_a_blocking_connect() {
             r.output.contains("result=EINTR usr1=0 usr2=0 sigint=1"),
             "{how:?}: {r:?}"
         );
+    }
+}
+
+/// 3: a Go program (CGO_ENABLED=0) under a SIGURG storm, from its own
+/// preemption and from a goroutine signalling each of its threads every
+/// 100 µs (thousands of signals, many landing inside a connect),
+/// makes 2000 connects to an allowed listener and 200 to a denied one:
+/// every allowed one arrives (counted by the listener), every denied one is
+/// refused, none is lost, nothing hangs.
+#[test]
+fn go_under_a_sigurg_storm_loses_no_connect() {
+    let prog = go_named("gourg");
+    let allowed = Banner::start("allowed\n");
+    let denied = Banner::start("denied\n");
+    let (_dir, policy) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
+    let (a, d) = (
+        format!("127.0.0.1:{}", allowed.port),
+        format!("127.0.0.1:{}", denied.port),
+    );
+    let args = ["-allowed", &a, "-denied", &d, "-n", "2000", "-every", "10"];
+    // The outcome line, and the SIGURGs sent (one per thread per 100 µs)
+    // and seen by signal.Notify (coalesced).
+    let parse = |o: &std::process::Output| -> (String, u64, u64) {
+        let text = stdout(o);
+        let first = text.lines().next().unwrap_or_default().to_string();
+        let num = |key: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (first, num("sigurg_sent="), num("sigurg_seen="))
+    };
+    let stormy = |sent: u64, seen: u64, o: &std::process::Output| {
+        assert!(sent >= 500 && seen >= 20, "no storm: {}", stdout(o));
+    };
+
+    let t0 = Instant::now();
+    let out = untraced(&prog, &args);
+    println!("untraced in {:?}: {}", t0.elapsed(), stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (line, sent, seen) = parse(&out);
+    assert_eq!(line, "ok=2000 refused=0 denied_ok=200 other=0");
+    stormy(sent, seen, &out);
+    assert_eq!(allowed.count(), 2000);
+    assert_eq!(denied.count(), 200);
+
+    let t0 = Instant::now();
+    let (out, _) = policed(&policy, &[], &prog, &args);
+    let took = t0.elapsed();
+    println!("traced in {took:?}: {}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (line, sent, seen) = parse(&out);
+    assert_eq!(line, "ok=2000 refused=200 denied_ok=0 other=0");
+    stormy(sent, seen, &out);
+    assert!(took < Duration::from_secs(40), "took {took:?}");
+    assert_eq!(allowed.count(), 4000, "an allowed connect was lost");
+    assert_eq!(denied.count(), 200, "a denied connect got through");
+}
+
+/// The pid's pidfd (None when it is gone).
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Wait until the process behind `fd` exits; whether it did within `limit`.
+fn exits_within(fd: &OwnedFd, limit: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polling one pollfd of ours.
+    unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) == 1 }
+}
+
+fn monotonic_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// 4: `trace` SIGKILLed while its program loops on connects to an allowed
+/// and a denied listener. No connect reaches the denied listener, during or
+/// after; after the kill no connect succeeds at all: the program dies
+/// (ptrace: PTRACE_O_EXITKILL) or its connects fail (user notification:
+/// ENOSYS). The test kills the program in the end either way.
+#[test]
+fn killed_trace_leaves_no_connect_unchecked() {
+    let allowed = Banner::start("allowed\n");
+    let denied = Banner::start("denied\n");
+    let (dir, policy) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
+    let log = dir.path().join("loop.out");
+    let prog = c_prog("kill_loop", &[]);
+    let mut trace = Proc(
+        Command::new(appswitch())
+            .args(["trace", "--no-daemon", "--policy"])
+            .arg(&policy)
+            .arg("--")
+            .arg(&prog)
+            .args([
+                &allowed.port.to_string(),
+                &denied.port.to_string(),
+                "20000",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // (start of the call in CLOCK_MONOTONIC ns, "allowed"|"denied", result)
+    let lines = || -> Vec<(i64, String, String)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let ns = f.next()?.parse().ok()?;
+                Some((ns, f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect()
+    };
+    wait_until("the loop connecting", Duration::from_secs(10), || {
+        lines().len() >= 40
+    });
+    let program = tracee(&trace);
+    let pinned = pidfd(program).expect("the program's pidfd");
+    let before = lines();
+    assert!(
+        before.iter().all(|(_, to, r)| match to.as_str() {
+            "allowed" => r == "ok",
+            _ => r == "ECONNREFUSED",
+        }),
+        "{before:?}"
+    );
+    assert_eq!(denied.count(), 0, "a denied connect got through");
+
+    trace.signal(libc::SIGKILL);
+    assert_eq!(
+        trace.wait_timeout(Duration::from_secs(5)),
+        Some(128 + libc::SIGKILL)
+    );
+    let killed_at = monotonic_ns();
+    let at_kill = allowed.count();
+    let died = exits_within(&pinned, Duration::from_secs(1));
+    let after: Vec<_> = lines()
+        .into_iter()
+        .filter(|(ns, _, _)| *ns > killed_at)
+        .collect();
+    let allowed_after = allowed.count();
+    if !died {
+        // SAFETY: signalling the process pinned by our pidfd.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pinned.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        assert!(
+            exits_within(&pinned, Duration::from_secs(5)),
+            "the program survived SIGKILL"
+        );
+    }
+    let mut results: Vec<String> = after.iter().map(|(_, to, r)| format!("{to}={r}")).collect();
+    results.sort();
+    results.dedup();
+    println!(
+        "after SIGKILL of trace ({}): the program {}; {} connects started after the kill: {results:?}",
+        backend::backend().name(),
+        if died { "died within 1 s" } else { "kept running" },
+        after.len()
+    );
+    assert!(
+        after.iter().all(|(_, _, r)| r != "ok"),
+        "a connect succeeded after trace was killed: {results:?}"
+    );
+    assert_eq!(
+        allowed_after, at_kill,
+        "a connect reached the allowed listener after the kill"
+    );
+    assert_eq!(denied.count(), 0, "a denied connect got through");
+    if backend::backend() == backend::Backend::Ptrace {
+        assert!(died, "PTRACE_O_EXITKILL did not kill the program");
+    } else if !died {
+        assert!(!after.is_empty(), "the program made no call after the kill");
     }
 }
