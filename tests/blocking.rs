@@ -522,16 +522,6 @@ fn exits_within(fd: &OwnedFd, limit: Duration) -> bool {
     unsafe { libc::poll(&mut p, 1, limit.as_millis() as i32) == 1 }
 }
 
-fn monotonic_ns() -> i64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills a local timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec * 1_000_000_000 + t.tv_nsec
-}
-
 /// 4: `trace` SIGKILLed while its program loops on connects to an allowed
 /// and a denied listener. No connect reaches the denied listener, during or
 /// after; after the kill no connect succeeds at all: the program dies

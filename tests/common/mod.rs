@@ -106,6 +106,17 @@ pub fn go_named(name: &str) -> PathBuf {
     })
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock probes print their times in.
+pub fn monotonic_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
 /// A child process that is killed (by PID) when dropped.
 pub struct Proc(pub Child);
 
