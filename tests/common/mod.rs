@@ -416,6 +416,13 @@ impl Banner {
     }
 
     fn serve(l: TcpListener, banner: &'static str) -> Banner {
+        // A deep accept queue (std listens with 128): a burst of connects
+        // faster than this thread accepts must not overflow it, or a
+        // client would see a connection the listener never counts.
+        // SAFETY: listen(2) again on a listening socket we own only
+        // changes its backlog.
+        let r = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) };
+        assert_eq!(r, 0, "listen backlog");
         let port = l.local_addr().expect("local addr").port();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let seen = peers.clone();
