@@ -65,22 +65,23 @@ fn told_one_tracer(stderr: &str, who: &str) -> bool {
 #[test]
 fn strace_under_appswitch_sees_connects_that_are_still_decided() {
     let l = listeners();
+    // curl fetches a page from a real HTTP server (a banner that closes
+    // without reading the request may reset the connection under curl).
+    let web = HttpServer::start("allowed\n");
     let strace = require("strace");
     let curl = require("curl");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.out");
-    let url = |port: u16| format!("http://127.0.0.1:{port}/");
-    let args = |url: &str| -> Vec<String> {
+    let args = |port: u16| -> Vec<String> {
         vec![
             "-f".into(),
             "-o".into(),
             log.display().to_string(),
             curl.display().to_string(),
             "-sS".into(),
-            "--http0.9".into(),
             "--max-time".into(),
             "5".into(),
-            url.into(),
+            format!("http://127.0.0.1:{port}/"),
         ]
     };
     let connect_line = |port: u16| {
@@ -89,27 +90,22 @@ fn strace_under_appswitch_sees_connects_that_are_still_decided() {
             .find(|l| l.contains("connect(") && l.contains(&format!("htons({port})")))
             .map(str::to_string)
     };
+    let (a, d) = (args(web.port), args(l.denied.port));
+    let (a, d) = (refs(&a), refs(&d));
 
     // Untraced: strace shows curl's connect; the page arrives.
-    let (a, d) = (args(&url(l.allowed.port)), args(&url(l.denied.port)));
-    let (a, d) = (refs(&a), refs(&d));
     let plain = untraced(&strace, &a);
     assert_eq!(plain.status.code(), Some(0), "{plain:?}");
     assert_eq!(stdout(&plain), "allowed\n");
-    assert!(
-        connect_line(l.allowed.port).is_some(),
-        "untraced strace log"
-    );
-    assert_eq!(l.allowed.count(), 1);
+    assert!(connect_line(web.port).is_some(), "untraced strace log");
     std::fs::remove_file(&log).unwrap();
 
     match backend() {
         Backend::Unotify => {
             let (code, out, err) = traced_debugger(&l.policy, strace.as_os_str(), &a);
             assert_eq!((code, out.as_str()), (0, "allowed\n"), "{err}");
-            let line = connect_line(l.allowed.port).expect("strace shows the connect");
+            let line = connect_line(web.port).expect("strace shows the connect");
             println!("allowed: {line}");
-            assert_eq!(l.allowed.count(), 2);
             std::fs::remove_file(&log).unwrap();
 
             let (code, out, err) = traced_debugger(&l.policy, strace.as_os_str(), &d);

@@ -266,7 +266,8 @@ impl HttpServer {
 pub struct Banner {
     pub port: u16,
     peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
-    probes: Mutex<Vec<std::net::SocketAddr>>,
+    /// Probe connections made so far.
+    probes: Mutex<usize>,
 }
 
 impl Banner {
@@ -280,23 +281,58 @@ impl Banner {
     /// Connections accepted so far, not counting our own probes. Exact: a
     /// probe connection is made and waited for first, and the accept queue
     /// is FIFO, so every connection that reached the listener before it
-    /// has been accepted and counted.
+    /// has been accepted and counted. Probes come from PROBE_FROM, which
+    /// the programs under test do not use: told apart by address, not by
+    /// port (a program's connect may reuse a probe's port).
     pub fn count(&self) -> usize {
-        let probe = TcpStream::connect(("127.0.0.1", self.port)).expect("probe connect");
-        let me = probe.local_addr().expect("probe addr");
-        self.probes.lock().unwrap().push(me);
+        let mut made = self.probes.lock().unwrap();
+        let _probe = connect_from(PROBE_FROM, self.port);
+        *made += 1;
         let end = Instant::now() + Duration::from_secs(10);
-        while !self.peers.lock().unwrap().contains(&me) {
+        loop {
+            let peers = self.peers.lock().unwrap();
+            let probes = peers.iter().filter(|p| p.ip() == PROBE_FROM).count();
+            if probes >= *made {
+                return peers.len() - probes;
+            }
+            drop(peers);
             assert!(Instant::now() < end, "listener never accepted the probe");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let probes = self.probes.lock().unwrap();
-        self.peers
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| !probes.contains(p))
-            .count()
+    }
+}
+
+/// The source address of Banner's own probe connections.
+const PROBE_FROM: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 99));
+
+/// A TCP connection from `from` (port chosen by the kernel) to 127.0.0.1:port.
+fn connect_from(from: std::net::IpAddr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::IpAddr::V4(from) = from else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket/bind/connect on a fresh descriptor that the returned
+    // TcpStream owns; the addresses are locals.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sin(from, 0);
+        let r = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(r, 0, "bind the probe to {from}");
+        let peer = sin(std::net::Ipv4Addr::LOCALHOST, port);
+        let r = libc::connect(fd, (&peer as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(r, 0, "probe connect: {}", std::io::Error::last_os_error());
+        stream
     }
 }
 
@@ -437,7 +473,7 @@ impl Banner {
         Banner {
             port,
             peers,
-            probes: Mutex::new(Vec::new()),
+            probes: Mutex::new(0),
         }
     }
 }
