@@ -250,23 +250,10 @@ fn a_parked_connect_does_not_delay_other_connects() {
     }
 }
 
-/// "AABBCCDD:PPPP", the /proc/net/tcp form of HOLE:HOLE_PORT.
-fn hole_key() -> String {
-    let ip: std::net::Ipv4Addr = HOLE.parse().unwrap();
-    format!("{:08X}:{HOLE_PORT:04X}", u32::from_ne_bytes(ip.octets()))
-}
-
 /// Whether `pid`'s network namespace has a socket in SYN_SENT toward the hole.
 fn syn_sent(pid: i32) -> bool {
-    let key = hole_key();
-    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2] == key && f[3] == "02"
-        })
+    let hole = std::net::SocketAddrV4::new(HOLE.parse().unwrap(), HOLE_PORT);
+    syn_sent_in(&format!("/proc/{pid}/net/tcp"), hole)
 }
 
 /// Whether `pid` sleeps in connect(2) (x86_64 syscall 42).

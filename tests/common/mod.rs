@@ -117,6 +117,24 @@ pub fn monotonic_ns() -> i64 {
     t.tv_sec * 1_000_000_000 + t.tv_nsec
 }
 
+/// Whether the TCP table `table` (/proc/net/tcp, or /proc/PID/net/tcp for
+/// that process's network namespace) has a socket in SYN_SENT toward `to`.
+pub fn syn_sent_in(table: &str, to: std::net::SocketAddrV4) -> bool {
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(to.ip().octets()),
+        to.port()
+    );
+    std::fs::read_to_string(table)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "02"
+        })
+}
+
 /// A child process that is killed (by PID) when dropped.
 pub struct Proc(pub Child);
 
