@@ -70,6 +70,8 @@ fn command(ns: &Netns, how: How, policy: &Path, prog: &Path, args: &[&str]) -> C
     let mut c = match how {
         How::Untraced => ns.cmd(prog),
         How::Passed | How::Emulated => {
+            // Fails when APPSWITCH_BACKEND asks for a backend that does not run.
+            backend::backend();
             let mut c = ns.cmd(appswitch());
             c.args(["trace", "--no-daemon"]);
             if let How::Emulated = how {
@@ -441,6 +443,7 @@ fn ctrl_c_ends_a_blocking_connect() {
 /// refused, none is lost, nothing hangs.
 #[test]
 fn go_under_a_sigurg_storm_loses_no_connect() {
+    println!("backend: {}", backend::backend().name());
     let prog = go_named("gourg");
     let allowed = Banner::start("allowed\n");
     let denied = Banner::start("denied\n");
@@ -516,6 +519,7 @@ fn exits_within(fd: &OwnedFd, limit: Duration) -> bool {
 /// ENOSYS). The test kills the program in the end either way.
 #[test]
 fn killed_trace_leaves_no_connect_unchecked() {
+    let under = backend::backend();
     let allowed = Banner::start("allowed\n");
     let denied = Banner::start("denied\n");
     let (dir, policy) = policy_file(&format!("deny connect 127.0.0.1:{}\n", denied.port));
@@ -600,7 +604,7 @@ fn killed_trace_leaves_no_connect_unchecked() {
     results.dedup();
     println!(
         "after SIGKILL of trace ({}): the program {}; {} connects started after the kill: {results:?}",
-        backend::backend().name(),
+        under.name(),
         if died { "died within 1 s" } else { "kept running" },
         after.len()
     );
@@ -613,7 +617,7 @@ fn killed_trace_leaves_no_connect_unchecked() {
         "a connect reached the allowed listener after the kill"
     );
     assert_eq!(denied.count(), 0, "a denied connect got through");
-    if backend::backend() == backend::Backend::Ptrace {
+    if under == backend::Backend::Ptrace {
         assert!(died, "PTRACE_O_EXITKILL did not kill the program");
     } else if !died {
         assert!(!after.is_empty(), "the program made no call after the kill");
