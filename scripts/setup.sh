@@ -6,8 +6,8 @@ set -euo pipefail
 PACKAGES=(
   gcc libc6-dev pkg-config libseccomp-dev   # build: libseccomp for the BPF filter
   curl python3 busybox-static golang-go     # programs the tests trace
-  iproute2 fuse3 strace hyperfine iperf3    # namespaces, control fs, reference/bench tools
-  gdb                                       # nested-ptrace test (a debugger under trace)
+  iproute2 fuse3 hyperfine iperf3           # namespaces, control fs, bench tools
+  strace gdb                                # debuggers under trace (tests/debuggers.rs, nested ptrace); strace is the bench's reference too
   nginx apache2-utils                       # stock servers for tests; ab for the short-connection bench
   redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client

@@ -140,17 +140,12 @@ fn blocking_connect_that_waits_keeps_native_timeout_and_signal_semantics() {
     }
 }
 
-/// Whether a socket in SYN_SENT toward 127.0.0.1:port exists (/proc/net/tcp).
+/// Whether a socket in SYN_SENT toward 127.0.0.1:port exists.
 fn syn_sent_to(port: u16) -> bool {
-    let want = format!("0100007F:{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2] == want && f[3] == "02"
-        })
+    syn_sent_in(
+        "/proc/net/tcp",
+        std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port),
+    )
 }
 
 #[test]

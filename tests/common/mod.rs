@@ -2,6 +2,7 @@
 //! loopback, every process stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -114,12 +115,17 @@ pub fn c_prog(name: &str, flags: &[&str]) -> PathBuf {
 
 /// Build tests/progs/gohttp with CGO_ENABLED=0 (a static Go binary).
 pub fn go_prog() -> PathBuf {
-    build_once("gohttp", |out| {
+    go_named("gohttp")
+}
+
+/// Build tests/progs/NAME/main.go with CGO_ENABLED=0 (a static Go binary).
+pub fn go_named(name: &str) -> PathBuf {
+    build_once(name, |out| {
         require("go");
         let st = Command::new("go")
             .args(["build", "-o"])
             .arg(out)
-            .arg(repo().join("tests/progs/gohttp/main.go"))
+            .arg(repo().join("tests/progs").join(name).join("main.go"))
             .env("CGO_ENABLED", "0")
             .env("GOFLAGS", "-mod=mod")
             .env("GOCACHE", out_dir().join("gocache"))
@@ -127,8 +133,37 @@ pub fn go_prog() -> PathBuf {
             .env("GOTOOLCHAIN", "local")
             .status()
             .expect("run go build");
-        assert!(st.success(), "go build failed");
+        assert!(st.success(), "go build failed for {name}");
     })
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock probes print their times in.
+pub fn monotonic_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// Whether the TCP table `table` (/proc/net/tcp, or /proc/PID/net/tcp for
+/// that process's network namespace) has a socket in SYN_SENT toward `to`.
+pub fn syn_sent_in(table: &str, to: std::net::SocketAddrV4) -> bool {
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(to.ip().octets()),
+        to.port()
+    );
+    std::fs::read_to_string(table)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == want && f[3] == "02"
+        })
 }
 
 /// A child process that is killed (by PID) when dropped.
@@ -280,7 +315,8 @@ impl HttpServer {
 pub struct Banner {
     pub port: u16,
     peers: Arc<Mutex<Vec<std::net::SocketAddr>>>,
-    probes: Mutex<Vec<std::net::SocketAddr>>,
+    /// Probe connections made so far.
+    probes: Mutex<usize>,
 }
 
 impl Banner {
@@ -294,23 +330,58 @@ impl Banner {
     /// Connections accepted so far, not counting our own probes. Exact: a
     /// probe connection is made and waited for first, and the accept queue
     /// is FIFO, so every connection that reached the listener before it
-    /// has been accepted and counted.
+    /// has been accepted and counted. Probes come from PROBE_FROM, which
+    /// the programs under test do not use: told apart by address, not by
+    /// port (a program's connect may reuse a probe's port).
     pub fn count(&self) -> usize {
-        let probe = TcpStream::connect(("127.0.0.1", self.port)).expect("probe connect");
-        let me = probe.local_addr().expect("probe addr");
-        self.probes.lock().unwrap().push(me);
+        let mut made = self.probes.lock().unwrap();
+        let _probe = connect_from(PROBE_FROM, self.port);
+        *made += 1;
         let end = Instant::now() + Duration::from_secs(10);
-        while !self.peers.lock().unwrap().contains(&me) {
+        loop {
+            let peers = self.peers.lock().unwrap();
+            let probes = peers.iter().filter(|p| p.ip() == PROBE_FROM).count();
+            if probes >= *made {
+                return peers.len() - probes;
+            }
+            drop(peers);
             assert!(Instant::now() < end, "listener never accepted the probe");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let probes = self.probes.lock().unwrap();
-        self.peers
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| !probes.contains(p))
-            .count()
+    }
+}
+
+/// The source address of Banner's own probe connections.
+const PROBE_FROM: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 99));
+
+/// A TCP connection from `from` (port chosen by the kernel) to 127.0.0.1:port.
+fn connect_from(from: std::net::IpAddr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let std::net::IpAddr::V4(from) = from else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket/bind/connect on a fresh descriptor that the returned
+    // TcpStream owns; the addresses are locals.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sin(from, 0);
+        let r = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(r, 0, "bind the probe to {from}");
+        let peer = sin(std::net::Ipv4Addr::LOCALHOST, port);
+        let r = libc::connect(fd, (&peer as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(r, 0, "probe connect: {}", std::io::Error::last_os_error());
+        stream
     }
 }
 
@@ -430,6 +501,13 @@ impl Banner {
     }
 
     fn serve(l: TcpListener, banner: &'static str) -> Banner {
+        // A deep accept queue (std listens with 128): a burst of connects
+        // faster than this thread accepts must not overflow it, or a
+        // client would see a connection the listener never counts.
+        // SAFETY: listen(2) again on a listening socket we own only
+        // changes its backlog.
+        let r = unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&l), 4096) };
+        assert_eq!(r, 0, "listen backlog");
         let port = l.local_addr().expect("local addr").port();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let seen = peers.clone();
@@ -444,7 +522,7 @@ impl Banner {
         Banner {
             port,
             peers,
-            probes: Mutex::new(Vec::new()),
+            probes: Mutex::new(0),
         }
     }
 }
