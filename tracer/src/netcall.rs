@@ -606,6 +606,9 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// read its argument array again: it runs as the direct i386 call with
     /// the arguments the tracer read.
     fn pass_decoded(&mut self, tid: i32, d: Decoded, verdict: Verdict) {
+        if self.notify.is_some() && self.recv_wanted(&d) {
+            return self.recv_notify(tid, d, verdict);
+        }
         if d.source == ArgSource::SocketcallArray && self.notify.is_none() {
             let direct = direct32(d.call.op);
             return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args, 0);

@@ -254,7 +254,9 @@ pub(crate) fn route_to(fd: i32) {
 /// To the main program, or once it has gone, to every live traced process.
 fn deliver(sig: i32) {
     let route = ROUTE.load(Ordering::Acquire);
-    if route >= 0 {
+    // The supervisor delivers, unless it is in the middle of reading a
+    // program's memory (which may block: watchdog.rs): then here, at once.
+    if route >= 0 && !crate::watchdog::busy() {
         let b = [sig as u8];
         // SAFETY: write is async-signal-safe; a one-byte local buffer.
         unsafe { libc::write(route, b.as_ptr().cast(), 1) };

@@ -42,6 +42,13 @@ pub fn end() {
     SEQ.fetch_add(1, Ordering::Release);
 }
 
+/// Whether an access is in progress (the tracer thread may be held).
+/// Async-signal-safe.
+#[inline]
+pub fn busy() -> bool {
+    SEQ.load(Ordering::Acquire) % 2 == 1
+}
+
 /// Start the watchdog thread (once per process).
 pub fn start() {
     static STARTED: std::sync::Once = std::sync::Once::new();

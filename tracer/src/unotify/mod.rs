@@ -15,6 +15,7 @@
 pub(crate) mod notif;
 pub(crate) mod park;
 mod procs;
+mod recv;
 mod special;
 
 use crate::call::{NetHandler, ProcessEvent};
@@ -26,7 +27,7 @@ use crate::pidfds::Pidfds;
 use crate::ports::BoundedSet;
 use crate::signals;
 use crate::spawn;
-use crate::tracer::{raise_nofile, Command, ExitStatus, Task, Tracer};
+use crate::tracer::{raise_nofile, Command, ExitStatus, Tracer};
 use crate::watchdog;
 use nix::errno::Errno;
 use notif::{Listener, Notif};
@@ -51,6 +52,8 @@ pub(crate) struct State {
     pub(crate) procs: procs::Procs,
     /// Read end of the pipe forwarded signals arrive on.
     pub(crate) signals: OwnedFd,
+    /// Kept between receives (recv.rs), so none allocates.
+    pub(crate) recv_buf: Vec<u8>,
 }
 
 impl State {
@@ -156,6 +159,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         parked: park::Parked::default(),
         procs: procs::Procs::default(),
         signals: sig_r,
+        recv_buf: Vec::new(),
     };
     state
         .watch(state.listener.raw(), libc::EPOLLIN as u32, TOKEN_LISTENER)
@@ -181,7 +185,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         main_status: None,
         notify: Some(state),
     };
-    t.tasks.entry(main).or_insert_with(Task::default).tgid = Some(main);
+    t.tasks.entry(main).or_default().tgid = Some(main);
     t.handler.process(ProcessEvent::Spawned {
         pid: main,
         parent: std::process::id() as i32,

@@ -38,6 +38,8 @@ pub(crate) enum Kind {
     },
     Accept,
     Send(Send),
+    /// A receive whose source address is shown (recv.rs).
+    Recv(Box<crate::decode::Decoded>),
 }
 
 /// A blocking send on a stream socket that did not fit: the rest goes as
@@ -333,6 +335,28 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
+    /// A blocking receive with nothing to read yet.
+    pub(crate) fn park_recv(
+        &mut self,
+        tid: i32,
+        d: crate::decode::Decoded,
+        verdict: Verdict,
+        sock: OwnedFd,
+    ) {
+        let inode = d.call.socket.map_or(0, |s| s.inode);
+        let deadline = sock_timeout(&sock, libc::SO_RCVTIMEO).map(|t| Instant::now() + t);
+        let call = d.call.clone();
+        self.park(
+            tid,
+            call,
+            verdict,
+            sock,
+            inode,
+            deadline,
+            Kind::Recv(Box::new(d)),
+        );
+    }
+
     /// A blocking send that must wait for room (see [`Send`]).
     pub(crate) fn park_send(
         &mut self,
@@ -425,7 +449,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     ) {
         let events = match kind {
             Kind::Connect { .. } | Kind::Send(_) => libc::EPOLLOUT,
-            Kind::Accept => libc::EPOLLIN,
+            Kind::Accept | Kind::Recv(_) => libc::EPOLLIN,
         } as u32
             | libc::EPOLLONESHOT as u32;
         let st = self.st();
@@ -523,6 +547,25 @@ impl<H: NetHandler> Tracer<'_, H> {
                     s.sent as i64
                 };
                 self.done(w.tid, &w.call, &w.verdict, ret);
+            }
+            Kind::Recv(_) if timed_out => {
+                self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
+            }
+            Kind::Recv(d) => {
+                if let Some((d, verdict)) = self.recv_now(w.tid, *d, w.verdict, &w.sock) {
+                    // Taken by another reader first: wait again.
+                    let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
+                    let call = d.call.clone();
+                    self.park(
+                        tid,
+                        call,
+                        verdict,
+                        w.sock,
+                        inode,
+                        deadline,
+                        Kind::Recv(Box::new(d)),
+                    );
+                }
             }
             Kind::Accept if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
