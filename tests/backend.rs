@@ -62,6 +62,18 @@ fn choice(r: &BTreeMap<String, String>) -> (&str, &str, &str) {
 /// the config `conf` runs under ptrace: every event says so, and so does
 /// the log, with where the choice came from (`from`).
 fn runs_ptrace(env: Option<&str>, conf: Option<&Path>, opts: &[&str], from: &str) {
+    runs(env, conf, opts, "ptrace", "ptrace", from);
+}
+
+/// As [`runs_ptrace`], for the backend `name` chosen from the request `asked`.
+fn runs(
+    env: Option<&str>,
+    conf: Option<&Path>,
+    opts: &[&str],
+    name: &str,
+    asked: &str,
+    from: &str,
+) {
     let banner = Banner::start("hi\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let ev = dir.path().join("events.jsonl");
@@ -79,10 +91,10 @@ fn runs_ptrace(env: Option<&str>, conf: Option<&Path>, opts: &[&str], from: &str
     let events = read_events(&ev);
     assert!(!calls(&events, "connect", None).is_empty(), "{events:?}");
     for e in &events {
-        assert_eq!(e["backend"], "ptrace", "{e}");
+        assert_eq!(e["backend"], name, "{e}");
     }
     let log = stderr(&out);
-    let want = format!("backend: ptrace (ptrace, from {from})");
+    let want = format!("backend: {name} ({asked}, from {from})");
     assert!(log.contains(&want), "{want}: {log}");
 }
 
@@ -96,6 +108,15 @@ fn auto_on_this_kernel_chooses_user_notification() {
         "this kernel should have user notification: {r:?}"
     );
     assert_eq!(r["unotify"], "available");
+    // And a trace asked for auto runs under it (its events and log say so).
+    runs(
+        None,
+        None,
+        &["--backend", "auto"],
+        "unotify",
+        "auto",
+        "--backend",
+    );
 }
 
 #[test]
