@@ -71,29 +71,37 @@ fn parent_of(pid: i32) -> i32 {
     stat_of(pid).unwrap_or(0)
 }
 
-/// Every live process below us (pid, parent), parents first.
-fn descendants() -> Vec<(i32, i32)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+/// The children of `pid` (every thread's: /proc/PID/task/TID/children).
+fn children_of(pid: i32, out: &mut Vec<i32>) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
     };
-    let mut parent: HashMap<i32, i32> = HashMap::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Some(pp) = stat_of(pid) {
-            parent.insert(pid, pp);
+    for t in tasks.flatten() {
+        let mut path = t.path();
+        path.push("children");
+        if let Ok(list) = std::fs::read_to_string(&path) {
+            out.extend(list.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
         }
     }
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (&p, &pp) in &parent {
-        children.entry(pp).or_default().push(p);
-    }
+}
+
+/// Every live process below us (pid, parent), parents first. Only our
+/// subtree is read (not all of /proc), so the cost follows the program's
+/// size, not the machine's.
+fn descendants() -> Vec<(i32, i32)> {
     let me = std::process::id() as i32;
     let mut out = Vec::new();
     let mut stack = vec![me];
+    let mut kids = Vec::new();
+    // Bounded: a tree larger than this is scanned in part (the rest is
+    // found by its calls).
     while let Some(p) = stack.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+        if out.len() > 1 << 16 {
+            break;
+        }
+        kids.clear();
+        children_of(p, &mut kids);
+        for &c in &kids {
             out.push((c, p));
             stack.push(c);
         }
