@@ -38,7 +38,17 @@ impl<H: NetHandler> Tracer<'_, H> {
         tid: i32,
         fd: i32,
     ) -> Result<(OwnedFd, SocketInfo), Errno> {
-        let fd = self.pidfds.getfd(tgid, tid, fd)?;
+        let fd = match self.pidfds.getfd(tgid, tid, fd) {
+            // User notification reports no thread exits: a cached pidfd
+            // may be of a thread that has gone (its tid now another's).
+            Err(Errno::ESRCH) if self.notify.is_some() => {
+                self.pidfds.forget_thread(tid);
+                self.tasks.remove(&tid);
+                let tgid = self.tgid(tid);
+                self.pidfds.getfd(tgid, tid, fd)?
+            }
+            r => r?,
+        };
         let info = emulate::socket_info(&fd)?;
         Ok((fd, info))
     }

@@ -104,6 +104,44 @@ impl Pidfds {
         got
     }
 
+    /// Drop the cached pidfds of threads that have exited (a PIDFD_THREAD
+    /// pidfd is readable then), in one poll; their tids. Under user
+    /// notification no exit is reported, so this runs with the process
+    /// scans.
+    pub(crate) fn prune_exited(&mut self) -> Vec<i32> {
+        use std::os::fd::AsRawFd;
+        let mut polled: Vec<(i32, libc::pollfd)> = self
+            .by_tid
+            .iter()
+            .map(|(tid, fd)| {
+                let p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                (*tid, p)
+            })
+            .collect();
+        let mut fds: Vec<libc::pollfd> = polled.iter().map(|p| p.1).collect();
+        // SAFETY: fds is a valid array of pollfds; zero timeout.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if n <= 0 {
+            return Vec::new();
+        }
+        for (p, f) in polled.iter_mut().zip(&fds) {
+            p.1.revents = f.revents;
+        }
+        let gone: Vec<i32> = polled
+            .iter()
+            .filter(|p| p.1.revents != 0)
+            .map(|p| p.0)
+            .collect();
+        for tid in &gone {
+            self.by_tid.remove(tid);
+        }
+        gone
+    }
+
     /// A thread exited or exec'd: its pidfd is no longer wanted.
     pub(crate) fn forget_thread(&mut self, tid: i32) {
         self.by_tid.remove(&tid);

@@ -179,6 +179,15 @@ impl<H: NetHandler> Tracer<'_, H> {
             return;
         }
         st.procs.last_scan = Some(now);
+        // Threads that exited: their cached pidfd and tgid go (a tid may be
+        // reused by another process's thread).
+        for tid in self.pidfds.prune_exited() {
+            self.tasks.remove(&tid);
+        }
+        if self.tasks.len() > 1 << 16 {
+            // Only a cache of thread -> process here: start afresh.
+            self.tasks.clear();
+        }
         let live = descendants();
         for &(pid, parent) in &live {
             if !self.st().procs.known.contains_key(&pid) {
