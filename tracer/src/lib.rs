@@ -9,6 +9,7 @@
 pub mod arch;
 mod backend;
 mod call;
+mod closer;
 mod decode;
 mod emulate;
 mod error;

@@ -49,8 +49,14 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             r => r?,
         };
-        let info = emulate::socket_info(&fd)?;
-        Ok((fd, info))
+        match emulate::socket_info(&fd) {
+            Ok(info) => Ok((fd, info)),
+            Err(e) => {
+                // Not a socket: its close may wait (closer.rs).
+                crate::closer::close_later(fd);
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn on_net(&mut self, tid: i32, mut d: Decoded) {
@@ -270,7 +276,16 @@ impl<H: NetHandler> Tracer<'_, H> {
             // A datagram without an address goes to the connected peer,
             // decided at connect: sent like a TCP send (it may wait in the kernel).
             (_, None) => return self.stream_send(tid, d, verdict, &sock, &info),
-            (_, Some(r)) => Emulated::Done(self.send_one(tid, &d, &sock, &info, r)),
+            (_, Some(r)) => {
+                let ret = self.send_one(tid, &d, &sock, &info, r);
+                let waits = !info.nonblocking && d.call.flags & libc::MSG_DONTWAIT == 0;
+                if self.notify.is_some() && waits && ret == neg(Errno::EAGAIN) {
+                    // User notification: nothing was sent; the call is
+                    // decided and tried again when there is room.
+                    return self.park_again(tid, d, verdict, &sock);
+                }
+                Emulated::Done(ret)
+            }
         };
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
@@ -417,7 +432,8 @@ impl<H: NetHandler> Tracer<'_, H> {
     ) -> i64 {
         match privs::check_control(tid, &m.control) {
             Ok(()) => {
-                emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, d.call.flags)
+                let flags = d.call.flags | self.dontwait();
+                emulate::send_datagram(sock, info, Some(addr), &m.data, &m.control, flags)
             }
             Err(e) => neg(e),
         }
@@ -499,6 +515,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             return self.rerun_writev(tid, &d, verdict, a, flags & libc::MSG_NOSIGNAL != 0);
         }
         let r = emulate::send_now(sock, &m.data, &m.control, flags);
+        if self.notify.is_some() && !stream && waits && r == neg(Errno::EAGAIN) {
+            return self.park_again(tid, d, verdict, sock);
+        }
         let sent = r.max(0) as u64;
         if !waits || (r < 0 && r != neg(Errno::EAGAIN)) || sent == m.total {
             return self.done(tid, &d.call, &verdict, r);
@@ -536,7 +555,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             stream::send_all(tid, sock, &rest_of(&m.iovs, sent), control, flags, waits)
         } else {
             let rest = &m.data[(sent as usize).min(m.data.len())..];
-            emulate::send_datagram(sock, info, None, rest, control, flags)
+            emulate::send_datagram(sock, info, None, rest, control, flags | self.dontwait())
         };
         let r = match (more, sent) {
             (m, 0) => m,
@@ -693,7 +712,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         let mut sent = 0i64;
         let mut error = None;
         // One Call for every message: only its index and address change.
-        let mut call = d.call;
+        let mut call = d.call.clone();
         for i in 0..vlen {
             let hdr = d.args[1] + i * stride;
             let mut m = match msg::read_message(tid, hdr, compat) {
@@ -746,10 +765,12 @@ impl<H: NetHandler> Tracer<'_, H> {
                 neg(e)
             } else if stream {
                 let blocking = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+                let blocking = blocking && self.notify.is_none();
                 stream::send_all(tid, &sock, &m.iovs, &m.control, flags, blocking)
             } else if m.truncated {
                 neg(Errno::EMSGSIZE)
             } else {
+                let flags = flags | self.dontwait();
                 emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags)
             };
             self.handler.finished(&call, &verdict, Outcome::from_raw(r));
@@ -759,6 +780,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             let _ = remote::write_mem(tid, hdr + len_off, &(r as u32).to_ne_bytes());
             sent += 1;
+        }
+        let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+        if self.notify.is_some() && waits && sent == 0 && error == Some(Errno::EAGAIN) {
+            // Nothing went: tried again when there is room (park.rs).
+            return self.park_again(tid, d, Verdict::Allow, &sock);
         }
         let ret = match (sent, error) {
             (0, Some(e)) => neg(e),

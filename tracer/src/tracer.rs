@@ -422,6 +422,16 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.notify.as_ref().is_none_or(|n| n.valid())
     }
 
+    /// MSG_DONTWAIT under user notification (the supervisor never waits in
+    /// a send: a blocked call is parked), else 0.
+    pub(crate) fn dontwait(&self) -> i32 {
+        if self.notify.is_some() {
+            libc::MSG_DONTWAIT
+        } else {
+            0
+        }
+    }
+
     /// The stopped call runs in the kernel as the program made it.
     pub(crate) fn let_run(&mut self, tid: i32) {
         match &mut self.notify {

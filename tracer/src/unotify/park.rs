@@ -40,6 +40,9 @@ pub(crate) enum Kind {
     Send(Send),
     /// A receive whose source address is shown (recv.rs).
     Recv(Box<crate::decode::Decoded>),
+    /// A datagram send that found no room, nothing sent: decided and
+    /// carried out again when the socket is writable.
+    Again(Box<crate::decode::Decoded>),
 }
 
 /// A blocking send on a stream socket that did not fit: the rest goes as
@@ -335,6 +338,24 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
+    /// A blocking datagram send with no room yet (see [`Kind::Again`]).
+    pub(crate) fn park_again(
+        &mut self,
+        tid: i32,
+        d: crate::decode::Decoded,
+        verdict: Verdict,
+        sock: &OwnedFd,
+    ) {
+        let sock = match sock.try_clone() {
+            Ok(s) => s,
+            Err(_) => return self.done(tid, &d.call, &verdict, -(Errno::EAGAIN as i64)),
+        };
+        let inode = d.call.socket.map_or(0, |s| s.inode);
+        let deadline = sock_timeout(&sock, libc::SO_SNDTIMEO).map(|t| Instant::now() + t);
+        let call = d.call.clone();
+        self.park(tid, call, verdict, sock, inode, deadline, Kind::Again(Box::new(d)));
+    }
+
     /// A blocking receive with nothing to read yet.
     pub(crate) fn park_recv(
         &mut self,
@@ -448,7 +469,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         kind: Kind,
     ) {
         let events = match kind {
-            Kind::Connect { .. } | Kind::Send(_) => libc::EPOLLOUT,
+            Kind::Connect { .. } | Kind::Send(_) | Kind::Again(_) => libc::EPOLLOUT,
             Kind::Accept | Kind::Recv(_) => libc::EPOLLIN,
         } as u32
             | libc::EPOLLONESHOT as u32;
@@ -547,6 +568,13 @@ impl<H: NetHandler> Tracer<'_, H> {
                     s.sent as i64
                 };
                 self.done(w.tid, &w.call, &w.verdict, ret);
+            }
+            Kind::Again(_) if timed_out => {
+                self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
+            }
+            Kind::Again(d) => {
+                drop(w.sock);
+                self.on_net(w.tid, *d);
             }
             Kind::Recv(_) if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
