@@ -174,6 +174,7 @@ echo "command:   $0${*:+ $*}  (APPSWITCH=$APP APPSWITCH_ARGS='${APPSWITCH_ARGS:-
 echo "date:      $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine:   $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"\
      "kernel $(uname -r)"
+echo "load:      $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, at the start; other work on the machine shows here)"
 echo "appswitch: $("$APP" --version 2>/dev/null || echo '?') ($APP)"
 echo "backends:  ${BACKENDS[*]} (APPSWITCH_BACKEND; checked: ptrace => TracerPid set, unotify => none)"
 echo "strace:    $(strace -V | head -n1)"
@@ -308,5 +309,6 @@ if [[ $SECTIONS == *" services "* ]]; then
 fi
 
 echo
+echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "side by side (ratios against untraced in this run; targets: issue 14's for unotify, older ones for both):"
 python3 "$SRC/summary.py" "$BENCH_SUMMARY" "${BACKENDS[@]}" | sed 's/^/  /'
