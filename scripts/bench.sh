@@ -16,9 +16,10 @@
 # turns going first); the tables show medians and the ratio of medians to
 # untraced, all measured in this run. Then the sections: rule decisions,
 # the control filesystem, short connections (VIP connects, HTTP without
-# keep-alive) and services (keep-alive, bulk), each with both backends; and
-# last one table of every row side by side, with the targets (issue 14's
-# for user notification) met or missed.
+# keep-alive) and services (keep-alive, bulk), each with both backends; where
+# a connect's time goes (CPU per connect of program, supervisor and server);
+# and last one table of every row side by side, with the targets (issue
+# 14's for user notification) met or missed.
 #
 # Environment:
 #   APPSWITCH            binary to test (default: target/release/appswitch,
@@ -36,7 +37,9 @@
 #   BENCH_SHORT_ROUNDS   rounds of the short-connection figures (default 7)
 #   BENCH_SHORT_CONNECTS, BENCH_SHORT_REQUESTS: per run in those (5000, 4000)
 #   BENCH_SECTIONS       which sections after (a)-(c) run (default
-#                        "rules controlfs short services"; "" for none)
+#                        "rules controlfs short services cpu"; "" for none)
+#   BENCH_PERF=1         the cpu section also samples supervisor and program
+#                        with perf and splits their time by kind of work
 #
 # Needs: gcc with static glibc (libc6-dev), strace, cargo (unless APPSWITCH set);
 # nginx, ab (apache2-utils) and iperf3 for the last two sections.
@@ -50,7 +53,7 @@ GETPPID_N=${BENCH_GETPPID_ITERS:-2000000}
 CONNECT_N=${BENCH_CONNECT_ITERS:-20000}
 PIN=${BENCH_PIN:-0}
 read -r -a BACKENDS <<<"${BENCH_BACKENDS-ptrace unotify}"
-SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services} "
+SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services cpu} "
 read -r -a APP_ARGS <<<"${APPSWITCH_ARGS:-}"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -315,6 +318,14 @@ if [[ $SECTIONS == *" services "* ]]; then
     else
         echo "  iperf3 not found (apt-get install -y iperf3)"
     fi
+fi
+
+if [[ $SECTIONS == *" cpu "* ]]; then
+    echo
+    echo "where a connect's time goes (scripts/bench/cpu_split.py: schedstat over a window of a long loop):"
+    perf_arg=()
+    [[ ${BENCH_PERF:-0} == 1 ]] && perf_arg=(--perf)
+    python3 "$SRC/cpu_split.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "${perf_arg[@]}" | sed 's/^/  /'
 fi
 
 echo
