@@ -48,3 +48,36 @@ def daemon_dir():
         f.write(f'[daemon]\nsocket = "{d}/sock"\nmount = "{mnt}"\nstate_dir = "{d}/state"\n'
                 '[dns]\nlisten = ""\n')
     return tmp, d, cfg, mnt
+
+
+def backends():
+    """The backends to compare (BENCH_BACKENDS, default "ptrace unotify")."""
+    bs = os.environ.get("BENCH_BACKENDS", "ptrace unotify").split()
+    for b in bs:
+        if b not in ("ptrace", "unotify"):
+            sys.exit(f"{os.path.basename(sys.argv[0])}: unknown backend in BENCH_BACKENDS: {b}")
+    return bs
+
+
+def trace(app, cfg, backend):
+    """`appswitch trace` under `backend` (APPSWITCH_BACKEND), with a daemon config."""
+    return ["env", f"APPSWITCH_BACKEND={backend}", app, "trace", "--config", cfg]
+
+
+def rotate(xs, r):
+    """Round r's order of the variants: each goes first in turn, so drift
+    favours none of them."""
+    r %= len(xs)
+    return xs[r:] + xs[:r]
+
+
+def summary_row(row, unit, untraced, values, target=None):
+    """One row of bench.sh's side-by-side table (scripts/bench/summary.py),
+    appended to the file named by BENCH_SUMMARY, if set."""
+    path = os.environ.get("BENCH_SUMMARY")
+    if not path:
+        return
+    import json
+    with open(path, "a") as f:
+        f.write(json.dumps({"row": row, "unit": unit, "untraced": untraced,
+                            "values": values, "target": target}) + "\n")
