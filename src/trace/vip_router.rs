@@ -283,6 +283,11 @@ impl Router {
         Verdict::Fail(Errno::ECONNREFUSED)
     }
 
+    /// Whether any route (service VIP) exists now.
+    pub fn has_routes(&self) -> bool {
+        !self.net.routes().is_empty()
+    }
+
     pub fn has_host(&self) -> bool {
         self.host.is_some()
     }

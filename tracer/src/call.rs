@@ -355,6 +355,14 @@ pub trait NetHandler {
         None
     }
 
+    /// Whether this call passes now whatever its arguments and socket are,
+    /// with nothing wanted of it (no decision, no event, no report): the
+    /// tracer then lets it run without reading anything (no borrowed socket,
+    /// no memory read). Asked first for every trapped call: keep it cheap.
+    fn passes_unseen(&mut self, _call: &Call) -> bool {
+        false
+    }
+
     /// A process started, exec'd or exited.
     fn process(&mut self, _event: ProcessEvent) {}
 

@@ -60,6 +60,10 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     pub(crate) fn on_net(&mut self, tid: i32, mut d: Decoded) {
+        // Nothing can depend on this call now: it runs unread.
+        if self.handler.passes_unseen(&d.call) {
+            return self.pass_decoded(tid, d, Verdict::Pass);
+        }
         let mut borrowed = None;
         if self.interests.socket_info {
             if let Some(fd) = d.call.fd {
@@ -323,10 +327,19 @@ impl<H: NetHandler> Tracer<'_, H> {
             d.call.local = emulate::local_addr(&sock);
         }
         match result {
-            Emulated::Done(r) => self.done(tid, &d.call, &verdict, r),
+            Emulated::Done(r) => {
+                // Our copy goes before the answer: a program that closes
+                // its socket at once then tears the connection down itself,
+                // not on the tracer's thread.
+                drop(sock);
+                self.done(tid, &d.call, &verdict, r)
+            }
             Emulated::NotIp => self.pass_decoded(tid, d, verdict),
             // Not left by the failover above; kept total.
-            Emulated::RefusedNow => self.done(tid, &d.call, &verdict, neg(Errno::ECONNREFUSED)),
+            Emulated::RefusedNow => {
+                drop(sock);
+                self.done(tid, &d.call, &verdict, neg(Errno::ECONNREFUSED))
+            }
             Emulated::WaitInKernel { started } if self.notify.is_some() => {
                 // User notification: the answer waits for the handshake,
                 // with no thread held (unotify/park.rs).

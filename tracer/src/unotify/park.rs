@@ -353,7 +353,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         let inode = d.call.socket.map_or(0, |s| s.inode);
         let deadline = sock_timeout(&sock, libc::SO_SNDTIMEO).map(|t| Instant::now() + t);
         let call = d.call.clone();
-        self.park(tid, call, verdict, sock, inode, deadline, Kind::Again(Box::new(d)));
+        self.park(
+            tid,
+            call,
+            verdict,
+            sock,
+            inode,
+            deadline,
+            Kind::Again(Box::new(d)),
+        );
     }
 
     /// A blocking receive with nothing to read yet.

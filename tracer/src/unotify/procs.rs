@@ -80,7 +80,10 @@ fn children_of(pid: i32, out: &mut Vec<i32>) {
         let mut path = t.path();
         path.push("children");
         if let Ok(list) = std::fs::read_to_string(&path) {
-            out.extend(list.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            out.extend(
+                list.split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
         }
     }
 }
