@@ -26,8 +26,8 @@ pub(crate) struct Pidfds {
     thread_pidfds: Option<bool>,
 }
 
-/// How many pidfds to keep open: half of what the tracer may open.
-fn budget() -> usize {
+/// The tracer's soft descriptor limit (1024 if unknown, at most 2^20).
+pub(crate) fn soft_nofile() -> usize {
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -38,7 +38,12 @@ fn budget() -> usize {
     } else {
         1024
     };
-    (cur.min(1 << 20) as usize / 2).saturating_sub(64)
+    cur.min(1 << 20) as usize
+}
+
+/// How many pidfds to keep open: half of what the tracer may open.
+fn budget() -> usize {
+    (soft_nofile() / 2).saturating_sub(64)
 }
 
 fn same_files(a: i32, b: i32) -> bool {

@@ -164,20 +164,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let nofile = raise_nofile();
     let (child, _) = spawn::spawn(cmd, &program, nofile, spawn::Handoff::Seize)?;
     signals::set_main(child.pid.as_raw());
-    let mut t = Tracer {
-        handler,
-        interests,
-        tasks: HashMap::new(),
-        pidfds: Pidfds::new(),
-        landlock: Landlock::default(),
-        refusers: Vec::new(),
-        refused_ports: BoundedSet::default(),
-        refuser_socks: Vec::new(),
-        main: child.pid.as_raw(),
-        main_exec: false,
-        main_status: None,
-        notify: None,
-    };
+    let mut t = Tracer::new(handler, interests, child.pid.as_raw(), None);
     t.tasks.insert(
         t.main,
         Task {
@@ -224,6 +211,32 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) main_status: Option<ExitStatus>,
     /// The user-notification backend's state; None under ptrace.
     pub(crate) notify: Option<crate::unotify::State>,
+}
+
+impl<'h, H: NetHandler> Tracer<'h, H> {
+    /// The state for the program whose main process is `main`; `notify`:
+    /// the user-notification backend's, None under ptrace.
+    pub(crate) fn new(
+        handler: &'h mut H,
+        interests: Interests,
+        main: i32,
+        notify: Option<crate::unotify::State>,
+    ) -> Tracer<'h, H> {
+        Tracer {
+            handler,
+            interests,
+            tasks: HashMap::new(),
+            pidfds: Pidfds::new(),
+            landlock: Landlock::default(),
+            refusers: Vec::new(),
+            refused_ports: BoundedSet::default(),
+            refuser_socks: Vec::new(),
+            main,
+            main_exec: false,
+            main_status: None,
+            notify,
+        }
+    }
 }
 
 pub(crate) fn pid(tid: i32) -> Pid {

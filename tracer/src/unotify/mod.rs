@@ -22,16 +22,12 @@ use crate::call::{NetHandler, ProcessEvent};
 use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
-use crate::landlock::Landlock;
-use crate::pidfds::Pidfds;
-use crate::ports::BoundedSet;
 use crate::signals;
 use crate::spawn;
 use crate::tracer::{raise_nofile, Command, ExitStatus, Tracer};
 use crate::watchdog;
 use nix::errno::Errno;
 use notif::{Listener, Notif};
-use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// epoll tokens: the listener, parked waits (slot), processes (pid).
@@ -171,20 +167,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
             TOKEN_SIGNALS,
         )
         .map_err(TraceError::sys("epoll_ctl on the signal pipe"))?;
-    let mut t = Tracer {
-        handler,
-        interests,
-        tasks: HashMap::new(),
-        pidfds: Pidfds::new(),
-        landlock: Landlock::default(),
-        refusers: Vec::new(),
-        refused_ports: BoundedSet::default(),
-        refuser_socks: Vec::new(),
-        main,
-        main_exec: false,
-        main_status: None,
-        notify: Some(state),
-    };
+    let mut t = Tracer::new(handler, interests, main, Some(state));
     t.tasks.entry(main).or_default().tgid = Some(main);
     t.handler.process(ProcessEvent::Spawned {
         pid: main,

@@ -350,18 +350,33 @@ impl<H: NetHandler> Tracer<'_, H> {
             Ok(s) => s,
             Err(_) => return self.done(tid, &d.call, &verdict, -(Errno::EAGAIN as i64)),
         };
+        self.park_decoded(tid, d, verdict, sock, false);
+    }
+
+    /// Park a call kept whole (`Kind::Recv` when `recv`, else `Kind::Again`),
+    /// with the socket's receive or send timeout.
+    fn park_decoded(
+        &mut self,
+        tid: i32,
+        d: crate::decode::Decoded,
+        verdict: Verdict,
+        sock: OwnedFd,
+        recv: bool,
+    ) {
         let inode = d.call.socket.map_or(0, |s| s.inode);
-        let deadline = sock_timeout(&sock, libc::SO_SNDTIMEO).map(|t| Instant::now() + t);
+        let opt = if recv {
+            libc::SO_RCVTIMEO
+        } else {
+            libc::SO_SNDTIMEO
+        };
+        let deadline = sock_timeout(&sock, opt).map(|t| Instant::now() + t);
         let call = d.call.clone();
-        self.park(
-            tid,
-            call,
-            verdict,
-            sock,
-            inode,
-            deadline,
-            Kind::Again(Box::new(d)),
-        );
+        let kind = if recv {
+            Kind::Recv(Box::new(d))
+        } else {
+            Kind::Again(Box::new(d))
+        };
+        self.park(tid, call, verdict, sock, inode, deadline, kind);
     }
 
     /// A blocking receive with nothing to read yet.
@@ -372,18 +387,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
         sock: OwnedFd,
     ) {
-        let inode = d.call.socket.map_or(0, |s| s.inode);
-        let deadline = sock_timeout(&sock, libc::SO_RCVTIMEO).map(|t| Instant::now() + t);
-        let call = d.call.clone();
-        self.park(
-            tid,
-            call,
-            verdict,
-            sock,
-            inode,
-            deadline,
-            Kind::Recv(Box::new(d)),
-        );
+        self.park_decoded(tid, d, verdict, sock, true);
     }
 
     /// A blocking send that must wait for room (see [`Send`]).

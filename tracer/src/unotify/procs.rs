@@ -40,17 +40,7 @@ impl Procs {
 /// How many processes may be watched by pidfd: a quarter of our soft
 /// descriptor limit (thread pidfds and borrowed sockets need the rest).
 fn watch_budget() -> usize {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into rl.
-    let cur = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
-        rl.rlim_cur
-    } else {
-        1024
-    };
-    (cur.min(1 << 20) as usize) / 4
+    crate::pidfds::soft_nofile() / 4
 }
 
 /// pid and parent of /proc/PID/stat ("pid (name) state ppid ...").
