@@ -286,6 +286,21 @@ impl NetHandler for Enforcer {
         }
     }
 
+    fn could_refuse(&mut self, op: Op) -> bool {
+        let snap = self.live.get();
+        if snap.mode == Mode::Monitor {
+            return false;
+        }
+        let p = &snap.policy;
+        let routes = self.router.has_routes();
+        match op {
+            Op::Connect => !p.is_permissive(RuleOp::Connect) || !p.is_permissive(RuleOp::Send) || routes,
+            Op::Bind => !p.is_permissive(RuleOp::Bind) || self.router.has_host(),
+            Op::SendTo | Op::SendMsg | Op::SendMmsg => !p.is_permissive(RuleOp::Send) || routes,
+            _ => false,
+        }
+    }
+
     fn passes_unseen(&mut self, call: &Call) -> bool {
         // A connect with no rule at all, no service, and nobody taking its
         // event or report: nothing it says can matter.
@@ -526,7 +541,11 @@ impl Enforcer {
                     Op::Bind => RuleOp::Bind,
                     _ => RuleOp::Send,
                 };
-                if !snap.policy.is_permissive(rop) {
+                // A connect on a datagram socket also fixes where sends
+                // go, and the socket a call acts on can change under it
+                // (dup2): a send rule counts for every connect.
+                let sends_too = rop == RuleOp::Connect && !snap.policy.is_permissive(RuleOp::Send);
+                if !snap.policy.is_permissive(rop) || sends_too {
                     return Verdict::Allow;
                 }
             }
@@ -580,11 +599,14 @@ impl Enforcer {
             }
             Action::Redirect(to) => Verdict::Rewrite(to.into()),
             // Nothing could have refused it: the program's own call may run.
-            // (A UDP connect also fixes the destination of later sends.)
+            // (A UDP connect also fixes the destination of later sends; and
+            // the socket the kernel acts on may not be the one judged here,
+            // a sibling can dup2 another onto its number: so a send rule
+            // keeps every connect carried out from the tracer's copy.)
             Action::Allow
                 if snap.policy.is_permissive(op)
                     && op != RuleOp::Send
-                    && (!Self::fixes_sends(call) || snap.policy.is_permissive(RuleOp::Send)) =>
+                    && (op != RuleOp::Connect || snap.policy.is_permissive(RuleOp::Send)) =>
             {
                 Verdict::Pass
             }

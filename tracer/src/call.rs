@@ -363,6 +363,14 @@ pub trait NetHandler {
         false
     }
 
+    /// Whether a rule or a service could refuse or redirect an IP call of
+    /// `op` now (an i386 socketcall on a non-IP socket is refused under user
+    /// notification when so: it cannot be carried out, and letting it run
+    /// lets the kernel read its arguments again).
+    fn could_refuse(&mut self, _op: Op) -> bool {
+        true
+    }
+
     /// A process started, exec'd or exited.
     fn process(&mut self, _event: ProcessEvent) {}
 

@@ -48,6 +48,8 @@ pub(crate) struct Landlock {
     rulesets: Vec<(OwnedFd, bool)>,
     /// Processes restricted by a ruleset that may handle the network.
     restricted: HashSet<i32>,
+    /// Whether any traced process ever was (see [`Landlock::orphan`]).
+    ever: bool,
 }
 
 impl Landlock {
@@ -87,12 +89,23 @@ impl Landlock {
         });
         if known.is_none_or(|(_, net)| *net) {
             self.restricted.insert(tgid);
+            self.ever = true;
         }
     }
 
     /// A new process inherits its parent's domain.
     pub(crate) fn fork(&mut self, parent: i32, child: i32) {
         if self.restricted.contains(&parent) {
+            self.restricted.insert(child);
+        }
+    }
+
+    /// A process found with no known ancestor (user notification learns of
+    /// forks late: its parent may have exited first). Its domain cannot be
+    /// told, so once any traced process has restricted itself it counts as
+    /// restricted: refused rather than widened.
+    pub(crate) fn orphan(&mut self, child: i32) {
+        if self.ever {
             self.restricted.insert(child);
         }
     }

@@ -166,6 +166,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             // nothing after the call runs).
             self.skip_call(tid, ret);
             raise_sigpipe(call, tid, ret);
+            if let (Op::Connect, Some(s), Some(st)) = (call.op, call.socket, self.notify.as_mut()) {
+                if st.lost {
+                    st.parked.note_lost_connect(tid, s.inode, ret);
+                }
+            }
         } else {
             raise_sigpipe(call, tid, ret);
             self.skip_call(tid, ret);
@@ -192,12 +197,15 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let e = *e;
                 return self.done(tid, &d.call, &verdict, neg(e));
             }
-            // User notification sees no result of a call it lets run: where
-            // the result is wanted (the event log), the program's own
-            // address is carried out (the tracer's copy), as for Allow.
+            // User notification sees no result of a call it lets run, and
+            // an i386 socketcall it lets run has its argument array read
+            // again by the kernel (a sibling may change the descriptor, the
+            // address or the flags): where the result is wanted (the event
+            // log), and for every socketcall, the program's own address is
+            // carried out from the tracer's copy, as for Allow.
             Verdict::Pass
                 if self.notify.is_some()
-                    && self.interests.outcomes
+                    && (self.interests.outcomes || d.source == ArgSource::SocketcallArray)
                     && matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) =>
             {
                 None
@@ -291,6 +299,21 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Emulated::Done(ret)
             }
         };
+        // User notification: a connect whose answer a signal took (its
+        // thread restarts the call) gets that answer now, not the EISCONN
+        // or EALREADY the socket would give a second connect.
+        if let (Op::Connect, Some(st)) = (op, self.notify.as_mut()) {
+            let again = match result {
+                Emulated::Done(r) => r == neg(Errno::EISCONN) || r == neg(Errno::EALREADY),
+                Emulated::WaitInKernel { started } => !started,
+                _ => false,
+            };
+            if again {
+                if let Some(r) = st.parked.take_lost_connect(tid, info.inode) {
+                    result = Emulated::Done(r);
+                }
+            }
+        }
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
         if op == Op::Connect && routed {
@@ -330,8 +353,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             Emulated::Done(r) => {
                 // Our copy goes before the answer: a program that closes
                 // its socket at once then tears the connection down itself,
-                // not on the tracer's thread.
-                drop(sock);
+                // not on the tracer's thread. (After a send, one whose close
+                // could linger is closed off this thread: closer.rs.)
+                if op == Op::Connect {
+                    drop(sock);
+                } else {
+                    crate::closer::release(sock);
+                }
                 self.done(tid, &d.call, &verdict, r)
             }
             Emulated::NotIp => self.pass_decoded(tid, d, verdict),
@@ -655,6 +683,27 @@ impl<H: NetHandler> Tracer<'_, H> {
             let direct = direct32(d.call.op);
             return self.rerun_as(tid, &d, verdict, false, direct, direct, d.args, 0);
         }
+        if d.source == ArgSource::SocketcallArray
+            && d.call.op.takes_address()
+            && self.handler.could_refuse(d.call.op)
+        {
+            // User notification, an i386 socketcall the tracer cannot carry
+            // out (a non-IP socket): let run, the kernel would read its
+            // argument array again, where a sibling can put another socket
+            // and address. Refused (docs/RULES.md).
+            static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "appswitch: pid {}: an i386 socketcall {} on a non-IP socket is refused (EACCES) \
+                     under the user-notification backend, which cannot pin its arguments; run \
+                     i386 programs that need it with --backend ptrace",
+                    d.call.pid,
+                    d.call.op.name()
+                );
+            }
+            let v = Verdict::Fail(Errno::EACCES);
+            return self.done(tid, &d.call, &v, neg(Errno::EACCES));
+        }
         self.pass(tid, d.call, verdict)
     }
 
@@ -707,6 +756,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             let verdict = self.handler.decide(&d.call);
             return match verdict {
                 Verdict::Fail(e) => self.done(tid, &d.call, &verdict, neg(e)),
+                // No message: sent here (a socketcall let run would be read
+                // again, its count among what a sibling can change).
+                v if is_ip(&info) && self.notify.is_some() => self.done(tid, &d.call, &v, 0),
                 v => self.pass_decoded(tid, d, v),
             };
         }

@@ -76,7 +76,8 @@ pub(crate) fn tell_once(tgid: i32, tid: i32, what: &str) {
     log::warn!(
         "appswitch: {}[{tgid}] called ptrace({what}): programs traced with the ptrace backend \
          cannot trace the processes appswitch traces (one tracer per process); it fails with \
-         EPERM. Run the debugger without appswitch, or with --backend unotify once available",
+         EPERM. Run the debugger without appswitch, or under the user-notification backend \
+         (--backend unotify)",
         comm.trim_end()
     );
 }

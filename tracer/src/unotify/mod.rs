@@ -43,6 +43,8 @@ pub(crate) struct State {
     /// (or parked) yet.
     pub(crate) id: u64,
     pub(crate) answered: bool,
+    /// The last answer found its thread gone (a signal came first).
+    pub(crate) lost: bool,
     epoll: OwnedFd,
     pub(crate) parked: park::Parked,
     pub(crate) procs: procs::Procs,
@@ -56,8 +58,10 @@ impl State {
     /// Answer the current notification with `ret` (value or -errno).
     pub(crate) fn reply(&mut self, ret: i64) {
         self.answered = true;
+        self.lost = false;
         if let Err(e) = self.listener.reply(self.id, ret) {
             // ENOENT: the thread was interrupted or killed meanwhile.
+            self.lost = e == Errno::ENOENT;
             if e != Errno::ENOENT {
                 log::warn!("answering a trapped call: {e}");
             }
@@ -151,6 +155,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         listener,
         id: 0,
         answered: true,
+        lost: false,
         epoll,
         parked: park::Parked::default(),
         procs: procs::Procs::default(),
@@ -273,9 +278,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             args: n.data.args,
         };
         let tgid = self.tgid(tid);
-        self.seen(tgid);
+        self.seen(tgid, tid);
         if special::is_exec(&raw) {
-            self.st().procs.exec_pending(tgid);
+            self.st().procs.exec_pending(tgid, tid);
             return self.st().continue_call();
         }
         if special::is_set_name(&raw) {

@@ -62,10 +62,35 @@ pub(crate) struct Send {
     pub(crate) key: (u64, u64),
 }
 
+/// A parked wait's copy of the socket: the program may have closed its own
+/// meanwhile, making ours the last, whose close can linger (closer.rs).
+pub(crate) struct Sock(Option<OwnedFd>);
+
+impl std::ops::Deref for Sock {
+    type Target = OwnedFd;
+    fn deref(&self) -> &OwnedFd {
+        self.0.as_ref().expect("a parked socket is present until dropped")
+    }
+}
+
+impl From<OwnedFd> for Sock {
+    fn from(fd: OwnedFd) -> Sock {
+        Sock(Some(fd))
+    }
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            crate::closer::release(fd);
+        }
+    }
+}
+
 pub(crate) struct Wait {
     id: u64,
     tid: i32,
-    sock: OwnedFd,
+    sock: Sock,
     inode: u64,
     call: Call,
     verdict: Verdict,
@@ -79,6 +104,8 @@ pub(crate) struct Parked {
     count: usize,
     /// Interrupted connects: (inode, tid, first).
     gone: VecDeque<(u64, i32, bool)>,
+    /// Connects whose answer was lost to a signal: (tid, inode, answer).
+    lost_connects: VecDeque<(i32, u64, i64)>,
     /// Interrupted sends with progress: (tid, inode, key, count sent).
     partial: VecDeque<(i32, u64, (u64, u64), u64)>,
     /// Accepted sockets whose answer was lost: (tid, listener inode, socket).
@@ -152,6 +179,24 @@ impl Parked {
             self.partial.pop_front();
         }
         self.partial.push_back((tid, inode, key, sent));
+    }
+
+    pub(crate) fn note_lost_connect(&mut self, tid: i32, inode: u64, ret: i64) {
+        if self.lost_connects.len() >= NOTES {
+            self.lost_connects.pop_front();
+        }
+        self.lost_connects.push_back((tid, inode, ret));
+    }
+
+    pub(crate) fn take_lost_connect(&mut self, tid: i32, inode: u64) -> Option<i64> {
+        if self.lost_connects.is_empty() {
+            return None;
+        }
+        let i = self
+            .lost_connects
+            .iter()
+            .position(|l| l.0 == tid && l.1 == inode)?;
+        self.lost_connects.remove(i).map(|l| l.2)
     }
 
     pub(crate) fn take_replay(&mut self, tid: i32, inode: u64) -> Option<OwnedFd> {
@@ -475,7 +520,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         tid: i32,
         call: Call,
         verdict: Verdict,
-        sock: OwnedFd,
+        sock: impl Into<Sock>,
         inode: u64,
         deadline: Option<Instant>,
         kind: Kind,
@@ -485,6 +530,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Kind::Accept | Kind::Recv(_) => libc::EPOLLIN,
         } as u32
             | libc::EPOLLONESHOT as u32;
+        let sock: Sock = sock.into();
         let st = self.st();
         let raw = sock.as_raw_fd();
         let id = st.id;

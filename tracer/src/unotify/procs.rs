@@ -7,8 +7,12 @@
 //!
 //! A known process is watched through a pidfd until it exits (within a
 //! budget of descriptors; past it, the scans notice its exit). Its exec is
-//! known from the execve notification (answered CONTINUE): the next call
-//! from that process, or its prctl(PR_SET_NAME), reports the exec first.
+//! known from the execve notification (answered CONTINUE) and reported once
+//! it has happened: at the next call from that process (or its
+//! prctl(PR_SET_NAME)) that finds its auxiliary vector changed (a new image
+//! has a new one). Until then the old name stands: a sibling thread's call
+//! while the exec is under way does not count, and an exec that failed is
+//! known when the thread that made it calls again.
 
 use super::TAG_PROC;
 use crate::call::{NetHandler, ProcessEvent};
@@ -27,14 +31,26 @@ pub(crate) struct Procs {
     /// Known processes, with their pidfd when watched.
     known: HashMap<i32, Option<OwnedFd>>,
     watched: usize,
-    exec: HashSet<i32>,
+    /// Execs under way: process -> (the thread that called it, its
+    /// auxiliary vector's hash then).
+    exec: HashMap<i32, (i32, u64)>,
     last_scan: Option<Instant>,
 }
 
 impl Procs {
-    pub(crate) fn exec_pending(&mut self, tgid: i32) {
-        self.exec.insert(tgid);
+    pub(crate) fn exec_pending(&mut self, tgid: i32, tid: i32) {
+        self.exec.insert(tgid, (tid, auxv_hash(tgid)));
     }
+}
+
+/// A hash of /proc/PID/auxv (0 if unreadable): it changes with every exec.
+fn auxv_hash(pid: i32) -> u64 {
+    let Ok(b) = std::fs::read(format!("/proc/{pid}/auxv")) else {
+        return 0;
+    };
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// How many processes may be watched by pidfd: a quarter of our soft
@@ -128,22 +144,55 @@ impl<H: NetHandler> Tracer<'_, H> {
         signals::track(pid);
     }
 
+    /// The nearest ancestor of a process whose parent is `parent` that we
+    /// know (processes that make no trapped call are not known yet).
+    fn known_ancestor(&mut self, parent: i32) -> Option<i32> {
+        let me = std::process::id() as i32;
+        let mut p = parent;
+        for _ in 0..64 {
+            if self.st().procs.known.contains_key(&p) {
+                return Some(p);
+            }
+            if p <= 1 || p == me {
+                return None;
+            }
+            p = parent_of(p);
+        }
+        None
+    }
+
     /// A process new to us (from a call or a scan).
     fn new_process(&mut self, pid: i32, parent: i32) {
-        self.landlock.fork(parent, pid);
+        // Its Landlock domain is its nearest known ancestor's.
+        match self.known_ancestor(parent) {
+            Some(a) => self.landlock.fork(a, pid),
+            None => self.landlock.orphan(pid),
+        }
         self.handler.process(ProcessEvent::Spawned { pid, parent });
         self.known_process(pid);
     }
 
     /// A trapped call from process `tgid`: a process new to us, or the
     /// first call after its exec.
-    pub(crate) fn seen(&mut self, tgid: i32) {
+    pub(crate) fn seen(&mut self, tgid: i32, tid: i32) {
         let st = self.st();
         if !st.procs.known.contains_key(&tgid) {
             let parent = parent_of(tgid);
             return self.new_process(tgid, parent);
         }
-        if !st.procs.exec.is_empty() && st.procs.exec.remove(&tgid) {
+        let Some(&(exec_tid, before)) = st.procs.exec.get(&tgid) else {
+            return;
+        };
+        let done = auxv_hash(tgid) != before;
+        if !done {
+            if tid == exec_tid {
+                // The thread that called exec is back: it failed.
+                st.procs.exec.remove(&tgid);
+            }
+            return;
+        }
+        st.procs.exec.remove(&tgid);
+        {
             // The exec'd image runs with one thread, the leader.
             let gone: Vec<i32> = self
                 .tasks

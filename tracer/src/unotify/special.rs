@@ -49,8 +49,33 @@ fn native_signal_call(abi: Abi, n: u64) -> Option<(i64, Option<usize>)> {
     }
 }
 
+/// Real, effective and saved uid of `pid` (/proc/PID/status).
+fn uids(pid: i32) -> Option<[u32; 3]> {
+    let line = remote::status_field(pid, "Uid:")?;
+    let mut f = line.split_whitespace().map(|v| v.parse::<u32>().ok());
+    Some([f.next()??, f.next()??, f.next()??])
+}
+
+/// Whether thread `tid` may signal `target` by the kernel's rule
+/// (kill_ok_by_cred): its real or effective uid is the target's real or
+/// saved uid, or it holds CAP_KILL (in our user namespace). The supervisor
+/// sends with its own credentials, so it must never lend them.
+fn may_signal(tid: i32, target: i32) -> bool {
+    const CAP_KILL: u32 = 5;
+    if crate::privs::has_net_cap(tid, CAP_KILL) {
+        return true;
+    }
+    match (uids(tid), uids(target)) {
+        (Some([ruid, euid, _]), Some([truid, _, tsuid])) => {
+            euid == tsuid || euid == truid || ruid == tsuid || ruid == truid
+        }
+        _ => false,
+    }
+}
+
 /// A signal call aimed at the trace process: sent to our parent instead,
-/// which it would have reached without us; the program gets the result.
+/// which it would have reached without us, if the program may signal it;
+/// the program gets the result.
 pub(crate) fn reaim_signal(st: &mut State, tid: i32, raw: &RawCall, abi: Abi, pid_args: usize) {
     let n = raw.nr & !arch::X32_SYSCALL_BIT;
     let Some((call, info_arg)) = native_signal_call(abi, n) else {
@@ -58,6 +83,10 @@ pub(crate) fn reaim_signal(st: &mut State, tid: i32, raw: &RawCall, abi: Abi, pi
     };
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() } as i64;
+    // Signal 0 only checks; others too need the program's right to signal.
+    if !may_signal(tid, parent as i32) {
+        return st.reply(-(Errno::EPERM as i64));
+    }
     let mut a = [0i64; 4];
     for (i, v) in a.iter_mut().enumerate() {
         *v = if i < pid_args {
