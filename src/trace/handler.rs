@@ -294,7 +294,9 @@ impl NetHandler for Enforcer {
         let p = &snap.policy;
         let routes = self.router.has_routes();
         match op {
-            Op::Connect => !p.is_permissive(RuleOp::Connect) || !p.is_permissive(RuleOp::Send) || routes,
+            Op::Connect => {
+                !p.is_permissive(RuleOp::Connect) || !p.is_permissive(RuleOp::Send) || routes
+            }
             Op::Bind => !p.is_permissive(RuleOp::Bind) || self.router.has_host(),
             Op::SendTo | Op::SendMsg | Op::SendMmsg => !p.is_permissive(RuleOp::Send) || routes,
             _ => false,

@@ -94,6 +94,15 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
             }
         }
+        // User notification: the same call again after a signal took the
+        // answer of one carried out (its restart): that answer, not a
+        // second bind or datagram.
+        if let (Some(st), Some((_, info))) = (self.notify.as_mut(), &borrowed) {
+            if let Some(r) = st.parked.take_lost(tid, &d.call, info.inode, &d.args) {
+                let v = Verdict::Allow;
+                return self.done(tid, &d.call, &v, r);
+            }
+        }
         // Rules judge the address as the kernel will read it on this socket.
         if let (Some(raw), Some((_, info))) = (&d.raw, &borrowed) {
             let kind = match d.call.op {
@@ -120,8 +129,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         // (an unreadable length makes the kernel fail the call with EFAULT).
         let write_peer = self.interests.addresses || self.notify.is_some();
         if d.call.op == Op::Accept && write_peer && d.args[1] != 0 {
-            if let Ok(cap) = remote::read_u32(tid, d.args[2]) {
-                d.call.out_addr = Some((d.args[1], d.args[2], cap));
+            match remote::read_u32(tid, d.args[2]) {
+                Ok(cap) => d.call.out_addr = Some((d.args[1], d.args[2], cap)),
+                // The supervisor carries accept out: what the kernel says
+                // of an address buffer whose length cannot be read.
+                Err(_) if self.notify.is_some() => {
+                    let v = Verdict::Fail(Errno::EFAULT);
+                    return self.done(tid, &d.call, &v, neg(Errno::EFAULT));
+                }
+                Err(_) => {}
             }
         }
         // The buffer a datagram's source address will be written to.
@@ -166,9 +182,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             // nothing after the call runs).
             self.skip_call(tid, ret);
             raise_sigpipe(call, tid, ret);
-            if let (Op::Connect, Some(s), Some(st)) = (call.op, call.socket, self.notify.as_mut()) {
+            if let (Some(s), Some(st)) = (call.socket, self.notify.as_mut()) {
                 if st.lost {
-                    st.parked.note_lost_connect(tid, s.inode, ret);
+                    st.parked.note_lost(tid, call, s.inode, ret);
                 }
             }
         } else {
@@ -309,7 +325,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 _ => false,
             };
             if again {
-                if let Some(r) = st.parked.take_lost_connect(tid, info.inode) {
+                if let Some(r) = st.parked.take_lost(tid, &d.call, info.inode, &d.args) {
                     result = Emulated::Done(r);
                 }
             }
@@ -520,13 +536,21 @@ impl<H: NetHandler> Tracer<'_, H> {
         if !self.still_waiting() {
             return;
         }
-        if let Some(n) = self.notify.as_mut().and_then(|st| {
-            st.parked
-                .take_partial(tid, info.inode, (d.args[1], m.total))
-        }) {
-            // The restart of a blocking send a signal interrupted after
-            // part of it was sent: natively it returned that count.
-            return self.done(tid, &d.call, &verdict, n as i64);
+        if self.notify.is_some() {
+            if let Some(g) = self.interrupted(tid, info.inode, Some((d.args[1], m.total))) {
+                // The same send again after a signal interrupted it:
+                // natively it returned the count sent, or EINTR when
+                // nothing was and the socket has a timeout (no restart).
+                let timed = crate::unotify::park::send_timeout(sock);
+                if g.sent > 0 || timed {
+                    let r = if g.sent > 0 {
+                        g.sent as i64
+                    } else {
+                        neg(Errno::EINTR)
+                    };
+                    return self.done(tid, &d.call, &verdict, r);
+                }
+            }
         }
         if let Err(e) = privs::check_control(tid, &m.control) {
             return self.done(tid, &d.call, &verdict, neg(e));

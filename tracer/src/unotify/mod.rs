@@ -50,8 +50,6 @@ pub(crate) struct State {
     pub(crate) procs: procs::Procs,
     /// Read end of the pipe forwarded signals arrive on.
     pub(crate) signals: OwnedFd,
-    /// Kept between receives (recv.rs), so none allocates.
-    pub(crate) recv_buf: Vec<u8>,
 }
 
 impl State {
@@ -62,6 +60,7 @@ impl State {
         if let Err(e) = self.listener.reply(self.id, ret) {
             // ENOENT: the thread was interrupted or killed meanwhile.
             self.lost = e == Errno::ENOENT;
+            log::debug!("answer {ret} lost: {e}");
             if e != Errno::ENOENT {
                 log::warn!("answering a trapped call: {e}");
             }
@@ -160,7 +159,6 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         parked: park::Parked::default(),
         procs: procs::Procs::default(),
         signals: sig_r,
-        recv_buf: Vec::new(),
     };
     state
         .watch(state.listener.raw(), libc::EPOLLIN as u32, TOKEN_LISTENER)

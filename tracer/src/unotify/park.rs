@@ -69,7 +69,9 @@ pub(crate) struct Sock(Option<OwnedFd>);
 impl std::ops::Deref for Sock {
     type Target = OwnedFd;
     fn deref(&self) -> &OwnedFd {
-        self.0.as_ref().expect("a parked socket is present until dropped")
+        self.0
+            .as_ref()
+            .expect("a parked socket is present until dropped")
     }
 }
 
@@ -85,6 +87,20 @@ impl Drop for Sock {
             crate::closer::release(fd);
         }
     }
+}
+
+/// A wait whose thread was interrupted by a signal (its notification
+/// gone). Natively the call then returns EINTR, or the count sent for a
+/// send with progress; with no timeout set on the socket the kernel
+/// restarts it (SA_RESTART), and here the restart arrives as a new call.
+pub(crate) struct Gone {
+    inode: u64,
+    tid: i32,
+    /// A connect that started the handshake.
+    pub(crate) first: bool,
+    /// A send: what had gone out.
+    pub(crate) sent: u64,
+    key: Option<(u64, u64)>,
 }
 
 pub(crate) struct Wait {
@@ -103,13 +119,15 @@ pub(crate) struct Parked {
     slots: Vec<Option<Wait>>,
     count: usize,
     /// Interrupted connects: (inode, tid, first).
-    gone: VecDeque<(u64, i32, bool)>,
-    /// Connects whose answer was lost to a signal: (tid, inode, answer).
-    lost_connects: VecDeque<(i32, u64, i64)>,
-    /// Interrupted sends with progress: (tid, inode, key, count sent).
-    partial: VecDeque<(i32, u64, (u64, u64), u64)>,
+    gone: VecDeque<Gone>,
+    /// Datagrams taken from a socket that no caller got (a signal): the
+    /// next receive on that socket gets them.
+    datagrams: VecDeque<(u64, super::recv::Datagram)>,
+    /// Calls carried out whose answer a signal took: (tid, op, inode,
+    /// arguments, answer).
+    lost: VecDeque<(i32, Op, u64, [u64; 3], i64)>,
     /// Accepted sockets whose answer was lost: (tid, listener inode, socket).
-    replay: VecDeque<(i32, u64, OwnedFd)>,
+    replay: VecDeque<(u64, OwnedFd)>,
     last_sweep: Option<Instant>,
 }
 
@@ -151,68 +169,139 @@ impl Parked {
     }
 
     /// A note of an interrupted connect of `tid` on `inode`, taken.
-    fn take_gone(&mut self, inode: u64, tid: i32) -> Option<bool> {
-        let i = self.gone.iter().position(|g| g.0 == inode && g.1 == tid)?;
-        self.gone.remove(i).map(|g| g.2)
+    /// The note of an interrupted wait of `tid` on `inode` (of a send:
+    /// of the same buffer, `key`), taken.
+    fn take_gone(&mut self, inode: u64, tid: i32, key: Option<(u64, u64)>) -> Option<Gone> {
+        if self.gone.is_empty() {
+            return None;
+        }
+        let i = self
+            .gone
+            .iter()
+            .position(|g| g.inode == inode && g.tid == tid && (key.is_none() || g.key == key))?;
+        self.gone.remove(i)
     }
 
-    fn note_gone(&mut self, inode: u64, tid: i32, first: bool) {
+    fn note_gone(&mut self, w: &Wait) {
         if self.gone.len() >= NOTES {
             self.gone.pop_front();
         }
-        self.gone.push_back((inode, tid, first));
+        let (first, sent, key) = match &w.kind {
+            Kind::Connect { first } => (*first, 0, None),
+            Kind::Send(s) => (false, s.sent, Some(s.key)),
+            _ => (false, 0, None),
+        };
+        self.gone.push_back(Gone {
+            inode: w.inode,
+            tid: w.tid,
+            first,
+            sent,
+            key,
+        });
     }
 
-    pub(crate) fn take_partial(&mut self, tid: i32, inode: u64, key: (u64, u64)) -> Option<u64> {
-        if self.partial.is_empty() {
+    /// A call with side effects (connect, bind, listen, a send) was carried
+    /// out and its answer lost to a signal: the same call again from that
+    /// thread (its restart, or a retry after EINTR) gets that answer.
+    pub(crate) fn note_lost(&mut self, tid: i32, call: &Call, inode: u64, ret: i64) {
+        let effects = matches!(
+            call.op,
+            Op::Connect | Op::Bind | Op::Listen | Op::SendTo | Op::SendMsg | Op::SendMmsg
+        );
+        if !effects {
+            return;
+        }
+        if self.lost.len() >= NOTES {
+            self.lost.pop_front();
+        }
+        log::debug!(
+            "lost answer {ret} of {} by {tid} on {inode}",
+            call.op.name()
+        );
+        self.lost
+            .push_back((tid, call.op, inode, call_key(call), ret));
+    }
+
+    pub(crate) fn take_lost(
+        &mut self,
+        tid: i32,
+        call: &Call,
+        inode: u64,
+        _args: &[u64; 6],
+    ) -> Option<i64> {
+        if self.lost.is_empty() {
             return None;
         }
+        let key = call_key(call);
         let i = self
-            .partial
+            .lost
             .iter()
-            .position(|p| p.0 == tid && p.1 == inode && p.2 == key)?;
-        self.partial.remove(i).map(|p| p.3)
+            .position(|l| l.0 == tid && l.1 == call.op && l.2 == inode && l.3 == key)?;
+        self.lost.remove(i).map(|l| l.4)
     }
 
-    fn note_partial(&mut self, tid: i32, inode: u64, key: (u64, u64), sent: u64) {
-        if self.partial.len() >= NOTES {
-            self.partial.pop_front();
+    pub(crate) fn keep_datagram(&mut self, inode: u64, g: super::recv::Datagram) {
+        if self.datagrams.len() >= NOTES {
+            self.datagrams.pop_front();
         }
-        self.partial.push_back((tid, inode, key, sent));
+        self.datagrams.push_back((inode, g));
     }
 
-    pub(crate) fn note_lost_connect(&mut self, tid: i32, inode: u64, ret: i64) {
-        if self.lost_connects.len() >= NOTES {
-            self.lost_connects.pop_front();
-        }
-        self.lost_connects.push_back((tid, inode, ret));
-    }
-
-    pub(crate) fn take_lost_connect(&mut self, tid: i32, inode: u64) -> Option<i64> {
-        if self.lost_connects.is_empty() {
+    pub(crate) fn take_datagram(&mut self, inode: u64) -> Option<super::recv::Datagram> {
+        if self.datagrams.is_empty() {
             return None;
         }
-        let i = self
-            .lost_connects
-            .iter()
-            .position(|l| l.0 == tid && l.1 == inode)?;
-        self.lost_connects.remove(i).map(|l| l.2)
+        let i = self.datagrams.iter().position(|g| g.0 == inode)?;
+        self.datagrams.remove(i).map(|g| g.1)
     }
 
-    pub(crate) fn take_replay(&mut self, tid: i32, inode: u64) -> Option<OwnedFd> {
-        let i = self
-            .replay
-            .iter()
-            .position(|r| r.0 == tid && r.1 == inode)?;
-        self.replay.remove(i).map(|r| r.2)
+    /// A connection accepted on listener `inode` that no caller got (its
+    /// thread was interrupted, or the program's table was full): the next
+    /// accept on that listener, by any thread, gets it, as natively it
+    /// would have stayed queued.
+    pub(crate) fn take_replay(&mut self, inode: u64) -> Option<OwnedFd> {
+        if self.replay.is_empty() {
+            return None;
+        }
+        let i = self.replay.iter().position(|r| r.0 == inode)?;
+        self.replay.remove(i).map(|r| r.1)
     }
 
-    fn keep_replay(&mut self, tid: i32, inode: u64, fd: OwnedFd) {
+    fn keep_replay(&mut self, inode: u64, fd: OwnedFd) {
         if self.replay.len() >= NOTES {
             self.replay.pop_front();
         }
-        self.replay.push_back((tid, inode, fd));
+        self.replay.push_back((inode, fd));
     }
+}
+
+/// What tells one call from another of the same op on the same socket:
+/// its flags, index and address (the ones the tracer read).
+fn call_key(call: &Call) -> [u64; 3] {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    if let Some(a) = &call.addr {
+        for b in format_addr(a) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    [call.flags as u32 as u64, call.index as u64, h]
+}
+
+/// The bytes of an address (for [`call_key`]).
+fn format_addr(a: &crate::sockaddr::SockAddr) -> impl Iterator<Item = u8> {
+    let mut buf = [0u8; crate::sockaddr::MAX_ADDR_LEN];
+    let n = a.encode(&mut buf).unwrap_or(0);
+    buf.into_iter().take(n)
+}
+
+/// Whether the socket has SO_RCVTIMEO set.
+pub(crate) fn recv_timeout(fd: &OwnedFd) -> bool {
+    sock_timeout(fd, libc::SO_RCVTIMEO).is_some()
+}
+
+/// Whether the socket has SO_SNDTIMEO set.
+pub(crate) fn send_timeout(fd: &OwnedFd) -> bool {
+    sock_timeout(fd, libc::SO_SNDTIMEO).is_some()
 }
 
 fn sock_timeout(fd: &OwnedFd, opt: i32) -> Option<Duration> {
@@ -329,7 +418,20 @@ impl<H: NetHandler> Tracer<'_, H> {
             self.let_run(tid);
             return self.handler.finished(&call, &verdict, Outcome::Unknown);
         }
-        if let Some(fd) = self.st().parked.take_replay(tid, info.inode) {
+        if call.flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+            return self.done(tid, &call, &verdict, -(Errno::EINVAL as i64));
+        }
+        if let Some((_, _, cap)) = call.out_addr {
+            if (cap as i32) < 0 {
+                return self.done(tid, &call, &verdict, -(Errno::EINVAL as i64));
+            }
+        }
+        let timed = sock_timeout(&sock, libc::SO_RCVTIMEO).is_some();
+        if self.interrupted(tid, info.inode, None).is_some() && timed {
+            // Natively an accept with a timeout is never restarted.
+            return self.done(tid, &call, &verdict, -(Errno::EINTR as i64));
+        }
+        if let Some(fd) = self.st().parked.take_replay(info.inode) {
             return self.deliver_accepted(tid, call, verdict, info.inode, fd);
         }
         match accept_now(&sock, info.nonblocking, call.flags) {
@@ -375,8 +477,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             Ok(n) => self
                 .handler
                 .finished(&call, &verdict, Outcome::Ok(i64::from(n))),
-            Err(Errno::ENOENT) => st.parked.keep_replay(tid, inode, fd),
+            Err(Errno::ENOENT) => st.parked.keep_replay(inode, fd),
             Err(e) => {
+                // EMFILE and the like: natively the connection would stay
+                // queued; it is kept for the next accept.
+                st.parked.keep_replay(inode, fd);
                 st.reply(-(e as i64));
                 self.handler.finished(&call, &verdict, Outcome::Err(e));
             }
@@ -460,6 +565,40 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.park(tid, call, verdict, sock, inode, deadline, Kind::Send(send));
     }
 
+    /// Whether a call of `tid` on `inode` comes after one of its waits there
+    /// was interrupted (the restart, or the next call after EINTR): the
+    /// interrupted wait, taken out. Waits still parked whose notification
+    /// is gone count too (the sweep may not have seen them yet).
+    pub(crate) fn interrupted(
+        &mut self,
+        tid: i32,
+        inode: u64,
+        key: Option<(u64, u64)>,
+    ) -> Option<Gone> {
+        let st = self.st();
+        if st.parked.count > 0 {
+            let stale: Vec<usize> = st
+                .parked
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| {
+                    w.as_ref().is_some_and(|w| {
+                        w.inode == inode && w.tid == tid && !st.listener.valid(w.id)
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            for slot in stale {
+                if let Some(w) = st.parked.take(slot) {
+                    st.unwatch(w.sock.as_raw_fd());
+                    st.parked.note_gone(&w);
+                }
+            }
+        }
+        st.parked.take_gone(inode, tid, key)
+    }
+
     /// A blocking connect whose handshake is under way (see the module).
     pub(crate) fn park_connect(
         &mut self,
@@ -476,23 +615,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             // A connect on a socket already connecting: the restart of one
             // we let go (a note), or of one parked whose thread was
             // interrupted and not yet swept.
-            let st = self.st();
-            let mut restart = st.parked.take_gone(inode, tid);
-            if restart.is_none() {
-                let stale = st.parked.slots.iter().position(|w| {
-                    w.as_ref().is_some_and(|w| {
-                        w.inode == inode && w.tid == tid && !st.listener.valid(w.id)
-                    })
-                });
-                if let Some(slot) = stale {
-                    if let Some(w) = st.parked.take(slot) {
-                        st.unwatch(w.sock.as_raw_fd());
-                        if let Kind::Connect { first } = w.kind {
-                            restart = Some(first);
-                        }
-                    }
-                }
-            }
+            let restart = self.interrupted(tid, inode, None).map(|g| g.first);
             if let Some(f) = restart {
                 if timeo.is_some() {
                     // Natively a connect with a timeout is never restarted.
@@ -594,11 +717,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 };
                 self.done(w.tid, &w.call, &w.verdict, r);
             }
-            Kind::Send(s) if !self.st().valid() => {
+            Kind::Send(_) if !self.st().valid() => {
                 // Interrupted meanwhile: nothing more is sent for it.
-                if s.sent > 0 {
-                    self.st().parked.note_partial(w.tid, w.inode, s.key, s.sent);
-                }
+                self.st().parked.note_gone(&w);
             }
             Kind::Send(mut s) => {
                 let rest = crate::netcall::rest_of(&s.iovs, s.sent);
@@ -656,6 +777,10 @@ impl<H: NetHandler> Tracer<'_, H> {
             Kind::Accept if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
             }
+            Kind::Accept if !self.st().valid() => {
+                // Its thread was interrupted or killed: accept nothing for it.
+                self.st().parked.note_gone(&w);
+            }
             Kind::Accept => {
                 let flags = w.call.flags;
                 match accept_now(&w.sock, false, flags) {
@@ -704,13 +829,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             };
             st.unwatch(w.sock.as_raw_fd());
             if !valid {
-                match w.kind {
-                    Kind::Connect { first } => st.parked.note_gone(w.inode, w.tid, first),
-                    Kind::Send(s) if s.sent > 0 => {
-                        st.parked.note_partial(w.tid, w.inode, s.key, s.sent)
-                    }
-                    _ => {}
-                }
+                st.parked.note_gone(&w);
                 continue;
             }
             self.finish_wait(w, true);

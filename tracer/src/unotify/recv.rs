@@ -22,13 +22,6 @@ const MAX_DGRAM: usize = 1 << 16;
 /// Most buffers of a recvmsg the supervisor fills.
 const MAX_IOV: u64 = 1024;
 
-/// What a receive gave: the count (or -errno), or nothing yet.
-pub(crate) enum Got {
-    /// The count (or -errno), and the length of the source address.
-    Done(i64, usize),
-    WouldBlock,
-}
-
 struct MsgHdr {
     iov: u64,
     iovlen: u64,
@@ -81,6 +74,12 @@ impl<H: NetHandler> Tracer<'_, H> {
             Err(e) => return self.done(tid, &d.call, &verdict, -(e as i64)),
         };
         let blocking = !info.nonblocking && d.call.flags & libc::MSG_DONTWAIT == 0;
+        if self.interrupted(tid, info.inode, None).is_some()
+            && crate::unotify::park::recv_timeout(&sock)
+        {
+            // Natively a receive with a timeout is never restarted.
+            return self.done(tid, &d.call, &verdict, -(Errno::EINTR as i64));
+        }
         match self.recv_now(tid, d, verdict, &sock) {
             None => {}
             Some((d, verdict)) if blocking => self.park_recv(tid, d, verdict, sock),
@@ -97,136 +96,158 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
         sock: &OwnedFd,
     ) -> Option<(Decoded, Verdict)> {
-        let flags = d.call.flags | libc::MSG_DONTWAIT;
-        let mut name = [0u8; MAX_ADDR_LEN];
-        let mut data = std::mem::take(&mut self.st().recv_buf);
-        let r = match d.call.op {
-            Op::RecvFrom => self.recvfrom_now(sock, &d, flags, &mut data, &mut name),
-            _ => self.recvmsg_now(tid, sock, &d, flags, &mut data, &mut name),
+        let inode = d.call.socket.map_or(0, |s| s.inode);
+        let peek = d.call.flags & libc::MSG_PEEK != 0;
+        let got = match self.st().parked.take_datagram(inode).filter(|_| !peek) {
+            Some(g) => Ok(Some(g)),
+            None => fetch(tid, sock, &d, d.call.flags | libc::MSG_DONTWAIT),
         };
-        self.st().recv_buf = data;
-        let (n, namelen) = match r {
-            Ok(Got::WouldBlock) => return Some((d, verdict)),
-            Ok(Got::Done(n, namelen)) => (n, namelen),
+        let g = match got {
+            Ok(Some(g)) => g,
+            Ok(None) => return Some((d, verdict)),
             Err(e) => {
                 self.done(tid, &d.call, &verdict, -(e as i64));
                 return None;
             }
         };
-        if n < 0 {
-            self.done(tid, &d.call, &verdict, n);
+        if g.n < 0 {
+            self.done(tid, &d.call, &verdict, g.n);
             return None;
         }
-        let namelen = namelen.min(MAX_ADDR_LEN);
-        d.call.peer = SockAddr::decode(&name[..namelen]);
+        // A datagram taken from the socket must reach a caller: if this one
+        // is gone (a signal), the next receive on the socket gets it.
+        if !self.st().valid() {
+            if !peek {
+                self.st().parked.keep_datagram(inode, g);
+            }
+            return None;
+        }
+        if let Err(e) = deliver(tid, &d, &g) {
+            self.done(tid, &d.call, &verdict, -(e as i64));
+            return None;
+        }
+        d.call.peer = SockAddr::decode(&g.name[..g.namelen]);
         let shown = self.handler.received(&d.call);
         if let (Some((ptr, lenp, cap)), Some(a)) = (d.call.out_addr, shown.or(d.call.peer.clone()))
         {
             let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
         }
+        let n = g.n;
         let st = self.st();
         st.reply(n);
+        if st.lost && !peek {
+            st.parked.keep_datagram(inode, g);
+            return None;
+        }
         self.handler.finished(&d.call, &verdict, Outcome::Ok(n));
         None
     }
+}
 
-    /// recvfrom on our copy; the data written to the program's buffer.
-    /// (count or -errno, address length).
-    fn recvfrom_now(
-        &self,
-        sock: &OwnedFd,
-        d: &Decoded,
-        flags: i32,
-        data: &mut Vec<u8>,
-        name: &mut [u8; MAX_ADDR_LEN],
-    ) -> Result<Got, Errno> {
-        let (buf, len) = (d.args[1], d.args[2]);
-        let want = (len as usize).min(MAX_DGRAM);
-        data.resize(want, 0);
-        let mut alen = MAX_ADDR_LEN as libc::socklen_t;
-        // SAFETY: data and name are ours, of the stated sizes.
-        let r = unsafe {
-            libc::recvfrom(
-                sock.as_raw_fd(),
-                data.as_mut_ptr().cast(),
-                want,
-                flags,
-                name.as_mut_ptr().cast(),
-                &mut alen,
-            )
-        };
-        if r < 0 {
-            return match Errno::last() {
-                Errno::EAGAIN => Ok(Got::WouldBlock),
-                e => Ok(Got::Done(-(e as i64), 0)),
-            };
-        }
-        let copied = (r as usize).min(want);
-        remote::write_mem(d.call.tid, buf, &data[..copied])?;
-        Ok(Got::Done(r as i64, alen as usize))
-    }
+/// A datagram received on the supervisor's copy of the socket.
+pub(crate) struct Datagram {
+    /// What recvfrom/recvmsg returned (the datagram's length with MSG_TRUNC).
+    n: i64,
+    data: Vec<u8>,
+    name: [u8; MAX_ADDR_LEN],
+    namelen: usize,
+    control: Vec<u8>,
+    msg_flags: i32,
+}
 
-    /// recvmsg on our copy: data over the program's buffers, its control
-    /// messages, msg_controllen and msg_flags.
-    fn recvmsg_now(
-        &self,
-        tid: i32,
-        sock: &OwnedFd,
-        d: &Decoded,
-        flags: i32,
-        data: &mut Vec<u8>,
-        name: &mut [u8; MAX_ADDR_LEN],
-    ) -> Result<Got, Errno> {
-        let at = d.args[1];
-        let h = read_msghdr(tid, at)?;
-        if h.iovlen > MAX_IOV {
-            return Err(Errno::EMSGSIZE);
-        }
-        let mut iovs = Vec::with_capacity(h.iovlen as usize);
-        let mut total = 0u64;
-        for i in 0..h.iovlen {
-            let p = h.iov.checked_add(i * 16).ok_or(Errno::EFAULT)?;
-            let base = remote::read_u64(tid, p)?;
-            let len = remote::read_u64(tid, p + 8)?;
-            total = total.saturating_add(len);
-            iovs.push((base, len));
-        }
-        let want = (total as usize).min(MAX_DGRAM);
-        data.resize(want, 0);
-        let mut ctl = vec![0u8; (h.controllen as usize).min(MAX_DGRAM)];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: want,
-        };
-        // SAFETY: a zeroed msghdr, then filled with our own buffers.
-        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
-        m.msg_name = name.as_mut_ptr().cast();
-        m.msg_namelen = MAX_ADDR_LEN as u32;
-        m.msg_iov = &mut iov;
-        m.msg_iovlen = 1;
-        if h.control != 0 && !ctl.is_empty() {
-            m.msg_control = ctl.as_mut_ptr().cast();
-            m.msg_controllen = ctl.len();
-        }
-        // SAFETY: m points at our buffers only.
-        let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut m, flags) };
-        if r < 0 {
-            return match Errno::last() {
-                Errno::EAGAIN => Ok(Got::WouldBlock),
-                e => Ok(Got::Done(-(e as i64), 0)),
+/// Receive one datagram without waiting, into buffers as large as the
+/// program's. None: nothing there.
+fn fetch(tid: i32, sock: &OwnedFd, d: &Decoded, flags: i32) -> Result<Option<Datagram>, Errno> {
+    let (want, controllen) = match d.call.op {
+        Op::RecvFrom => (d.args[2] as usize, 0),
+        _ => {
+            let h = read_msghdr(tid, d.args[1])?;
+            let mut total = 0u64;
+            for i in 0..h.iovlen.min(MAX_IOV) {
+                let p = h.iov.checked_add(i * 16 + 8).ok_or(Errno::EFAULT)?;
+                total = total.saturating_add(remote::read_u64(tid, p)?);
+            }
+            let c = if h.control != 0 {
+                h.controllen as usize
+            } else {
+                0
             };
+            (total as usize, c)
         }
-        scatter(tid, &iovs, &data[..(r as usize).min(want)])?;
-        let clen = if m.msg_control.is_null() {
-            0
-        } else {
-            m.msg_controllen
-        };
-        if clen > 0 {
-            remote::write_mem(tid, h.control, &ctl[..clen])?;
-        }
-        remote::write_mem(tid, at + 40, &(clen as u64).to_ne_bytes())?;
-        remote::write_mem(tid, at + 48, &(m.msg_flags as u32).to_ne_bytes())?;
-        Ok(Got::Done(r as i64, m.msg_namelen as usize))
+    };
+    let want = want.min(MAX_DGRAM);
+    let mut g = Datagram {
+        n: 0,
+        data: vec![0u8; want],
+        name: [0u8; MAX_ADDR_LEN],
+        namelen: 0,
+        control: vec![0u8; controllen.min(MAX_DGRAM)],
+        msg_flags: 0,
+    };
+    let mut iov = libc::iovec {
+        iov_base: g.data.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    // SAFETY: a zeroed msghdr, then filled with our own buffers.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = g.name.as_mut_ptr().cast();
+    m.msg_namelen = MAX_ADDR_LEN as u32;
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    if !g.control.is_empty() {
+        m.msg_control = g.control.as_mut_ptr().cast();
+        m.msg_controllen = g.control.len();
     }
+    // SAFETY: m points at our buffers only.
+    let r = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut m, flags) };
+    if r < 0 {
+        return match Errno::last() {
+            Errno::EAGAIN => Ok(None),
+            e => {
+                g.n = -(e as i64);
+                Ok(Some(g))
+            }
+        };
+    }
+    g.n = r as i64;
+    g.data.truncate((r as usize).min(want));
+    g.namelen = (m.msg_namelen as usize).min(MAX_ADDR_LEN);
+    let clen = if m.msg_control.is_null() {
+        0
+    } else {
+        m.msg_controllen
+    };
+    g.control.truncate(clen);
+    g.msg_flags = m.msg_flags;
+    Ok(Some(g))
+}
+
+/// Write a datagram to the program as its call would: recvfrom's buffer,
+/// or recvmsg's buffers, control messages, msg_controllen and msg_flags.
+fn deliver(tid: i32, d: &Decoded, g: &Datagram) -> Result<(), Errno> {
+    if d.call.op == Op::RecvFrom {
+        let n = g.data.len().min(d.args[2] as usize);
+        return remote::write_mem(tid, d.args[1], &g.data[..n]);
+    }
+    let at = d.args[1];
+    let h = read_msghdr(tid, at)?;
+    if h.iovlen > MAX_IOV {
+        return Err(Errno::EMSGSIZE);
+    }
+    let mut iovs = Vec::with_capacity(h.iovlen as usize);
+    for i in 0..h.iovlen {
+        let p = h.iov.checked_add(i * 16).ok_or(Errno::EFAULT)?;
+        iovs.push((remote::read_u64(tid, p)?, remote::read_u64(tid, p + 8)?));
+    }
+    scatter(tid, &iovs, &g.data)?;
+    let clen = if h.control != 0 {
+        g.control.len().min(h.controllen as usize)
+    } else {
+        0
+    };
+    if clen > 0 {
+        remote::write_mem(tid, h.control, &g.control[..clen])?;
+    }
+    remote::write_mem(tid, at + 40, &(clen as u64).to_ne_bytes())?;
+    remote::write_mem(tid, at + 48, &(g.msg_flags as u32).to_ne_bytes())
 }
