@@ -466,8 +466,9 @@ fn go_under_a_sigurg_storm_loses_no_connect() {
         };
         (first, num("sigurg_sent="), num("sigurg_seen="))
     };
+    // (signal.Notify coalesces: a fast run may see only a few of them.)
     let stormy = |sent: u64, seen: u64, o: &std::process::Output| {
-        assert!(sent >= 500 && seen >= 20, "no storm: {}", stdout(o));
+        assert!(sent >= 500 && seen >= 1, "no storm: {}", stdout(o));
     };
 
     let t0 = Instant::now();
