@@ -229,6 +229,10 @@ pub struct Call {
     /// For recvfrom/recvmsg whose address buffer was too small for the
     /// source (so [`Call::peer`] is None): the bytes the kernel wrote there.
     pub peer_prefix: Option<SockPrefix>,
+    /// The call's second and third arguments as passed (buffer or message
+    /// and length): with the op, socket and address, what tells one call
+    /// from another (the tracer's notes of answers lost to signals).
+    pub(crate) args_key: [u64; 2],
 }
 
 /// The first bytes of a sockaddr (a truncated address output).

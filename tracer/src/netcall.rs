@@ -537,7 +537,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             return;
         }
         if self.notify.is_some() {
-            if let Some(g) = self.interrupted(tid, info.inode, Some((d.args[1], m.total))) {
+            let key = Some((d.args[1], m.total));
+            if let Some(g) = self.interrupted(tid, info.inode, key, crate::unotify::park::GONE_SEND)
+            {
                 // The same send again after a signal interrupted it:
                 // natively it returned the count sent, or EINTR when
                 // nothing was and the socket has a timeout (no restart).

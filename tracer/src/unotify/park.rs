@@ -89,6 +89,11 @@ impl Drop for Sock {
     }
 }
 
+/// Kinds of interrupted waits ([`Gone`]).
+pub(crate) const GONE_CONNECT: u8 = 0;
+pub(crate) const GONE_SEND: u8 = 1;
+pub(crate) const GONE_OTHER: u8 = 2;
+
 /// A wait whose thread was interrupted by a signal (its notification
 /// gone). Natively the call then returns EINTR, or the count sent for a
 /// send with progress; with no timeout set on the socket the kernel
@@ -101,6 +106,8 @@ pub(crate) struct Gone {
     /// A send: what had gone out.
     pub(crate) sent: u64,
     key: Option<(u64, u64)>,
+    /// Which kind of call was interrupted: 0 connect, 1 send, 2 other.
+    kind: u8,
 }
 
 pub(crate) struct Wait {
@@ -171,14 +178,19 @@ impl Parked {
     /// A note of an interrupted connect of `tid` on `inode`, taken.
     /// The note of an interrupted wait of `tid` on `inode` (of a send:
     /// of the same buffer, `key`), taken.
-    fn take_gone(&mut self, inode: u64, tid: i32, key: Option<(u64, u64)>) -> Option<Gone> {
+    fn take_gone(
+        &mut self,
+        inode: u64,
+        tid: i32,
+        key: Option<(u64, u64)>,
+        kind: u8,
+    ) -> Option<Gone> {
         if self.gone.is_empty() {
             return None;
         }
-        let i = self
-            .gone
-            .iter()
-            .position(|g| g.inode == inode && g.tid == tid && (key.is_none() || g.key == key))?;
+        let i = self.gone.iter().position(|g| {
+            g.inode == inode && g.tid == tid && g.kind == kind && (kind != 1 || g.key == key)
+        })?;
         self.gone.remove(i)
     }
 
@@ -186,10 +198,10 @@ impl Parked {
         if self.gone.len() >= NOTES {
             self.gone.pop_front();
         }
-        let (first, sent, key) = match &w.kind {
-            Kind::Connect { first } => (*first, 0, None),
-            Kind::Send(s) => (false, s.sent, Some(s.key)),
-            _ => (false, 0, None),
+        let (first, sent, key, kind) = match &w.kind {
+            Kind::Connect { first } => (*first, 0, None, 0),
+            Kind::Send(s) => (false, s.sent, Some(s.key), 1),
+            _ => (false, 0, None, 2),
         };
         self.gone.push_back(Gone {
             inode: w.inode,
@@ -197,6 +209,7 @@ impl Parked {
             first,
             sent,
             key,
+            kind,
         });
     }
 
@@ -204,10 +217,16 @@ impl Parked {
     /// out and its answer lost to a signal: the same call again from that
     /// thread (its restart, or a retry after EINTR) gets that answer.
     pub(crate) fn note_lost(&mut self, tid: i32, call: &Call, inode: u64, ret: i64) {
-        let effects = matches!(
-            call.op,
-            Op::Connect | Op::Bind | Op::Listen | Op::SendTo | Op::SendMsg | Op::SendMmsg
-        );
+        // A datagram is not replayed: a program told EINTR may move on to
+        // another one from the same buffer, which a replay would swallow;
+        // a restart sends it twice instead (a datagram may arrive twice).
+        // Bytes of a stream must never go twice.
+        let stream = call.socket.is_some_and(|s| s.sotype == libc::SOCK_STREAM);
+        let effects = match call.op {
+            Op::Connect | Op::Bind | Op::Listen => true,
+            Op::SendTo | Op::SendMsg | Op::SendMmsg => stream,
+            _ => false,
+        };
         if !effects {
             return;
         }
@@ -247,6 +266,14 @@ impl Parked {
         self.datagrams.push_back((inode, g));
     }
 
+    /// A copy of the datagram kept for `inode`, left in place (MSG_PEEK).
+    pub(crate) fn peek_datagram(&self, inode: u64) -> Option<super::recv::Datagram> {
+        self.datagrams
+            .iter()
+            .find(|g| g.0 == inode)
+            .map(|g| g.1.clone())
+    }
+
     pub(crate) fn take_datagram(&mut self, inode: u64) -> Option<super::recv::Datagram> {
         if self.datagrams.is_empty() {
             return None;
@@ -276,7 +303,8 @@ impl Parked {
 }
 
 /// What tells one call from another of the same op on the same socket:
-/// its flags, index and address (the ones the tracer read).
+/// its flags, index, address (the ones the tracer read), and its buffer
+/// and length arguments.
 fn call_key(call: &Call) -> [u64; 3] {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     if let Some(a) = &call.addr {
@@ -284,6 +312,10 @@ fn call_key(call: &Call) -> [u64; 3] {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
+    let h = call
+        .args_key
+        .iter()
+        .fold(h, |h, &a| (h ^ a).wrapping_mul(0x0100_0000_01b3));
     [call.flags as u32 as u64, call.index as u64, h]
 }
 
@@ -427,11 +459,29 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
         }
         let timed = sock_timeout(&sock, libc::SO_RCVTIMEO).is_some();
-        if self.interrupted(tid, info.inode, None).is_some() && timed {
+        if self
+            .interrupted(tid, info.inode, None, GONE_OTHER)
+            .is_some()
+            && timed
+        {
             // Natively an accept with a timeout is never restarted.
             return self.done(tid, &call, &verdict, -(Errno::EINTR as i64));
         }
         if let Some(fd) = self.st().parked.take_replay(info.inode) {
+            // Accepted for another call: this one's SOCK_NONBLOCK.
+            let nb = call.flags & libc::SOCK_NONBLOCK != 0;
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                if fl >= 0 {
+                    let want = if nb {
+                        fl | libc::O_NONBLOCK
+                    } else {
+                        fl & !libc::O_NONBLOCK
+                    };
+                    libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want);
+                }
+            }
             return self.deliver_accepted(tid, call, verdict, info.inode, fd);
         }
         match accept_now(&sock, info.nonblocking, call.flags) {
@@ -574,6 +624,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         tid: i32,
         inode: u64,
         key: Option<(u64, u64)>,
+        kind: u8,
     ) -> Option<Gone> {
         let st = self.st();
         if st.parked.count > 0 {
@@ -596,7 +647,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
             }
         }
-        st.parked.take_gone(inode, tid, key)
+        st.parked.take_gone(inode, tid, key, kind)
     }
 
     /// A blocking connect whose handshake is under way (see the module).
@@ -615,7 +666,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             // A connect on a socket already connecting: the restart of one
             // we let go (a note), or of one parked whose thread was
             // interrupted and not yet swept.
-            let restart = self.interrupted(tid, inode, None).map(|g| g.first);
+            let restart = self
+                .interrupted(tid, inode, None, GONE_CONNECT)
+                .map(|g| g.first);
             if let Some(f) = restart {
                 if timeo.is_some() {
                     // Natively a connect with a timeout is never restarted.
@@ -757,6 +810,10 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             Kind::Recv(_) if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
+            }
+            Kind::Recv(_) if !self.st().valid() => {
+                // Its thread was interrupted: take nothing from the socket.
+                self.st().parked.note_gone(&w);
             }
             Kind::Recv(d) => {
                 if let Some((d, verdict)) = self.recv_now(w.tid, *d, w.verdict, &w.sock) {

@@ -74,7 +74,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             Err(e) => return self.done(tid, &d.call, &verdict, -(e as i64)),
         };
         let blocking = !info.nonblocking && d.call.flags & libc::MSG_DONTWAIT == 0;
-        if self.interrupted(tid, info.inode, None).is_some()
+        if self
+            .interrupted(tid, info.inode, None, crate::unotify::park::GONE_OTHER)
+            .is_some()
             && crate::unotify::park::recv_timeout(&sock)
         {
             // Natively a receive with a timeout is never restarted.
@@ -98,7 +100,12 @@ impl<H: NetHandler> Tracer<'_, H> {
     ) -> Option<(Decoded, Verdict)> {
         let inode = d.call.socket.map_or(0, |s| s.inode);
         let peek = d.call.flags & libc::MSG_PEEK != 0;
-        let got = match self.st().parked.take_datagram(inode).filter(|_| !peek) {
+        let kept = if peek {
+            self.st().parked.peek_datagram(inode)
+        } else {
+            self.st().parked.take_datagram(inode)
+        };
+        let got = match kept {
             Some(g) => Ok(Some(g)),
             None => fetch(tid, sock, &d, d.call.flags | libc::MSG_DONTWAIT),
         };
@@ -145,6 +152,7 @@ impl<H: NetHandler> Tracer<'_, H> {
 }
 
 /// A datagram received on the supervisor's copy of the socket.
+#[derive(Clone)]
 pub(crate) struct Datagram {
     /// What recvfrom/recvmsg returned (the datagram's length with MSG_TRUNC).
     n: i64,
