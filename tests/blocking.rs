@@ -624,3 +624,30 @@ fn killed_trace_leaves_no_connect_unchecked() {
         assert!(!after.is_empty(), "the program made no call after the kill");
     }
 }
+
+/// A large blocking TCP send (sendmsg, trapped: `--events`) to a slow
+/// reader while a signal arrives every 3 ms, with and without SA_RESTART:
+/// every byte arrives once, in order, as untraced (the reader checks the
+/// pattern). Under user notification a send interrupted after part of it
+/// went out returns that count; it is never sent again.
+#[test]
+fn an_interrupted_blocking_send_is_never_sent_twice() {
+    let prog = c_prog("send_sig", &[]);
+    for mode in ["1", "2"] {
+        let plain = untraced(&prog, &[mode, "8"]);
+        let want = "got 8388608 bytes (expected 8388608) OK";
+        assert!(
+            stdout(&plain).contains(want),
+            "untraced: {}",
+            stdout(&plain)
+        );
+        let (out, _) = traced(&prog, &[mode, "8"]);
+        let s = stdout(&out);
+        assert!(
+            s.contains(want),
+            "mode {mode} under {:?}: {s} {}",
+            backend::backend(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
