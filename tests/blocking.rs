@@ -651,3 +651,39 @@ fn an_interrupted_blocking_send_is_never_sent_twice() {
         );
     }
 }
+
+/// accept() with SO_RCVTIMEO, and a send with SO_SNDTIMEO on a full
+/// socket, interrupted by an SA_RESTART handler at 300 ms: EINTR at the
+/// signal, as untraced (a call with a timeout is never restarted); and an
+/// accept() refused with EMFILE leaves the connection for the next accept.
+/// Under `--events`, so accept and sendmsg are carried out by appswitch.
+#[test]
+fn timed_calls_and_emfile_accept_as_untraced() {
+    for (prog, args) in [("acc_timeo", &[][..]), ("acc_timeo", &["send"][..])] {
+        let p = c_prog(prog, &[]);
+        let plain = stdout(&untraced(&p, args));
+        assert!(plain.contains("errno=EINTR after 0.3"), "untraced: {plain}");
+        let (out, _) = traced(&p, args);
+        let s = stdout(&out);
+        assert!(
+            s.contains("errno=EINTR after 0.3"),
+            "{prog} {args:?} under {:?}: {s}",
+            backend::backend()
+        );
+    }
+    let p = c_prog("acc_emfile", &[]);
+    let plain = stdout(&untraced(&p, &[]));
+    let (out, _) = traced(&p, &[]);
+    let strip = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("limit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip(&stdout(&out)),
+        strip(&plain),
+        "under {:?}",
+        backend::backend()
+    );
+}
