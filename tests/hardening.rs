@@ -183,6 +183,24 @@ fn class03_what_was_checked_is_what_runs() {
         assert_eq!(stdout(&out), "attempts=10000\n", "{mode}: {out:?}");
         assert_eq!(udp.count(), 0, "{mode}: a denied datagram got through");
     }
+    // Send rules alone: a connect fixes where later sends go, and the
+    // socket it runs on can change under it, so it is still carried out
+    // from the tracer's copy (a review got 104-306 datagrams through).
+    let (_dir2, send_only) = policy_file(&format!("deny send 127.0.0.1:{}\n", udp.port));
+    for mode in ["unspec", "tcp-fdswap"] {
+        let (out, _) = policed(
+            &send_only,
+            &[],
+            &prog,
+            &[mode, &ok.port.to_string(), &udp.port.to_string(), "10000"],
+        );
+        assert_eq!(stdout(&out), "attempts=10000\n", "{mode}: {out:?}");
+        assert_eq!(
+            udp.count(),
+            0,
+            "{mode}, send rules only: a denied datagram got through"
+        );
+    }
 }
 
 #[test]
