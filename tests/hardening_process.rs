@@ -295,6 +295,28 @@ fn class12_signal_to_parent_reaches_the_real_parent() {
     ]);
     assert_eq!(plain, "alive\nUSR1=0 USR2=1 HUP=0 TERM=0 INT=0 status=0\n");
     assert_eq!(under, plain);
+    // As another user (nobody) the parent (root) is out of the program's
+    // reach: no signal arrives, as untraced (appswitch, root, never sends
+    // one with its own rights; under user notification it sends re-aimed
+    // signals itself, after the kernel's own permission check).
+    let plain = stdout(&run(Command::new(&wrapper).args([
+        "setpriv".as_ref(),
+        "--reuid=65534".as_ref(),
+        "--regid=65534".as_ref(),
+        "--clear-groups".as_ref(),
+        killer.as_os_str(),
+    ])));
+    assert!(plain.contains("USR1=0 USR2=0 HUP=0"), "untraced: {plain}");
+    let under = stdout(&run(Command::new(&wrapper).args([
+        app.as_os_str(),
+        "trace".as_ref(),
+        "--no-daemon".as_ref(),
+        "--user".as_ref(),
+        "nobody".as_ref(),
+        "--".as_ref(),
+        killer.as_os_str(),
+    ])));
+    assert_eq!(under, plain, "traced as nobody");
 }
 
 /// Start `appswitch trace -- prog args` whose main process exits at once
