@@ -203,6 +203,35 @@ fn class03_what_was_checked_is_what_runs() {
     }
 }
 
+/// i386 socketcall keeps its arguments in memory. Under user notification
+/// a call let run would have its array read again by the kernel: a
+/// sibling flips the flags to MSG_FASTOPEN, sendmmsg's count from 0 to 1,
+/// or an AF_UNIX descriptor and address to a TCP one. Nothing reaches the
+/// denied listeners (a review got 90-2,486 through before the fix).
+#[test]
+fn class03_socketcall_arrays_are_not_read_again() {
+    let tcp = Banner::start("no\n");
+    let mut udp = UdpCounter::start();
+    let (_dir, policy) = policy_file(&format!(
+        "deny connect 127.0.0.1:{0}\ndeny send 127.0.0.1:{0}\ndeny connect 127.0.0.1:{1}\ndeny send 127.0.0.1:{1}\n",
+        tcp.port, udp.port
+    ));
+    let prog = c_prog("h_socketcall_race", &[]);
+    for (mode, port) in [
+        ("fastopen", tcp.port),
+        ("unix-swap", tcp.port),
+        ("mmsg-vlen", udp.port),
+    ] {
+        let (out, _) = policed(&policy, &[], &prog, &[mode, &port.to_string(), "5000"]);
+        assert!(
+            stdout(&out).starts_with(&format!("mode={mode} ")),
+            "{out:?}"
+        );
+    }
+    assert_eq!(tcp.count(), 0, "a denied connect got through");
+    assert_eq!(udp.count(), 0, "a denied datagram got through");
+}
+
 #[test]
 fn class07_calls_carried_out_for_the_program_use_its_rights() {
     let (_dir, policy) = policy_file("deny connect 192.0.2.1\ndeny send 192.0.2.1\n");
