@@ -50,6 +50,9 @@ pub(crate) struct State {
     pub(crate) procs: procs::Procs,
     /// Read end of the pipe forwarded signals arrive on.
     pub(crate) signals: OwnedFd,
+    /// Buffers of the last datagram delivered (recv.rs), so a receive
+    /// allocates nothing once they have grown.
+    pub(crate) spare_datagram: Option<recv::Datagram>,
 }
 
 impl State {
@@ -159,6 +162,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         parked: park::Parked::default(),
         procs: procs::Procs::default(),
         signals: sig_r,
+        spare_datagram: None,
     };
     state
         .watch(state.listener.raw(), libc::EPOLLIN as u32, TOKEN_LISTENER)

@@ -107,7 +107,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         let got = match kept {
             Some(g) => Ok(Some(g)),
-            None => fetch(tid, sock, &d, d.call.flags | libc::MSG_DONTWAIT),
+            None => {
+                // The buffers of the last datagram delivered, reused.
+                let spare = self.st().spare_datagram.take();
+                fetch(tid, sock, &d, d.call.flags | libc::MSG_DONTWAIT, spare)
+            }
         };
         let g = match got {
             Ok(Some(g)) => g,
@@ -146,6 +150,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             st.parked.keep_datagram(inode, g);
             return None;
         }
+        st.spare_datagram = Some(g);
         self.handler.finished(&d.call, &verdict, Outcome::Ok(n));
         None
     }
@@ -165,7 +170,13 @@ pub(crate) struct Datagram {
 
 /// Receive one datagram without waiting, into buffers as large as the
 /// program's. None: nothing there.
-fn fetch(tid: i32, sock: &OwnedFd, d: &Decoded, flags: i32) -> Result<Option<Datagram>, Errno> {
+fn fetch(
+    tid: i32,
+    sock: &OwnedFd,
+    d: &Decoded,
+    flags: i32,
+    spare: Option<Datagram>,
+) -> Result<Option<Datagram>, Errno> {
     let (want, controllen) = match d.call.op {
         Op::RecvFrom => (d.args[2] as usize, 0),
         _ => {
@@ -184,14 +195,18 @@ fn fetch(tid: i32, sock: &OwnedFd, d: &Decoded, flags: i32) -> Result<Option<Dat
         }
     };
     let want = want.min(MAX_DGRAM);
-    let mut g = Datagram {
+    let mut g = spare.unwrap_or_else(|| Datagram {
         n: 0,
-        data: vec![0u8; want],
+        data: Vec::new(),
         name: [0u8; MAX_ADDR_LEN],
         namelen: 0,
-        control: vec![0u8; controllen.min(MAX_DGRAM)],
+        control: Vec::new(),
         msg_flags: 0,
-    };
+    });
+    g.data.resize(want, 0);
+    g.control.resize(controllen.min(MAX_DGRAM), 0);
+    g.namelen = 0;
+    g.msg_flags = 0;
     let mut iov = libc::iovec {
         iov_base: g.data.as_mut_ptr().cast(),
         iov_len: want,
