@@ -200,9 +200,38 @@ impl Proc {
     }
 }
 
+/// Every live process below `pid` (through /proc/PID/task/*/children).
+pub fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if out.len() > 4096 {
+            break;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in kids.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                out.push(c);
+                stack.push(c);
+            }
+        }
+    }
+    out
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
+            // The whole tree, not only the process we started: under user
+            // notification a killed `trace` takes only its main program
+            // with it (a daemonizing server's workers would stay).
+            for p in descendants_of(self.0.id() as i32) {
+                // SAFETY: plain kill of a process in the tree we started.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
             let _ = self.0.kill();
         }
         let _ = self.0.wait();
