@@ -213,7 +213,10 @@ pub fn descendants_of(pid: i32) -> Vec<i32> {
         };
         for t in tasks.flatten() {
             let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            for c in kids.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            for c in kids
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
                 out.push(c);
                 stack.push(c);
             }

@@ -98,7 +98,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         // answer of one carried out (its restart): that answer, not a
         // second bind or datagram.
         if let (Some(st), Some((_, info))) = (self.notify.as_mut(), &borrowed) {
-            if let Some(r) = st.parked.take_lost(tid, &d.call, info.inode, &d.args) {
+            if let Some(r) = st.parked.take_lost(tid, &d.call, info.inode) {
                 let v = Verdict::Allow;
                 return self.done(tid, &d.call, &v, r);
             }
@@ -315,21 +315,6 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Emulated::Done(ret)
             }
         };
-        // User notification: a connect whose answer a signal took (its
-        // thread restarts the call) gets that answer now, not the EISCONN
-        // or EALREADY the socket would give a second connect.
-        if let (Op::Connect, Some(st)) = (op, self.notify.as_mut()) {
-            let again = match result {
-                Emulated::Done(r) => r == neg(Errno::EISCONN) || r == neg(Errno::EALREADY),
-                Emulated::WaitInKernel { started } => !started,
-                _ => false,
-            };
-            if again {
-                if let Some(r) = st.parked.take_lost(tid, &d.call, info.inode, &d.args) {
-                    result = Emulated::Done(r);
-                }
-            }
-        }
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
         if op == Op::Connect && routed {

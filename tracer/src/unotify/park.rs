@@ -241,13 +241,7 @@ impl Parked {
             .push_back((tid, call.op, inode, call_key(call), ret));
     }
 
-    pub(crate) fn take_lost(
-        &mut self,
-        tid: i32,
-        call: &Call,
-        inode: u64,
-        _args: &[u64; 6],
-    ) -> Option<i64> {
+    pub(crate) fn take_lost(&mut self, tid: i32, call: &Call, inode: u64) -> Option<i64> {
         if self.lost.is_empty() {
             return None;
         }
