@@ -246,6 +246,7 @@ pub(crate) fn pid(tid: i32) -> Pid {
 /// Resume a stopped thread. ESRCH (killed meanwhile) is normal: its exit
 /// will be reported by waitpid.
 pub(crate) fn resume(tid: i32, sig: Option<Signal>) {
+    deliver_held_signals(tid);
     if let Err(e) = ptrace::cont(pid(tid), sig) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_CONT {tid}: {e}");
@@ -254,11 +255,88 @@ pub(crate) fn resume(tid: i32, sig: Option<Signal>) {
 }
 
 pub(crate) fn resume_to_exit(tid: i32) {
+    deliver_held_signals(tid);
     if let Err(e) = ptrace::syscall(pid(tid), None) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_SYSCALL {tid}: {e}");
         }
     }
+}
+
+thread_local! {
+    /// Stops taken from waitpid early (see `deliver_held_signals`), for the
+    /// event loop to handle before it waits again. Tracer thread only.
+    static DEFERRED: std::cell::RefCell<std::collections::VecDeque<WaitStatus>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+/// After a read of program memory that blocked (watchdog.rs), before
+/// thread `next` runs on: signals that arrived while the tracer was held (a
+/// user's SIGTERM) wait in signal-delivery stops of other threads. They go
+/// on now, in front of whatever `next` would do (untraced, the signal would
+/// have ended a program stuck in that fault). One sent to the process that
+/// will end it (default action, not caught or ignored) is moved onto
+/// `next`, which takes it before running any of its own code: left on the
+/// other thread, `next` could die first of a later SIGPIPE, or exit 0.
+/// Other stops are kept for the event loop, in order.
+fn deliver_held_signals(next: i32) {
+    if !crate::watchdog::take_held() {
+        return;
+    }
+    let next_tgid = crate::remote::tgid_of(next);
+    for _ in 0..4096 {
+        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            // SIGPIPE may be one to drop (on_signal): left to the loop.
+            Ok(WaitStatus::Stopped(p, sig)) if sig != Signal::SIGPIPE => {
+                let moved = next_tgid.is_some_and(|g| ends_process_on(p.as_raw(), g, next, sig))
+                    // SAFETY: tgkill on integers.
+                    && unsafe { libc::syscall(libc::SYS_tgkill, next_tgid.unwrap_or(0), next, sig as i32) } == 0;
+                let inject = if moved { None } else { Some(sig) };
+                if let Err(e) = ptrace::cont(p, inject) {
+                    if e != Errno::ESRCH {
+                        log::warn!("PTRACE_CONT {p}: {e}");
+                    }
+                }
+            }
+            Ok(other) => DEFERRED.with(|d| d.borrow_mut().push_back(other)),
+        }
+    }
+}
+
+/// Whether the signal `sig` that stopped thread `tid` was sent to its
+/// process `tgid` (kill, not tgkill or the kernel), will end it (default
+/// action terminate or core; not caught, not ignored) and is not blocked
+/// in thread `next` of the same process.
+fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: Signal) -> bool {
+    const KEEP: [Signal; 8] = [
+        Signal::SIGCHLD,
+        Signal::SIGCONT,
+        Signal::SIGURG,
+        Signal::SIGWINCH,
+        Signal::SIGSTOP,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ];
+    if KEEP.contains(&sig) || crate::remote::tgid_of(tid) != Some(tgid) {
+        return false;
+    }
+    let to_process = ptrace::getsiginfo(pid(tid)).is_ok_and(|i| i.si_code == libc::SI_USER);
+    let mask = |who: i32, key: &str| {
+        crate::remote::status_field(who, key)
+            .and_then(|v| u64::from_str_radix(&v, 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let bit = 1u64 << (sig as i32 - 1);
+    to_process && (mask(tgid, "SigCgt:") | mask(tgid, "SigIgn:") | mask(next, "SigBlk:")) & bit == 0
+}
+
+fn next_stop() -> Result<WaitStatus, Errno> {
+    if let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
+        return Ok(s);
+    }
+    waitpid(None, Some(WaitPidFlag::__WALL))
 }
 
 fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
@@ -323,7 +401,7 @@ fn is_stop_signal(sig: Signal) -> bool {
 impl<H: NetHandler> Tracer<'_, H> {
     fn event_loop(&mut self) -> Result<(), TraceError> {
         loop {
-            let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            let status = match next_stop() {
                 Ok(s) => s,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => return Ok(()),

@@ -16,7 +16,7 @@
 //!    still blocks a LIMIT later, every FUSE connection with requests
 //!    waiting is aborted.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long one access may take before the watchdog steps in.
@@ -27,6 +27,9 @@ const TICK: Duration = Duration::from_millis(100);
 static SEQ: AtomicU64 = AtomicU64::new(0);
 static TID: AtomicI32 = AtomicI32::new(0);
 static ADDR: AtomicU64 = AtomicU64::new(0);
+/// Set when an access was held for [`LIMIT`]: signals sent meanwhile are
+/// waiting in stops the tracer has not seen (see [`take_held`]).
+static HELD: AtomicBool = AtomicBool::new(false);
 
 /// An access of thread `tid`'s memory at `addr` starts.
 #[inline]
@@ -47,6 +50,16 @@ pub fn end() {
 #[inline]
 pub fn busy() -> bool {
     SEQ.load(Ordering::Acquire) % 2 == 1
+}
+
+/// Whether an access was held since the last call (and clear it). The
+/// ptrace tracer asks before resuming a thread: while it was held, other
+/// threads may have stopped with a signal (a SIGTERM the user sent), and
+/// those must reach the program before the held thread runs on (it would
+/// otherwise race the signal: `tracer.rs`, `deliver_held_signals`).
+#[inline]
+pub fn take_held() -> bool {
+    HELD.load(Ordering::Relaxed) && HELD.swap(false, Ordering::AcqRel)
 }
 
 /// Start the watchdog thread (once per process).
@@ -81,6 +94,7 @@ fn watch() {
             place = mapping(tid, addr);
         }
         if held == ticks {
+            HELD.store(true, Ordering::Release);
             let aborted = abort_fuse(place.as_ref());
             log::warn!(
                 "reading the arguments of thread {tid}'s call blocked for {} ms (address {addr:#x}{}); {}",
