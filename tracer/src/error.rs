@@ -16,6 +16,8 @@ pub enum TraceError {
     InstallFilter(Errno),
     #[error("switching to the program's user (--user): {0}")]
     SetUser(Errno),
+    #[error("attach: {0}")]
+    Attach(#[from] crate::attach::AttachError),
 }
 
 impl TraceError {

@@ -7,6 +7,7 @@
 //! It knows nothing of rules or services: that is the handler's business.
 
 pub mod arch;
+mod attach;
 mod backend;
 mod call;
 mod closer;
@@ -32,6 +33,7 @@ mod unotify;
 mod watchdog;
 
 pub use arch::Abi;
+pub use attach::{attach, detach, detached, AttachError, Attached};
 pub use backend::{unotify_support, Backend, Chosen};
 pub use call::{
     is_raw_socket, Call, Interests, NetHandler, Op, Outcome, PassThrough, ProcessEvent, SockPrefix,
