@@ -68,14 +68,15 @@ fn main() {
     let from = port(args.next());
     let to = port(args.next());
     let mut verbose = false;
-    for a in args.by_ref() {
+    let mut attach = None;
+    while let Some(a) = args.next() {
         match a.to_str() {
             Some("--") => break,
             Some("--events") => verbose = true,
+            Some("--attach") => attach = Some(port(args.next()) as i32),
             _ => usage(),
         }
     }
-    let program = args.next().unwrap_or_else(|| usage());
     // The backend, as for `appswitch trace`: $APPSWITCH_BACKEND (auto,
     // unotify, ptrace), else appswitch's built-in default.
     let asked = match std::env::var("APPSWITCH_BACKEND") {
@@ -89,6 +90,25 @@ fn main() {
         eprintln!("redirect_port: {why}");
         std::process::exit(2)
     });
+    let mut h = Redirect { from, to, verbose };
+    if let Some(pid) = attach {
+        // Attach to a running process instead of starting one.
+        let r = tracer::attach(pid, backend, &mut h, &mut |a| {
+            println!(
+                "attached pid={} backend={} threads={} stopped_us={}",
+                a.pid,
+                a.backend.name(),
+                a.threads,
+                a.stopped.as_micros()
+            )
+        });
+        if let Err(e) = r {
+            eprintln!("redirect_port: {e}");
+            std::process::exit(2)
+        }
+        std::process::exit(0)
+    }
+    let program = args.next().unwrap_or_else(|| usage());
     let cmd = tracer::Command {
         user: None,
         program,
@@ -96,7 +116,6 @@ fn main() {
         bind_files: Vec::new(),
         backend,
     };
-    let mut h = Redirect { from, to, verbose };
     match tracer::run(&cmd, &mut h) {
         Ok(status) => std::process::exit(status.code()),
         Err(e) => {

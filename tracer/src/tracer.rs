@@ -191,6 +191,35 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         .ok_or_else(|| TraceError::sys("waiting for the program")(Errno::ECHILD))
 }
 
+/// Trace the attached program `main` (attach.rs), whose `threads` are
+/// seized with the filter in, until it and its descendants have exited.
+pub(crate) fn run_attached<H: NetHandler>(
+    handler: &mut H,
+    interests: Interests,
+    main: i32,
+    threads: &[i32],
+    parent: i32,
+) -> Result<(), TraceError> {
+    let mut t = Tracer::new(handler, interests, main, None);
+    t.attached = true;
+    for &tid in threads {
+        t.tasks.insert(
+            tid,
+            Task {
+                tgid: Some(main),
+                started: true,
+                ..Task::default()
+            },
+        );
+    }
+    signals::set_main(main);
+    t.handler
+        .process(ProcessEvent::Spawned { pid: main, parent });
+    let r = t.event_loop();
+    signals::untrack(main);
+    r
+}
+
 pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) handler: &'h mut H,
     pub(crate) interests: Interests,
@@ -211,6 +240,8 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) main_status: Option<ExitStatus>,
     /// The user-notification backend's state; None under ptrace.
     pub(crate) notify: Option<crate::unotify::State>,
+    /// The program was attached (attach.rs), not started by us.
+    pub(crate) attached: bool,
 }
 
 impl<'h, H: NetHandler> Tracer<'h, H> {
@@ -235,6 +266,7 @@ impl<'h, H: NetHandler> Tracer<'h, H> {
             main_exec: false,
             main_status: None,
             notify,
+            attached: false,
         }
     }
 }
@@ -564,6 +596,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         if let Some((abi, c)) = proc_calls::classify(&raw) {
             return match c {
                 ProcCall::Ptrace => self.on_ptrace(tid, &raw, abi),
+                // Attached, we are not the program's parent: nothing to re-aim.
+                ProcCall::Signal { .. } if self.attached => skip(tid, -(Errno::EPERM as i64)),
                 ProcCall::Signal { pid_args } => on_kill(tid, abi, pid_args),
             };
         }
@@ -571,6 +605,10 @@ impl<H: NetHandler> Tracer<'_, H> {
         // non-network call the filter traps.
         if is_clone(&raw) {
             self.on_clone(tid, &raw);
+            return resume(tid, None);
+        }
+        if crate::attach::detached() {
+            // Detached (attach.rs): every call passes as it was made.
             return resume(tid, None);
         }
         if let Some(restrict) = landlock_call(&raw) {

@@ -120,3 +120,46 @@ pub fn arg_mut(regs: &mut Regs, abi: Abi, i: usize) -> &mut u64 {
 pub fn return_value(regs: &Regs) -> i64 {
     regs.rax as i64
 }
+
+/// Injecting system calls into a stopped thread (attach/inject.rs).
+pub mod inject {
+    use super::Regs;
+
+    /// The `syscall` instruction, looked for in the target's vDSO.
+    pub const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+    pub const MMAP: u64 = 9;
+    pub const MUNMAP: u64 = 11;
+    pub const CLOSE: u64 = 3;
+    pub const PRCTL: u64 = 157;
+    pub const SECCOMP: u64 = 317;
+    /// The code segment of a 64-bit thread (0x23: a 32-bit one, which has
+    /// no `syscall` instruction to borrow).
+    pub const USER_CS_64: u64 = 0x33;
+
+    /// `regs` set to make system call `nr(args)` at `insn`, with no
+    /// restart of the call the thread was in (orig_rax = -1: the kernel's
+    /// restart logic leaves these registers alone).
+    pub fn set_call(regs: &mut Regs, insn: u64, nr: u64, args: [u64; 6]) {
+        regs.rip = insn;
+        regs.rax = nr;
+        regs.orig_rax = u64::MAX;
+        regs.rdi = args[0];
+        regs.rsi = args[1];
+        regs.rdx = args[2];
+        regs.r10 = args[3];
+        regs.r8 = args[4];
+        regs.r9 = args[5];
+    }
+
+    pub fn pc(regs: &Regs) -> u64 {
+        regs.rip
+    }
+
+    pub fn result(regs: &Regs) -> i64 {
+        regs.rax as i64
+    }
+
+    pub fn is_64bit(regs: &Regs) -> bool {
+        regs.cs == USER_CS_64
+    }
+}

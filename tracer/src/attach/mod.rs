@@ -10,6 +10,12 @@
 //! See docs/ATTACH.md.
 
 use crate::backend::Chosen;
+use crate::filter;
+use crate::tracer::Tracer;
+
+mod checks;
+mod inject;
+mod install;
 use std::time::Duration;
 
 /// What an attach did, for the caller to report once the program is under
@@ -84,8 +90,26 @@ pub fn attach<H: crate::NetHandler>(
     handler: &mut H,
     ready: &mut dyn FnMut(&Attached),
 ) -> Result<(), crate::TraceError> {
-    let _ = (pid, backend, handler, ready);
-    Err(crate::TraceError::Attach(AttachError::Unsupported(
-        "attach: not built yet".into(),
-    )))
+    let pid = checks::process(pid)?;
+    let interests = handler.interests();
+    crate::watchdog::start();
+    match backend {
+        Chosen::Unotify => {
+            let program = filter::build_for(&interests, filter::Mode::Notify)?;
+            let signals = crate::unotify::signal_pipe()?;
+            crate::tracer::raise_nofile();
+            let (listener, done) = install::with_listener(pid, &program)?;
+            ready(&done);
+            let mut t = Tracer::new(handler, interests, pid, None);
+            t.attached = true;
+            crate::unotify::serve(&mut t, listener, signals, checks::parent_of(pid))
+        }
+        Chosen::Ptrace => {
+            let program = filter::build_for(&interests, filter::Mode::Trace)?;
+            crate::tracer::raise_nofile();
+            let (threads, done) = install::traced(pid, &program)?;
+            ready(&done);
+            crate::tracer::run_attached(handler, interests, pid, &threads, checks::parent_of(pid))
+        }
+    }
 }

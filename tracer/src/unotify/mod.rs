@@ -116,16 +116,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let interests = handler.interests();
     let program = filter::build_for(&interests, filter::Mode::Notify)?;
     watchdog::start();
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-        return Err(TraceError::sys("pipe2")(Errno::last()));
-    }
-    // SAFETY: fresh descriptors we own; the write end lives as long as the
-    // process (the signal handler may write to it at any time).
-    let (sig_r, sig_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    signals::route_to(std::os::fd::IntoRawFd::into_raw_fd(sig_w));
-    signals::set_notify_backend();
+    let signals = signal_pipe()?;
     signals::install_forwarding();
     signals::keep_off_this_thread();
     let nofile = raise_nofile();
@@ -136,6 +127,43 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     let (child, listener) = spawn::spawn(cmd, &program, nofile, spawn::Handoff::Listener)?;
     let listener =
         listener.ok_or_else(|| TraceError::sys("receiving the filter's listener")(Errno::EPIPE))?;
+    let main = child.pid.as_raw();
+    let mut t = Tracer::new(handler, interests, main, None);
+    serve(&mut t, listener, signals, std::process::id() as i32)?;
+    if t.main_status.is_none() || t.main_status == Some(ExitStatus::Code(127)) {
+        if let Some(e) = child.exec_error() {
+            return Err(e);
+        }
+    }
+    t.main_status
+        .ok_or_else(|| TraceError::sys("waiting for the program")(Errno::ECHILD))
+}
+
+/// The pipe forwarded signals arrive on (its read end; the write end is
+/// the signal handler's for the life of the process).
+pub(crate) fn signal_pipe() -> Result<OwnedFd, TraceError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(TraceError::sys("pipe2")(Errno::last()));
+    }
+    // SAFETY: fresh descriptors we own; the write end lives as long as the
+    // process (the signal handler may write to it at any time).
+    let (sig_r, sig_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    signals::route_to(std::os::fd::IntoRawFd::into_raw_fd(sig_w));
+    signals::set_notify_backend();
+    Ok(sig_r)
+}
+
+/// Supervise the program whose main process is `t.main` through its
+/// filter's `listener` until the filter has no users left. `parent`: the
+/// main process's parent (us, or its own when attached).
+pub(crate) fn serve<H: NetHandler>(
+    t: &mut Tracer<'_, H>,
+    listener: OwnedFd,
+    signals: OwnedFd,
+    parent: i32,
+) -> Result<(), TraceError> {
     // Only now (after the fork, so the program is not affected): a program
     // of the same user must not take our listener or trace us.
     // SAFETY: prctl with integer arguments.
@@ -151,8 +179,12 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     }
     // SAFETY: ep is a fresh descriptor we own.
     let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
-    let main = child.pid.as_raw();
+    let main = t.main;
     signals::set_main(main);
+    let mut procs = procs::Procs::default();
+    if t.attached {
+        procs.root_at(main);
+    }
     let state = State {
         listener,
         id: 0,
@@ -160,8 +192,8 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         lost: false,
         epoll,
         parked: park::Parked::default(),
-        procs: procs::Procs::default(),
-        signals: sig_r,
+        procs,
+        signals,
         spare_datagram: None,
     };
     state
@@ -174,24 +206,15 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
             TOKEN_SIGNALS,
         )
         .map_err(TraceError::sys("epoll_ctl on the signal pipe"))?;
-    let mut t = Tracer::new(handler, interests, main, Some(state));
+    t.notify = Some(state);
     t.tasks.entry(main).or_default().tgid = Some(main);
-    t.handler.process(ProcessEvent::Spawned {
-        pid: main,
-        parent: std::process::id() as i32,
-    });
+    t.handler
+        .process(ProcessEvent::Spawned { pid: main, parent });
     t.known_process(main);
     let r = t.supervise();
     t.reap_all();
     signals::untrack(main);
-    r?;
-    if t.main_status.is_none() || t.main_status == Some(ExitStatus::Code(127)) {
-        if let Some(e) = child.exec_error() {
-            return Err(e);
-        }
-    }
-    t.main_status
-        .ok_or_else(|| TraceError::sys("waiting for the program")(Errno::ECHILD))
+    r
 }
 
 impl<H: NetHandler> Tracer<'_, H> {
@@ -279,6 +302,10 @@ impl<H: NetHandler> Tracer<'_, H> {
             nr: n.data.nr as u32 as u64,
             args: n.data.args,
         };
+        if crate::attach::detached() {
+            // Detached (attach.rs): every call passes as it was made.
+            return self.st().continue_call();
+        }
         let tgid = self.tgid(tid);
         self.seen(tgid, tid);
         if special::is_exec(&raw) {
@@ -292,6 +319,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         if let Some((abi, c)) = crate::proc_calls::classify(&raw) {
             return match c {
+                // Attached, the supervisor is not the program's parent:
+                // nothing to re-aim, and not a process it may signal.
+                crate::proc_calls::ProcCall::Signal { .. } if self.attached => {
+                    self.st().reply(-(Errno::EPERM as i64))
+                }
                 crate::proc_calls::ProcCall::Signal { pid_args } => {
                     special::reaim_signal(self.st(), tid, &raw, abi, pid_args)
                 }

@@ -35,9 +35,24 @@ pub(crate) struct Procs {
     /// auxiliary vector's hash then).
     exec: HashMap<i32, (i32, u64)>,
     last_scan: Option<Instant>,
+    /// Attached (attach.rs): the program's main process, whose subtree is
+    /// scanned instead of ours, and how many seccomp filters a process of
+    /// it has at least once under ours (children it had before the attach
+    /// have fewer: they are not under the filter, so not ours).
+    root: Option<(i32, u32)>,
+}
+
+/// How many seccomp filters process `pid` has (/proc/PID/status).
+pub(crate) fn filter_count(pid: i32) -> Option<u32> {
+    remote::status_field(pid, "Seccomp_filters:")?.parse().ok()
 }
 
 impl Procs {
+    /// Scan below the attached program `main` rather than below us.
+    pub(crate) fn root_at(&mut self, main: i32) {
+        self.root = Some((main, filter_count(main).unwrap_or(1)));
+    }
+
     pub(crate) fn exec_pending(&mut self, tgid: i32, tid: i32) {
         self.exec.insert(tgid, (tid, auxv_hash(tgid)));
     }
@@ -97,8 +112,8 @@ fn children_of(pid: i32, out: &mut Vec<i32>) {
 /// Every live process below us (pid, parent), parents first. Only our
 /// subtree is read (not all of /proc), so the cost follows the program's
 /// size, not the machine's.
-fn descendants() -> Vec<(i32, i32)> {
-    let me = std::process::id() as i32;
+fn descendants(root: Option<(i32, u32)>) -> Vec<(i32, i32)> {
+    let me = root.map_or(std::process::id() as i32, |r| r.0);
     let mut out = Vec::new();
     let mut stack = vec![me];
     let mut kids = Vec::new();
@@ -111,6 +126,10 @@ fn descendants() -> Vec<(i32, i32)> {
         kids.clear();
         children_of(p, &mut kids);
         for &c in &kids {
+            if root.is_some_and(|(_, n)| filter_count(c).is_none_or(|m| m < n)) {
+                // Started before the attach: not under our filter.
+                continue;
+            }
             out.push((c, p));
             stack.push(c);
         }
@@ -230,7 +249,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             // Only a cache of thread -> process here: start afresh.
             self.tasks.clear();
         }
-        let live = descendants();
+        let live = descendants(self.st().procs.root);
         for &(pid, parent) in &live {
             if !self.st().procs.known.contains_key(&pid) {
                 self.new_process(pid, parent);
