@@ -37,7 +37,8 @@
 #   BENCH_SHORT_ROUNDS   rounds of the short-connection figures (default 7)
 #   BENCH_SHORT_CONNECTS, BENCH_SHORT_REQUESTS: per run in those (5000, 4000)
 #   BENCH_SECTIONS       which sections after (a)-(c) run (default
-#                        "rules controlfs short services cpu"; "" for none)
+#                        "rules controlfs short services cpu attach"; "" for none)
+#   BENCH_ATTACH_ROUNDS  attaches per backend and thread count (default 11)
 #   BENCH_PERF=1         the cpu section also samples supervisor and program
 #                        with perf and splits their time by kind of work
 #
@@ -53,7 +54,7 @@ GETPPID_N=${BENCH_GETPPID_ITERS:-2000000}
 CONNECT_N=${BENCH_CONNECT_ITERS:-20000}
 PIN=${BENCH_PIN:-0}
 read -r -a BACKENDS <<<"${BENCH_BACKENDS-ptrace unotify}"
-SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services cpu} "
+SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services cpu attach} "
 read -r -a APP_ARGS <<<"${APPSWITCH_ARGS:-}"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -108,6 +109,7 @@ gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/connect_loop" "$ROOT/tests/progs/connect_loop.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/http_client" "$SRC/http_client.c" || die "gcc failed"
+gcc -O2 -Wall -pthread -o "$TMP/attach_target" "$SRC/attach_target.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
 # not traced and not pinned.
@@ -326,6 +328,12 @@ if [[ $SECTIONS == *" cpu "* ]]; then
     perf_arg=()
     [[ ${BENCH_PERF:-0} == 1 ]] && perf_arg=(--perf)
     python3 "$SRC/cpu_split.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "${perf_arg[@]}" | sed 's/^/  /'
+fi
+
+if [[ $SECTIONS == *" attach "* ]]; then
+    echo
+    echo "attach (scripts/bench/attach_bench.py: how long a running program is stopped by appswitch attach):"
+    python3 "$SRC/attach_bench.py" "$APP" "$TMP/attach_target" "${BENCH_ATTACH_ROUNDS:-11}" "${BACKENDS[@]}" | sed 's/^/  /'
 fi
 
 echo

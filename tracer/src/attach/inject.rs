@@ -177,6 +177,8 @@ impl Stopped {
             if !RESTARTS.contains(&r) {
                 return Ok(r);
             }
+            // An exec under way in another thread holds what TSYNC needs.
+            std::thread::sleep(std::time::Duration::from_micros(500));
         }
         Err(Errno::EINTR)
     }
