@@ -13,6 +13,16 @@ pub(crate) fn process(pid: i32) -> Result<i32, AttachError> {
         return Err(AttachError::NoProcess(pid));
     }
     let tgid = crate::remote::tgid_of(pid).ok_or(AttachError::NoProcess(pid))?;
+    if tgid == std::process::id() as i32 {
+        return Err(AttachError::Unsupported(format!(
+            "{pid} is this appswitch process itself"
+        )));
+    }
+    if tgid == 2 || parent_of(tgid) == 2 {
+        return Err(AttachError::Unsupported(format!(
+            "{pid} is a kernel thread: it makes no system calls of its own"
+        )));
+    }
     if state(tgid) == Some('Z') && live_thread(tgid).is_none() {
         return Err(AttachError::NoProcess(pid));
     }
