@@ -1116,7 +1116,8 @@ impl State {
             pid.map_or("-".to_string(), |p| p.to_string()),
             a.live.len(),
             a.comm,
-            a.cmdline.join(" "),
+            // One line, whatever the arguments hold.
+            a.cmdline.join(" ").replace('\n', "\\n"),
             labels_text(&a.labels),
             humantime::format_rfc3339_seconds(a.started),
             a.counters.calls,
