@@ -89,6 +89,8 @@ mod tests {
             "appswitch-trace.1",
             "appswitch-daemon.1",
             "appswitch-backend.1",
+            "appswitch-attach.1",
+            "appswitch-detach.1",
             "appswitch.bash",
             "_appswitch",
             "appswitch.fish",

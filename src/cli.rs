@@ -59,6 +59,74 @@ pub enum Cmd {
     #[command(verbatim_doc_comment)]
     Trace(Box<TraceArgs>),
 
+    /// Put a program that is already running under appswitch.
+    ///
+    /// From then on its network calls (and those of every thread, and of
+    /// every process it creates later) are decided as under `trace`:
+    /// --policy, the daemon's policy and services, /appswitch/apps, --events.
+    /// The program is not restarted: it is stopped for a moment (about
+    /// 0.2 ms under user notification) to install the filter in all its
+    /// threads at once. Connections it made before stay open and, under a
+    /// daemon or --mount, are listed in connections (established TCP, the
+    /// connections of its listeners, connected UDP).
+    ///
+    /// By default attach returns once the filter is in, printing one line:
+    ///   attached pid=PID backend=BACKEND threads=N stopped_us=U supervisor=SPID
+    /// (with ` no_new_privs=set` when it had to set no_new_privs), and a
+    /// supervisor process (SPID) stays behind to decide the program's calls
+    /// until the program and its children have exited. --foreground keeps
+    /// that supervisor in this process instead: it prints the same line, then
+    /// returns when the program is gone (exit status 0). Exit status 2: not
+    /// attached (bad usage, no such process, not permitted, already attached
+    /// or traced...); the program was left as it was.
+    ///
+    /// Detach: a seccomp filter cannot be removed from a running program, so
+    /// detaching means that every later call passes as the program made it,
+    /// undecided and unrecorded, while the supervisor stays until the program
+    /// exits (without it the kernel would fail the trapped calls with
+    /// ENOSYS). `appswitch detach PID`, `detach` written to
+    /// /appswitch/apps/ID/ctl, and SIGTERM, SIGINT or SIGHUP to the
+    /// supervisor all detach; signals are never passed to the program (it is
+    /// not our child). To end the program: kill it, or `kill` in apps/ID/ctl.
+    ///
+    /// Prerequisites: CAP_SYS_PTRACE, or the program's user and a dumpable
+    /// program (and Yama's ptrace_scope allowing it); no other tracer (strace,
+    /// gdb) and no other seccomp supervisor on it. The program needs
+    /// CAP_SYS_ADMIN to take a filter, otherwise attach sets no_new_privs on
+    /// it, which is permanent: its later execs of setuid programs gain no
+    /// privileges. The user-notification backend needs what it needs under
+    /// `trace` (Linux >= 6.9; attaching itself needs >= 5.7), ptrace works
+    /// on older kernels; `appswitch backend` says what this host has.
+    ///
+    /// Limits: no --ip/--name (an attached program is not a service), no
+    /// --user (it runs as it already does), and no private /etc/resolv.conf
+    /// (service names resolve only if the host's resolver knows them; VIPs
+    /// work). Processes it created before the attach are not covered.
+    ///
+    /// Examples:
+    ///   appswitch attach 4242
+    ///   appswitch attach --policy rules.txt --mode monitor --events /tmp/ev.jsonl 4242
+    ///   appswitch attach --foreground --log-file /tmp/attach.log $(pidof -s nginx)
+    ///   appswitch detach 4242
+    #[command(verbatim_doc_comment)]
+    Attach(Box<AttachArgs>),
+
+    /// Make the supervisor of an attached program stop deciding.
+    ///
+    /// Every later network call of PID (attached with `appswitch attach`)
+    /// passes as the program made it, undecided and unrecorded; its
+    /// supervisor stays until the program exits (a seccomp filter cannot be
+    /// removed from a running program). Talks to the supervisor through the
+    /// abstract UNIX socket @appswitch-attach-PID (this network namespace),
+    /// as root or the supervisor's user. Exit status 0 when detached (also
+    /// when it already was), 2 when PID is not attached, 1 when its
+    /// supervisor refused (another user) or did not answer.
+    ///
+    /// Examples:
+    ///   appswitch detach 4242
+    #[command(verbatim_doc_comment)]
+    Detach(DetachArgs),
+
     /// Run the per-host daemon and mount the control filesystem.
     ///
     /// The daemon holds the policy, static services, traced apps and their
@@ -280,6 +348,77 @@ pub struct TraceArgs {
         value_name = "PROG [ARGS]..."
     )]
     pub command: Vec<OsString>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// Write one JSON line per intercepted call to FILE ("-" for stderr:
+    /// only with --foreground or --log-file), as `trace --events`.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Rules to enforce, one per line (docs/RULES.md), e.g.
+    /// `deny connect any:22`. Checked before the program is touched: a bad
+    /// line is reported with its line, column and token.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// enforce: apply verdicts; monitor: allow everything and record (in
+    /// --events) what would have been refused. Default: from the config.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    #[arg(long, value_name = "BACKEND", value_parser = backend_arg(), help = backend_help())]
+    pub backend: Option<tracer::Backend>,
+
+    /// Labels of this program, matched by label=K=V rules: k=v[,k=v...].
+    #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
+    pub labels: Option<LabelList>,
+
+    /// Configuration file (default: $APPSWITCH_CONFIG, then
+    /// /etc/appswitch/appswitch.toml, then built-in defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Mount the control filesystem at DIR from the supervisor (no
+    /// daemon): /DIR/policy, connections, events... for this program only,
+    /// until it exits.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_daemon")]
+    pub mount: Option<PathBuf>,
+
+    /// Do not connect to a daemon even if its socket exists.
+    #[arg(long)]
+    pub no_daemon: bool,
+
+    /// Write appswitch's own messages to FILE (appended), including what
+    /// happens to the program's calls. In the background the supervisor's
+    /// stderr goes there too (else to /dev/null). RUST_LOG sets the level.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// Supervise from this process: print the attached line, then return
+    /// when the program is gone. SIGTERM/SIGINT/SIGHUP (^C) detach.
+    #[arg(long)]
+    pub foreground: bool,
+
+    /// The running program's process ID (its main thread's).
+    #[arg(value_name = "PID", value_parser = parse_pid)]
+    pub pid: i32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DetachArgs {
+    /// The attached program's process ID.
+    #[arg(value_name = "PID", value_parser = parse_pid)]
+    pub pid: i32,
+}
+
+/// A process ID: a positive number.
+fn parse_pid(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("'{s}': expected a process ID (a positive number)")),
+    }
 }
 
 /// One --labels value (an alias, so clap takes it as one value, not a list of them).

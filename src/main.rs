@@ -10,13 +10,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Where appswitch's messages go. Under `trace` they share the program's
     // stderr, so what happens to its calls is said only when asked for:
-    // with --log-file, or with RUST_LOG.
+    // with --log-file, or with RUST_LOG. An attached program's stderr is
+    // its own: attach's messages go to the supervisor's.
     let log_file = match &cli.command {
         Cmd::Trace(t) => t.log_file.clone(),
-        Cmd::Daemon(_) | Cmd::Backend(_) | Cmd::GenerateAssets(_) => None,
+        Cmd::Attach(a) => a.log_file.clone(),
+        Cmd::Daemon(_) | Cmd::Detach(_) | Cmd::Backend(_) | Cmd::GenerateAssets(_) => None,
     };
     let asked = log_file.is_some() || std::env::var_os("RUST_LOG").is_some();
-    let default = if asked || matches!(cli.command, Cmd::Daemon(_)) {
+    let default = if asked || matches!(cli.command, Cmd::Daemon(_) | Cmd::Attach(_)) {
         "warn,fuser=error"
     } else {
         "warn,fuser=error,appswitch::calls=off"
@@ -49,6 +51,9 @@ fn main() -> ExitCode {
     logger.init();
     let r = match cli.command {
         Cmd::Trace(args) => appswitch::trace::command::run(*args),
+        // Both say what went wrong themselves (exit status 2: not attached).
+        Cmd::Attach(args) => Ok(appswitch::trace::attach::run(*args)),
+        Cmd::Detach(args) => Ok(appswitch::trace::attach::detach_cmd(args)),
         Cmd::Daemon(args) => daemon_cmd(args).map(|()| 0),
         Cmd::Backend(args) => backend_cmd(args).map(|()| 0),
         Cmd::GenerateAssets(args) => appswitch::assets::generate(&args.out).map(|_| 0),

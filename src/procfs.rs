@@ -39,6 +39,21 @@ pub fn netns(pid: Option<i32>) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.ino())
 }
 
+/// The inodes of a process's sockets (the `N` of `socket:[N]` among
+/// /proc/PID/fd): what sock_diag names them by. Empty when unreadable.
+pub fn socket_inodes(pid: i32) -> std::collections::HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            let t = target.to_str()?;
+            t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +67,19 @@ mod tests {
         assert_eq!(parent(me), Some(unsafe { libc::getppid() }));
         assert_ne!(netns(None), 0);
         assert_eq!(netns(Some(me)), netns(None));
+    }
+
+    #[test]
+    fn finds_this_process_sockets() {
+        use std::os::unix::fs::MetadataExt;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            l.as_raw_fd()
+        }))
+        .unwrap()
+        .ino();
+        assert!(socket_inodes(std::process::id() as i32).contains(&ino));
+        assert!(socket_inodes(-1).is_empty());
     }
 }

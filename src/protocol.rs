@@ -33,8 +33,13 @@ pub struct ConnReport {
     /// ID of the rule that decided it.
     #[serde(default)]
     pub rule: Option<u32>,
-    /// "connect" or "accept".
+    /// "connect", "accept" or "listen".
     pub via: String,
+    /// Found among the program's descriptors when `appswitch attach` put it
+    /// under appswitch (made before: no call reported it). A report from a
+    /// call about the same socket wins over it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub before_attach: bool,
 }
 
 /// Counters a tracer keeps (cumulative).
@@ -67,6 +72,15 @@ pub enum ToDaemon {
         /// (a trace that does not say predates the choice: ptrace).
         #[serde(default = "ptrace")]
         backend: String,
+        /// The program was already running: `appswitch attach` put it under
+        /// appswitch (`pid` is then the program's, `supervisor` the
+        /// attaching process's). false from a trace, or one that predates attach.
+        #[serde(default)]
+        attached: bool,
+        /// The process that supervises an attached program (None: `pid`
+        /// is the trace process itself).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        supervisor: Option<i32>,
     },
     /// The program listens on a virtual address (trace --ip): a backend.
     Listen(Listener),
@@ -81,6 +95,9 @@ pub enum ToDaemon {
     Processes {
         pids: Vec<i32>,
     },
+    /// An attached program's supervisor detached (apps/ID/ctl, `appswitch
+    /// detach`, or a signal): its calls now pass undecided.
+    Detached,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +137,9 @@ pub enum ToTracer {
     Events { wanted: bool },
     /// End the traced program (apps/ID/ctl: kill).
     Kill,
+    /// Stop deciding: every later call of the attached program passes as it
+    /// was made, nothing recorded (apps/ID/ctl: detach; attached apps only).
+    Detach,
     /// The daemon will not take this trace (its --name is another VIP's):
     /// the trace says why and exits before the program starts.
     Refused { why: String },
@@ -143,5 +163,68 @@ impl ToTracer {
         let mut s = serde_json::to_string(self).unwrap_or_default();
         s.push('\n');
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_without_attached_is_a_trace() {
+        // What a trace of before attach sent.
+        let old = r#"{"type":"hello","pid":7,"comm":"curl","cmdline":["curl"],"labels":[],"local_policy":"default allow\n","backend":"unotify"}"#;
+        match serde_json::from_str::<ToDaemon>(old).unwrap() {
+            ToDaemon::Hello {
+                attached,
+                supervisor,
+                ..
+            } => {
+                assert!(!attached);
+                assert_eq!(supervisor, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_attached_hello_says_so_and_round_trips() {
+        let hello = ToDaemon::Hello {
+            pid: 4242,
+            comm: "python3".into(),
+            cmdline: vec!["python3".into(), "-m".into(), "http.server".into()],
+            labels: vec![("app".into(), "web".into())],
+            local_policy: "default allow\n".into(),
+            host: None,
+            backend: "unotify".into(),
+            attached: true,
+            supervisor: Some(4300),
+        };
+        let line = hello.line();
+        assert!(line.contains(r#""attached":true"#), "{line}");
+        assert!(line.contains(r#""supervisor":4300"#), "{line}");
+        assert_eq!(serde_json::from_str::<ToDaemon>(&line).unwrap(), hello);
+    }
+
+    #[test]
+    fn detach_messages_and_the_before_attach_flag() {
+        assert_eq!(ToTracer::Detach.line(), "{\"type\":\"detach\"}\n");
+        assert_eq!(ToDaemon::Detached.line(), "{\"type\":\"detached\"}\n");
+        let old = r#"{"type":"conn","inode":9,"pid":1,"comm":"x","proto":"tcp","remote":null,"via":"accept"}"#;
+        let ToDaemon::Conn(c) = serde_json::from_str::<ToDaemon>(old).unwrap() else {
+            panic!()
+        };
+        assert!(!c.before_attach);
+        // Only said when set.
+        assert!(!ToDaemon::Conn(c.clone()).line().contains("before_attach"));
+        let found = ConnReport {
+            before_attach: true,
+            ..c
+        };
+        let line = ToDaemon::Conn(found.clone()).line();
+        assert_eq!(
+            serde_json::from_str::<ToDaemon>(&line).unwrap(),
+            ToDaemon::Conn(found)
+        );
     }
 }

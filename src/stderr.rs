@@ -9,10 +9,14 @@
 //! output). A line that finds the queue full is dropped and counted; write
 //! errors (EPIPE, EBADF, ...) drop the line. At exit we wait a bounded time
 //! for the queue to drain.
+//!
+//! [`hold`] keeps lines in memory, with no writer thread, until
+//! [`release`]: `attach` forks its supervisor, which must happen while the
+//! process has one thread, after work that may log.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,9 @@ struct State {
 
 static SHARED: OnceLock<Shared> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines held (see [`hold`]); checked before taking HELD.
+static HOLDING: AtomicBool = AtomicBool::new(false);
+static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
@@ -108,6 +115,46 @@ fn fit(text: &[u8]) -> Vec<u8> {
 /// Never blocks on stderr, never fails.
 pub fn line(text: &[u8]) {
     let l = fit(text);
+    if HOLDING.load(Ordering::Acquire) {
+        if let Ok(mut held) = HELD.lock() {
+            // Checked again under the lock: release() may have just run.
+            if HOLDING.load(Ordering::Acquire) {
+                if held.len() < QUEUE {
+                    held.push(l);
+                } else {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+    }
+    queue(l);
+}
+
+/// Keep lines in memory from now on, without starting the writer thread,
+/// until [`release`].
+pub fn hold() {
+    HOLDING.store(true, Ordering::Release);
+}
+
+/// Queue the held lines for stderr (starting the writer) and stop holding.
+pub fn release() {
+    let held = match HELD.lock() {
+        Ok(mut h) => {
+            HOLDING.store(false, Ordering::Release);
+            std::mem::take(&mut *h)
+        }
+        Err(_) => {
+            HOLDING.store(false, Ordering::Release);
+            return;
+        }
+    };
+    for l in held {
+        queue(l);
+    }
+}
+
+fn queue(l: Vec<u8>) {
     let s = shared();
     let Ok(mut q) = s.queue.lock() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -184,5 +231,15 @@ mod tests {
         assert_eq!(cut.len(), LINE_MAX);
         assert!(cut.ends_with(b"...\n"));
         assert_eq!(fit(&vec![b'x'; LINE_MAX - 1]).len(), LINE_MAX);
+    }
+
+    #[test]
+    fn held_lines_start_no_thread_until_released() {
+        hold();
+        line(b"held");
+        assert_eq!(HELD.lock().unwrap().as_slice(), [b"held\n".to_vec()]);
+        release();
+        assert!(HELD.lock().unwrap().is_empty());
+        assert!(!HOLDING.load(Ordering::Acquire));
     }
 }

@@ -105,7 +105,7 @@ impl Provider for Files {
                     Some("info") => s.render_app_info(id).ok_or(Errno::ENOENT)?,
                     Some("connections") => s.render_connections(Some(id)),
                     Some("policy") => s.render_app_policy(id).ok_or(Errno::ENOENT)?,
-                    Some("ctl") => "kill\n".to_string(),
+                    Some("ctl") => s.render_app_ctl(id).ok_or(Errno::ENOENT)?,
                     _ => return Err(Errno::EISDIR),
                 }
             }

@@ -29,7 +29,7 @@ pub const MAX_WRITE: usize = 64 * 1024;
 
 pub struct App {
     pub id: u32,
-    /// The trace process.
+    /// The trace process (for an attached program, its supervisor).
     pub pid: i32,
     pub comm: String,
     pub cmdline: Vec<String>,
@@ -42,6 +42,17 @@ pub struct App {
     pub counters: Counters,
     /// The program's live processes, as its tracer last said.
     pub live: Vec<i32>,
+    /// Put under appswitch while running (`appswitch attach`).
+    pub attached: Option<Attachment>,
+}
+
+/// An attached program (`appswitch attach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// The program's process (its pid when attached).
+    pub program: i32,
+    /// Its supervisor stopped deciding: every call passes undecided.
+    pub detached: bool,
 }
 
 pub struct Conn {
@@ -343,6 +354,8 @@ impl State {
             local_policy,
             host,
             backend,
+            attached,
+            supervisor,
         } = hello
         else {
             return None;
@@ -386,11 +399,23 @@ impl State {
         let _ = tx.send(ToTracer::Events {
             wanted: self.events.readers() > 0,
         });
+        // An attached program's hello names the program; its supervisor is
+        // the process at the other end.
+        let (tracer_pid, attached) = match (attached, supervisor) {
+            (true, s) => (
+                s.unwrap_or(pid),
+                Some(Attachment {
+                    program: pid,
+                    detached: false,
+                }),
+            ),
+            (false, _) => (pid, None),
+        };
         self.apps.insert(
             id,
             App {
                 id,
-                pid,
+                pid: tracer_pid,
                 comm,
                 cmdline,
                 labels,
@@ -400,6 +425,7 @@ impl State {
                 tx,
                 counters: Counters::default(),
                 live: Vec::new(),
+                attached,
             },
         );
         Some(id)
@@ -462,6 +488,9 @@ impl State {
 
     pub fn handle(&mut self, app: u32, msg: ToDaemon) {
         match msg {
+            // A socket found at attach: a call's report, already here, knows more.
+            ToDaemon::Conn(report)
+                if report.before_attach && self.conns.contains_key(&report.inode) => {}
             ToDaemon::Conn(report) => {
                 self.conns.insert(
                     report.inode,
@@ -500,6 +529,11 @@ impl State {
                 if self.registry.hosts.contains_key(&app) {
                     self.registry.add_listener(app, l);
                     self.push_routes();
+                }
+            }
+            ToDaemon::Detached => {
+                if let Some(a) = self.apps.get_mut(&app).and_then(|a| a.attached.as_mut()) {
+                    a.detached = true;
                 }
             }
             ToDaemon::Hello { .. } => {}
@@ -729,8 +763,12 @@ impl State {
         Ok(())
     }
 
+    /// apps/ID/ctl: `kill` ends the program (SIGKILL to its processes: an
+    /// attached program's own, never its supervisor); `detach` makes an
+    /// attached program's supervisor stop deciding.
     pub fn write_app_ctl(&mut self, app: u32, data: &[u8]) -> Result<(), Errno> {
         let text = self.text("apps/ctl", data)?.trim().to_string();
+        let attached = self.apps.get(&app).and_then(|a| a.attached);
         match text.as_str() {
             "kill" => {
                 if let Some(a) = self.apps.get(&app) {
@@ -738,14 +776,34 @@ impl State {
                 }
                 Ok(())
             }
+            "detach" if attached.is_some() => {
+                let Some(a) = self.apps.get_mut(&app) else {
+                    return Err(Errno::ENOENT);
+                };
+                if a.tx.send(ToTracer::Detach).is_err() {
+                    self.error(format!("apps/{app}/ctl: detach: its supervisor is gone"));
+                    return Err(Errno::ESRCH);
+                }
+                if let Some(at) = a.attached.as_mut() {
+                    at.detached = true;
+                }
+                Ok(())
+            }
             "detach" => {
                 self.error(format!(
-                    "apps/{app}/ctl: detach: a seccomp filter cannot be removed from a running program; use kill"
+                    "apps/{app}/ctl: detach: only a program put under appswitch by `appswitch attach` \
+                     can be detached (its calls then pass undecided); this one was started by \
+                     `appswitch trace`, whose seccomp filter and supervision end with it: use kill"
                 ));
                 Err(Errno::EOPNOTSUPP)
             }
             _ => {
-                self.error(format!("apps/{app}/ctl: '{text}': expected kill"));
+                let expected = if attached.is_some() {
+                    "kill or detach"
+                } else {
+                    "kill"
+                };
+                self.error(format!("apps/{app}/ctl: '{text}': expected {expected}"));
                 Err(Errno::EINVAL)
             }
         }
@@ -1047,21 +1105,38 @@ impl State {
 
     pub fn render_app_info(&self, app: u32) -> Option<String> {
         let a = self.apps.get(&app)?;
+        // An attached program is known before its supervisor's first report.
+        let pid = a.live.first().copied().or(a.attached.map(|at| at.program));
         Some(format!(
-            "id={}\ntracer_pid={}\nbackend={}\npid={}\nprocesses={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\n",
+            "id={}\ntracer_pid={}\nbackend={}\nattached={}\npid={}\nprocesses={}\ncomm={}\ncmdline={}\nlabels={}\nstarted={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\n",
             a.id,
             a.pid,
             a.backend,
-            a.live.first().map_or("-".to_string(), |p| p.to_string()),
+            yes_no(a.attached.is_some()),
+            pid.map_or("-".to_string(), |p| p.to_string()),
             a.live.len(),
             a.comm,
-            a.cmdline.join(" "),
+            // One line, whatever the arguments hold.
+            a.cmdline.join(" ").replace('\n', "\\n"),
             labels_text(&a.labels),
             humantime::format_rfc3339_seconds(a.started),
             a.counters.calls,
             a.counters.denied,
             a.counters.rewritten,
         ))
+    }
+
+    /// apps/ID/ctl: what can be written to it, one per line, then its state.
+    pub fn render_app_ctl(&self, app: u32) -> Option<String> {
+        let a = self.apps.get(&app)?;
+        Some(match a.attached {
+            Some(at) => format!(
+                "kill\ndetach\nattached=yes supervisor={} detached={}\n",
+                a.pid,
+                yes_no(at.detached)
+            ),
+            None => "kill\nattached=no\n".to_string(),
+        })
     }
 
     /// The rules that apply to an app: its own (--policy) first, then the global ones.
@@ -1094,11 +1169,146 @@ fn payload(k: &sockdiag::SockState, connected_by_us: bool) -> (u64, u64) {
     )
 }
 
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
 /// The daemon state, locked; a poisoned lock is taken over (a panicked
 /// control-file thread must not stop the daemon).
 pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
     match state.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{channel, Receiver};
+
+    fn state() -> State {
+        State::new(
+            PolicyTable::new(false),
+            ServiceTable::default(),
+            Mode::Enforce,
+            None,
+        )
+    }
+
+    fn hello(pid: i32, attached: bool, supervisor: Option<i32>) -> ToDaemon {
+        ToDaemon::Hello {
+            pid,
+            comm: "python3".into(),
+            cmdline: vec!["python3".into(), "-m".into(), "http.server".into()],
+            labels: Vec::new(),
+            local_policy: "default allow\n".into(),
+            host: None,
+            backend: "unotify".into(),
+            attached,
+            supervisor,
+        }
+    }
+
+    fn register(s: &mut State, h: ToDaemon) -> (u32, Receiver<ToTracer>) {
+        let (tx, rx) = channel();
+        let id = s.register(h, tx).unwrap();
+        // Welcome, routes, policy, events: what every tracer gets.
+        let _: Vec<ToTracer> = rx.try_iter().collect();
+        (id, rx)
+    }
+
+    fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    #[test]
+    fn an_attached_app_shows_its_program_and_supervisor() {
+        let mut s = state();
+        let (id, _rx) = register(&mut s, hello(4242, true, Some(4300)));
+        let info = s.render_app_info(id).unwrap();
+        assert_eq!(field(&info, "attached"), Some("yes"), "{info}");
+        assert_eq!(field(&info, "tracer_pid"), Some("4300"), "{info}");
+        // Known before the supervisor's first report of its processes.
+        assert_eq!(field(&info, "pid"), Some("4242"), "{info}");
+        assert_eq!(field(&info, "comm"), Some("python3"), "{info}");
+        assert_eq!(
+            s.render_app_ctl(id).unwrap(),
+            "kill\ndetach\nattached=yes supervisor=4300 detached=no\n"
+        );
+    }
+
+    #[test]
+    fn a_traced_app_is_not_attached_and_cannot_be_detached() {
+        let mut s = state();
+        let (id, rx) = register(&mut s, hello(77, false, None));
+        let info = s.render_app_info(id).unwrap();
+        assert_eq!(field(&info, "attached"), Some("no"), "{info}");
+        assert_eq!(field(&info, "tracer_pid"), Some("77"), "{info}");
+        assert_eq!(field(&info, "pid"), Some("-"), "{info}");
+        assert_eq!(s.render_app_ctl(id).unwrap(), "kill\nattached=no\n");
+        assert_eq!(s.write_app_ctl(id, b"detach\n"), Err(Errno::EOPNOTSUPP));
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing is sent for a refused detach"
+        );
+        assert!(
+            s.render_errors().contains("appswitch attach"),
+            "{}",
+            s.render_errors()
+        );
+        assert_eq!(s.write_app_ctl(id, b"bogus\n"), Err(Errno::EINVAL));
+        assert!(s.render_errors().contains("expected kill\n"));
+    }
+
+    #[test]
+    fn detach_reaches_the_supervisor_and_shows() {
+        let mut s = state();
+        let (id, rx) = register(&mut s, hello(4242, true, Some(4300)));
+        assert_eq!(s.write_app_ctl(id, b"detach\n"), Ok(()));
+        assert_eq!(rx.try_recv(), Ok(ToTracer::Detach));
+        assert!(s.render_app_ctl(id).unwrap().ends_with("detached=yes\n"));
+        // Detached another way (appswitch detach, a signal): the supervisor says so.
+        let (id2, _rx2) = register(&mut s, hello(5000, true, Some(5001)));
+        s.handle(id2, ToDaemon::Detached);
+        assert!(s.render_app_ctl(id2).unwrap().ends_with("detached=yes\n"));
+        // kill goes to the supervisor, which signals the program's processes.
+        assert_eq!(s.write_app_ctl(id2, b"kill\n"), Ok(()));
+        assert_eq!(s.write_app_ctl(id2, b"bogus\n"), Err(Errno::EINVAL));
+        assert!(s.render_errors().contains("expected kill or detach"));
+    }
+
+    #[test]
+    fn a_socket_found_at_attach_does_not_replace_a_calls_report() {
+        let mut s = state();
+        let (id, _rx) = register(&mut s, hello(4242, true, Some(4300)));
+        let report = |remote: &str, before_attach| ConnReport {
+            inode: 99,
+            pid: 4242,
+            comm: "python3".into(),
+            proto: "tcp".into(),
+            remote: Some(remote.into()),
+            virtual_remote: None,
+            rule: Some(3),
+            via: "connect".into(),
+            before_attach,
+        };
+        s.handle(id, ToDaemon::Conn(report("127.0.0.1:1", false)));
+        s.handle(id, ToDaemon::Conn(report("127.0.0.1:2", true)));
+        assert_eq!(s.conns[&99].report.remote.as_deref(), Some("127.0.0.1:1"));
+        // Alone, it is taken.
+        s.handle(
+            id,
+            ToDaemon::Conn(ConnReport {
+                inode: 100,
+                ..report("127.0.0.1:2", true)
+            }),
+        );
+        assert!(s.conns[&100].report.before_attach);
     }
 }

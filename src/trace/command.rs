@@ -1,7 +1,8 @@
 //! `appswitch trace`: assembles the trace process (the policy it starts
 //! with, the handler, the link to a daemon or an in-process control
 //! filesystem, the program's resolv.conf) and runs the program under the
-//! tracer.
+//! tracer. `appswitch attach` (attach.rs) shares all of it but the program:
+//! [`prepare`], then [`link`].
 
 use super::backend;
 use super::daemon_link;
@@ -11,17 +12,44 @@ use super::snapshot::{LiveNet, LivePolicy, Snapshot};
 use super::standalone::in_process;
 use super::vip_router::{HostIdentity, Router};
 use crate::cli::{load_config, TraceArgs, UsageError};
-use crate::config::{Config, DefaultAction};
+use crate::config::{Config, DefaultAction, Mode};
 use crate::policy;
 use crate::policy::table::{self, PolicyTable};
 use crate::protocol::ToDaemon;
 use anyhow::Context;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What `trace` and `attach` take alike from their command lines.
+pub(super) struct Common<'a> {
+    pub policy: Option<&'a Path>,
+    pub mode: Option<Mode>,
+    pub backend: Option<tracer::Backend>,
+    pub labels: Vec<(String, String)>,
+    pub events: Option<&'a Path>,
+    pub mount: Option<&'a Path>,
+    pub no_daemon: bool,
+}
+
+impl<'a> Common<'a> {
+    fn of_trace(args: &'a TraceArgs) -> Common<'a> {
+        Common {
+            policy: args.policy.as_deref(),
+            mode: args.mode,
+            backend: args.backend,
+            labels: args.labels.clone().unwrap_or_default(),
+            events: args.events.as_deref(),
+            mount: args.mount.as_deref(),
+            no_daemon: args.no_daemon,
+        }
+    }
+}
+
 /// The trace's own rules (--policy), as a table; the config's default otherwise.
-fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable> {
+fn load_policy(path: Option<&Path>, config: &Config) -> anyhow::Result<PolicyTable> {
     let default_deny = config.policy.default == DefaultAction::Deny;
-    let Some(path) = &args.policy else {
+    let Some(path) = path else {
         return Ok(PolicyTable::new(default_deny));
     };
     let text = std::fs::read_to_string(path)
@@ -44,10 +72,20 @@ fn load_policy(args: &TraceArgs, config: &Config) -> anyhow::Result<PolicyTable>
     Ok(table::from_file(file, default_deny))
 }
 
-pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
-    let config = load_config(args.config.as_deref())?;
+/// What is decided before anything runs: the backend, the trace's own
+/// policy, the handler and its event log, and whether a daemon can be
+/// joined. Starts no thread and mounts nothing (`attach` forks after it).
+pub(super) struct Prepared {
+    pub chosen: tracer::Chosen,
+    pub local: PolicyTable,
+    pub live: Arc<LivePolicy>,
+    pub handler: Enforcer,
+    pub join: Join,
+}
+
+pub(super) fn prepare(c: &Common, config: &Config) -> anyhow::Result<Prepared> {
     // Which backend runs: decided (and any reason it cannot) before anything starts.
-    let asked = backend::asked(args.backend, &config)?;
+    let asked = backend::asked(c.backend, config)?;
     let chosen = asked.choose()?;
     log::info!(
         "backend: {} ({}, from {})",
@@ -55,9 +93,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         asked.backend.name(),
         asked.from
     );
-    let local = load_policy(&args, &config)?;
-    let mode = args.mode.unwrap_or(config.policy.mode);
-    let sink = match &args.events {
+    let local = load_policy(c.policy, config)?;
+    let mode = c.mode.unwrap_or(config.policy.mode);
+    let sink = match c.events {
         Some(path) => Some(
             events::EventSink::open(path)
                 .with_context(|| format!("opening events file {}", path.display()))?,
@@ -72,9 +110,152 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         mode,
         0,
     ));
-    let policed = args.policy.is_some() || local.default_deny();
-    let labels = args.labels.clone().unwrap_or_default();
-    let mut handler = Enforcer::new(live.clone(), policed, sink, labels.clone(), chosen);
+    let policed = c.policy.is_some() || local.default_deny();
+    let handler = Enforcer::new(live.clone(), policed, sink, c.labels.clone(), chosen);
+    Ok(Prepared {
+        chosen,
+        local,
+        live,
+        handler,
+        join: join(c, config),
+    })
+}
+
+/// Can this process join the daemon? Seen once, before anything starts.
+fn join(c: &Common, config: &Config) -> Join {
+    let socket = &config.daemon.socket;
+    if c.mount.is_some() || c.no_daemon {
+        return Join::Yes;
+    }
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => Join::Yes,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Join::Denied(format!(
+            "cannot join the daemon at {}: permission denied (its socket is root's, mode 0600; \
+             run as root to be under the daemon's policy and services)",
+            socket.display()
+        )),
+        Err(e) => Join::Away(format!("no daemon at {} ({e})", socket.display())),
+    }
+}
+
+/// The handler, linked to a daemon or to this process's own control files
+/// (--mount), or to neither.
+pub(super) struct Linked {
+    pub handler: Enforcer,
+    pub net: Arc<LiveNet>,
+    /// No daemon: services are this process's alone.
+    standalone: bool,
+    drained: Option<std::sync::mpsc::Receiver<()>>,
+    _mounted: Option<controlfs::Mounted>,
+}
+
+/// Join the daemon (waiting up to a second for its policy) or mount the
+/// control files, as `c` and `p.join` say. `hello` registers the program.
+pub(super) fn link(
+    c: &Common,
+    config: &Config,
+    p: Prepared,
+    hello: ToDaemon,
+) -> anyhow::Result<Linked> {
+    let Prepared {
+        local,
+        live,
+        mut handler,
+        join,
+        ..
+    } = p;
+    // A daemon that is away may come back (the link keeps trying); one whose
+    // socket we may not use never lets us in.
+    if let Join::Denied(why) = &join {
+        log::warn!("{why}: running without it (no daemon policy, services or names)");
+    }
+    let socket = &config.daemon.socket;
+    let net = LiveNet::new();
+    let mut standalone = true;
+    let mut mounted = None;
+    let mut drained = None;
+    if let Some(dir) = c.mount {
+        let (reporter, m) = in_process(dir, hello, &local, &live, &net, config, c.mode)?;
+        handler = handler.with_reporter(reporter);
+        mounted = Some(m);
+    } else if !c.no_daemon && socket.exists() && !matches!(join, Join::Denied(_)) {
+        let client = daemon_link::start(
+            socket.clone(),
+            hello,
+            local.clone(),
+            live.clone(),
+            net.clone(),
+            c.mode,
+        );
+        standalone = false;
+        // Start under the daemon's policy when it answers promptly; a stale
+        // socket with no daemon behind it costs nothing.
+        let end = Instant::now() + Duration::from_secs(1);
+        let waiting = || {
+            let s = client.state.load(std::sync::atomic::Ordering::Relaxed);
+            s == daemon_link::TRYING || (s == daemon_link::CONNECTED && live.get().version == 0)
+        };
+        while waiting() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(why) = net.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(UsageError(why).into());
+        }
+        if live.get().version == 0 {
+            log::warn!(
+                "no answer from the daemon at {}; running on the local policy until it comes back",
+                socket.display()
+            );
+        }
+        handler = handler.with_reporter(Reporter {
+            tx: client.tx,
+            counters: client.counters,
+            pids: client.pids,
+            events_wanted: net.events_wanted.clone(),
+        });
+        drained = Some(client.drained);
+    }
+    Ok(Linked {
+        handler,
+        net,
+        standalone,
+        drained,
+        _mounted: mounted,
+    })
+}
+
+impl Linked {
+    /// Route connects to services (and make the program one at `host`,
+    /// with --ip): the daemon says where services listen.
+    pub fn route(&mut self, host: Option<HostIdentity>) {
+        let host = host.map(|mut h| {
+            if let Some(b) = self.net.bind.lock().ok().and_then(|b| *b) {
+                h.bind_ip = b;
+            }
+            h
+        });
+        let router = Router::new(self.net.clone(), host, self.standalone);
+        self.handler.set_router(router);
+    }
+
+    /// Once the program is gone: let the last reports (its final
+    /// connections and events) reach the daemon, then unmount.
+    pub fn finish(self) {
+        let Linked {
+            handler, drained, ..
+        } = self;
+        drop(handler);
+        if let Some(d) = drained {
+            daemon_link::Client::drain(d, Duration::from_secs(1));
+        }
+    }
+}
+
+pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
+    let config = load_config(args.config.as_deref())?;
+    let common = Common::of_trace(&args);
+    let prepared = prepare(&common, &config)?;
+    let chosen = prepared.chosen;
     let mut words = args.command.iter().cloned();
     let program = words.next().context("no program given")?;
     let mut cmd = tracer::Command {
@@ -95,14 +276,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
-        labels,
-        local_policy: local.render(),
+        labels: common.labels.clone(),
+        local_policy: prepared.local.render(),
         host: args.ip.map(|ip| crate::protocol::HostDecl {
             ip,
             name: args.name.clone(),
             lb: args.lb.unwrap_or_default(),
         }),
         backend: chosen.name().into(),
+        attached: false,
+        supervisor: None,
     };
     let port_range = config
         .services
@@ -116,21 +299,6 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         expose: args.expose.clone(),
         ports: port_range,
     });
-    // Can this trace join the daemon? Said once, clearly, before the program starts.
-    let socket = &config.daemon.socket;
-    let join = if args.mount.is_some() || args.no_daemon {
-        Join::Yes
-    } else {
-        match std::os::unix::net::UnixStream::connect(socket) {
-            Ok(_) => Join::Yes,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Join::Denied(format!(
-                "cannot join the daemon at {}: permission denied (its socket is root's, mode 0600; \
-                 run trace as root to be under the daemon's policy and services)",
-                socket.display()
-            )),
-            Err(e) => Join::Away(format!("no daemon at {} ({e})", socket.display())),
-        }
-    };
     if let Some(ip) = args.ip {
         // A service is reached through the daemon: without one, --ip would
         // silently do nothing for anyone else.
@@ -141,71 +309,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
             ))
             .into());
         }
-        if let Join::Away(why) | Join::Denied(why) = &join {
+        if let Join::Away(why) | Join::Denied(why) = &prepared.join {
             return Err(UsageError(format!(
                 "--ip {ip}: {why}: start `appswitch daemon` first, or use --mount DIR"
             ))
             .into());
         }
     }
-    // A daemon that is away may come back (the link keeps trying); one whose
-    // socket we may not use never lets us in.
-    if let Join::Denied(why) = &join {
-        log::warn!("{why}: running without it (no daemon policy, services or names)");
-    }
-    let net = LiveNet::new();
-    let mut standalone = true;
-    let mut _mounted = None;
-    let mut drained = None;
-    if let Some(dir) = &args.mount {
-        let (reporter, mounted) = in_process(dir, hello, &local, &live, &net, &config, args.mode)?;
-        handler = handler.with_reporter(reporter);
-        _mounted = Some(mounted);
-    } else if !args.no_daemon && socket.exists() && !matches!(join, Join::Denied(_)) {
-        let c = daemon_link::start(
-            config.daemon.socket.clone(),
-            hello,
-            local.clone(),
-            live.clone(),
-            net.clone(),
-            args.mode,
-        );
-        standalone = false;
-        // Start under the daemon's policy when it answers promptly; a stale
-        // socket with no daemon behind it costs nothing.
-        let end = Instant::now() + Duration::from_secs(1);
-        let waiting = || {
-            let s = c.state.load(std::sync::atomic::Ordering::Relaxed);
-            s == daemon_link::TRYING || (s == daemon_link::CONNECTED && live.get().version == 0)
-        };
-        while waiting() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if let Some(why) = net.refused.lock().ok().and_then(|r| r.clone()) {
-            return Err(UsageError(why).into());
-        }
-        if live.get().version == 0 {
-            log::warn!(
-                "no answer from the daemon at {}; running on the local policy until it comes back",
-                config.daemon.socket.display()
-            );
-        }
-        handler = handler.with_reporter(Reporter {
-            tx: c.tx,
-            counters: c.counters,
-            pids: c.pids,
-            events_wanted: net.events_wanted.clone(),
-        });
-        drained = Some(c.drained);
-    }
-    // The daemon says where services listen (the node address in cluster mode).
-    let host = host.map(|mut h| {
-        if let Some(b) = net.bind.lock().ok().and_then(|b| *b) {
-            h.bind_ip = b;
-        }
-        h
-    });
-    handler = handler.with_router(Router::new(net.clone(), host, standalone));
+    let mut linked = link(&common, &config, prepared, hello)?;
+    linked.route(host);
+    let net = &linked.net;
     // The daemon's DNS responder becomes the program's nameserver, through a
     // private mount (needs root: CAP_SYS_ADMIN for a mount namespace).
     let resolv = net.resolv_conf.lock().ok().and_then(|r| r.clone());
@@ -221,17 +334,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
             cmd.bind_files.push((r, etc));
         }
     }
-    let status = tracer::run(&cmd, &mut handler)?;
+    let status = tracer::run(&cmd, &mut linked.handler)?;
     // Let the last reports (the program's final connections and events) reach the daemon.
-    drop(handler);
-    if let Some(d) = drained {
-        daemon_link::Client::drain(d, Duration::from_secs(1));
-    }
+    linked.finish();
     Ok(status.code())
 }
 
-/// Whether this trace can join the daemon, seen before the program starts.
-enum Join {
+/// Whether this process can join the daemon, seen before the program starts.
+pub(super) enum Join {
     Yes,
     /// No daemon answers now (it may come back: the link keeps trying).
     Away(String),

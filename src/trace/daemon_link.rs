@@ -102,6 +102,17 @@ pub fn apply(
                 p.kill_all();
             }
         }
+        ToTracer::Detach => {
+            // Sent only for an attached program (appswitch attach).
+            if !tracer::detached() {
+                tracer::detach();
+                log::warn!(
+                    "detached (apps/ID/ctl): the program's calls now pass undecided; this \
+                     supervisor stays until the program exits (without it, the kernel would \
+                     fail its trapped calls with ENOSYS)"
+                );
+            }
+        }
         ToTracer::Events { wanted } => {
             net.events_wanted
                 .store(wanted, std::sync::atomic::Ordering::Relaxed);
@@ -275,16 +286,18 @@ fn writer(
                     let msg = msg.into_msg();
                     // Connections and listeners are re-sent to a restarted
                     // daemon. A service's listener is both a backend (Listen)
-                    // and a listening connection (Conn): both are kept.
+                    // and a listening connection (Conn): both are kept. So is
+                    // an attached program's detach (no socket has inode 0).
                     let key = match &msg {
                         ToDaemon::Conn(c) => Some((c.inode, false)),
                         ToDaemon::Listen(l) => Some((l.inode, true)),
+                        ToDaemon::Detached => Some((0, true)),
                         _ => None,
                     };
                     if let (Some(key), Ok(mut k)) = (key, known.lock()) {
                         if k.len() >= QUEUE {
                             k.retain(|_, m| match m {
-                                ToDaemon::Listen(_) => true,
+                                ToDaemon::Listen(_) | ToDaemon::Detached => true,
                                 ToDaemon::Conn(c) => c.via == "listen",
                                 _ => false,
                             });

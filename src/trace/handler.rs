@@ -81,6 +81,16 @@ impl Enforcer {
         self
     }
 
+    /// As [`Enforcer::with_router`], in place.
+    pub fn set_router(&mut self, router: Router) {
+        self.router = router;
+    }
+
+    /// Where reports go (None: no daemon, no control files).
+    pub fn reporter(&self) -> Option<&Reporter> {
+        self.reporter.as_ref()
+    }
+
     /// Report to a daemon and trap everything a later policy could need.
     pub fn with_reporter(mut self, reporter: Reporter) -> Enforcer {
         self.managed = true;

@@ -2,6 +2,7 @@
 //! every trapped call, the trace side of services (virtual IPs), the policy
 //! snapshot it decides with, the link to the daemon, and the event log.
 
+pub mod attach;
 pub mod backend;
 pub mod command;
 pub mod daemon_link;

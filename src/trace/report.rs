@@ -47,6 +47,7 @@ impl Report {
                 virtual_remote: c.virtual_remote.map(|a| a.to_string()),
                 rule: c.rule,
                 via: c.via.into(),
+                before_attach: false,
             }),
         }
     }
