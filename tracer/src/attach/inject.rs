@@ -48,6 +48,8 @@ pub(crate) struct Stopped {
     /// The registers as the thread stopped (None until read).
     saved: Option<Regs>,
     insn: u64,
+    /// When the thread was stopped.
+    since: std::time::Instant,
     /// Signals whose delivery stop we took (to be delivered at the end).
     signals: Vec<libc::siginfo_t>,
     /// Stay attached when done (ptrace backend): resume rather than detach.
@@ -109,20 +111,31 @@ impl Stopped {
     /// tracer's to keep it) and stop it.
     pub(crate) fn seize(tid: i32, options: ptrace::Options) -> Result<Stopped, StopError> {
         ptrace::seize(pid(tid), options).map_err(StopError::Seize)?;
+        Stopped::stop_seized(tid)
+    }
+
+    /// Stop thread `tid`, seized already.
+    pub(crate) fn stop_seized(tid: i32) -> Result<Stopped, StopError> {
+        // Read while the thread still runs (and after the seize, whose
+        // errno is the clearer one when we may not).
+        let insn = find_syscall_insn(tid);
         let mut s = Stopped {
             tid,
             saved: None,
             insn: 0,
+            since: std::time::Instant::now(),
             signals: Vec::new(),
             keep: false,
             released: false,
         };
+        s.insn = insn.map_err(StopError::Gone)?;
         s.stop()?;
         Ok(s)
     }
 
     fn stop(&mut self) -> Result<(), StopError> {
         let tid = self.tid;
+        self.since = std::time::Instant::now();
         ptrace::interrupt(pid(tid)).map_err(StopError::Gone)?;
         for _ in 0..MAX_STOPS {
             match wait_stop(tid).map_err(StopError::Gone)? {
@@ -151,7 +164,6 @@ impl Stopped {
         if !arch::is_64bit(&saved) {
             return Err(StopError::Not64Bit);
         }
-        self.insn = find_syscall_insn(tid).map_err(StopError::Gone)?;
         Ok(())
     }
 
@@ -216,10 +228,11 @@ impl Stopped {
     }
 
     /// Put the registers back and let the thread go (or keep it), the
-    /// signals taken meanwhile delivered. Errors are logged: by then the
-    /// thread is as it was or gone.
-    pub(crate) fn release(mut self) {
+    /// signals taken meanwhile delivered; how long it was stopped. Errors
+    /// are logged: by then the thread is as it was or gone.
+    pub(crate) fn release(mut self) -> std::time::Duration {
         self.release_inner();
+        self.since.elapsed()
     }
 
     fn release_inner(&mut self) {

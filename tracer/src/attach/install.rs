@@ -14,7 +14,6 @@ use crate::filter::Program;
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use std::os::fd::OwnedFd;
-use std::time::Instant;
 
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
 const FLAG_TSYNC: u64 = 1;
@@ -39,18 +38,17 @@ pub(crate) fn with_listener(
         },
     })?;
     let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
-    let start = Instant::now();
+    let nnp = needs_no_new_privs(pid);
     let mut t = stop(pid, tid, ptrace::Options::empty())?;
     let flags = FLAG_TSYNC | FLAG_TSYNC_ESRCH | FLAG_NEW_LISTENER;
-    let (fd, nnp) = install(&mut t, pid, program, flags)?;
+    let fd = install(&mut t, pid, program, flags, nnp)?;
     let fd = fd as i32;
     let taken = crate::remote::pidfd_getfd(&pidfd, fd);
     // Closed in the program either way: should we not have it, every
     // trapped call fails (ENOSYS) rather than wait for an answer.
     let _ = t.syscall(CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+    let stopped = t.release();
     let threads = checks::threads(pid).len();
-    t.release();
-    let stopped = start.elapsed();
     let listener = taken.map_err(|e| {
         log::error!(
             "attach: the filter is in {pid} but its listener could not be taken ({e}): \
@@ -79,11 +77,10 @@ pub(crate) fn with_listener(
 pub(crate) fn traced(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), AttachError> {
     let options = crate::spawn::PTRACE_OPTIONS.difference(ptrace::Options::PTRACE_O_EXITKILL);
     let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
-    let start = Instant::now();
-    let mut t = stop(pid, tid, options)?;
-    t.keep();
+    let nnp = needs_no_new_privs(pid);
+    ptrace::seize(nix::unistd::Pid::from_raw(tid), options).map_err(|e| seize_failed(pid, e))?;
     // The others, until no new one appears (those created by a seized
-    // thread are seized by the kernel).
+    // thread are seized by the kernel); they run on meanwhile.
     let mut seized = vec![tid];
     for _ in 0..100 {
         let mut new = false;
@@ -106,20 +103,31 @@ pub(crate) fn traced(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached)
             break;
         }
     }
-    let (_, nnp) = match install(&mut t, pid, program, FLAG_TSYNC) {
-        Ok(r) => r,
+    let let_go = |seized: &[i32]| {
+        for &other in seized.iter().filter(|&&o| o != tid) {
+            let _ = ptrace::detach(nix::unistd::Pid::from_raw(other), None);
+        }
+    };
+    let mut t = match Stopped::stop_seized(tid).map_err(|e| stop_failed(pid, e)) {
+        Ok(t) => t,
         Err(e) => {
-            // Let every thread go as it was.
-            for &other in seized.iter().filter(|&&o| o != tid) {
-                let _ = ptrace::detach(nix::unistd::Pid::from_raw(other), None);
-            }
-            t.unkeep();
+            let_go(&seized);
+            let _ = ptrace::detach(nix::unistd::Pid::from_raw(tid), None);
             return Err(e);
         }
     };
+    t.keep();
+    match install(&mut t, pid, program, FLAG_TSYNC, nnp) {
+        Ok(_) => {}
+        Err(e) => {
+            // Let every thread go as it was.
+            let_go(&seized);
+            t.unkeep();
+            return Err(e);
+        }
+    }
+    let stopped = t.release();
     let threads = checks::threads(pid);
-    t.release();
-    let stopped = start.elapsed();
     Ok((
         threads.clone(),
         Attached {
@@ -134,7 +142,11 @@ pub(crate) fn traced(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached)
 
 /// Seize and stop thread `tid` of `pid`.
 fn stop(pid: i32, tid: i32, options: ptrace::Options) -> Result<Stopped, AttachError> {
-    Stopped::seize(tid, options).map_err(|e| match e {
+    Stopped::seize(tid, options).map_err(|e| stop_failed(pid, e))
+}
+
+fn stop_failed(pid: i32, e: StopError) -> AttachError {
+    match e {
         StopError::Seize(e) => seize_failed(pid, e),
         StopError::GroupStopped => AttachError::Stopped { pid },
         StopError::Not64Bit => AttachError::Unsupported(format!(
@@ -146,7 +158,7 @@ fn stop(pid: i32, tid: i32, options: ptrace::Options) -> Result<Stopped, AttachE
             what: "stopping a thread",
             errno: e,
         },
-    })
+    }
 }
 
 /// The injected sequence; the seccomp call's result (the listener's number
@@ -159,7 +171,8 @@ fn install(
     pid: i32,
     program: &Program,
     flags: u64,
-) -> Result<(i64, bool), AttachError> {
+    nnp: bool,
+) -> Result<i64, AttachError> {
     let sys = |what: &'static str| move |errno: Errno| AttachError::Sys { pid, what, errno };
     let insns = &program.insns;
     let bytes = std::mem::size_of_val(insns.as_slice());
@@ -173,7 +186,7 @@ fn install(
         return Err(sys("injected mmap")(Errno::from_raw(-page as i32)));
     }
     let page = page as u64;
-    let r = install_at(t, pid, program, flags, page);
+    let r = install_at(t, pid, program, flags, page, nnp);
     let unmapped = t.syscall(MUNMAP, [page, len, 0, 0, 0, 0]);
     if let Ok(r) = unmapped.as_ref() {
         if *r < 0 {
@@ -189,7 +202,8 @@ fn install_at(
     program: &Program,
     flags: u64,
     page: u64,
-) -> Result<(i64, bool), AttachError> {
+    nnp: bool,
+) -> Result<i64, AttachError> {
     let insns = &program.insns;
     // struct sock_fprog { u16 len; (pad) ; sock_filter *filter } then the program.
     let mut buf = Vec::with_capacity(16 + insns.len() * 8);
@@ -207,7 +221,6 @@ fn install_at(
         what: "writing the filter into the program",
         errno,
     })?;
-    let nnp = needs_no_new_privs(pid);
     if nnp {
         let r = t
             .syscall(PRCTL, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0])
@@ -264,5 +277,5 @@ fn install_at(
             },
         }));
     }
-    Ok((r, nnp))
+    Ok(r)
 }
