@@ -115,6 +115,7 @@ fn main() {
         args: args.collect(),
         bind_files: Vec::new(),
         backend,
+        isolate: None,
     };
     match tracer::run(&cmd, &mut h) {
         Ok(status) => std::process::exit(status.code()),

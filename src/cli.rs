@@ -315,6 +315,20 @@ pub struct TraceArgs {
     #[arg(long)]
     pub no_dns: bool,
 
+    /// Run the program in a network namespace of its own with only loopback
+    /// (and its --ip VIP, on loopback): what it reaches outside goes through
+    /// sockets appswitch makes in its own namespace and puts in the program's
+    /// place, after which the program talks to the kernel directly. Its
+    /// loopback is its own, as in a container: host services are reached by
+    /// VIP, name or a host address. Needs root and the user-notification
+    /// backend. Default: `[trace] isolate` in the config (docs/ISOLATION.md).
+    #[arg(long, overrides_with = "no_isolate")]
+    pub isolate: bool,
+
+    /// Do not isolate, whatever the config says.
+    #[arg(long)]
+    pub no_isolate: bool,
+
     /// The program's virtual IP: it becomes a service. When it listens on a
     /// port (on 0.0.0.0, on VIP, or any local address), its real socket is
     /// bound to a host port the kernel chooses ([services] bind in the

@@ -170,6 +170,9 @@ pub struct TraceConfig {
     /// The interception backend (None: not set here).
     #[serde(deserialize_with = "backend_value")]
     pub backend: Option<tracer::Backend>,
+    /// Run every traced program isolated (`trace --isolate`) unless
+    /// `--no-isolate` says otherwise.
+    pub isolate: bool,
 }
 
 fn backend_value<'de, D: serde::Deserializer<'de>>(

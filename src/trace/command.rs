@@ -264,7 +264,21 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         args: words.collect(),
         bind_files: Vec::new(),
         backend: chosen,
+        isolate: None,
     };
+    if (args.isolate || config.trace.isolate) && !args.no_isolate {
+        if chosen != tracer::Chosen::Unotify {
+            return Err(UsageError(format!(
+                "--isolate: the {} backend cannot put a socket into the program; \
+                 isolation needs user notification (--backend unotify)",
+                chosen.name()
+            ))
+            .into());
+        }
+        cmd.isolate = Some(tracer::Isolation {
+            addresses: args.ip.into_iter().collect(),
+        });
+    }
     let hello = ToDaemon::Hello {
         pid: std::process::id() as i32,
         comm: std::path::Path::new(&program)

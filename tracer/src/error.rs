@@ -16,6 +16,12 @@ pub enum TraceError {
     InstallFilter(Errno),
     #[error("switching to the program's user (--user): {0}")]
     SetUser(Errno),
+    #[error(
+        "--isolate: setting up the program's network namespace: {0} (needs root: CAP_SYS_ADMIN)"
+    )]
+    Isolate(Errno),
+    #[error("--isolate needs the user-notification backend (ptrace cannot put a socket into the program)")]
+    IsolateNeedsUnotify,
     #[error("attach: {0}")]
     Attach(#[from] crate::attach::AttachError),
 }

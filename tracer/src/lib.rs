@@ -15,10 +15,12 @@ mod decode;
 mod emulate;
 mod error;
 pub mod filter;
+mod handover;
 mod inherited;
 mod landlock;
 mod msg;
 mod netcall;
+mod netns;
 mod pidfds;
 mod ports;
 mod privs;
@@ -40,6 +42,7 @@ pub use call::{
     SocketInfo, Verdict,
 };
 pub use error::TraceError;
+pub use netns::Isolation;
 pub use nix::errno::Errno;
 pub use sockaddr::SockAddr;
 pub use tracer::{run, Command, Credentials, ExitStatus};

@@ -61,7 +61,7 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     pub(crate) fn on_net(&mut self, tid: i32, mut d: Decoded) {
         // Nothing can depend on this call now: it runs unread.
-        if self.handler.passes_unseen(&d.call) {
+        if self.isolate.is_none() && self.handler.passes_unseen(&d.call) {
             return self.pass_decoded(tid, d, Verdict::Pass);
         }
         let mut borrowed = None;
@@ -219,9 +219,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             // address or the flags): where the result is wanted (the event
             // log), and for every socketcall, the program's own address is
             // carried out from the tracer's copy, as for Allow.
+            // Isolated, a call may have to leave the program's namespace
+            // (handover.rs): carried out too.
             Verdict::Pass
                 if self.notify.is_some()
-                    && (self.interests.outcomes || d.source == ArgSource::SocketcallArray)
+                    && (self.interests.outcomes
+                        || d.source == ArgSource::SocketcallArray
+                        || self.isolate.is_some())
                     && matches!(op, Op::Connect | Op::Bind | Op::SendTo | Op::SendMsg) =>
             {
                 None
@@ -240,7 +244,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         // A rewritten connect may be offered another address when refused.
         let routed = target.is_some();
-        let (sock, info) = match borrowed {
+        let (mut sock, info) = match borrowed {
             Some(b) => b,
             None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
                 Ok(b) => b,
@@ -272,6 +276,14 @@ impl<H: NetHandler> Tracer<'_, H> {
             // The program's own Landlock rules cannot be applied to a call
             // the tracer makes (landlock.rs): refused, never widened.
             return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));
+        }
+        if self.leaves_namespace(op, &info, routed, target.as_ref().or(d.call.addr.as_ref())) {
+            // Isolated: carried out on a socket of ours, which becomes the
+            // program's (handover.rs).
+            match self.hand_over(tid, &d.call, &sock, &info) {
+                Ok(ours) => sock = ours,
+                Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
+            }
         }
         let mut result = match (op, raw.as_ref()) {
             (Op::Connect | Op::Bind, None) => {

@@ -44,6 +44,7 @@ impl Child {
         Some(match b[0] {
             b'F' => TraceError::InstallFilter(errno),
             b'U' => TraceError::SetUser(errno),
+            b'N' => TraceError::Isolate(errno),
             _ => TraceError::Exec {
                 program: self.program.clone(),
                 errno,
@@ -190,6 +191,7 @@ pub fn spawn(
         .iter()
         .map(|(s, t)| Ok((cstring(s.as_os_str())?, cstring(t.as_os_str())?)))
         .collect::<Result<Vec<_>, TraceError>>()?;
+    let isolation = cmd.isolate.as_ref().map(crate::netns::Prepared::new);
     let root = c"/";
     let none = c"none";
     let warn: &[u8] =
@@ -241,6 +243,11 @@ pub fn spawn(
             crate::inherited::restore_signals_in_child();
             if !binds.is_empty() && !private_binds(&binds, root.as_ptr(), none.as_ptr()) {
                 libc::write(2, warn.as_ptr().cast(), warn.len());
+            }
+            if let Some(iso) = &isolation {
+                if let Err(e) = iso.apply() {
+                    child_fail(st, b'N', e);
+                }
             }
             if need_nnp && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 child_fail(st, b'F', *libc::__errno_location());

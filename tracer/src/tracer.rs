@@ -45,6 +45,10 @@ pub struct Command {
     pub user: Option<Credentials>,
     /// The backend that runs it ([`crate::Backend::choose`]).
     pub backend: crate::Chosen,
+    /// `--isolate`: the program gets a network namespace of its own, and
+    /// sockets made in ours for what it reaches outside (netns.rs,
+    /// handover.rs). User notification only.
+    pub isolate: Option<crate::netns::Isolation>,
 }
 
 /// Who the program runs as (`--user`).
@@ -153,6 +157,9 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
     if cmd.backend == crate::Chosen::Unotify {
         return crate::unotify::run(cmd, handler);
     }
+    if cmd.isolate.is_some() {
+        return Err(TraceError::IsolateNeedsUnotify);
+    }
     let interests = handler.interests();
     let program = filter::build(&interests)?;
     watchdog::start();
@@ -242,6 +249,11 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) notify: Option<crate::unotify::State>,
     /// The program was attached (attach.rs), not started by us.
     pub(crate) attached: bool,
+    /// The program is isolated (netns.rs): what it reaches outside its
+    /// namespace goes through sockets made in ours (handover.rs).
+    pub(crate) isolate: Option<crate::netns::Isolation>,
+    /// Isolation: fresh sockets of the program's namespace (handover.rs).
+    pub(crate) templates: crate::handover::Templates,
 }
 
 impl<'h, H: NetHandler> Tracer<'h, H> {
@@ -267,6 +279,8 @@ impl<'h, H: NetHandler> Tracer<'h, H> {
             main_status: None,
             notify,
             attached: false,
+            isolate: None,
+            templates: Default::default(),
         }
     }
 }

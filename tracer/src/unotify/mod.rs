@@ -113,7 +113,11 @@ impl State {
 /// Run `cmd` under the user-notification supervisor until it and all its
 /// descendants have exited.
 pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, TraceError> {
-    let interests = handler.interests();
+    let mut interests = handler.interests();
+    if cmd.isolate.is_some() {
+        // Every connect, bind and addressed send may leave the namespace.
+        crate::handover::widen(&mut interests);
+    }
     let program = filter::build_for(&interests, filter::Mode::Notify)?;
     watchdog::start();
     let signals = signal_pipe()?;
@@ -129,6 +133,7 @@ pub fn run<H: NetHandler>(cmd: &Command, handler: &mut H) -> Result<ExitStatus, 
         listener.ok_or_else(|| TraceError::sys("receiving the filter's listener")(Errno::EPIPE))?;
     let main = child.pid.as_raw();
     let mut t = Tracer::new(handler, interests, main, None);
+    t.isolate = cmd.isolate.clone();
     serve(&mut t, listener, signals, std::process::id() as i32)?;
     if t.main_status.is_none() || t.main_status == Some(ExitStatus::Code(127)) {
         if let Some(e) = child.exec_error() {

@@ -149,6 +149,20 @@ impl Listener {
         ioctl(self.raw(), IOCTL_ADDFD, &mut a)
     }
 
+    /// Put `src` in the program's descriptor table at number `at`, in place
+    /// of what was there (ADDFD_FLAG_SETFD: as dup2 would), without
+    /// answering the call.
+    pub(crate) fn set_fd(&self, id: u64, src: RawFd, at: i32, cloexec: bool) -> Result<i32, Errno> {
+        let mut a = AddFd {
+            id,
+            flags: ADDFD_FLAG_SETFD,
+            srcfd: src as u32,
+            newfd: at as u32,
+            newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+        };
+        ioctl(self.raw(), IOCTL_ADDFD, &mut a)
+    }
+
     /// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux 6.6): the woken thread runs
     /// on the supervisor's CPU, which halves the round trip.
     pub(crate) fn set_sync_wake_up(&self) -> Result<(), Errno> {

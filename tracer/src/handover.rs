@@ -1,0 +1,321 @@
+//! Isolation's handover (`trace --isolate`, netns.rs): a connect, bind or
+//! addressed send that leaves the program's namespace is carried out on a
+//! socket the supervisor makes in its own namespace, like the program's
+//! (domain, type, protocol, non-blocking flag, close-on-exec and the socket
+//! options that matter), put in the program's descriptor table in place of
+//! its own (SECCOMP_IOCTL_NOTIF_ADDFD with SETFD, as dup2 would) before the
+//! call is answered. From then on the program talks to the kernel directly
+//! on that socket: no more stops for it, no proxy.
+//!
+//! Inside or outside: a destination the handler routed (a service's VIP,
+//! a redirect, the daemon's DNS responder) is outside, and so is any address
+//! not local to the program's namespace; loopback and the program's own
+//! addresses stay inside (two processes of one program talk over 127.0.0.1
+//! as in a container). A bind goes outside only when the handler moved it
+//! (a `--ip` listener's host port, `--expose`).
+
+use crate::call::{Interests, SocketInfo};
+use crate::unotify::notif::Listener;
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// The calls isolation needs to see, whatever the handler asked for.
+pub(crate) fn widen(i: &mut Interests) {
+    i.connect = true;
+    i.bind = true;
+    i.send = true;
+    i.socket_info = true;
+}
+
+/// (level, option, size) carried over: what the program may have set before
+/// connecting. SO_RCVBUF/SO_SNDBUF read back doubled: halved (see below).
+const INT_OPTIONS: &[(i32, i32)] = &[
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST),
+    (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+    (libc::SOL_SOCKET, libc::SO_PRIORITY),
+    (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+    (libc::SOL_SOCKET, libc::SO_MARK),
+    (libc::SOL_SOCKET, libc::SO_TIMESTAMP),
+    (libc::SOL_SOCKET, libc::SO_RCVBUF),
+    (libc::SOL_SOCKET, libc::SO_SNDBUF),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+    (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+    (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+    (libc::IPPROTO_TCP, libc::TCP_MAXSEG),
+    (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+    (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT),
+    (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
+    (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+    (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP),
+    (libc::IPPROTO_IP, libc::IP_TOS),
+    (libc::IPPROTO_IP, libc::IP_TTL),
+    (libc::IPPROTO_IP, libc::IP_RECVERR),
+    (libc::IPPROTO_IP, libc::IP_PKTINFO),
+    (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+    (libc::IPPROTO_IP, libc::IP_FREEBIND),
+    (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+    (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+];
+
+fn get_int(fd: RawFd, level: i32, opt: i32) -> Option<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid locals of the stated size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+fn set_raw(fd: RawFd, level: i32, opt: i32, v: &[u8]) {
+    // SAFETY: v is a valid buffer of its length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            v.as_ptr().cast(),
+            v.len() as libc::socklen_t,
+        )
+    };
+}
+
+/// The options of `from` that differ from `template` (a fresh socket of the
+/// same kind in the same namespace: what the program did not set keeps the
+/// default of ours, so a buffer size it never chose stays autotuned), set
+/// on `to`.
+fn copy_options(from: RawFd, template: RawFd, to: RawFd, info: &SocketInfo) {
+    let tcp = info.sotype == libc::SOCK_STREAM;
+    for &(level, opt) in INT_OPTIONS {
+        if level == libc::IPPROTO_TCP && !tcp {
+            continue;
+        }
+        if (level == libc::IPPROTO_IPV6) != (info.domain == libc::AF_INET6) {
+            continue;
+        }
+        let (Some(v), Some(fresh)) = (get_int(from, level, opt), get_int(template, level, opt))
+        else {
+            continue;
+        };
+        if v == fresh {
+            continue;
+        }
+        // The kernel doubles a buffer size it is given (and reports that).
+        let v = if opt == libc::SO_RCVBUF || opt == libc::SO_SNDBUF {
+            v / 2
+        } else {
+            v
+        };
+        set_raw(to, level, opt, &v.to_ne_bytes());
+    }
+    // Linger, timeouts: structures.
+    for opt in [libc::SO_LINGER, libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        let mut buf = [0u8; 32];
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: buf is 32 writable bytes; len says so.
+        let r = unsafe {
+            libc::getsockopt(
+                from,
+                libc::SOL_SOCKET,
+                opt,
+                buf.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 && buf[..len as usize].iter().any(|&b| b != 0) {
+            set_raw(to, libc::SOL_SOCKET, opt, &buf[..len as usize]);
+        }
+    }
+    if tcp {
+        // The congestion control algorithm, by name.
+        let mut name = [0u8; 16];
+        let mut len = name.len() as libc::socklen_t;
+        // SAFETY: name is 16 writable bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                from,
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                name.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let mut fresh = [0u8; 16];
+        let mut flen = fresh.len() as libc::socklen_t;
+        // SAFETY: as above.
+        let f = unsafe {
+            libc::getsockopt(
+                template,
+                libc::IPPROTO_TCP,
+                libc::TCP_CONGESTION,
+                fresh.as_mut_ptr().cast(),
+                &mut flen,
+            )
+        };
+        if r == 0 && f == 0 && name != fresh {
+            let n = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            set_raw(to, libc::IPPROTO_TCP, libc::TCP_CONGESTION, &name[..n]);
+        }
+    }
+}
+
+/// Whether descriptor `fd` of process `pid` is close-on-exec
+/// (/proc/PID/fdinfo/FD, flags in octal).
+fn cloexec(pid: i32, fd: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|s| {
+            let f = s.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(f.trim(), 8).ok()
+        })
+        .is_some_and(|f| f & libc::O_CLOEXEC as u32 != 0)
+}
+
+/// A socket in our namespace like the program's `old` (a borrowed copy of
+/// its descriptor `fd`), installed at `fd` in process `pid` in its place,
+/// for notification `id` (still pending: the answer follows). Our copy.
+pub(crate) fn hand_over(
+    templates: &mut Templates,
+    listener: &Listener,
+    id: u64,
+    pid: i32,
+    fd: i32,
+    old: &OwnedFd,
+    info: &SocketInfo,
+) -> Result<OwnedFd, Errno> {
+    let mut ty = info.sotype | libc::SOCK_CLOEXEC;
+    if info.nonblocking {
+        ty |= libc::SOCK_NONBLOCK;
+    }
+    // SAFETY: plain socket(2); the result is a fresh descriptor we own.
+    let raw = unsafe { libc::socket(info.domain, ty, info.protocol) };
+    if raw < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: raw is a fresh descriptor.
+    let new = unsafe { OwnedFd::from_raw_fd(raw) };
+    match templates.get(old, info) {
+        Some(t) => copy_options(old.as_raw_fd(), t, new.as_raw_fd(), info),
+        None => log::debug!("handover: no template socket: options not carried over"),
+    }
+    listener.set_fd(id, new.as_raw_fd(), fd, cloexec(pid, fd))?;
+    Ok(new)
+}
+
+/// Fresh sockets made in the program's namespace, one per kind: what a
+/// socket there has before the program sets anything.
+#[derive(Default)]
+pub(crate) struct Templates {
+    /// (namespace inode, domain, type) -> socket.
+    made: Vec<((u64, i32, i32), OwnedFd)>,
+}
+
+/// The inode of the network namespace socket `s` lives in (SIOCGSKNS),
+/// and that namespace.
+fn namespace_of(s: RawFd) -> Option<(u64, OwnedFd)> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor.
+    let ns = unsafe { libc::ioctl(s, SIOCGSKNS) };
+    if ns < 0 {
+        return None;
+    }
+    // SAFETY: ns is a fresh descriptor.
+    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid local.
+    if unsafe { libc::fstat(ns.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_ino, ns))
+}
+
+impl Templates {
+    fn get(&mut self, like: &OwnedFd, info: &SocketInfo) -> Option<RawFd> {
+        let (ino, ns) = namespace_of(like.as_raw_fd())?;
+        let key = (ino, info.domain, info.sotype);
+        if let Some((_, s)) = self.made.iter().find(|(k, _)| *k == key) {
+            return Some(s.as_raw_fd());
+        }
+        let (domain, sotype, protocol) = (info.domain, info.sotype, info.protocol);
+        // A thread of ours enters that namespace just to make the socket.
+        let made = std::thread::Builder::new()
+            .name("appswitch-template".into())
+            .spawn(move || {
+                // SAFETY: setns on a namespace descriptor (this thread only),
+                // then socket(2).
+                unsafe {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return None;
+                    }
+                    let s = libc::socket(domain, sotype | libc::SOCK_CLOEXEC, protocol);
+                    (s >= 0).then(|| OwnedFd::from_raw_fd(s))
+                }
+            })
+            .ok()?
+            .join()
+            .ok()??;
+        if self.made.len() >= 64 {
+            self.made.clear();
+        }
+        let raw = made.as_raw_fd();
+        self.made.push((key, made));
+        Some(raw)
+    }
+}
+
+impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
+    /// Whether call `op` on a socket like `info`, to `to` (the address that
+    /// will be used; `routed`: the handler chose it), leaves an isolated
+    /// program's namespace.
+    pub(crate) fn leaves_namespace(
+        &self,
+        op: crate::Op,
+        info: &SocketInfo,
+        routed: bool,
+        to: Option<&crate::SockAddr>,
+    ) -> bool {
+        let (Some(iso), true) = (&self.isolate, self.notify.is_some()) else {
+            return false;
+        };
+        let Some(ip) = to.and_then(crate::SockAddr::ip) else {
+            return false;
+        };
+        let away = routed || !iso.is_inside(ip.ip());
+        match op {
+            crate::Op::Connect => away,
+            // A listener moved by the handler (--ip's host port, --expose).
+            crate::Op::Bind => routed,
+            crate::Op::SendTo | crate::Op::SendMsg => info.sotype != libc::SOCK_STREAM && away,
+            _ => false,
+        }
+    }
+
+    /// Put a socket of ours like the program's `sock` in its place (the
+    /// call being handled is still pending). Ours.
+    pub(crate) fn hand_over(
+        &mut self,
+        tid: i32,
+        call: &crate::Call,
+        sock: &OwnedFd,
+        info: &SocketInfo,
+    ) -> Result<OwnedFd, Errno> {
+        let fd = call.fd.ok_or(Errno::EBADF)?;
+        let n = self.notify.as_ref().ok_or(Errno::ENOSYS)?;
+        hand_over(&mut self.templates, &n.listener, n.id, tid, fd, sock, info)
+    }
+}
