@@ -277,6 +277,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         }
         cmd.isolate = Some(tracer::Isolation {
             addresses: args.ip.into_iter().collect(),
+            outside: Vec::new(),
         });
     }
     let hello = ToDaemon::Hello {
@@ -345,6 +346,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
     if let (Some(r), true, true, false) = (resolv, root, same_ns, args.no_dns) {
         let etc = std::path::PathBuf::from("/etc/resolv.conf");
         if r.exists() && etc.exists() {
+            if let Some(iso) = cmd.isolate.as_mut() {
+                // Its nameserver (the responder, on our loopback) is outside.
+                iso.outside = nameservers(&r);
+            }
             cmd.bind_files.push((r, etc));
         }
     }
@@ -352,6 +357,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
     // Let the last reports (the program's final connections and events) reach the daemon.
     linked.finish();
     Ok(status.code())
+}
+
+/// The nameserver addresses of a resolv.conf.
+fn nameservers(path: &std::path::Path) -> Vec<std::net::IpAddr> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
 }
 
 /// Whether this process can join the daemon, seen before the program starts.

@@ -319,3 +319,11 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         hand_over(&mut self.templates, &n.listener, n.id, tid, fd, sock, info)
     }
 }
+
+/// The inode of socket `s` (what identifies it to the handler).
+pub(crate) fn inode(s: &OwnedFd) -> Option<u64> {
+    // SAFETY: st is a valid local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor we own into a local.
+    (unsafe { libc::fstat(s.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}

@@ -281,7 +281,15 @@ impl<H: NetHandler> Tracer<'_, H> {
             // Isolated: carried out on a socket of ours, which becomes the
             // program's (handover.rs).
             match self.hand_over(tid, &d.call, &sock, &info) {
-                Ok(ours) => sock = ours,
+                Ok(ours) => {
+                    // From now on the program's socket is this one.
+                    if let (Some(s), Some(ino)) =
+                        (d.call.socket.as_mut(), crate::handover::inode(&ours))
+                    {
+                        s.inode = ino;
+                    }
+                    sock = ours
+                }
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             }
         }

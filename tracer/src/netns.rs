@@ -15,6 +15,9 @@ use std::net::IpAddr;
 #[derive(Clone, Debug, Default)]
 pub struct Isolation {
     pub addresses: Vec<IpAddr>,
+    /// Loopback addresses that are ours, not the program's (the daemon's
+    /// DNS responder): reached outside.
+    pub outside: Vec<IpAddr>,
 }
 
 impl Isolation {
@@ -25,6 +28,9 @@ impl Isolation {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
+        if self.outside.contains(&ip) {
+            return false;
+        }
         ip.is_loopback() || ip.is_unspecified() || self.addresses.contains(&ip)
     }
 }
