@@ -95,21 +95,59 @@ fn set_raw(fd: RawFd, level: i32, opt: i32, v: &[u8]) {
     };
 }
 
+/// What a fresh socket of one kind has in one namespace, read once.
+pub(crate) struct Template {
+    ints: Vec<Option<libc::c_int>>,
+    congestion: [u8; 16],
+}
+
+fn congestion(fd: RawFd) -> Option<[u8; 16]> {
+    let mut name = [0u8; 16];
+    let mut len = name.len() as libc::socklen_t;
+    // SAFETY: name is 16 writable bytes; len says so.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(name)
+}
+
+impl Template {
+    fn of(fd: RawFd) -> Template {
+        Template {
+            ints: INT_OPTIONS
+                .iter()
+                .map(|&(level, opt)| get_int(fd, level, opt))
+                .collect(),
+            congestion: congestion(fd).unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether option `(level, opt)` applies to a socket like `info`.
+fn applies(level: i32, info: &SocketInfo) -> bool {
+    match level {
+        libc::IPPROTO_TCP => info.sotype == libc::SOCK_STREAM,
+        libc::IPPROTO_IPV6 => info.domain == libc::AF_INET6,
+        _ => true,
+    }
+}
+
 /// The options of `from` that differ from `template` (a fresh socket of the
 /// same kind in the same namespace: what the program did not set keeps the
 /// default of ours, so a buffer size it never chose stays autotuned), set
 /// on `to`.
-fn copy_options(from: RawFd, template: RawFd, to: RawFd, info: &SocketInfo) {
-    let tcp = info.sotype == libc::SOCK_STREAM;
-    for &(level, opt) in INT_OPTIONS {
-        if level == libc::IPPROTO_TCP && !tcp {
+fn copy_options(from: RawFd, template: &Template, to: RawFd, info: &SocketInfo) {
+    for (&(level, opt), fresh) in INT_OPTIONS.iter().zip(&template.ints) {
+        if !applies(level, info) {
             continue;
         }
-        if (level == libc::IPPROTO_IPV6) != (info.domain == libc::AF_INET6) {
-            continue;
-        }
-        let (Some(v), Some(fresh)) = (get_int(from, level, opt), get_int(template, level, opt))
-        else {
+        let (Some(v), Some(fresh)) = (get_int(from, level, opt), *fresh) else {
             continue;
         };
         if v == fresh {
@@ -123,7 +161,7 @@ fn copy_options(from: RawFd, template: RawFd, to: RawFd, info: &SocketInfo) {
         };
         set_raw(to, level, opt, &v.to_ne_bytes());
     }
-    // Linger, timeouts: structures.
+    // Linger, timeouts: structures, zero when not set.
     for opt in [libc::SO_LINGER, libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         let mut buf = [0u8; 32];
         let mut len = buf.len() as libc::socklen_t;
@@ -141,33 +179,8 @@ fn copy_options(from: RawFd, template: RawFd, to: RawFd, info: &SocketInfo) {
             set_raw(to, libc::SOL_SOCKET, opt, &buf[..len as usize]);
         }
     }
-    if tcp {
-        // The congestion control algorithm, by name.
-        let mut name = [0u8; 16];
-        let mut len = name.len() as libc::socklen_t;
-        // SAFETY: name is 16 writable bytes.
-        let r = unsafe {
-            libc::getsockopt(
-                from,
-                libc::IPPROTO_TCP,
-                libc::TCP_CONGESTION,
-                name.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        let mut fresh = [0u8; 16];
-        let mut flen = fresh.len() as libc::socklen_t;
-        // SAFETY: as above.
-        let f = unsafe {
-            libc::getsockopt(
-                template,
-                libc::IPPROTO_TCP,
-                libc::TCP_CONGESTION,
-                fresh.as_mut_ptr().cast(),
-                &mut flen,
-            )
-        };
-        if r == 0 && f == 0 && name != fresh {
+    if info.sotype == libc::SOCK_STREAM {
+        if let Some(name) = congestion(from).filter(|n| *n != template.congestion) {
             let n = name.iter().position(|&b| b == 0).unwrap_or(name.len());
             set_raw(to, libc::IPPROTO_TCP, libc::TCP_CONGESTION, &name[..n]);
         }
@@ -221,8 +234,8 @@ pub(crate) fn hand_over(
 /// socket there has before the program sets anything.
 #[derive(Default)]
 pub(crate) struct Templates {
-    /// (namespace inode, domain, type) -> socket.
-    made: Vec<((u64, i32, i32), OwnedFd)>,
+    /// (namespace inode, domain, type) -> what a fresh one has.
+    made: Vec<((u64, i32, i32), Template)>,
 }
 
 /// The inode of the network namespace socket `s` lives in (SIOCGSKNS),
@@ -245,11 +258,11 @@ fn namespace_of(s: RawFd) -> Option<(u64, OwnedFd)> {
 }
 
 impl Templates {
-    fn get(&mut self, like: &OwnedFd, info: &SocketInfo) -> Option<RawFd> {
+    fn get(&mut self, like: &OwnedFd, info: &SocketInfo) -> Option<&Template> {
         let (ino, ns) = namespace_of(like.as_raw_fd())?;
         let key = (ino, info.domain, info.sotype);
-        if let Some((_, s)) = self.made.iter().find(|(k, _)| *k == key) {
-            return Some(s.as_raw_fd());
+        if let Some(i) = self.made.iter().position(|(k, _)| *k == key) {
+            return Some(&self.made[i].1);
         }
         let (domain, sotype, protocol) = (info.domain, info.sotype, info.protocol);
         // A thread of ours enters that namespace just to make the socket.
@@ -272,9 +285,8 @@ impl Templates {
         if self.made.len() >= 64 {
             self.made.clear();
         }
-        let raw = made.as_raw_fd();
-        self.made.push((key, made));
-        Some(raw)
+        self.made.push((key, Template::of(made.as_raw_fd())));
+        self.made.last().map(|(_, t)| t)
     }
 }
 
@@ -288,6 +300,7 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         info: &SocketInfo,
         routed: bool,
         to: Option<&crate::SockAddr>,
+        sock: Option<&OwnedFd>,
     ) -> bool {
         let (Some(iso), true) = (&self.isolate, self.notify.is_some()) else {
             return false;
@@ -296,13 +309,16 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
             return false;
         };
         let away = routed || !iso.is_inside(ip.ip());
-        match op {
+        let leaves = match op {
             crate::Op::Connect => away,
             // A listener moved by the handler (--ip's host port, --expose).
             crate::Op::Bind => routed,
             crate::Op::SendTo | crate::Op::SendMsg => info.sotype != libc::SOCK_STREAM && away,
             _ => false,
-        }
+        };
+        // A socket already in our namespace (handed over before, accepted
+        // on a handed-over listener) stays as it is.
+        leaves && !sock.is_some_and(ours)
     }
 
     /// Put a socket of ours like the program's `sock` in its place (the
@@ -326,4 +342,14 @@ pub(crate) fn inode(s: &OwnedFd) -> Option<u64> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat on a descriptor we own into a local.
     (unsafe { libc::fstat(s.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}
+
+/// Whether socket `s` lives in appswitch's own network namespace.
+fn ours(s: &OwnedFd) -> bool {
+    static OURS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let mine = OURS.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
+    });
+    mine.is_some() && namespace_of(s.as_raw_fd()).map(|(ino, _)| ino) == *mine
 }

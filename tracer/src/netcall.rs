@@ -277,7 +277,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             // the tracer makes (landlock.rs): refused, never widened.
             return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));
         }
-        if self.leaves_namespace(op, &info, routed, target.as_ref().or(d.call.addr.as_ref())) {
+        if self.leaves_namespace(
+            op,
+            &info,
+            routed,
+            target.as_ref().or(d.call.addr.as_ref()),
+            Some(&sock),
+        ) {
             // Isolated: carried out on a socket of ours, which becomes the
             // program's (handover.rs).
             match self.hand_over(tid, &d.call, &sock, &info) {
