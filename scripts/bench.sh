@@ -37,8 +37,9 @@
 #   BENCH_SHORT_ROUNDS   rounds of the short-connection figures (default 7)
 #   BENCH_SHORT_CONNECTS, BENCH_SHORT_REQUESTS: per run in those (5000, 4000)
 #   BENCH_SECTIONS       which sections after (a)-(c) run (default
-#                        "rules controlfs short services cpu attach"; "" for none)
+#                        "rules controlfs short services cpu attach isolate"; "" for none)
 #   BENCH_ATTACH_ROUNDS  attaches per backend and thread count (default 11)
+#   BENCH_ISOLATE_ROUNDS rounds of the isolation rows (default 7)
 #   BENCH_PERF=1         the cpu section also samples supervisor and program
 #                        with perf and splits their time by kind of work
 #
@@ -54,7 +55,7 @@ GETPPID_N=${BENCH_GETPPID_ITERS:-2000000}
 CONNECT_N=${BENCH_CONNECT_ITERS:-20000}
 PIN=${BENCH_PIN:-0}
 read -r -a BACKENDS <<<"${BENCH_BACKENDS-ptrace unotify}"
-SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services cpu attach} "
+SECTIONS=" ${BENCH_SECTIONS-rules controlfs short services cpu attach isolate} "
 read -r -a APP_ARGS <<<"${APPSWITCH_ARGS:-}"
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -334,6 +335,12 @@ if [[ $SECTIONS == *" attach "* ]]; then
     echo
     echo "attach (scripts/bench/attach_bench.py: how long a running program is stopped by appswitch attach):"
     python3 "$SRC/attach_bench.py" "$APP" "$TMP/attach_target" "${BENCH_ATTACH_ROUNDS:-11}" "${BACKENDS[@]}" | sed 's/^/  /'
+fi
+
+if [[ $SECTIONS == *" isolate "* ]]; then
+    echo
+    echo "isolation (scripts/bench/isolate_bench.py: trace --isolate next to plain unotify, in a namespace of its own):"
+    python3 "$SRC/isolate_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "$TMP/http_client" "${BENCH_ISOLATE_ROUNDS:-7}" | sed 's/^/  /'
 fi
 
 echo

@@ -1,8 +1,8 @@
 /* accept_server.c - loopback TCP server for connect_client: accept + close.
  *
  * Build: gcc -O2 -o accept_server accept_server.c
- * Usage: accept_server [PORT]
- * Listens on 127.0.0.1 on PORT, or on a port chosen by the kernel (bind to
+ * Usage: accept_server [PORT [HOST]]
+ * Listens on HOST (default 127.0.0.1) on PORT, or on a port chosen by the kernel (bind to
  * port 0, so it is always free), prints that port on stdout once listen() has
  * succeeded (so a printed port means "ready"), then accepts and closes
  * connections until killed. Runs untraced.
@@ -32,6 +32,10 @@ int main(int argc, char **argv)
     /* PORT, or 0: let the kernel pick a free port */
     sa.sin_port = htons(argc > 1 ? (unsigned short)atoi(argv[1]) : 0);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (argc > 2 && inet_pton(AF_INET, argv[2], &sa.sin_addr) != 1) {
+        fprintf(stderr, "not an IPv4 address: %s\n", argv[2]);
+        return 2;
+    }
     socklen_t len = sizeof sa;
     if (bind(ls, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         listen(ls, 4096) < 0 ||
