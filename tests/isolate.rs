@@ -666,6 +666,40 @@ fn the_hosts_loopback_is_out_of_an_isolated_programs_reach() {
     assert_eq!(l.count(), 0, "nothing reached the host's loopback");
 }
 
+/// One UDP socket sends to the host address (argv[1]:argv[2]), then to
+/// 127.0.0.1:argv[3]; another connects to each in turn and sends.
+const OUT_THEN_LOOPBACK: &str = r#"import socket, sys
+out, lo = (sys.argv[1], int(sys.argv[2])), ('127.0.0.1', int(sys.argv[3]))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b'outside', out); u.sendto(b'loopback', lo)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(out); c.send(b'outside')
+c.connect(lo); c.send(b'loopback')
+print('sent')
+"#;
+
+/// The rule holds per datagram, not per socket: a UDP socket handed over
+/// for a datagram to the host still sends its loopback datagrams into the
+/// program's own namespace, never to the host's 127.0.0.1.
+#[test]
+#[ignore = "bug: a datagram socket handed over for an outside destination lives in appswitch's namespace from then on: its later datagrams to 127.0.0.1 (sendto, or connect again) reach the host's loopback"]
+fn loopback_stays_inside_on_a_handed_over_datagram_socket() {
+    let h = host();
+    let outside = UdpCounted::start(&h.ns, HOST);
+    let host_lo = UdpCounted::start(&h.ns, "127.0.0.1");
+    let py = require("python3");
+    let ports = [outside.port, host_lo.port].map(|p| p.to_string());
+    let args = ["-c", OUT_THEN_LOOPBACK, HOST, &ports[0], &ports[1]];
+    // Untraced, on the host, both listeners get theirs (so this can fail).
+    let o = run(h.ns.cmd(&py).args(args));
+    assert_eq!(stdout(&o), "sent\n", "{o:?}");
+    assert_eq!((outside.count(), host_lo.count()), (2, 2));
+    let o = isolated(&h, &[], &py, &args);
+    assert_eq!(stdout(&o), "sent\n", "{o:?}");
+    assert_eq!(outside.count(), 2, "the outside datagrams arrived");
+    assert_eq!(host_lo.count(), 0, "loopback datagrams reached the host's");
+}
+
 // ---------------------------------------------------------------------
 // 6. Isolation needs user notification.
 // ---------------------------------------------------------------------
