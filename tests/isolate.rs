@@ -585,6 +585,35 @@ fn a_port_bound_before_connect_or_sendto_is_kept() {
     assert_eq!(stdout(&o), want, "isolated: {o:?}");
 }
 
+/// An IPv6 client: V6ONLY, traffic class and hop limit set before connect.
+const V6_CLIENT: &str = r#"import socket, sys
+s = socket.socket(socket.AF_INET6); s.settimeout(5)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x20)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 7)
+s.connect((sys.argv[1], int(sys.argv[2])))
+g = lambda o: s.getsockopt(socket.IPPROTO_IPV6, o)
+print('v6only', g(socket.IPV6_V6ONLY), 'tclass', g(socket.IPV6_TCLASS), 'hops', g(socket.IPV6_UNICAST_HOPS))
+print('local', s.getsockname()[0])
+"#;
+
+#[test]
+fn ipv6_options_hold_on_the_handed_over_socket() {
+    let h = host();
+    let host6 = "fd00:200::1";
+    h.ns.ip(&["addr", "add", &format!("{host6}/128"), "dev", "lo", "nodad"]);
+    let l = Counted::start(&h.ns, host6);
+    let py = require("python3");
+    let port = l.port.to_string();
+    let args = ["-c", V6_CLIENT, host6, &port];
+    let want = format!("v6only 1 tclass 32 hops 7\nlocal {host6}\n");
+    let o = run(h.ns.cmd(&py).args(args));
+    assert_eq!(stdout(&o), want, "untraced: {o:?}");
+    let o = isolated(&h, &[], &py, &args);
+    assert_eq!(stdout(&o), want, "isolated: {o:?}");
+    assert_eq!(l.count(), 2);
+}
+
 // ---------------------------------------------------------------------
 // 5. Inside stays inside.
 // ---------------------------------------------------------------------
