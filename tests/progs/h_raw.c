@@ -1,7 +1,8 @@
-/* h_raw PORT | h_raw icmp sendto|connect
+/* h_raw PORT [ADDR] | h_raw icmp sendto|connect
  * Tries every way this probe knows to put a hand-made packet on the wire,
  * past connect/send rules: each sends one UDP/IPv4 datagram to
- * 127.0.0.1:PORT whose destination is only in the payload.
+ * ADDR:PORT (default 127.0.0.1; ADDR is also the packet's source) whose
+ * destination is only in the payload.
  *   hdrincl    socket(AF_INET, SOCK_RAW|CLOEXEC|NONBLOCK, IPPROTO_RAW) (implies IP_HDRINCL)
  *   icmp_hdr   socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) + setsockopt(IP_HDRINCL)
  *   syscall    syscall(SYS_socket, AF_INET | 1<<32, SOCK_RAW, IPPROTO_RAW): upper bits set
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 static unsigned short port;
+static struct in_addr dst; /* ADDR: 127.0.0.1 unless given */
 
 static const char *ename(int e) {
     const char *n = strerrorname_np(e);
@@ -55,8 +57,8 @@ static size_t packet(unsigned char *buf, const char *payload) {
     ip->ttl = 64;
     ip->protocol = IPPROTO_UDP;
     ip->tot_len = htons(sizeof *ip + sizeof *udp + plen);
-    ip->saddr = htonl(INADDR_LOOPBACK);
-    ip->daddr = htonl(INADDR_LOOPBACK);
+    ip->saddr = dst.s_addr;
+    ip->daddr = dst.s_addr;
     udp->source = htons(9);
     udp->dest = htons(port);
     udp->len = htons(sizeof *udp + plen);
@@ -76,7 +78,7 @@ static void send_ip(const char *name, int fd) {
     if (fd < 0) { printf("%s=%s\n", name, ename(errno)); return; }
     unsigned char buf[128];
     size_t n = packet(buf, name);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr = dst};
     if (sendto(fd, buf, n, 0, (struct sockaddr *)&to, sizeof to) < 0)
         printf("%s=send:%s\n", name, ename(errno));
     else
@@ -146,8 +148,13 @@ static int icmp(const char *how) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "icmp") == 0) return icmp(argv[2]);
-    if (argc != 2) { fprintf(stderr, "usage: h_raw PORT | h_raw icmp sendto|connect\n"); return 2; }
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: h_raw PORT [ADDR] | h_raw icmp sendto|connect\n");
+        return 2;
+    }
     port = (unsigned short)atoi(argv[1]);
+    dst.s_addr = htonl(INADDR_LOOPBACK);
+    if (argc == 3 && inet_pton(AF_INET, argv[2], &dst) != 1) { fprintf(stderr, "bad address\n"); return 2; }
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     send_ip("hdrincl", socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_RAW));
