@@ -326,7 +326,6 @@ fn isolated_busybox_httpd_ipv4_is_reached_by_vip_and_exposed_port() {
 /// As busybox httpd listens by default: one dual-stack IPv6 socket on [::]
 /// (IPV6_V6ONLY off), which IPv4 clients reach too.
 #[test]
-#[ignore = "bug (not isolation's: also without --isolate): a dual-stack [::] listener of an IPv4 VIP with --expose registers as [::1]:HOSTPORT, and traced clients' connects to VIP:PORT are refused"]
 fn isolated_busybox_httpd_dual_stack_is_reached_by_vip_and_exposed_port() {
     busybox_httpd("8082");
 }
@@ -335,7 +334,6 @@ fn isolated_busybox_httpd_dual_stack_is_reached_by_vip_and_exposed_port() {
 /// daemon's namespace. An isolated server's listening socket is handed over
 /// and lives there: it is checkable like any other, and up while it listens.
 #[test]
-#[ignore = "bug: an isolated --ip backend is registered with the program's network namespace (vip_router register: procfs::netns(pid)), not its socket's, so the daemon never checks it: health=unknown"]
 fn an_isolated_backend_is_health_checked() {
     let h = host();
     let _srv = h.web(&with(&ISO, &["--ip", "10.77.0.8"]), 8083, "checked");
@@ -398,7 +396,6 @@ const RAW_IP: [&str; 5] = ["hdrincl", "icmp_hdr", "syscall", "int80", "int80_soc
 /// give one a socket outside. Monitor mode lets them be made (a policy
 /// would refuse them); what they send stays in the program's namespace.
 #[test]
-#[ignore = "bug: an isolated raw socket's sendto to an outside address is handed over (a raw socket in appswitch's namespace): its hand-made packets reach the host"]
 fn raw_sockets_from_inside_reach_nothing() {
     let h = host();
     let udp = UdpCounted::start(&h.ns, HOST);
@@ -544,7 +541,6 @@ print('tcp', t.recv(64).decode())
 /// (a protocol with a fixed source port) leaves from that port: the
 /// handed-over socket is bound like the program's.
 #[test]
-#[ignore = "bug: a local port bound before connect/sendto is not carried over to the handed-over socket: the host sees an ephemeral source port, and getsockname changes"]
 fn a_port_bound_before_connect_or_sendto_is_kept() {
     let h = host();
     let (_udp_srv, udp_port) = host_python(&h, PORT_ECHO, &[HOST, "udp"]);
@@ -696,22 +692,30 @@ fn the_hosts_loopback_is_out_of_an_isolated_programs_reach() {
 }
 
 /// One UDP socket sends to the host address (argv[1]:argv[2]), then to
-/// 127.0.0.1:argv[3]; another connects to each in turn and sends.
+/// 127.0.0.1:argv[3]; another connects to each in turn and sends. Prints
+/// each outcome.
 const OUT_THEN_LOOPBACK: &str = r#"import socket, sys
 out, lo = (sys.argv[1], int(sys.argv[2])), ('127.0.0.1', int(sys.argv[3]))
+def attempt(f):
+    try:
+        f(); return 'ok'
+    except OSError as e:
+        return {101: 'ENETUNREACH'}.get(e.errno, str(e.errno))
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.sendto(b'outside', out); u.sendto(b'loopback', lo)
+r = [attempt(lambda: u.sendto(b'outside', out)), attempt(lambda: u.sendto(b'loopback', lo))]
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-c.connect(out); c.send(b'outside')
-c.connect(lo); c.send(b'loopback')
-print('sent')
+r += [attempt(lambda: c.connect(out)), attempt(lambda: c.send(b'outside'))]
+r += [attempt(lambda: c.connect(lo))]
+print(' '.join(r))
 "#;
 
-/// The rule holds per datagram, not per socket: a UDP socket handed over
-/// for a datagram to the host still sends its loopback datagrams into the
-/// program's own namespace, never to the host's 127.0.0.1.
+/// A datagram socket handed over for an outside destination lives in
+/// appswitch's namespace from then on: its loopback would be the host's.
+/// So a later datagram (or connect) of it to the program's own addresses
+/// is refused with ENETUNREACH (docs/ISOLATION.md), and never reaches the
+/// host's 127.0.0.1. (A fresh socket still reaches the program's own
+/// loopback: see inside_stays_inside.)
 #[test]
-#[ignore = "bug: a datagram socket handed over for an outside destination lives in appswitch's namespace from then on: its later datagrams to 127.0.0.1 (sendto, or connect again) reach the host's loopback"]
 fn loopback_stays_inside_on_a_handed_over_datagram_socket() {
     let h = host();
     let outside = UdpCounted::start(&h.ns, HOST);
@@ -721,12 +725,16 @@ fn loopback_stays_inside_on_a_handed_over_datagram_socket() {
     let args = ["-c", OUT_THEN_LOOPBACK, HOST, &ports[0], &ports[1]];
     // Untraced, on the host, both listeners get theirs (so this can fail).
     let o = run(h.ns.cmd(&py).args(args));
-    assert_eq!(stdout(&o), "sent\n", "{o:?}");
-    assert_eq!((outside.count(), host_lo.count()), (2, 2));
+    assert_eq!(stdout(&o), "ok ok ok ok ok\n", "{o:?}");
+    assert_eq!((outside.count(), host_lo.count()), (2, 1));
     let o = isolated(&h, &[], &py, &args);
-    assert_eq!(stdout(&o), "sent\n", "{o:?}");
+    assert_eq!(stdout(&o), "ok ENETUNREACH ok ok ENETUNREACH\n", "{o:?}");
     assert_eq!(outside.count(), 2, "the outside datagrams arrived");
-    assert_eq!(host_lo.count(), 0, "loopback datagrams reached the host's");
+    assert_eq!(
+        host_lo.count(),
+        0,
+        "no loopback datagram reached the host's"
+    );
 }
 
 // ---------------------------------------------------------------------

@@ -313,6 +313,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         bind_ip: config.services.bind,
         expose: args.expose.clone(),
         ports: port_range,
+        isolated: cmd.isolate.is_some(),
     });
     if let Some(ip) = args.ip {
         // A service is reached through the daemon: without one, --ip would

@@ -29,6 +29,9 @@ pub struct HostIdentity {
     pub expose: Vec<(u16, u16)>,
     /// [services] ports: real ports from this range (None: the kernel's choice).
     pub ports: Option<(u16, u16)>,
+    /// trace --isolate: the program's listeners are handed-over sockets, in
+    /// our network namespace rather than the program's.
+    pub isolated: bool,
 }
 
 /// A port of `lo..=hi` free for a TCP socket on `ip` (tried from `start`),
@@ -655,7 +658,13 @@ impl Router {
         let real = canonical_addr(call.local.as_ref()?.ip()?);
         // A wildcard socket is reached at [services] bind (in the socket's
         // family: the daemon names the host otherwise).
-        let real = if real.ip().is_unspecified() && real.is_ipv4() == h.bind_ip.is_ipv4() {
+        // A dual-stack IPv6 wildcard (--expose of a `::` listener) takes
+        // IPv4 too: reached at an IPv4 [services] bind as well.
+        let dual = call
+            .socket
+            .is_some_and(|s| s.domain == libc::AF_INET6 && !s.v6only);
+        let same_family = real.is_ipv4() == h.bind_ip.is_ipv4() || (dual && h.bind_ip.is_ipv4());
+        let real = if real.ip().is_unspecified() && same_family {
             SocketAddr::new(h.bind_ip, real.port())
         } else {
             real
@@ -669,7 +678,7 @@ impl Router {
             pid: call.pid,
             service: SocketAddr::new(canonical(h.ip), asked.port()),
             real,
-            netns: crate::procfs::netns(Some(call.pid)),
+            netns: crate::procfs::netns((!h.isolated).then_some(call.pid)),
             udp,
         };
         if let Some((reg, slots)) = &mut self.local {

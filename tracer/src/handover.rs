@@ -226,6 +226,7 @@ pub(crate) fn hand_over(
         Some(t) => copy_options(old.as_raw_fd(), t, new.as_raw_fd(), info),
         None => log::debug!("handover: no template socket: options not carried over"),
     }
+    keep_port(old, &new, info)?;
     listener.set_fd(id, new.as_raw_fd(), fd, cloexec(pid, fd))?;
     Ok(new)
 }
@@ -293,7 +294,9 @@ impl Templates {
 impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
     /// Whether call `op` on a socket like `info`, to `to` (the address that
     /// will be used; `routed`: the handler chose it), leaves an isolated
-    /// program's namespace.
+    /// program's namespace (Ok(true): hand the socket over), stays (false),
+    /// or cannot be (Err: a socket already outside, sent back in: its own
+    /// loopback is not where that socket lives).
     pub(crate) fn leaves_namespace(
         &self,
         op: crate::Op,
@@ -301,12 +304,17 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         routed: bool,
         to: Option<&crate::SockAddr>,
         sock: Option<&OwnedFd>,
-    ) -> bool {
+    ) -> Result<bool, Errno> {
         let (Some(iso), true) = (&self.isolate, self.notify.is_some()) else {
-            return false;
+            return Ok(false);
         };
+        // Only TCP and UDP sockets cross: a raw or packet socket stays
+        // where it was made, with nothing to reach.
+        if info.sotype != libc::SOCK_STREAM && info.sotype != libc::SOCK_DGRAM {
+            return Ok(false);
+        }
         let Some(ip) = to.and_then(crate::SockAddr::ip) else {
-            return false;
+            return Ok(false);
         };
         let away = routed || !iso.is_inside(ip.ip());
         let leaves = match op {
@@ -317,8 +325,13 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
             _ => false,
         };
         // A socket already in our namespace (handed over before, accepted
-        // on a handed-over listener) stays as it is.
-        leaves && !sock.is_some_and(ours)
+        // on a handed-over listener) stays as it is; sent to the program's
+        // own addresses, it would reach ours instead: refused.
+        let outside = sock.is_some_and(ours);
+        if outside && !away && op != crate::Op::Bind {
+            return Err(Errno::ENETUNREACH);
+        }
+        Ok(leaves && !outside)
     }
 
     /// Put a socket of ours like the program's `sock` in its place (the
@@ -352,4 +365,41 @@ fn ours(s: &OwnedFd) -> bool {
         std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
     });
     mine.is_some() && namespace_of(s.as_raw_fd()).map(|(ino, _)| ino) == *mine
+}
+
+/// A local port the program bound before the handover is bound again on
+/// ours (any address: its own are not here). Its errno if taken here.
+fn keep_port(old: &OwnedFd, new: &OwnedFd, info: &SocketInfo) -> Result<(), Errno> {
+    // SAFETY: a zeroed sockaddr_storage is valid; len says its size.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let at = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    // SAFETY: ss/len are valid locals of the stated size.
+    if unsafe { libc::getsockname(old.as_raw_fd(), at, &mut len) } != 0 {
+        return Ok(());
+    }
+    let port = match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &mut *at.cast::<libc::sockaddr_in>() };
+            sin.sin_addr.s_addr = 0;
+            sin.sin_port
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 = unsafe { &mut *at.cast::<libc::sockaddr_in6>() };
+            sin6.sin6_addr.s6_addr = [0; 16];
+            sin6.sin6_scope_id = 0;
+            sin6.sin6_port
+        }
+        _ => return Ok(()),
+    };
+    if port == 0 || i32::from(ss.ss_family) != info.domain {
+        return Ok(());
+    }
+    // SAFETY: ss holds a valid address of length len.
+    if unsafe { libc::bind(new.as_raw_fd(), at, len) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
 }

@@ -277,13 +277,17 @@ impl<H: NetHandler> Tracer<'_, H> {
             // the tracer makes (landlock.rs): refused, never widened.
             return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));
         }
-        if self.leaves_namespace(
+        let crossing = self.leaves_namespace(
             op,
             &info,
             routed,
             target.as_ref().or(d.call.addr.as_ref()),
             Some(&sock),
-        ) {
+        );
+        if let Err(e) = crossing {
+            return self.done(tid, &d.call, &verdict, neg(e));
+        }
+        if crossing == Ok(true) {
             // Isolated: carried out on a socket of ours, which becomes the
             // program's (handover.rs).
             match self.hand_over(tid, &d.call, &sock, &info) {
