@@ -12,6 +12,7 @@ PACKAGES=(
   redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client
   python3-prometheus-client                 # the metrics test parses /appswitch/metrics with it
+  podman runc                               # tests/containers.rs: a --network none container under trace --isolate (crun cannot run on these hosts' hybrid cgroups)
   dpkg-dev binutils man-db systemd lintian  # scripts/package.sh (dpkg-shlibdeps, strip); its test (man -l, systemd-analyze, lintian)
 )
 
