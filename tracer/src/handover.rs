@@ -34,11 +34,8 @@ const INT_OPTIONS: &[(i32, i32)] = &[
     (libc::SOL_SOCKET, libc::SO_REUSEPORT),
     (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
     (libc::SOL_SOCKET, libc::SO_BROADCAST),
-    (libc::SOL_SOCKET, libc::SO_OOBINLINE),
     (libc::SOL_SOCKET, libc::SO_PRIORITY),
-    (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
     (libc::SOL_SOCKET, libc::SO_MARK),
-    (libc::SOL_SOCKET, libc::SO_TIMESTAMP),
     (libc::SOL_SOCKET, libc::SO_RCVBUF),
     (libc::SOL_SOCKET, libc::SO_SNDBUF),
     (libc::IPPROTO_TCP, libc::TCP_NODELAY),
@@ -49,20 +46,13 @@ const INT_OPTIONS: &[(i32, i32)] = &[
     (libc::IPPROTO_TCP, libc::TCP_MAXSEG),
     (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
     (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT),
-    (libc::IPPROTO_TCP, libc::TCP_QUICKACK),
     (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
-    (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP),
     (libc::IPPROTO_IP, libc::IP_TOS),
     (libc::IPPROTO_IP, libc::IP_TTL),
-    (libc::IPPROTO_IP, libc::IP_RECVERR),
     (libc::IPPROTO_IP, libc::IP_PKTINFO),
-    (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
-    (libc::IPPROTO_IP, libc::IP_FREEBIND),
-    (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT),
     (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
     (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
     (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
-    (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
     (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
 ];
 
@@ -130,7 +120,16 @@ impl Template {
 }
 
 /// Whether option `(level, opt)` applies to a socket like `info`.
-fn applies(level: i32, info: &SocketInfo) -> bool {
+fn applies(level: i32, opt: i32, info: &SocketInfo) -> bool {
+    let datagram_only = matches!(
+        (level, opt),
+        (libc::SOL_SOCKET, libc::SO_BROADCAST)
+            | (libc::IPPROTO_IP, libc::IP_PKTINFO)
+            | (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    );
+    if datagram_only && info.sotype != libc::SOCK_DGRAM {
+        return false;
+    }
     match level {
         libc::IPPROTO_TCP => info.sotype == libc::SOCK_STREAM,
         libc::IPPROTO_IPV6 => info.domain == libc::AF_INET6,
@@ -144,7 +143,7 @@ fn applies(level: i32, info: &SocketInfo) -> bool {
 /// on `to`.
 fn copy_options(from: RawFd, template: &Template, to: RawFd, info: &SocketInfo) {
     for (&(level, opt), fresh) in INT_OPTIONS.iter().zip(&template.ints) {
-        if !applies(level, info) {
+        if !applies(level, opt, info) {
             continue;
         }
         let (Some(v), Some(fresh)) = (get_int(from, level, opt), *fresh) else {
@@ -237,6 +236,9 @@ pub(crate) fn hand_over(
 pub(crate) struct Templates {
     /// (namespace inode, domain, type) -> what a fresh one has.
     made: Vec<((u64, i32, i32), Template)>,
+    /// The namespace of the socket about to be handed over, found when
+    /// deciding to (leaves_namespace).
+    pending: Option<(u64, OwnedFd)>,
 }
 
 /// The inode of the network namespace socket `s` lives in (SIOCGSKNS),
@@ -260,7 +262,10 @@ fn namespace_of(s: RawFd) -> Option<(u64, OwnedFd)> {
 
 impl Templates {
     fn get(&mut self, like: &OwnedFd, info: &SocketInfo) -> Option<&Template> {
-        let (ino, ns) = namespace_of(like.as_raw_fd())?;
+        let (ino, ns) = match self.pending.take() {
+            Some(p) => p,
+            None => namespace_of(like.as_raw_fd())?,
+        };
         let key = (ino, info.domain, info.sotype);
         if let Some(i) = self.made.iter().position(|(k, _)| *k == key) {
             return Some(&self.made[i].1);
@@ -298,7 +303,7 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
     /// or cannot be (Err: a socket already outside, sent back in: its own
     /// loopback is not where that socket lives).
     pub(crate) fn leaves_namespace(
-        &self,
+        &mut self,
         op: crate::Op,
         info: &SocketInfo,
         routed: bool,
@@ -327,9 +332,16 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         // A socket already in our namespace (handed over before, accepted
         // on a handed-over listener) stays as it is; sent to the program's
         // own addresses, it would reach ours instead: refused.
-        let outside = sock.is_some_and(ours);
+        let ns = sock.and_then(|s| namespace_of(s.as_raw_fd()));
+        let outside = ns
+            .as_ref()
+            .is_some_and(|(ino, _)| Some(*ino) == our_namespace());
         if outside && !away && op != crate::Op::Bind {
             return Err(Errno::ENETUNREACH);
+        }
+        if leaves && !outside {
+            // The program's namespace, for the fresh-socket defaults.
+            self.templates.pending = ns;
         }
         Ok(leaves && !outside)
     }
@@ -357,14 +369,13 @@ pub(crate) fn inode(s: &OwnedFd) -> Option<u64> {
     (unsafe { libc::fstat(s.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
 }
 
-/// Whether socket `s` lives in appswitch's own network namespace.
-fn ours(s: &OwnedFd) -> bool {
+/// appswitch's own network namespace (its inode).
+fn our_namespace() -> Option<u64> {
     static OURS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let mine = OURS.get_or_init(|| {
+    *OURS.get_or_init(|| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
-    });
-    mine.is_some() && namespace_of(s.as_raw_fd()).map(|(ino, _)| ino) == *mine
+    })
 }
 
 /// A local port the program bound before the handover is bound again on
