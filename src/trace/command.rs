@@ -349,7 +349,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
         if r.exists() && etc.exists() {
             if let Some(iso) = cmd.isolate.as_mut() {
                 // Its nameserver (the responder, on our loopback) is outside.
-                iso.outside = nameservers(&r);
+                iso.outside = nameservers(&r)
+                    .into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    .collect();
             }
             cmd.bind_files.push((r, etc));
         }

@@ -337,6 +337,13 @@ impl NetHandler for Enforcer {
         verdict
     }
 
+    fn socket_replaced(&mut self, old: u64, new: u64) {
+        if let Some(v) = self.virtual_peers.remove(&old) {
+            insert_bounded(&mut self.virtual_peers, new, v);
+        }
+        self.router.socket_replaced(old, new);
+    }
+
     fn finished(&mut self, call: &Call, verdict: &Verdict, outcome: Outcome) {
         if let (Op::Connect, Some(s)) = (call.op, call.socket) {
             match (verdict, &call.addr, outcome) {

@@ -148,6 +148,27 @@ fn is_tcp(call: &Call) -> bool {
 }
 
 impl Router {
+    /// Isolation: the program's socket `old` became `new` (a handover):
+    /// where it was routed, its flows, its bound address and its listener
+    /// move with it.
+    pub fn socket_replaced(&mut self, old: u64, new: u64) {
+        fn mv<V>(m: &mut HashMap<u64, V>, old: u64, new: u64) {
+            if let Some(v) = m.remove(&old) {
+                m.insert(new, v);
+            }
+        }
+        mv(&mut self.routed, old, new);
+        mv(&mut self.udp, old, new);
+        mv(&mut self.bound, old, new);
+        mv(&mut self.listening, old, new);
+        mv(&mut self.peers, old, new);
+        for (_, inode) in self.service_ports.values_mut() {
+            if *inode == old {
+                *inode = new;
+            }
+        }
+    }
+
     /// `standalone`: no daemon pushes routes, this program's services are
     /// its own.
     pub fn new(net: Arc<LiveNet>, host: Option<HostIdentity>, standalone: bool) -> Router {

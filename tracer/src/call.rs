@@ -326,6 +326,13 @@ pub trait NetHandler {
     /// Decide a call.
     fn decide(&mut self, call: &Call) -> Verdict;
 
+    /// Isolation (`Command::isolate`): the program's socket `old` (inode)
+    /// was replaced by `new`, a socket made outside its namespace, during
+    /// the call just decided: what the handler keeps per socket moves.
+    fn socket_replaced(&mut self, old: u64, new: u64) {
+        let _ = (old, new);
+    }
+
     /// The call's result, once known (always called, with [`Outcome::Unknown`]
     /// when the result was not observed).
     fn finished(&mut self, _call: &Call, _verdict: &Verdict, _outcome: Outcome) {}

@@ -23,8 +23,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub(crate) fn widen(i: &mut Interests) {
     i.connect = true;
     i.bind = true;
+    i.listen = true;
     i.send = true;
     i.socket_info = true;
+    // io_uring works on descriptors the filter never sees: on a handed-over
+    // socket it could reach our side unchecked.
+    i.deny_io_uring = true;
 }
 
 /// (level, option, size) carried over: what the program may have set before
@@ -35,10 +39,13 @@ const INT_OPTIONS: &[(i32, i32)] = &[
     (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
     (libc::SOL_SOCKET, libc::SO_BROADCAST),
     (libc::SOL_SOCKET, libc::SO_PRIORITY),
-    (libc::SOL_SOCKET, libc::SO_MARK),
+    (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
     (libc::SOL_SOCKET, libc::SO_RCVBUF),
     (libc::SOL_SOCKET, libc::SO_SNDBUF),
     (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_TCP, libc::TCP_CORK),
+    (libc::IPPROTO_TCP, libc::TCP_SYNCNT),
+    (libc::IPPROTO_TCP, libc::TCP_LINGER2),
     (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
     (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
     (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
@@ -49,6 +56,10 @@ const INT_OPTIONS: &[(i32, i32)] = &[
     (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
     (libc::IPPROTO_IP, libc::IP_TOS),
     (libc::IPPROTO_IP, libc::IP_TTL),
+    (libc::IPPROTO_IP, libc::IP_RECVTOS),
+    (libc::IPPROTO_IP, libc::IP_RECVTTL),
+    (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL),
+    (libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP),
     (libc::IPPROTO_IP, libc::IP_PKTINFO),
     (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
     (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
@@ -125,6 +136,8 @@ fn applies(level: i32, opt: i32, info: &SocketInfo) -> bool {
         (level, opt),
         (libc::SOL_SOCKET, libc::SO_BROADCAST)
             | (libc::IPPROTO_IP, libc::IP_PKTINFO)
+            | (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL)
+            | (libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP)
             | (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     );
     if datagram_only && info.sotype != libc::SOCK_DGRAM {
@@ -150,6 +163,11 @@ fn copy_options(from: RawFd, template: &Template, to: RawFd, info: &SocketInfo) 
             continue;
         };
         if v == fresh {
+            continue;
+        }
+        // Priorities above 6 need CAP_NET_ADMIN, which our socket has and
+        // the program's (in a namespace of its own) may only seem to have.
+        if opt == libc::SO_PRIORITY && level == libc::SOL_SOCKET && !(0..=6).contains(&v) {
             continue;
         }
         // The kernel doubles a buffer size it is given (and reports that).
@@ -214,10 +232,21 @@ pub(crate) fn hand_over(
     if info.nonblocking {
         ty |= libc::SOCK_NONBLOCK;
     }
+    // The socket is the program's: made with its file-system uid, so it is
+    // owned by it (owner matches, SO_REUSEPORT groups) as if it had made it.
+    let fsuid = crate::remote::status_field(pid, "Uid:")
+        .and_then(|u| u.split_whitespace().nth(3)?.parse::<u32>().ok())
+        .ok_or(Errno::ESRCH)?;
+    // SAFETY: setfsuid changes this thread's file-system uid only; it is
+    // put back right after.
+    let before = unsafe { libc::syscall(libc::SYS_setfsuid, fsuid) } as u32;
     // SAFETY: plain socket(2); the result is a fresh descriptor we own.
     let raw = unsafe { libc::socket(info.domain, ty, info.protocol) };
+    let made = Errno::last();
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_setfsuid, before) };
     if raw < 0 {
-        return Err(Errno::last());
+        return Err(made);
     }
     // SAFETY: raw is a fresh descriptor.
     let new = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -225,7 +254,12 @@ pub(crate) fn hand_over(
         Some(t) => copy_options(old.as_raw_fd(), t, new.as_raw_fd(), info),
         None => log::debug!("handover: no template socket: options not carried over"),
     }
-    keep_port(old, &new, info)?;
+    keep_port(old, &new, info, pid)?;
+    // The program's descriptor must still be that socket (a sibling thread
+    // may have closed it and opened something else at the number).
+    if !same_file(pid, fd, old) {
+        return Err(Errno::EBADF);
+    }
     listener.set_fd(id, new.as_raw_fd(), fd, cloexec(pid, fd))?;
     Ok(new)
 }
@@ -239,6 +273,10 @@ pub(crate) struct Templates {
     /// The namespace of the socket about to be handed over, found when
     /// deciding to (leaves_namespace).
     pending: Option<(u64, OwnedFd)>,
+    /// Our listeners the handler moved (an --ip service's, --expose): the
+    /// only sockets of ours the program may bind, listen and answer
+    /// loopback peers with.
+    pub(crate) services: crate::ports::BoundedSet,
 }
 
 /// The inode of the network namespace socket `s` lives in (SIOCGSKNS),
@@ -298,15 +336,20 @@ impl Templates {
 
 impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
     /// Whether call `op` on a socket like `info`, to `to` (the address that
-    /// will be used; `routed`: the handler chose it), leaves an isolated
-    /// program's namespace (Ok(true): hand the socket over), stays (false),
-    /// or cannot be (Err: a socket already outside, sent back in: its own
-    /// loopback is not where that socket lives).
+    /// will be used; `routed`: the handler chose it; `fastopen`: a send
+    /// that connects), leaves an isolated program's namespace (Ok(true):
+    /// hand the socket over), stays (false), or may not be made (Err).
+    ///
+    /// A socket of ours that is not a service's listener (handed over for
+    /// a connect or a send, or accepted) lives outside for good: it may not
+    /// be bound or listen again here (that would open a port on our side),
+    /// and what it sends to the program's own addresses would reach ours.
     pub(crate) fn leaves_namespace(
         &mut self,
         op: crate::Op,
         info: &SocketInfo,
         routed: bool,
+        fastopen: bool,
         to: Option<&crate::SockAddr>,
         sock: Option<&OwnedFd>,
     ) -> Result<bool, Errno> {
@@ -318,26 +361,39 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         if info.sotype != libc::SOCK_STREAM && info.sotype != libc::SOCK_DGRAM {
             return Ok(false);
         }
-        let Some(ip) = to.and_then(crate::SockAddr::ip) else {
-            return Ok(false);
-        };
-        let away = routed || !iso.is_inside(ip.ip());
-        let leaves = match op {
-            crate::Op::Connect => away,
-            // A listener moved by the handler (--ip's host port, --expose).
-            crate::Op::Bind => routed,
-            crate::Op::SendTo | crate::Op::SendMsg => info.sotype != libc::SOCK_STREAM && away,
-            _ => false,
-        };
-        // A socket already in our namespace (handed over before, accepted
-        // on a handed-over listener) stays as it is; sent to the program's
-        // own addresses, it would reach ours instead: refused.
         let ns = sock.and_then(|s| namespace_of(s.as_raw_fd()));
         let outside = ns
             .as_ref()
             .is_some_and(|(ino, _)| Some(*ino) == our_namespace());
-        if outside && !away && op != crate::Op::Bind {
-            return Err(Errno::ENETUNREACH);
+        let service = outside && self.templates.services.contains(&info.inode);
+        if op == crate::Op::Listen {
+            return if outside && !service {
+                Err(Errno::EACCES)
+            } else {
+                Ok(false)
+            };
+        }
+        let Some(to) = to.and_then(crate::SockAddr::ip) else {
+            return Ok(false);
+        };
+        let away = routed || !iso.is_inside(to);
+        let stream = info.sotype == libc::SOCK_STREAM;
+        let leaves = match op {
+            crate::Op::Connect => away,
+            // A listener moved by the handler (--ip's host port, --expose).
+            crate::Op::Bind => routed,
+            crate::Op::SendTo | crate::Op::SendMsg | crate::Op::SendMmsg => {
+                away && (!stream || fastopen)
+            }
+            _ => false,
+        };
+        if outside && !service {
+            if op == crate::Op::Bind && !routed {
+                return Err(Errno::EADDRNOTAVAIL);
+            }
+            if !away {
+                return Err(Errno::ENETUNREACH);
+            }
         }
         if leaves && !outside {
             // The program's namespace, for the fresh-socket defaults.
@@ -347,17 +403,28 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
     }
 
     /// Put a socket of ours like the program's `sock` in its place (the
-    /// call being handled is still pending). Ours.
+    /// call being handled is still pending), telling the handler its new
+    /// identity. Ours.
     pub(crate) fn hand_over(
         &mut self,
         tid: i32,
-        call: &crate::Call,
+        call: &mut crate::Call,
         sock: &OwnedFd,
         info: &SocketInfo,
     ) -> Result<OwnedFd, Errno> {
         let fd = call.fd.ok_or(Errno::EBADF)?;
         let n = self.notify.as_ref().ok_or(Errno::ENOSYS)?;
-        hand_over(&mut self.templates, &n.listener, n.id, tid, fd, sock, info)
+        let ours = hand_over(&mut self.templates, &n.listener, n.id, tid, fd, sock, info)?;
+        if let Some(new) = inode(&ours) {
+            if call.op == crate::Op::Bind {
+                self.templates.services.insert(new);
+            }
+            self.handler.socket_replaced(info.inode, new);
+            if let Some(s) = call.socket.as_mut() {
+                s.inode = new;
+            }
+        }
+        Ok(ours)
     }
 }
 
@@ -380,7 +447,7 @@ fn our_namespace() -> Option<u64> {
 
 /// A local port the program bound before the handover is bound again on
 /// ours (any address: its own are not here). Its errno if taken here.
-fn keep_port(old: &OwnedFd, new: &OwnedFd, info: &SocketInfo) -> Result<(), Errno> {
+fn keep_port(old: &OwnedFd, new: &OwnedFd, info: &SocketInfo, pid: i32) -> Result<(), Errno> {
     // SAFETY: a zeroed sockaddr_storage is valid; len says its size.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -408,9 +475,34 @@ fn keep_port(old: &OwnedFd, new: &OwnedFd, info: &SocketInfo) -> Result<(), Errn
     if port == 0 || i32::from(ss.ss_family) != info.domain {
         return Ok(());
     }
+    // A privileged port needs CAP_NET_BIND_SERVICE (bit 10) of the program,
+    // not ours.
+    let bind_service = crate::remote::status_field(pid, "CapEff:")
+        .and_then(|c| u64::from_str_radix(&c, 16).ok())
+        .is_some_and(|c| c & (1 << 10) != 0);
+    if u16::from_be(port) < 1024 && !bind_service {
+        return Err(Errno::EACCES);
+    }
     // SAFETY: ss holds a valid address of length len.
     if unsafe { libc::bind(new.as_raw_fd(), at, len) } != 0 {
         return Err(Errno::last());
     }
     Ok(())
+}
+
+/// Whether descriptor `fd` of `pid` is the same open file as our `ours`.
+fn same_file(pid: i32, fd: i32, ours: &OwnedFd) -> bool {
+    const KCMP_FILE: libc::c_int = 0;
+    // SAFETY: kcmp on integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            libc::getpid(),
+            KCMP_FILE,
+            fd,
+            ours.as_raw_fd(),
+        )
+    };
+    r == 0
 }

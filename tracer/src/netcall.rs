@@ -204,6 +204,10 @@ impl<H: NetHandler> Tracer<'_, H> {
         let op = d.call.op;
         if op == Op::Listen {
             if let Some((sock, info)) = borrowed.as_ref().filter(|(_, i)| is_ip(i)) {
+                if let Err(e) = self.leaves_namespace(op, info, false, false, None, Some(sock)) {
+                    // Isolated: a socket of ours may not listen (handover.rs).
+                    return self.done(tid, &d.call, &verdict, neg(e));
+                }
                 return self.listen(tid, &d, sock, info, verdict);
             }
         }
@@ -281,6 +285,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             op,
             &info,
             routed,
+            d.call.flags & libc::MSG_FASTOPEN != 0,
             target.as_ref().or(d.call.addr.as_ref()),
             Some(&sock),
         );
@@ -290,16 +295,9 @@ impl<H: NetHandler> Tracer<'_, H> {
         if crossing == Ok(true) {
             // Isolated: carried out on a socket of ours, which becomes the
             // program's (handover.rs).
-            match self.hand_over(tid, &d.call, &sock, &info) {
-                Ok(ours) => {
-                    // From now on the program's socket is this one.
-                    if let (Some(s), Some(ino)) =
-                        (d.call.socket.as_mut(), crate::handover::inode(&ours))
-                    {
-                        s.inode = ino;
-                    }
-                    sock = ours
-                }
+            // From now on the program's socket is this one.
+            match self.hand_over(tid, &mut d.call, &sock, &info) {
+                Ok(ours) => sock = ours,
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             }
         }
@@ -781,8 +779,8 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// sent by emulation; the call stops at the first refused or failed
     /// message and returns how many were sent (or that message's errno when
     /// it is the first), as the kernel does.
-    fn sendmmsg(&mut self, tid: i32, d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>) {
-        let (sock, info) = match borrowed {
+    fn sendmmsg(&mut self, tid: i32, mut d: Decoded, borrowed: Option<(OwnedFd, SocketInfo)>) {
+        let (mut sock, mut info) = match borrowed {
             Some(b) => b,
             None => match self.borrow(d.call.pid, tid, d.call.fd.unwrap_or(-1)) {
                 Ok(b) => b,
@@ -867,6 +865,44 @@ impl<H: NetHandler> Tracer<'_, H> {
                 _ if stream => None,
                 _ => m.raw,
             };
+            if !stream {
+                // Isolated: this datagram may leave the program's namespace,
+                // or may not be sent from where its socket is (handover.rs).
+                let routed = matches!(verdict, Verdict::Rewrite(_));
+                let to = match &verdict {
+                    Verdict::Rewrite(a) => Some(a.clone()),
+                    _ => call.addr.clone(),
+                };
+                match self.leaves_namespace(
+                    Op::SendMmsg,
+                    &info,
+                    routed,
+                    false,
+                    to.as_ref(),
+                    Some(&sock),
+                ) {
+                    Err(e) => {
+                        self.handler.finished(&call, &verdict, Outcome::Err(e));
+                        error = Some(e);
+                        break;
+                    }
+                    Ok(true) => match self.hand_over(tid, &mut d.call, &sock, &info) {
+                        Ok(ours) => {
+                            if let Some(s) = d.call.socket {
+                                info.inode = s.inode;
+                                call.socket = Some(s);
+                            }
+                            sock = ours;
+                        }
+                        Err(e) => {
+                            self.handler.finished(&call, &verdict, Outcome::Err(e));
+                            error = Some(e);
+                            break;
+                        }
+                    },
+                    Ok(false) => {}
+                }
+            }
             let r = if let Err(e) = privs::check_control(tid, &m.control) {
                 neg(e)
             } else if stream {

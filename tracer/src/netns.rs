@@ -15,20 +15,24 @@ use std::net::IpAddr;
 #[derive(Clone, Debug, Default)]
 pub struct Isolation {
     pub addresses: Vec<IpAddr>,
-    /// Loopback addresses that are ours, not the program's (the daemon's
-    /// DNS responder): reached outside.
-    pub outside: Vec<IpAddr>,
+    /// Loopback addresses and ports that are ours, not the program's (the
+    /// daemon's DNS responder, port 53): reached outside.
+    pub outside: Vec<std::net::SocketAddr>,
 }
 
 impl Isolation {
     /// Whether `ip` is an address of the program's namespace: loopback, or
     /// one of its own. Connects and sends there stay inside.
-    pub fn is_inside(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
+    pub fn is_inside(&self, to: std::net::SocketAddr) -> bool {
+        let ip = match to.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        if self.outside.contains(&ip) {
+        if self
+            .outside
+            .iter()
+            .any(|o| o.ip() == ip && o.port() == to.port())
+        {
             return false;
         }
         ip.is_loopback() || ip.is_unspecified() || self.addresses.contains(&ip)
