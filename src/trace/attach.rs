@@ -181,8 +181,12 @@ fn target(pid: i32) -> Result<Target, Failure> {
             .find_map(|l| l.strip_prefix(name))
             .map(str::trim)
     };
-    // Gone, all but its exit status.
-    if field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
+    // Gone, all but its exit status (a leader that exited while other
+    // threads run is a zombie too, with Threads above 1: still alive).
+    let threads = field("Threads:")
+        .and_then(|t| t.parse::<u32>().ok())
+        .unwrap_or(0);
+    if threads <= 1 && field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X')) {
         return Err(Failure::not_attached(
             tracer::AttachError::NoProcess(pid).to_string(),
         ));
@@ -467,6 +471,16 @@ impl Supervisor<'_> {
         let comm = self.target.comm.clone();
         let r = tracer::attach(pid, chosen, &mut linked.handler, &mut |a| {
             ready = true;
+            if let Some(n) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+            {
+                ATTACHED_FILTERS.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
             let line = attached_line(a, me);
             log::info!("{line}");
             if a.set_no_new_privs {
@@ -667,14 +681,55 @@ fn signal_thread(pid: i32) {
     let _ = std::thread::Builder::new()
         .name("appswitch-signals".into())
         .spawn(move || loop {
-            let mut sig = 0;
+            // SAFETY: a zeroed siginfo is valid for sigwaitinfo to fill.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             // SAFETY: waits for one of the signals blocked in every thread.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+            if sig <= 0 {
+                continue;
+            }
+            // SAFETY: si_pid is valid for signals sent by a process.
+            let sender = unsafe { info.si_pid() };
+            if info.si_code <= 0 && sender > 0 && of_program(sender, pid) {
+                log::warn!(
+                    "{} from {sender}, a process of the attached program: ignored (the \
+                     program may not detach itself)",
+                    signal_name(sig)
+                );
                 continue;
             }
             detach_now(pid, &signal_name(sig));
         });
 }
+
+/// Whether process `p` is the attached program `pid` or one of its
+/// descendants, or carries the filter (at least as many seccomp filters as
+/// the program had once attached, and an ancestor chain we cannot follow:
+/// an orphan reparented away). Such a process may not detach its own
+/// supervisor.
+fn of_program(p: i32, pid: i32) -> bool {
+    let field = |q: i32, key: &str| -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{q}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+    };
+    let mut q = p;
+    for _ in 0..64 {
+        if q == pid {
+            return true;
+        }
+        match field(q, "PPid:").and_then(|v| v.parse::<i32>().ok()) {
+            Some(pp) if pp > 1 => q = pp,
+            _ => break,
+        }
+    }
+    let filters = |q: i32| field(q, "Seccomp_filters:").and_then(|v| v.parse::<u32>().ok());
+    matches!((filters(p), ATTACHED_FILTERS.load(std::sync::atomic::Ordering::Relaxed)), (Some(n), m) if m > 0 && n >= m)
+}
+
+/// How many seccomp filters the attached program had once attached.
+static ATTACHED_FILTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Detach (once), saying why and what it means.
 fn detach_now(pid: i32, why: &str) {
@@ -716,6 +771,11 @@ fn serve_control(listener: UnixListener, pid: i32) {
             Some(c) if c.uid != 0 && c.uid != me => format!(
                 "error: not permitted: uid {} is neither root nor the supervisor's ({me})\n",
                 c.uid
+            ),
+            Some(c) if of_program(c.pid, pid) => format!(
+                "error: not permitted: {} is a process of the attached program, which may not \
+                 detach itself\n",
+                c.pid
             ),
             Some(c) if asked.trim() == "detach" => {
                 detach_now(pid, &format!("appswitch detach (pid {})", c.pid));

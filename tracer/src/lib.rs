@@ -32,6 +32,7 @@ mod spawn;
 mod stream;
 mod tracer;
 mod unotify;
+mod wait;
 mod watchdog;
 
 pub use arch::Abi;

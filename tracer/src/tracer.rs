@@ -21,11 +21,11 @@ use crate::proc_calls::{self, ProcCall};
 use crate::remote;
 use crate::signals;
 use crate::spawn;
+use crate::wait::Stop;
 use crate::watchdog;
 use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -312,7 +312,7 @@ pub(crate) fn resume_to_exit(tid: i32) {
 thread_local! {
     /// Stops taken from waitpid early (see `deliver_held_signals`), for the
     /// event loop to handle before it waits again. Tracer thread only.
-    static DEFERRED: std::cell::RefCell<std::collections::VecDeque<WaitStatus>> =
+    static DEFERRED: std::cell::RefCell<std::collections::VecDeque<crate::wait::Stop>> =
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
 
@@ -331,15 +331,15 @@ fn deliver_held_signals(next: i32) {
     }
     let next_tgid = crate::remote::tgid_of(next);
     for _ in 0..4096 {
-        match waitpid(None, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => break,
+        match crate::wait::wait(-1, libc::WNOHANG) {
+            Ok(crate::wait::Stop::Nothing) | Err(_) => break,
             // SIGPIPE may be one to drop (on_signal): left to the loop.
-            Ok(WaitStatus::Stopped(p, sig)) if sig != Signal::SIGPIPE => {
-                let moved = next_tgid.is_some_and(|g| ends_process_on(p.as_raw(), g, next, sig))
+            Ok(crate::wait::Stop::Stopped(p, sig)) if sig != libc::SIGPIPE => {
+                let moved = next_tgid.is_some_and(|g| ends_process_on(p, g, next, sig))
                     // SAFETY: tgkill on integers.
-                    && unsafe { libc::syscall(libc::SYS_tgkill, next_tgid.unwrap_or(0), next, sig as i32) } == 0;
-                let inject = if moved { None } else { Some(sig) };
-                if let Err(e) = ptrace::cont(p, inject) {
+                    && unsafe { libc::syscall(libc::SYS_tgkill, next_tgid.unwrap_or(0), next, sig) } == 0;
+                let inject = if moved { 0 } else { sig };
+                if let Err(e) = crate::wait::cont(p, inject) {
                     if e != Errno::ESRCH {
                         log::warn!("PTRACE_CONT {p}: {e}");
                     }
@@ -354,16 +354,16 @@ fn deliver_held_signals(next: i32) {
 /// process `tgid` (kill, not tgkill or the kernel), will end it (default
 /// action terminate or core; not caught, not ignored) and is not blocked
 /// in thread `next` of the same process.
-fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: Signal) -> bool {
-    const KEEP: [Signal; 8] = [
-        Signal::SIGCHLD,
-        Signal::SIGCONT,
-        Signal::SIGURG,
-        Signal::SIGWINCH,
-        Signal::SIGSTOP,
-        Signal::SIGTSTP,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
+fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: i32) -> bool {
+    const KEEP: [i32; 8] = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGURG,
+        libc::SIGWINCH,
+        libc::SIGSTOP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
     ];
     if KEEP.contains(&sig) || crate::remote::tgid_of(tid) != Some(tgid) {
         return false;
@@ -374,15 +374,15 @@ fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: Signal) -> bool {
             .and_then(|v| u64::from_str_radix(&v, 16).ok())
             .unwrap_or(u64::MAX)
     };
-    let bit = 1u64 << (sig as i32 - 1);
+    let bit = 1u64.checked_shl((sig - 1) as u32).unwrap_or(0);
     to_process && (mask(tgid, "SigCgt:") | mask(tgid, "SigIgn:") | mask(next, "SigBlk:")) & bit == 0
 }
 
-fn next_stop() -> Result<WaitStatus, Errno> {
+fn next_stop() -> Result<crate::wait::Stop, Errno> {
     if let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
         return Ok(s);
     }
-    waitpid(None, Some(WaitPidFlag::__WALL))
+    crate::wait::wait(-1, 0)
 }
 
 fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
@@ -437,10 +437,10 @@ fn is_clone(raw: &RawCall) -> bool {
     }
 }
 
-fn is_stop_signal(sig: Signal) -> bool {
+fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
-        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
 }
 
@@ -454,14 +454,12 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Err(e) => return Err(TraceError::sys("waitpid")(e)),
             };
             match status {
-                WaitStatus::Exited(p, code) => self.on_exit(p.as_raw(), ExitStatus::Code(code)),
-                WaitStatus::Signaled(p, sig, _) => {
-                    self.on_exit(p.as_raw(), ExitStatus::Signal(sig as i32))
-                }
-                WaitStatus::PtraceEvent(p, sig, ev) => self.on_event(p.as_raw(), sig, ev),
-                WaitStatus::PtraceSyscall(p) => self.on_syscall_exit(p.as_raw()),
-                WaitStatus::Stopped(p, sig) => self.on_signal(p.as_raw(), sig),
-                _ => {}
+                Stop::Exited(p, code) => self.on_exit(p, ExitStatus::Code(code)),
+                Stop::Signaled(p, sig) => self.on_exit(p, ExitStatus::Signal(sig)),
+                Stop::Event(p, sig, ev) => self.on_event(p, sig, ev),
+                Stop::Syscall(p) => self.on_syscall_exit(p),
+                Stop::Stopped(p, sig) => self.on_signal(p, sig),
+                Stop::Nothing => {}
             }
         }
     }
@@ -484,7 +482,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
     }
 
-    fn on_event(&mut self, tid: i32, sig: Signal, ev: i32) {
+    fn on_event(&mut self, tid: i32, sig: i32, ev: i32) {
         match ev {
             libc::PTRACE_EVENT_SECCOMP => return self.on_seccomp(tid),
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
@@ -725,15 +723,20 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// A signal-delivery stop: the signal goes on, but for the SIGPIPE of a
     /// writev that stood in for a MSG_NOSIGNAL send.
-    fn on_signal(&mut self, tid: i32, sig: Signal) {
-        if sig == Signal::SIGPIPE {
+    fn on_signal(&mut self, tid: i32, sig: i32) {
+        if sig == libc::SIGPIPE {
             if let Some(t) = self.tasks.get_mut(&tid) {
                 if std::mem::take(&mut t.drop_sigpipe) {
                     return resume(tid, None);
                 }
             }
         }
-        resume(tid, Some(sig))
+        deliver_held_signals(tid);
+        if let Err(e) = crate::wait::cont(tid, sig) {
+            if e != Errno::ESRCH {
+                log::warn!("PTRACE_CONT {tid}: {e}");
+            }
+        }
     }
 
     /// ptrace from a traced process: see proc_calls.

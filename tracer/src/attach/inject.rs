@@ -14,10 +14,9 @@
 
 use crate::arch::inject as arch;
 use crate::arch::Regs;
+use crate::wait::Stop;
 use nix::errno::Errno;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 const PTRACE_EVENT_STOP: i32 = 128;
@@ -61,22 +60,34 @@ fn pid(tid: i32) -> Pid {
     Pid::from_raw(tid)
 }
 
-/// Wait for the next stop of `tid` (other states: the thread is gone).
-fn wait_stop(tid: i32) -> Result<WaitStatus, Errno> {
+/// How long one stop may take to come (a thread held by an exec in
+/// another, which waits for its siblings to die, never stops again).
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Wait for the next stop of `tid` (other states: the thread is gone),
+/// at most STOP_LIMIT (ETIMEDOUT).
+fn wait_stop(tid: i32) -> Result<Stop, Errno> {
+    let end = std::time::Instant::now() + STOP_LIMIT;
+    let mut pause = std::time::Duration::from_micros(20);
     loop {
-        match waitpid(pid(tid), Some(WaitPidFlag::__WALL)) {
-            Err(Errno::EINTR) => continue,
+        match crate::wait::wait(tid, libc::WNOHANG) {
+            Err(Errno::EINTR) | Ok(Stop::Nothing) => {}
             Err(e) => return Err(e),
-            Ok(s @ (WaitStatus::Stopped(..) | WaitStatus::PtraceEvent(..))) => return Ok(s),
+            Ok(s @ (Stop::Stopped(..) | Stop::Event(..))) => return Ok(s),
             Ok(_) => return Err(Errno::ESRCH),
         }
+        if std::time::Instant::now() > end {
+            return Err(Errno::ETIMEDOUT);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(2));
     }
 }
 
-fn is_stop_signal(sig: Signal) -> bool {
+fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
-        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
 }
 
@@ -139,11 +150,11 @@ impl Stopped {
         ptrace::interrupt(pid(tid)).map_err(StopError::Gone)?;
         for _ in 0..MAX_STOPS {
             match wait_stop(tid).map_err(StopError::Gone)? {
-                WaitStatus::PtraceEvent(_, sig, PTRACE_EVENT_STOP) if is_stop_signal(sig) => {
+                Stop::Event(_, sig, PTRACE_EVENT_STOP) if is_stop_signal(sig) => {
                     return Err(StopError::GroupStopped);
                 }
-                WaitStatus::PtraceEvent(_, _, PTRACE_EVENT_STOP) => break,
-                WaitStatus::Stopped(_, sig) => {
+                Stop::Event(_, _, PTRACE_EVENT_STOP) => break,
+                Stop::Stopped(_, sig) => {
                     // A signal came first: its delivery stop serves as well;
                     // the signal is delivered when we let go.
                     if let Ok(info) = ptrace::getsiginfo(pid(tid)) {
@@ -205,8 +216,13 @@ impl Stopped {
             let st = wait_stop(tid)?;
             let now = ptrace::getregs(pid(tid))?;
             let done = arch::pc(&now) == self.insn + arch::SYSCALL_INSN.len() as u64;
-            if let WaitStatus::Stopped(_, sig) = st {
-                if sig != Signal::SIGTRAP {
+            if let Stop::Stopped(_, sig) = st {
+                if sig == libc::SIGSYS && done {
+                    // The program's own filter trapped our call (its
+                    // SECCOMP_RET_TRAP): the call did not run.
+                    return Err(Errno::EPERM);
+                }
+                if sig != libc::SIGTRAP {
                     // Someone's signal (a Go runtime's SIGURG): kept for later.
                     if let Ok(info) = ptrace::getsiginfo(pid(tid)) {
                         self.signals.push(info);
@@ -248,14 +264,15 @@ impl Stopped {
             }
         }
         // The first signal goes with the let-go (with its own siginfo); any
-        // other is queued again.
-        let mut first = None;
+        // other is queued again (tgkill: its siginfo is then ours).
+        let mut first = 0;
         for info in std::mem::take(&mut self.signals) {
-            let Ok(sig) = Signal::try_from(info.si_signo) else {
+            let sig = info.si_signo;
+            if sig <= 0 {
                 continue;
-            };
-            if first.is_none() && ptrace::setsiginfo(p, &info).is_ok() {
-                first = Some(sig);
+            }
+            if first == 0 && ptrace::setsiginfo(p, &info).is_ok() {
+                first = sig;
                 continue;
             }
             // SAFETY: tgkill on integers.
@@ -264,14 +281,14 @@ impl Stopped {
                     libc::SYS_tgkill,
                     crate::remote::tgid_of(self.tid).unwrap_or(self.tid),
                     self.tid,
-                    sig as i32,
+                    sig,
                 )
             };
         }
         let r = if self.keep {
-            ptrace::cont(p, first)
+            crate::wait::cont(self.tid, first)
         } else {
-            ptrace::detach(p, first)
+            crate::wait::detach(self.tid, first)
         };
         if let Err(e) = r {
             if e != Errno::ESRCH {

@@ -49,6 +49,11 @@ pub(crate) fn with_listener(
     let _ = t.syscall(CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
     let stopped = t.release();
     let threads = checks::threads(pid).len();
+    if let Ok(l) = &taken {
+        // A child forked by another thread between the seccomp call and the
+        // close holds the listener too: it could answer its own calls.
+        close_leaked(pid, l);
+    }
     let listener = taken.map_err(|e| {
         log::error!(
             "attach: the filter is in {pid} but its listener could not be taken ({e}): \
@@ -153,6 +158,12 @@ fn stop_failed(pid: i32, e: StopError) -> AttachError {
             "{pid} is a 32-bit program: attach supports 64-bit programs only"
         )),
         StopError::Gone(Errno::ESRCH) => AttachError::NoProcess(pid),
+        StopError::Gone(Errno::ENOENT | Errno::ETIMEDOUT | Errno::ECHILD) => {
+            AttachError::Unsupported(format!(
+                "{pid}: a thread could not be stopped (the program is exec'ing or exiting, or \
+                 the thread is held in vfork): nothing was changed; try again"
+            ))
+        }
         StopError::Gone(e) => AttachError::Sys {
             pid,
             what: "stopping a thread",
@@ -173,7 +184,15 @@ fn install(
     flags: u64,
     nnp: bool,
 ) -> Result<i64, AttachError> {
-    let sys = |what: &'static str| move |errno: Errno| AttachError::Sys { pid, what, errno };
+    let sys = |what: &'static str| {
+        move |errno: Errno| match errno {
+            // A SIGSYS for our call: the program's own filter traps it.
+            Errno::EPERM => AttachError::Unsupported(format!(
+                "{pid}'s own seccomp filter traps the calls attach injects ({what})"
+            )),
+            errno => AttachError::Sys { pid, what, errno },
+        }
+    };
     let insns = &program.insns;
     let bytes = std::mem::size_of_val(insns.as_slice());
     let len = (16 + bytes as u64).div_ceil(PAGE) * PAGE;
@@ -278,4 +297,69 @@ fn install_at(
         }));
     }
     Ok(r)
+}
+
+/// Close the filter's listener `ours` in every descendant of `pid` that got
+/// a copy (forked while it was open in the program), by the same injected
+/// close; one that cannot be stopped is killed (fail closed).
+fn close_leaked(pid: i32, ours: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut stack = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        seen += 1;
+        if seen > 4096 {
+            break;
+        }
+        for t in checks::threads(p) {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{p}/task/{t}/children")).unwrap_or_default();
+            for c in kids
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                stack.push(c);
+                for n in listener_copies(c, ours.as_raw_fd()) {
+                    let closed = Stopped::seize(c, ptrace::Options::empty())
+                        .ok()
+                        .and_then(|mut s| {
+                            let r = s.syscall(CLOSE, [n as u64, 0, 0, 0, 0, 0]).ok();
+                            s.release();
+                            r
+                        })
+                        .is_some_and(|r| r == 0);
+                    if closed {
+                        log::info!(
+                            "attach: closed the listener a child ({c}) inherited during the attach"
+                        );
+                    } else {
+                        log::warn!(
+                            "attach: child {c} inherited the filter's listener during the attach and \
+                             could not be stopped to close it: killed"
+                        );
+                        // SAFETY: kill on integers.
+                        unsafe { libc::kill(c, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The descriptors of process `c` that are the same open file as our `fd`.
+fn listener_copies(c: i32, fd: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{c}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("seccomp notify"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&n| {
+            // SAFETY: kcmp on integers.
+            unsafe { libc::syscall(libc::SYS_kcmp, c, libc::getpid(), 0, n, fd) == 0 }
+        })
+        .collect()
 }

@@ -91,6 +91,9 @@ pub fn attach<H: crate::NetHandler>(
     ready: &mut dyn FnMut(&Attached),
 ) -> Result<(), crate::TraceError> {
     let pid = checks::process(pid)?;
+    // One supervisor per program, across network namespaces too (two
+    // filters would be stacked, and the first listener's answers win).
+    let _lock = checks::lock(pid)?;
     let interests = handler.interests();
     crate::watchdog::start();
     match backend {
