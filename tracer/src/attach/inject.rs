@@ -67,8 +67,8 @@ const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Wait for the next stop of `tid` (other states: the thread is gone),
 /// at most STOP_LIMIT (ETIMEDOUT).
 fn wait_stop(tid: i32) -> Result<Stop, Errno> {
-    let end = std::time::Instant::now() + STOP_LIMIT;
-    let mut pause = std::time::Duration::from_micros(20);
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(50);
     loop {
         match crate::wait::wait(tid, libc::WNOHANG) {
             Err(Errno::EINTR) | Ok(Stop::Nothing) => {}
@@ -76,11 +76,18 @@ fn wait_stop(tid: i32) -> Result<Stop, Errno> {
             Ok(s @ (Stop::Stopped(..) | Stop::Event(..))) => return Ok(s),
             Ok(_) => return Err(Errno::ESRCH),
         }
-        if std::time::Instant::now() > end {
+        let waited = start.elapsed();
+        if waited > STOP_LIMIT {
             return Err(Errno::ETIMEDOUT);
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        // A step's stop comes within microseconds: yield first (the
+        // program is stopped for as long as this takes), sleep later.
+        if waited < std::time::Duration::from_millis(2) {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(2));
+        }
     }
 }
 
