@@ -118,6 +118,19 @@ pub fn build(interests: &Interests) -> Result<Program, TraceError> {
 ///   is known, and so does prctl(PR_SET_NAME), the one call that changes it
 ///   (the exec is reported before the rename runs).
 pub fn build_for(interests: &Interests, mode: Mode) -> Result<Program, TraceError> {
+    build_with(interests, mode, true)
+}
+
+/// The filter for an attached program (attach/): signals aimed at us are
+/// not trapped. We are not its parent, so there is nothing to re-aim, and
+/// our pid number may be one of its own in a PID namespace of its own;
+/// the supervisor ignores what the program's processes send it, and one
+/// that kills it makes its trapped calls fail (ENOSYS).
+pub(crate) fn build_attached(interests: &Interests, mode: Mode) -> Result<Program, TraceError> {
+    build_with(interests, mode, false)
+}
+
+fn build_with(interests: &Interests, mode: Mode, signals: bool) -> Result<Program, TraceError> {
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
     let notify = mode == Mode::Notify;
     let trace_net = if notify {
@@ -222,7 +235,7 @@ pub fn build_for(interests: &Interests, mode: Mode) -> Result<Program, TraceErro
             .map_err(f)?;
         ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), sys("ioctl")?, &[uffd_new])
             .map_err(f)?;
-        process_rules(ctx, mode)?;
+        process_rules(ctx, mode, signals)?;
         if interests.deny_io_uring {
             ctx.add_rule(ScmpAction::Errno(libc::ENOSYS), sys("io_uring_setup")?)
                 .map_err(f)?;
@@ -279,7 +292,7 @@ pub const TAG_PROC: u16 = 3;
 /// Calls about other processes, handled in tracer/src/proc_calls.rs: every
 /// `ptrace`, and signal calls aimed at the trace process itself (pid
 /// argument equal to ours, low 32 bits as the kernel reads an int).
-fn process_rules(ctx: &mut ScmpFilterContext, mode: Mode) -> Result<(), TraceError> {
+fn process_rules(ctx: &mut ScmpFilterContext, mode: Mode, signals: bool) -> Result<(), TraceError> {
     let f = |e: libseccomp::error::SeccompError| TraceError::Filter(e.to_string());
     let trace = match mode {
         Mode::Trace => ScmpAction::Trace(TAG_PROC),
@@ -287,6 +300,9 @@ fn process_rules(ctx: &mut ScmpFilterContext, mode: Mode) -> Result<(), TraceErr
     };
     if mode == Mode::Trace {
         ctx.add_rule(trace, sys("ptrace")?).map_err(f)?;
+    }
+    if !signals {
+        return Ok(());
     }
     let me = u64::from(std::process::id());
     let to_me = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(0xffff_ffff), me);

@@ -98,7 +98,7 @@ pub fn attach<H: crate::NetHandler>(
     crate::watchdog::start();
     match backend {
         Chosen::Unotify => {
-            let program = filter::build_for(&interests, filter::Mode::Notify)?;
+            let program = filter::build_attached(&interests, filter::Mode::Notify)?;
             let signals = crate::unotify::signal_pipe()?;
             crate::tracer::raise_nofile();
             let (listener, done) = install::with_listener(pid, &program)?;
@@ -108,7 +108,7 @@ pub fn attach<H: crate::NetHandler>(
             crate::unotify::serve(&mut t, listener, signals, checks::parent_of(pid))
         }
         Chosen::Ptrace => {
-            let program = filter::build_for(&interests, filter::Mode::Trace)?;
+            let program = filter::build_attached(&interests, filter::Mode::Trace)?;
             crate::tracer::raise_nofile();
             let (threads, done) = install::traced(pid, &program)?;
             ready(&done);
