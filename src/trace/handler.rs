@@ -516,9 +516,9 @@ impl Enforcer {
             Action::Deny(e) if snap.mode == Mode::Enforce => {
                 log::warn!(
                     target: CALLS,
-                    "refused {what} from pid {} (rule {:?})",
+                    "refused {what} from pid {} ({})",
                     call.pid,
-                    d.rule.map(|i| snap.ids[i].1)
+                    rule_name(snap, d.rule)
                 );
                 Verdict::Fail(Errno::from_raw(e))
             }
@@ -609,10 +609,10 @@ impl Enforcer {
             Action::Deny(e) => {
                 log::warn!(
                     target: CALLS,
-                    "refused {} {addr} from pid {} (rule {:?})",
+                    "refused {} {addr} from pid {} ({})",
                     call.op.name(),
                     call.pid,
-                    d.rule.map(|i| snap.ids[i].1)
+                    rule_name(snap, d.rule)
                 );
                 Verdict::Fail(Errno::from_raw(e))
             }
@@ -631,5 +631,15 @@ impl Enforcer {
             }
             Action::Allow => Verdict::Allow,
         }
+    }
+}
+
+/// How a log line names the rule that decided (as /appswitch/policy and
+/// apps/ID/policy number them), or the default.
+fn rule_name(snap: &Snapshot, rule: Option<usize>) -> String {
+    match rule.and_then(|i| snap.ids.get(i)) {
+        Some((crate::trace::snapshot::Source::File, id)) => format!("--policy rule {id}"),
+        Some((crate::trace::snapshot::Source::Daemon, id)) => format!("rule {id}"),
+        None => "the default policy".to_string(),
     }
 }
