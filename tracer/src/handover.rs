@@ -216,15 +216,23 @@ fn cloexec(pid: i32, fd: i32) -> bool {
         .is_some_and(|f| f & libc::O_CLOEXEC as u32 != 0)
 }
 
+/// Where a handed-over socket goes: the pending notification `id` on
+/// `listener`, of thread `pid`, at its descriptor `fd`.
+pub(crate) struct Target<'a> {
+    pub(crate) listener: &'a Listener,
+    pub(crate) id: u64,
+    pub(crate) pid: i32,
+    pub(crate) fd: i32,
+}
+
 /// A socket in our namespace like the program's `old` (a borrowed copy of
-/// its descriptor `fd`), installed at `fd` in process `pid` in its place,
-/// for notification `id` (still pending: the answer follows). Our copy.
+/// its descriptor), made with the program's `fsuid` and installed at `to`
+/// in its place (the answer follows). Our copy.
 pub(crate) fn hand_over(
     templates: &mut Templates,
-    listener: &Listener,
-    id: u64,
-    pid: i32,
-    fd: i32,
+    net: ProgramNet,
+    fsuid: u32,
+    to: Target<'_>,
     old: &OwnedFd,
     info: &SocketInfo,
 ) -> Result<OwnedFd, Errno> {
@@ -234,9 +242,6 @@ pub(crate) fn hand_over(
     }
     // The socket is the program's: made with its file-system uid, so it is
     // owned by it (owner matches, SO_REUSEPORT groups) as if it had made it.
-    let fsuid = crate::remote::status_field(pid, "Uid:")
-        .and_then(|u| u.split_whitespace().nth(3)?.parse::<u32>().ok())
-        .ok_or(Errno::ESRCH)?;
     // SAFETY: setfsuid changes this thread's file-system uid only; it is
     // put back right after.
     let before = unsafe { libc::syscall(libc::SYS_setfsuid, fsuid) } as u32;
@@ -250,10 +255,16 @@ pub(crate) fn hand_over(
     }
     // SAFETY: raw is a fresh descriptor.
     let new = unsafe { OwnedFd::from_raw_fd(raw) };
-    match templates.get(old, info) {
+    match templates.get(net, info) {
         Some(t) => copy_options(old.as_raw_fd(), t, new.as_raw_fd(), info),
         None => log::debug!("handover: no template socket: options not carried over"),
     }
+    let Target {
+        listener,
+        id,
+        pid,
+        fd,
+    } = to;
     keep_port(old, &new, info, pid)?;
     // The program's descriptor must still be that socket (a sibling thread
     // may have closed it and opened something else at the number).
@@ -264,15 +275,16 @@ pub(crate) fn hand_over(
     Ok(new)
 }
 
+/// The network namespace (inode, descriptor) of a program's socket that
+/// is to be handed over: where its fresh-socket defaults are read.
+pub(crate) struct ProgramNet(u64, OwnedFd);
+
 /// Fresh sockets made in the program's namespace, one per kind: what a
 /// socket there has before the program sets anything.
 #[derive(Default)]
 pub(crate) struct Templates {
     /// (namespace inode, domain, type) -> what a fresh one has.
     made: Vec<((u64, i32, i32), Template)>,
-    /// The namespace of the socket about to be handed over, found when
-    /// deciding to (leaves_namespace).
-    pending: Option<(u64, OwnedFd)>,
     /// Our listeners the handler moved (an --ip service's, --expose): the
     /// only sockets of ours the program may bind, listen and answer
     /// loopback peers with.
@@ -299,11 +311,8 @@ fn namespace_of(s: RawFd) -> Option<(u64, OwnedFd)> {
 }
 
 impl Templates {
-    fn get(&mut self, like: &OwnedFd, info: &SocketInfo) -> Option<&Template> {
-        let (ino, ns) = match self.pending.take() {
-            Some(p) => p,
-            None => namespace_of(like.as_raw_fd())?,
-        };
+    fn get(&mut self, net: ProgramNet, info: &SocketInfo) -> Option<&Template> {
+        let ProgramNet(ino, ns) = net;
         let key = (ino, info.domain, info.sotype);
         if let Some(i) = self.made.iter().position(|(k, _)| *k == key) {
             return Some(&self.made[i].1);
@@ -338,30 +347,31 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
     /// Whether call `op` on a socket like `info`, to `to` (the address that
     /// will be used; `routed`: the handler chose it; `fastopen`: a send
     /// that connects), leaves an isolated program's namespace (Ok(true):
-    /// hand the socket over), stays (false), or may not be made (Err).
+    /// hand the socket over: its namespace), stays (None), or may not be
+    /// made (Err).
     ///
     /// A socket of ours that is not a service's listener (handed over for
     /// a connect or a send, or accepted) lives outside for good: it may not
     /// be bound or listen again here (that would open a port on our side),
     /// and what it sends to the program's own addresses would reach ours.
     pub(crate) fn leaves_namespace(
-        &mut self,
+        &self,
         op: crate::Op,
         info: &SocketInfo,
         routed: bool,
         fastopen: bool,
         to: Option<&crate::SockAddr>,
-        sock: Option<&OwnedFd>,
-    ) -> Result<bool, Errno> {
+        sock: &OwnedFd,
+    ) -> Result<Option<ProgramNet>, Errno> {
         let (Some(iso), true) = (&self.isolate, self.notify.is_some()) else {
-            return Ok(false);
+            return Ok(None);
         };
         // Only TCP and UDP sockets cross: a raw or packet socket stays
         // where it was made, with nothing to reach.
         if info.sotype != libc::SOCK_STREAM && info.sotype != libc::SOCK_DGRAM {
-            return Ok(false);
+            return Ok(None);
         }
-        let ns = sock.and_then(|s| namespace_of(s.as_raw_fd()));
+        let ns = namespace_of(sock.as_raw_fd());
         let outside = ns
             .as_ref()
             .is_some_and(|(ino, _)| Some(*ino) == our_namespace());
@@ -370,11 +380,11 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
             return if outside && !service {
                 Err(Errno::EACCES)
             } else {
-                Ok(false)
+                Ok(None)
             };
         }
         let Some(to) = to.and_then(crate::SockAddr::ip) else {
-            return Ok(false);
+            return Ok(None);
         };
         let away = routed || !iso.is_inside(to);
         let stream = info.sotype == libc::SOCK_STREAM;
@@ -395,11 +405,11 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
                 return Err(Errno::ENETUNREACH);
             }
         }
-        if leaves && !outside {
-            // The program's namespace, for the fresh-socket defaults.
-            self.templates.pending = ns;
+        if !leaves || outside {
+            return Ok(None);
         }
-        Ok(leaves && !outside)
+        // The program's namespace, for the fresh-socket defaults.
+        Ok(ns.map(|(ino, fd)| ProgramNet(ino, fd)))
     }
 
     /// Put a socket of ours like the program's `sock` in its place (the
@@ -411,10 +421,19 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         call: &mut crate::Call,
         sock: &OwnedFd,
         info: &SocketInfo,
+        net: ProgramNet,
     ) -> Result<OwnedFd, Errno> {
         let fd = call.fd.ok_or(Errno::EBADF)?;
+        // The socket is the program's: made with its file-system uid.
+        let fsuid = self.pidfds.fsuid(tid).ok_or(Errno::ESRCH)?;
         let n = self.notify.as_ref().ok_or(Errno::ENOSYS)?;
-        let ours = hand_over(&mut self.templates, &n.listener, n.id, tid, fd, sock, info)?;
+        let to = Target {
+            listener: &n.listener,
+            id: n.id,
+            pid: tid,
+            fd,
+        };
+        let ours = hand_over(&mut self.templates, net, fsuid, to, sock, info)?;
         if let Some(new) = inode(&ours) {
             if call.op == crate::Op::Bind {
                 self.templates.services.insert(new);

@@ -204,7 +204,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         let op = d.call.op;
         if op == Op::Listen {
             if let Some((sock, info)) = borrowed.as_ref().filter(|(_, i)| is_ip(i)) {
-                if let Err(e) = self.leaves_namespace(op, info, false, false, None, Some(sock)) {
+                if let Err(e) = self.leaves_namespace(op, info, false, false, None, sock) {
                     // Isolated: a socket of ours may not listen (handover.rs).
                     return self.done(tid, &d.call, &verdict, neg(e));
                 }
@@ -287,16 +287,16 @@ impl<H: NetHandler> Tracer<'_, H> {
             routed,
             d.call.flags & libc::MSG_FASTOPEN != 0,
             target.as_ref().or(d.call.addr.as_ref()),
-            Some(&sock),
+            &sock,
         );
-        if let Err(e) = crossing {
-            return self.done(tid, &d.call, &verdict, neg(e));
-        }
-        if crossing == Ok(true) {
+        let net = match crossing {
+            Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
+            Ok(net) => net,
+        };
+        if let Some(net) = net {
             // Isolated: carried out on a socket of ours, which becomes the
-            // program's (handover.rs).
-            // From now on the program's socket is this one.
-            match self.hand_over(tid, &mut d.call, &sock, &info) {
+            // program's from now on (handover.rs).
+            match self.hand_over(tid, &mut d.call, &sock, &info, net) {
                 Ok(ours) => sock = ours,
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             }
@@ -865,42 +865,36 @@ impl<H: NetHandler> Tracer<'_, H> {
                 _ if stream => None,
                 _ => m.raw,
             };
-            if !stream {
+            if !stream && self.isolate.is_some() {
                 // Isolated: this datagram may leave the program's namespace,
                 // or may not be sent from where its socket is (handover.rs).
                 let routed = matches!(verdict, Verdict::Rewrite(_));
                 let to = match &verdict {
-                    Verdict::Rewrite(a) => Some(a.clone()),
-                    _ => call.addr.clone(),
+                    Verdict::Rewrite(a) => Some(a),
+                    _ => call.addr.as_ref(),
                 };
-                match self.leaves_namespace(
-                    Op::SendMmsg,
-                    &info,
-                    routed,
-                    false,
-                    to.as_ref(),
-                    Some(&sock),
-                ) {
+                let crossing = self.leaves_namespace(Op::SendMmsg, &info, routed, false, to, &sock);
+                let handed = match crossing {
+                    Ok(Some(net)) => self
+                        .hand_over(tid, &mut d.call, &sock, &info, net)
+                        .map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match handed {
+                    Ok(Some(ours)) => {
+                        if let Some(s) = d.call.socket {
+                            info.inode = s.inode;
+                            call.socket = Some(s);
+                        }
+                        sock = ours;
+                    }
+                    Ok(None) => {}
                     Err(e) => {
                         self.handler.finished(&call, &verdict, Outcome::Err(e));
                         error = Some(e);
                         break;
                     }
-                    Ok(true) => match self.hand_over(tid, &mut d.call, &sock, &info) {
-                        Ok(ours) => {
-                            if let Some(s) = d.call.socket {
-                                info.inode = s.inode;
-                                call.socket = Some(s);
-                            }
-                            sock = ours;
-                        }
-                        Err(e) => {
-                            self.handler.finished(&call, &verdict, Outcome::Err(e));
-                            error = Some(e);
-                            break;
-                        }
-                    },
-                    Ok(false) => {}
                 }
             }
             let r = if let Err(e) = privs::check_control(tid, &m.control) {

@@ -61,6 +61,21 @@ impl Pidfds {
         }
     }
 
+    /// The file-system uid of thread `tid`, from its cached pidfd when the
+    /// kernel tells (PIDFD_GET_INFO), else from /proc.
+    pub(crate) fn fsuid(&self, tid: i32) -> Option<u32> {
+        self.by_tid
+            .get(&tid)
+            .and_then(remote::pidfd_fsuid)
+            .or_else(|| {
+                remote::status_field(tid, "Uid:")?
+                    .split_whitespace()
+                    .nth(3)?
+                    .parse()
+                    .ok()
+            })
+    }
+
     /// The tracer's copy of descriptor `fd` as thread `tid` of `tgid` sees it.
     pub(crate) fn getfd(&mut self, tgid: i32, tid: i32, fd: i32) -> Result<OwnedFd, Errno> {
         match self.getfd_once(tgid, tid, fd) {

@@ -117,3 +117,56 @@ pub fn status_field(tid: i32, key: &str) -> Option<String> {
 pub fn tgid_of(tid: i32) -> Option<i32> {
     status_field(tid, "Tgid:")?.parse().ok()
 }
+
+/// The file-system uid of the task behind `pidfd` (PIDFD_GET_INFO, Linux
+/// 6.13: one ioctl instead of reading /proc/PID/status); None on older
+/// kernels.
+pub fn pidfd_fsuid(pidfd: &OwnedFd) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    /// struct pidfd_info, its first version (64 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        pid: u32,
+        tgid: u32,
+        ppid: u32,
+        ruid: u32,
+        rgid: u32,
+        euid: u32,
+        egid: u32,
+        suid: u32,
+        sgid: u32,
+        fsuid: u32,
+        fsgid: u32,
+        exit_code: i32,
+    }
+    const PIDFD_INFO_CREDS: u64 = 1 << 1;
+    // _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info), 64 bytes.
+    const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_CREDS,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: the kernel fills at most 64 bytes of a 64-byte local.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO, &mut info) };
+    (r == 0 && info.mask & PIDFD_INFO_CREDS != 0).then_some(info.fsuid)
+}
+
+#[cfg(test)]
+mod fsuid_tests {
+    /// PIDFD_GET_INFO tells our own file-system uid (where the kernel has it).
+    #[test]
+    fn pidfd_fsuid_is_ours() {
+        let me = super::pidfd_open(std::process::id() as i32).expect("pidfd_open");
+        if let Some(uid) = super::pidfd_fsuid(&me) {
+            // SAFETY: geteuid has no preconditions (fsuid follows euid here).
+            assert_eq!(uid, unsafe { libc::geteuid() });
+        }
+        let thread = super::pidfd_open_thread(std::process::id() as i32);
+        if let Ok(t) = thread {
+            assert_eq!(super::pidfd_fsuid(&t), super::pidfd_fsuid(&me));
+        }
+    }
+}
