@@ -252,22 +252,10 @@ fn parse_cluster(s: &str) -> Result<EtcdList, String> {
     Ok(urls)
 }
 
+/// The options `trace` and `attach` share about the program: how its
+/// calls are decided and intercepted.
 #[derive(clap::Args, Debug)]
-pub struct TraceArgs {
-    /// Write one JSON line per intercepted call to FILE ("-" for stderr):
-    /// time, pid, tid, comm, abi, backend, call, fd, family, protocol, address,
-    /// verdict, result (the return value, or the errno name on failure).
-    /// On stderr ("-"), lines are dropped (and counted) rather than make the
-    /// tracer wait when stderr does not take them.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
-
-    /// Rules to enforce, one per line (docs/RULES.md), e.g.
-    /// `deny connect any:22`. Checked before the program starts: a bad line
-    /// is reported with its line, column and token.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-
+pub struct ProgramArgs {
     /// enforce: apply verdicts; monitor: allow everything and record (in
     /// --events) what would have been refused. Default: from the config.
     #[arg(long, value_enum)]
@@ -284,6 +272,26 @@ pub struct TraceArgs {
     /// /etc/appswitch/appswitch.toml, then built-in defaults).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Write one JSON line per intercepted call to FILE ("-" for stderr):
+    /// time, pid, tid, comm, abi, backend, call, fd, family, protocol, address,
+    /// verdict, result (the return value, or the errno name on failure).
+    /// On stderr ("-"), lines are dropped (and counted) rather than make the
+    /// tracer wait when stderr does not take them.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// Rules to enforce, one per line (docs/RULES.md), e.g.
+    /// `deny connect any:22`. Checked before the program starts: a bad line
+    /// is reported with its line, column and token.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub program: ProgramArgs,
 
     /// Mount the control filesystem at DIR from this process (no daemon):
     /// /DIR/policy, connections, events... for this program only.
@@ -377,22 +385,8 @@ pub struct AttachArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
-    /// enforce: apply verdicts; monitor: allow everything and record (in
-    /// --events) what would have been refused. Default: from the config.
-    #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
-
-    #[arg(long, value_name = "BACKEND", value_parser = backend_arg(), help = backend_help())]
-    pub backend: Option<tracer::Backend>,
-
-    /// Labels of this program, matched by label=K=V rules: k=v[,k=v...].
-    #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
-    pub labels: Option<LabelList>,
-
-    /// Configuration file (default: $APPSWITCH_CONFIG, then
-    /// /etc/appswitch/appswitch.toml, then built-in defaults).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub program: ProgramArgs,
 
     /// Mount the control filesystem at DIR from the supervisor (no
     /// daemon): /DIR/policy, connections, events... for this program only,

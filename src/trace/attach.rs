@@ -106,7 +106,7 @@ struct Target {
 
 fn attach(mut args: AttachArgs) -> Result<i32, Failure> {
     let pid = args.pid;
-    let config = load_config(args.config.as_deref())?;
+    let config = load_config(args.program.config.as_deref())?;
     if !args.foreground && args.log_file.is_none() && args.events.as_deref() == Some(Path::new("-"))
     {
         return Err(Failure::not_attached(
@@ -126,9 +126,9 @@ fn attach(mut args: AttachArgs) -> Result<i32, Failure> {
     let target = target(pid)?;
     let common = Common {
         policy: args.policy.as_deref(),
-        mode: args.mode,
-        backend: args.backend,
-        labels: args.labels.clone().unwrap_or_default(),
+        mode: args.program.mode,
+        backend: args.program.backend,
+        labels: args.program.labels.clone().unwrap_or_default(),
         events: args.events.as_deref(),
         mount: args.mount.as_deref(),
         no_daemon: args.no_daemon,

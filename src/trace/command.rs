@@ -36,9 +36,9 @@ impl<'a> Common<'a> {
     fn of_trace(args: &'a TraceArgs) -> Common<'a> {
         Common {
             policy: args.policy.as_deref(),
-            mode: args.mode,
-            backend: args.backend,
-            labels: args.labels.clone().unwrap_or_default(),
+            mode: args.program.mode,
+            backend: args.program.backend,
+            labels: args.program.labels.clone().unwrap_or_default(),
             events: args.events.as_deref(),
             mount: args.mount.as_deref(),
             no_daemon: args.no_daemon,
@@ -252,7 +252,7 @@ impl Linked {
 }
 
 pub fn run(args: TraceArgs) -> anyhow::Result<i32> {
-    let config = load_config(args.config.as_deref())?;
+    let config = load_config(args.program.config.as_deref())?;
     let common = Common::of_trace(&args);
     let prepared = prepare(&common, &config)?;
     let chosen = prepared.chosen;
