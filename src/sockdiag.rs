@@ -81,34 +81,46 @@ pub fn lookup_by_remote_ports(
 }
 
 /// TCP sockets in the states of `states` (a bit per TCP state) whose local
-/// port is one of `ports`. LISTEN alone is cheap: the kernel then walks only
-/// its listening hash, not every connection.
-fn tcp_by_local_ports(ports: &[u16], states: u32) -> io::Result<HashMap<u64, SockState>> {
-    let mut out = HashMap::new();
+/// port is one of `ports`, each handed to `each` (inode-0 ones too). LISTEN
+/// alone is cheap: the kernel then walks only its listening hash, not every
+/// connection.
+fn tcp_by_local_ports(
+    ports: &[u16],
+    states: u32,
+    each: &mut impl FnMut(SockState),
+) -> io::Result<()> {
     if ports.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_S_EQ, ports));
     let mut buf = vec![0u8; RECV_BUF_LEN];
-    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut out)?;
-    out.retain(|_, s| ports.contains(&s.local.port()));
-    Ok(out)
+    let mut keep = |s: SockState| {
+        if ports.contains(&s.local.port()) {
+            each(s)
+        }
+    };
+    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut keep)?;
+    Ok(())
 }
 
-/// TCP sockets of both families in `states` into `out`: the one-pass
-/// TCPDIAG_GETSOCK request when `legacy` (one walk of the kernel's TCP hash
-/// for both families: ~10 ms less at 20k sockets), else or when refused,
-/// one SOCK_DIAG_BY_FAMILY request per family. Returns the netlink socket,
-/// free for more requests.
+/// TCP sockets of both families in `states`, each handed to `each`: the
+/// one-pass TCPDIAG_GETSOCK request when `legacy` (one walk of the kernel's
+/// TCP hash for both families: ~10 ms less at 20k sockets), else or when
+/// refused, one SOCK_DIAG_BY_FAMILY request per family. Returns the netlink
+/// socket, free for more requests.
 fn dump_tcp(
     buf: &mut [u8],
     states: u32,
     filter: Option<&[u8]>,
     legacy: bool,
-    out: &mut HashMap<u64, SockState>,
+    each: &mut impl FnMut(SockState),
 ) -> io::Result<OwnedFd> {
     let mut fd = open()?;
-    let mut tcp = |p: &[u8]| insert(out, p, Proto::Tcp);
+    let mut tcp = |p: &[u8]| {
+        if let Some(s) = parse_inet_diag_msg(p, Proto::Tcp) {
+            each(s)
+        }
+    };
     let req = with_filter(tcp_legacy_request(1, states), filter);
     if legacy && run(&fd, buf, &req, 1, &mut tcp).is_ok() {
         return Ok(fd);
@@ -128,13 +140,24 @@ fn dump_tcp(
 
 /// Listening TCP sockets on any of `ports` (local port), by inode.
 pub fn tcp_listeners(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
-    tcp_by_local_ports(ports, 1 << TCP_LISTEN)
+    let mut out = HashMap::new();
+    tcp_by_local_ports(ports, 1 << TCP_LISTEN, &mut |s| {
+        out.insert(s.inode, s);
+    })?;
+    Ok(out)
 }
 
-/// Established TCP connections whose local port is one of `ports` (the
-/// accepted side of a server's connections). Walks every connection.
-pub fn tcp_established(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
-    tcp_by_local_ports(ports, 1 << TCP_ESTABLISHED)
+/// How many TCP connections each of `ports` (local port) has: the accepted
+/// side of a server's connections, those still in its accept queue (no
+/// inode yet) and those half open (SYN received) included, as a client's
+/// connect() counts them once it has run. Walks every connection.
+pub fn tcp_connections(ports: &[u16]) -> io::Result<HashMap<u16, usize>> {
+    let mut out = HashMap::new();
+    let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_RECV);
+    tcp_by_local_ports(ports, states, &mut |s| {
+        *out.entry(s.local.port()).or_insert(0) += 1;
+    })?;
+    Ok(out)
 }
 
 /// Ports a bytecode filter holds at most (12 bytes each; jumps are u16).
@@ -194,7 +217,12 @@ fn dump_filtered(legacy_tcp: bool, filter: Option<&[u8]>) -> io::Result<HashMap<
     // Sized from the previous dump: growing a 20k-entry map costs a few ms.
     let hint = LAST_LEN.load(Ordering::Relaxed);
     let mut out = HashMap::with_capacity(hint + hint / 8);
-    let fd = dump_tcp(&mut buf, STATES, filter, legacy_tcp, &mut out)?;
+    let mut tcp = |s: SockState| {
+        if s.inode != 0 {
+            out.insert(s.inode, s);
+        }
+    };
+    let fd = dump_tcp(&mut buf, STATES, filter, legacy_tcp, &mut tcp)?;
     for (seq, family) in [(4, AF_INET), (5, AF_INET6)] {
         let req = with_filter(inet_request(seq, family, IPPROTO_UDP, 0, STATES), filter);
         let mut udp = |p: &[u8]| insert(&mut out, p, Proto::Udp);
@@ -234,6 +262,9 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const TCPI_BYTES_ACKED: usize = 120;
 const TCPI_BYTES_RECEIVED: usize = 128;
 const TCP_ESTABLISHED: u32 = 1;
+/// As a request for states: half-open connections (request sockets, which
+/// the kernel keeps as TCP_NEW_SYN_RECV) too.
+const TCP_SYN_RECV: u32 = 3;
 const TCP_TIME_WAIT: u32 = 6;
 const TCP_LISTEN: u32 = 10;
 const TCP_NEW_SYN_RECV: u32 = 12;
@@ -935,7 +966,7 @@ mod tests {
     }
 
     #[test]
-    fn listeners_and_established_by_local_port() {
+    fn listeners_and_connections_by_local_port() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -943,11 +974,12 @@ mod tests {
         let ls = tcp_listeners(&[port]).unwrap();
         assert_eq!(ls.keys().copied().collect::<Vec<_>>(), vec![inode_of(&l)]);
         assert_eq!(ls[&inode_of(&l)].state, "LISTEN");
-        let est = tcp_established(&[port]).unwrap();
-        // Only the accepted side has local port `port`; the client's is ephemeral.
-        assert!(est.contains_key(&inode_of(&a)), "{est:?}");
-        assert!(!est.contains_key(&inode_of(&c)));
-        assert!(!est.contains_key(&inode_of(&l)));
+        // Only the accepted side has local port `port`; the client's is
+        // ephemeral. One not accepted yet counts too.
+        assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&1));
+        let c2 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&2));
+        drop((a, c, c2));
         drop(l);
         assert!(tcp_listeners(&[port]).unwrap().is_empty());
         assert!(tcp_listeners(&[]).unwrap().is_empty());

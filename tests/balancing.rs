@@ -159,8 +159,14 @@ fn least_connections_counts_connections_held_by_other_programs() {
     let mut second = client(&h);
     assert_eq!(second.ask("hold 3"), "B B B");
     // Then they are even: one each.
+    let before = h.services();
     let next = second.ask("hold 2");
-    assert_eq!((count(&next, "A"), count(&next, "B")), (1, 1), "{next}");
+    assert_eq!(
+        (count(&next, "A"), count(&next, "B")),
+        (1, 1),
+        "{next}\nBEFORE {before}\nAFTER {}",
+        h.services()
+    );
     assert_eq!(b.ask("count"), "4");
 }
 

@@ -19,10 +19,11 @@ pub struct Probe {
     pub bind_ip: IpAddr,
 }
 
-/// One query's answer: listening sockets, and (when asked) established ones.
+/// One query's answer: listening sockets, and (when asked) the count of
+/// connections on each port.
 pub struct Sockets {
     listeners: HashMap<u64, SockState>,
-    established: HashMap<u64, SockState>,
+    connections: HashMap<u16, usize>,
     ok: bool,
 }
 
@@ -39,7 +40,7 @@ impl Probe {
     }
 
     /// One query for the checkable backends of `routes`: listeners (cheap:
-    /// only the kernel's listening hash), and established connections when
+    /// only the kernel's listening hash), and connections per port when
     /// `with_load` (a walk of every connection).
     pub fn query<'a>(
         &self,
@@ -68,14 +69,14 @@ impl Probe {
                 (HashMap::new(), false)
             }
         };
-        let established = if with_load && ok {
-            sockdiag::tcp_established(&ports).unwrap_or_default()
+        let connections = if with_load && ok {
+            sockdiag::tcp_connections(&ports).unwrap_or_default()
         } else {
             HashMap::new()
         };
         Sockets {
             listeners,
-            established,
+            connections,
             ok,
         }
     }
@@ -87,11 +88,7 @@ impl Probe {
             .iter()
             .map(|b| {
                 let port = b.addr.port();
-                let load = s
-                    .established
-                    .values()
-                    .filter(|x| x.local.port() == port)
-                    .count();
+                let load = s.connections.get(&port).copied().unwrap_or(0);
                 let up = |yes: bool| if yes { Health::Up } else { Health::Down };
                 // The kernel queues one more than the backlog (it refuses
                 // when the queue is longer than the backlog).

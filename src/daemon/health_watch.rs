@@ -8,6 +8,7 @@ use super::state::{lock, State};
 use crate::services::routes::Origin;
 use crate::services::shared::Health;
 use crate::services::static_table::Lb;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +23,50 @@ pub const PERIOD: Duration = Duration::from_millis(50);
 pub fn watch(state: Arc<Mutex<State>>) {
     let _ = std::thread::Builder::new()
         .name("appswitch-health".into())
-        .spawn(move || loop {
-            std::thread::sleep(PERIOD);
-            measure(&state);
+        .spawn(move || {
+            let mut old = OldPicks::default();
+            loop {
+                std::thread::sleep(PERIOD);
+                measure(&state, &mut old);
+            }
         });
 }
 
-fn measure(state: &Arc<Mutex<State>>) {
+/// A pick older than this is taken as counted even if its tracer never
+/// said its connect ran (it died in the call): a lost word costs a backend
+/// one phantom connection for this long at most.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Each backend slot's pick count as it was between one and two
+/// [`SETTLE_AT_MOST`] ago.
+#[derive(Default)]
+struct OldPicks {
+    since: Option<std::time::Instant>,
+    older: HashMap<u32, u64>,
+    newer: HashMap<u32, u64>,
+}
+
+impl OldPicks {
+    fn rotate(&mut self, now: std::time::Instant, picks: impl Iterator<Item = (u32, u64)>) {
+        if self
+            .since
+            .is_some_and(|t| now.duration_since(t) < SETTLE_AT_MOST)
+        {
+            return;
+        }
+        self.since = Some(now);
+        self.older = std::mem::replace(&mut self.newer, picks.collect());
+    }
+
+    /// The picks to take as counted: those settled, and at least those
+    /// made long enough ago.
+    fn counted(&self, slot: u32, (picks, settled): (u64, u64)) -> u64 {
+        let old = self.older.get(&slot).copied().unwrap_or(0).min(picks);
+        settled.max(old)
+    }
+}
+
+fn measure(state: &Arc<Mutex<State>>, old: &mut OldPicks) {
     let (routes, probe, shared, generation) = {
         let s = lock(state);
         if s.routes.routes.is_empty() {
@@ -45,12 +83,20 @@ fn measure(state: &Arc<Mutex<State>>) {
         )
     };
     let leastconn = routes.iter().any(|r| r.lb == Lb::LeastConn);
-    // Pick counts before the count: picks made during it are counted twice
-    // for one period at worst, never missed.
-    let marks: Vec<Vec<u64>> = routes
+    // Settled pick counts before the count: a pick settled during it is
+    // counted twice for one period at worst, never missed; one not settled
+    // yet (its connect has not run) is counted as a pick until the next.
+    let marks: Vec<Vec<(u64, u64)>> = routes
         .iter()
         .map(|r| r.backends.iter().map(|b| shared.mark(b.slot)).collect())
         .collect();
+    old.rotate(
+        std::time::Instant::now(),
+        routes
+            .iter()
+            .zip(&marks)
+            .flat_map(|(r, m)| r.backends.iter().zip(m).map(|(b, m)| (b.slot, m.0))),
+    );
     let sockets = probe.query(&routes, leastconn);
     // Slots are given to other backends when the table changes: what was
     // measured for the old one is not written.
@@ -65,7 +111,7 @@ fn measure(state: &Arc<Mutex<State>>) {
                 // What cannot be counted here (another host or namespace)
                 // counts as 0, plus the picks of the last period.
                 let load = if h == Health::Unknown { 0 } else { load as u64 };
-                shared.set_load(b.slot, load, mark);
+                shared.set_load(b.slot, load, old.counted(b.slot, mark));
             }
             if let (Origin::Traced { inode, .. }, Health::Down) = (&b.origin, h) {
                 down.push(*inode);

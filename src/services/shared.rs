@@ -98,6 +98,9 @@ struct BackendSlot {
     base_picks: AtomicU64,
     /// Picks of this backend by every tracer, ever.
     picks: AtomicU64,
+    /// Of those, the picks whose connect() has run in the kernel (or
+    /// failed): from then on the daemon's count sees their connections.
+    settled: AtomicU64,
 }
 
 /// One client connection from a program with a virtual IP, under a seqlock
@@ -313,11 +316,23 @@ impl SharedTable {
         }
     }
 
-    /// The daemon's side of a load count: call `mark` before counting (it
-    /// returns the pick count to pass back) and `set_load` after.
-    pub fn mark(&self, backend: u32) -> u64 {
-        self.backend(backend)
-            .map_or(0, |b| b.picks.load(Ordering::Relaxed))
+    /// A pick's connect() has run in the kernel (connected, connecting or
+    /// failed): the daemon's next count of connections sees it.
+    pub fn settled(&self, backend: u32) {
+        if let Some(b) = self.backend(backend) {
+            b.settled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The daemon's side of a load count: call `mark` before counting and
+    /// `set_load` after. It returns (picks, settled picks): a pick not
+    /// settled before the count may not be in it (its connect has not run
+    /// yet), so only settled ones are taken as counted.
+    pub fn mark(&self, backend: u32) -> (u64, u64) {
+        self.backend(backend).map_or((0, 0), |b| {
+            let settled = b.settled.load(Ordering::Relaxed);
+            (b.picks.load(Ordering::Relaxed), settled)
+        })
     }
 
     pub fn set_load(&self, backend: u32, connections: u64, picks_at_count: u64) {
@@ -576,13 +591,19 @@ mod tests {
         assert_eq!(tracer.ticket(NO_SLOT), None);
         daemon.set_health(7, Health::Down);
         assert_eq!(tracer.health(7), Health::Down);
-        let m = daemon.mark(7);
+        let (_, m) = daemon.mark(7);
         tracer.picked(7);
         tracer.picked(7);
         assert_eq!(tracer.load(7), 2);
         daemon.set_load(7, 5, m);
         assert_eq!(tracer.load(7), 7);
-        daemon.set_load(7, 5, daemon.mark(7));
+        // A pick whose connect has not run yet is not taken as counted.
+        tracer.settled(7);
+        assert_eq!(daemon.mark(7), (2, 1));
+        daemon.set_load(7, 5, daemon.mark(7).1);
+        assert_eq!(tracer.load(7), 6);
+        tracer.settled(7);
+        daemon.set_load(7, 5, daemon.mark(7).1);
         assert_eq!(tracer.load(7), 5);
         // A new daemon's file does not disturb the old mapping.
         let again = SharedTable::create(&path).unwrap();

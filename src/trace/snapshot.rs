@@ -136,7 +136,9 @@ impl LivePolicy {
 /// whole, like the policy) and the resolv.conf for the program's DNS.
 #[derive(Default)]
 pub struct LiveNet {
-    routes: RwLock<Arc<RouteTable>>,
+    /// The routes, and how many tables came before them (positions in one
+    /// table mean nothing in another).
+    routes: RwLock<(Arc<RouteTable>, u64)>,
     pub resolv_conf: std::sync::Mutex<Option<std::path::PathBuf>>,
     /// Where the daemon wants traced services to listen.
     pub bind: std::sync::Mutex<Option<std::net::IpAddr>>,
@@ -159,6 +161,11 @@ impl LiveNet {
     }
 
     pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes_numbered().0
+    }
+
+    /// The routes and their table's number.
+    pub fn routes_numbered(&self) -> (Arc<RouteTable>, u64) {
         match self.routes.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -180,9 +187,10 @@ impl LiveNet {
     }
 
     pub fn set_routes(&self, t: RouteTable) {
-        match self.routes.write() {
-            Ok(mut g) => *g = Arc::new(t),
-            Err(p) => *p.into_inner() = Arc::new(t),
-        }
+        let mut g = match self.routes.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = (Arc::new(t), g.1 + 1);
     }
 }

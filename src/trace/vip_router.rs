@@ -69,6 +69,9 @@ struct Routed {
     backend: SocketAddr,
     /// Backends (by position in the route) this connect already tried.
     tried: u64,
+    /// The number of the route table those positions are in: a new table
+    /// may order the backends differently.
+    table: u64,
     /// The round-robin number of its pick: a failover reuses it, so a dead
     /// backend does not skew the rotation.
     ticket: u64,
@@ -106,9 +109,9 @@ pub struct Router {
     binding: HashMap<i32, bool>,
     /// Where the next search of the port range starts.
     next_port: u32,
-    /// Threads with a routed connect() in flight from a program with a
-    /// VIP: the backend and its slot (its client record is written once
-    /// connected).
+    /// Threads with a routed TCP connect() in flight: the backend and its
+    /// slot (the pick is settled, and a client with a VIP writes its
+    /// record, once the connect has run).
     routing: HashMap<i32, (SocketAddr, u32)>,
     /// A bound TCP port nobody listens on: a non-blocking connect with no
     /// backend is sent there, so the program sees what an untraced refused
@@ -394,7 +397,7 @@ impl Router {
 
     /// connect() to a virtual address: the backend (or ECONNREFUSED).
     pub fn connect(&mut self, call: &Call, addr: SocketAddr, labels: &Labels) -> Option<Verdict> {
-        let routes = self.net.routes();
+        let (routes, generation) = self.net.routes_numbered();
         let udp = is_udp(call);
         if routes.is_empty() || !(is_tcp(call) || udp) || !routes.is_virtual(&addr) {
             return None;
@@ -428,6 +431,7 @@ impl Router {
                     vip,
                     backend: b.addr,
                     tried: bit(i),
+                    table: generation,
                     ticket,
                 };
                 self.sent(call, inode, r, b.slot, table.as_deref());
@@ -450,14 +454,24 @@ impl Router {
     fn sent(&mut self, call: &Call, inode: u64, r: Routed, slot: u32, table: Option<&SharedTable>) {
         let backend = r.backend;
         insert_bounded(&mut self.routed, inode, r);
-        // Only a TCP connect() writes its record afterwards (a TCP Fast Open
-        // send does not): only then are servers told to expect one.
-        if self.host.is_some() && call.op == tracer::Op::Connect && is_tcp(call) {
+        let Some(t) = table else {
+            return;
+        };
+        // Only a TCP connect() says when it has run (the daemon's count of
+        // connections sees it from then on) and writes its record; a TCP
+        // Fast Open send is taken as counted after a while.
+        if call.op == tracer::Op::Connect && is_tcp(call) {
             let old = self.routing.insert(call.tid, (backend, slot));
-            if let Some(t) = table {
+            // Servers expect the record of a client with a VIP.
+            let host = self.host.is_some();
+            if host {
                 t.expect_peer(slot);
-                // A failover: the first backend expects nothing any more.
-                if let Some((_, old)) = old {
+            }
+            // A failover: the first backend's connect has run (refused),
+            // and it expects nothing any more.
+            if let Some((_, old)) = old {
+                t.settled(old);
+                if host {
                     t.peer_done(old);
                 }
             }
@@ -479,18 +493,21 @@ impl Router {
         if asked != Some(r.vip) {
             return None;
         }
-        let routes = self.net.routes();
+        let (routes, now) = self.net.routes_numbered();
         let route = routes.route_of(&r.vip, is_udp(call))?;
+        // The table changed since (a backend left or came): positions moved,
+        // so what was tried is found again by address (the one just refused;
+        // one refused earlier refuses again, and the tries are bounded).
+        let tried = if r.table == now {
+            r.tried
+        } else {
+            (0..route.backends.len().min(64))
+                .filter(|&i| route.backends[i].addr == r.backend)
+                .fold(0, |m, i| m | bit(i))
+        };
         let table = self.table();
         let (i, _) = self
-            .choose(
-                call,
-                route,
-                labels,
-                r.tried,
-                Some(r.ticket),
-                table.as_deref(),
-            )
+            .choose(call, route, labels, tried, Some(r.ticket), table.as_deref())
             .ok()?;
         let b = &route.backends[i];
         log::info!(
@@ -503,7 +520,8 @@ impl Router {
         );
         let next = Routed {
             backend: b.addr,
-            tried: r.tried | bit(i),
+            tried: tried | bit(i),
+            table: now,
             ..r
         };
         self.sent(call, inode, next, b.slot, table.as_deref());
@@ -730,19 +748,18 @@ impl Router {
                     }
                 }
                 let (backend, slot) = self.routing.remove(&call.tid)?;
-                let table = self.table();
+                let t = self.table()?;
+                t.settled(slot);
                 let h = self.host.as_ref()?;
                 // Whatever the outcome (an EINTR connect still completes in
                 // the kernel): servers may wait for the record.
                 let local = call.local.as_ref().and_then(SockAddr::ip);
-                if let (Some(local), Some(t)) = (local.filter(|l| l.port() != 0), &table) {
+                if let Some(local) = local.filter(|l| l.port() != 0) {
                     let local = canonical_addr(local);
                     let vip = SocketAddr::new(canonical(h.ip), local.port());
                     t.put_peer(local, backend.port(), vip);
                 }
-                if let Some(t) = &table {
-                    t.peer_done(slot);
-                }
+                t.peer_done(slot);
                 None
             }
             tracer::Op::Bind => {
