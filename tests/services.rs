@@ -699,3 +699,95 @@ fn app_info_shows_a_live_process_and_current_counters() {
     writeln!(t.0.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(t.wait_timeout(Duration::from_secs(10)), Some(0));
 }
+
+/// Loopback VIPs (issue 11): a client whose VIP is an IPv4 loopback address
+/// connects from it (its socket is bound to it first), so the server sees
+/// the VIP from the kernel, and a server with such a VIP, when no program
+/// has a VIP that cannot be a source, has no accept() trapped at all. A
+/// client that bound its socket itself is seen at the address it bound.
+#[test]
+fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
+    let h = Host::start();
+    let code = "import socket,sys,os\n\
+        l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
+        for i in range(3):\n\
+        \x20   fd,a=l._accept(); print(a[0], flush=True); os.close(fd)\n\
+        sys.stdin.readline(); l.getsockname(); print('named', flush=True); sys.stdin.readline()\n";
+    let mut srv = Proc(
+        h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
+    let mut next = || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        l.trim().to_string()
+    };
+    assert_eq!(next(), "ready");
+    h.wait_backends("127.88.0.1:8000", 1);
+    let info = || -> String {
+        let Some(id) = std::fs::read_dir(h.file("apps"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        else {
+            return String::new();
+        };
+        std::fs::read_to_string(h.file("apps").join(id.file_name()).join("info"))
+            .unwrap_or_default()
+    };
+    let calls = || {
+        info()
+            .lines()
+            .find_map(|l| l.strip_prefix("calls_total="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // The counters reach the daemon every 100 ms or so: the count once it
+    // has stopped moving (the server waits for its clients).
+    let settled = || {
+        let mut last = calls();
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = calls();
+            if now == last && now > 0 {
+                return now;
+            }
+            last = now;
+        }
+        panic!("calls_total kept moving: {}", info());
+    };
+    let before = settled();
+    // A client with a loopback VIP, through the service's VIP: the server
+    // sees the VIP as its peer, and the client its VIP as its address.
+    let code = "import socket\n\
+        s=socket.create_connection(('127.88.0.1',8000)); print(s.getsockname()[0])\n";
+    let o = run(&mut h.trace(&["--ip", "127.88.0.7"], "python3", &["-c", code]));
+    assert_eq!(stdout(&o).trim(), "127.88.0.7", "{o:?}");
+    assert_eq!(next(), "127.88.0.7");
+    // A client without a VIP: its real address, as untraced.
+    let o = run(&mut h.trace(&[], "python3", &["-c", code]));
+    assert_eq!(stdout(&o).trim(), "127.0.0.1", "{o:?}");
+    assert_eq!(next(), "127.0.0.1");
+    // A client with a VIP that bound its socket itself: what it bound.
+    let code = "import socket\n\
+        s=socket.socket(); s.bind(('127.0.0.5',0)); s.connect(('127.88.0.1',8000)); print(s.getsockname()[0])\n";
+    let o = run(&mut h.trace(&["--ip", "127.88.0.8"], "python3", &["-c", code]));
+    assert_eq!(stdout(&o).trim(), "127.0.0.5", "{o:?}");
+    assert_eq!(next(), "127.0.0.5");
+    // None of the three accepts stopped: the listener's getsockname, now,
+    // is the only call counted since.
+    use std::io::Write;
+    writeln!(srv.0.stdin.as_mut().unwrap()).unwrap();
+    assert_eq!(next(), "named");
+    wait_until(
+        "the getsockname to be counted",
+        Duration::from_secs(5),
+        || calls() > before,
+    );
+    assert_eq!(settled(), before + 1, "before {before}: {}", info());
+    writeln!(srv.0.stdin.as_mut().unwrap()).unwrap();
+}

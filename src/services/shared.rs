@@ -75,6 +75,10 @@ impl Health {
 struct Header {
     magic: AtomicU64,
     size: AtomicU64,
+    /// Until when (monotonic ms, low 32 bits) some client with a virtual IP
+    /// may be connecting to some backend and leaving a record: servers look
+    /// at their accepts until then.
+    peers_until: AtomicU32,
 }
 
 #[repr(C, align(64))]
@@ -358,10 +362,19 @@ impl SharedTable {
     /// (until [`Self::peer_done`]).
     pub fn expect_peer(&self, backend: u32) {
         if let Some(b) = self.backend(backend) {
-            b.pending_until
-                .store((now_ms() + 50) as u32, Ordering::Relaxed);
+            let until = (now_ms() + 50) as u32;
+            b.pending_until.store(until, Ordering::Relaxed);
             b.inflight.fetch_add(1, Ordering::AcqRel);
+            self.header().peers_until.store(until, Ordering::Release);
         }
+    }
+
+    /// Whether any client with a virtual IP may be connecting to any
+    /// backend now (in the last 50 ms) and leave a record: one load and a
+    /// clock read, for a server deciding whether its accept() needs a look.
+    pub fn any_peer_expected(&self) -> bool {
+        let until = self.header().peers_until.load(Ordering::Acquire);
+        until != 0 && (until.wrapping_sub(now_ms() as u32) as i32) > 0
     }
 
     /// That client has written its record (or its connect failed).

@@ -272,8 +272,10 @@ impl NetHandler for Enforcer {
             listen: binds || all || host,
             // Accepted connections are listed from the kernel's tables (the
             // listener is reported): accept() stops only where the program
-            // must be shown a client's virtual address, or for the event log.
-            accept: events || host,
+            // may have to be shown a client's virtual address the kernel
+            // would not show (clients with loopback VIPs connect from them),
+            // or for the event log.
+            accept: events || self.router.traps_accept(),
             send: !p.is_permissive(RuleOp::Send) || all,
             names: p.has_redirects() || all || host,
             // Datagrams from a UDP service show its VIP as their source.
@@ -283,7 +285,7 @@ impl NetHandler for Enforcer {
             // are reported without waiting, listeners at entry), a service
             // the local address of its accepted sockets.
             outcomes: events,
-            accept_outcomes: events || host,
+            accept_outcomes: events || self.router.traps_accept(),
             // A service registers once listen() has succeeded, and shows the
             // addresses it asked for (and its clients' VIPs).
             listen_outcomes: host,
@@ -428,6 +430,18 @@ impl NetHandler for Enforcer {
 
     fn connect_refused(&mut self, call: &Call) -> Option<SockAddr> {
         self.router.refused(call, &self.labels)
+    }
+
+    fn may_fail_over(&mut self, call: &Call) -> bool {
+        self.router.may_fail_over(call)
+    }
+
+    fn connect_source(&mut self, call: &Call) -> Option<SockAddr> {
+        self.router.connect_source(call)
+    }
+
+    fn connect_source_bound(&mut self, call: &Call, bound: bool) {
+        self.router.connect_source_bound(call, bound)
     }
 
     fn process(&mut self, event: ProcessEvent) {

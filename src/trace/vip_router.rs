@@ -77,6 +77,17 @@ struct Routed {
     ticket: u64,
 }
 
+/// A routed TCP connect in flight, by thread.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    backend: SocketAddr,
+    slot: u32,
+    /// The client has a VIP: Some(true) when it goes as the connect's real
+    /// source address (servers see it from the kernel), Some(false) when
+    /// it leaves a record that servers expect. None: no VIP.
+    vip: Option<bool>,
+}
+
 /// How long a server waits for the record of a client with a virtual IP
 /// that is connecting to it (the client's tracer writes it within
 /// microseconds of the handshake).
@@ -112,7 +123,7 @@ pub struct Router {
     /// Threads with a routed TCP connect() in flight: the backend and its
     /// slot (the pick is settled, and a client with a VIP writes its
     /// record, once the connect has run).
-    routing: HashMap<i32, (SocketAddr, u32)>,
+    routing: HashMap<i32, InFlight>,
     /// A bound TCP port nobody listens on: a non-blocking connect with no
     /// backend is sent there, so the program sees what an untraced refused
     /// connect gives (EINPROGRESS, then ECONNREFUSED).
@@ -434,7 +445,11 @@ impl Router {
                     table: generation,
                     ticket,
                 };
-                self.sent(call, inode, r, b.slot, table.as_deref());
+                let local = route
+                    .backends
+                    .iter()
+                    .all(|b| canonical(b.addr.ip()).is_loopback());
+                self.sent(call, inode, r, b.slot, table.as_deref(), local);
                 Some(Verdict::Rewrite(b.addr.into()))
             }
             Err(why) => {
@@ -449,9 +464,18 @@ impl Router {
         }
     }
 
-    /// Remember where a socket was sent; a client with a VIP tells servers
-    /// to expect its record.
-    fn sent(&mut self, call: &Call, inode: u64, r: Routed, slot: u32, table: Option<&SharedTable>) {
+    /// Remember where a socket was sent; a client with a VIP binds it to
+    /// that address when `local` (every backend of the route is on this
+    /// host's loopback), else tells servers to expect its record.
+    fn sent(
+        &mut self,
+        call: &Call,
+        inode: u64,
+        r: Routed,
+        slot: u32,
+        table: Option<&SharedTable>,
+        local: bool,
+    ) {
         let backend = r.backend;
         insert_bounded(&mut self.routed, inode, r);
         let Some(t) = table else {
@@ -461,19 +485,63 @@ impl Router {
         // connections sees it from then on) and writes its record; a TCP
         // Fast Open send is taken as counted after a while.
         if call.op == tracer::Op::Connect && is_tcp(call) {
-            let old = self.routing.insert(call.tid, (backend, slot));
-            // Servers expect the record of a client with a VIP.
-            let host = self.host.is_some();
-            if host {
+            // A failover: the same call tries again, from the same source.
+            let old = self.routing.get(&call.tid).copied();
+            let vip = match (&self.host, old) {
+                (None, _) => None,
+                (Some(_), Some(o)) => o.vip,
+                (Some(h), None) => Some(local && source_bindable(h.ip)),
+            };
+            let now = InFlight { backend, slot, vip };
+            self.routing.insert(call.tid, now);
+            if vip == Some(false) {
                 t.expect_peer(slot);
             }
-            // A failover: the first backend's connect has run (refused),
-            // and it expects nothing any more.
-            if let Some((_, old)) = old {
-                t.settled(old);
-                if host {
-                    t.peer_done(old);
+            // The first backend's connect has run (refused), and it
+            // expects nothing any more.
+            if let Some(o) = old {
+                t.settled(o.slot);
+                if o.vip == Some(false) {
+                    t.peer_done(o.slot);
                 }
+            }
+        }
+    }
+
+    /// Whether a refusal of this routed connect could be tried again on
+    /// another backend: its service has more than one.
+    pub fn may_fail_over(&self, call: &Call) -> bool {
+        let Some(r) = call.socket.and_then(|s| self.routed.get(&s.inode)) else {
+            return true;
+        };
+        self.net
+            .routes()
+            .route_of(&r.vip, false)
+            .is_none_or(|route| route.backends.len() > 1)
+    }
+
+    /// The source a routed connect binds its socket to: the program's VIP,
+    /// when it can be (see `sent`).
+    pub fn connect_source(&self, call: &Call) -> Option<SockAddr> {
+        let h = self.host.as_ref()?;
+        let f = self.routing.get(&call.tid)?;
+        (f.vip == Some(true)).then(|| SocketAddr::new(canonical(h.ip), 0).into())
+    }
+
+    /// The socket could not be bound to the VIP (the program bound it
+    /// already): the client leaves a record instead, and servers expect it.
+    pub fn connect_source_bound(&mut self, call: &Call, bound: bool) {
+        if bound {
+            return;
+        }
+        let Some(f) = self.routing.get_mut(&call.tid) else {
+            return;
+        };
+        if f.vip == Some(true) {
+            f.vip = Some(false);
+            let slot = f.slot;
+            if let Some(t) = self.table() {
+                t.expect_peer(slot);
             }
         }
     }
@@ -524,7 +592,8 @@ impl Router {
             table: now,
             ..r
         };
-        self.sent(call, inode, next, b.slot, table.as_deref());
+        // (The source stays what the first try chose.)
+        self.sent(call, inode, next, b.slot, table.as_deref(), false);
         Some(b.addr.into())
     }
 
@@ -637,7 +706,7 @@ impl Router {
         }
         let own = canonical(h.ip);
         let routes = self.net.routes();
-        if routes.local_hosts.iter().any(|ip| *ip != own) {
+        if other_unbindable(&routes, own) {
             return true;
         }
         let slot = backend_slot(&routes, real);
@@ -645,6 +714,20 @@ impl Router {
             (Some(t), Some(slot)) => t.peer_expected(slot),
             _ => false,
         }
+    }
+
+    /// Whether this program's accept() is trapped at all (decided once,
+    /// when its filter is made): it has a VIP, and clients may have VIPs
+    /// the kernel would not show it: its own cannot be a connect's source
+    /// (then, presumably, neither can its clients'), or another program's
+    /// cannot. A client with such a VIP that starts later is seen by this
+    /// program at its real address (docs/SERVICES.md).
+    pub fn traps_accept(&self) -> bool {
+        let Some(h) = self.host.as_ref() else {
+            return false;
+        };
+        let own = canonical(h.ip);
+        !source_bindable(own) || other_unbindable(&self.net.routes(), own)
     }
 
     /// A service accepted a connection: if the client has a virtual IP, the
@@ -655,15 +738,16 @@ impl Router {
         let listener = call.socket?.inode;
         let accepted = call.accepted?;
         let backend = *self.listening.get(&listener)?;
-        // Only programs with a virtual IP leave records: look only when
-        // another running program of this daemon has one.
+        // Only programs with a virtual IP they cannot carry as their source
+        // leave records: look only when another running program of this
+        // daemon has one, or a client is connecting with a record to leave.
         let own = canonical(h.ip);
         let routes = self.net.routes();
-        if !routes.local_hosts.iter().any(|ip| *ip != own) {
+        let table = self.table()?;
+        if !other_unbindable(&routes, own) && !table.any_peer_expected() {
             return None;
         }
         let peer = canonical_addr(call.peer.as_ref()?.ip()?);
-        let table = self.table()?;
         let vip = match table.take_peer(peer, backend.port()) {
             Some(v) => v,
             None => {
@@ -747,9 +831,14 @@ impl Router {
                         self.routed.remove(&s.inode);
                     }
                 }
-                let (backend, slot) = self.routing.remove(&call.tid)?;
+                let InFlight { backend, slot, vip } = self.routing.remove(&call.tid)?;
                 let t = self.table()?;
                 t.settled(slot);
+                // Only a client that could not carry its VIP as its source
+                // leaves a record.
+                if vip != Some(false) {
+                    return None;
+                }
                 let h = self.host.as_ref()?;
                 // Whatever the outcome (an EINTR connect still completes in
                 // the kernel): servers may wait for the record.
@@ -787,6 +876,26 @@ impl Router {
             _ => None,
         }
     }
+}
+
+/// Whether a program with virtual IP `ip` has its routed TCP connects
+/// carry it as their real source address (the tracer binds the socket to
+/// it first): an IPv4 loopback address is local on every host's `lo`, so a
+/// server sees the client's VIP from the kernel and needs no record.
+pub(crate) fn source_bindable(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(_) => false,
+    }
+}
+
+/// Another program of this daemon (not `own`) has a VIP that cannot be its
+/// connects' source: its servers must look for its records.
+fn other_unbindable(routes: &RouteTable, own: IpAddr) -> bool {
+    routes
+        .local_hosts
+        .iter()
+        .any(|ip| *ip != own && !source_bindable(*ip))
 }
 
 fn bit(i: usize) -> u64 {

@@ -366,6 +366,27 @@ pub trait NetHandler {
         None
     }
 
+    /// Whether [`NetHandler::connect_refused`] could name another address
+    /// for this rewritten connect: when not, a non-blocking connect is not
+    /// checked for an immediate refusal (two calls saved); the program
+    /// learns it as untraced.
+    fn may_fail_over(&mut self, _call: &Call) -> bool {
+        true
+    }
+
+    /// A connect the tracer is about to carry out for [`Verdict::Rewrite`]
+    /// (before its first try, not again on a failover): an address to bind
+    /// the socket to first, its port left to the connect (the program's
+    /// peer then sees that source), or None. Told the outcome with
+    /// [`NetHandler::connect_source_bound`].
+    fn connect_source(&mut self, _call: &Call) -> Option<SockAddr> {
+        None
+    }
+
+    /// Whether the socket got the address [`NetHandler::connect_source`]
+    /// named (not when it was bound already, or cannot have it).
+    fn connect_source_bound(&mut self, _call: &Call, _bound: bool) {}
+
     /// Whether this call passes now whatever its arguments and socket are,
     /// with nothing wanted of it (no decision, no event, no report): the
     /// tracer then lets it run without reading anything (no borrowed socket,

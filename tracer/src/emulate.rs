@@ -61,24 +61,53 @@ fn getsockopt_at(fd: &OwnedFd, level: i32, opt: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Sockets' kinds (domain, type, protocol: fixed for a socket's life) by
+/// inode and creation time (an inode number alone can come back after its
+/// socket is gone), so that a socket seen again costs one fstat, not three
+/// getsockopt. Bounded: emptied when full.
+#[derive(Default)]
+pub struct Kinds(std::collections::HashMap<(u64, i64, i64), (i32, i32, i32)>);
+
+const KINDS_MAX: usize = 4096;
+
 /// The socket's kind. ENOTSOCK when the descriptor is not a socket.
 pub fn socket_info(fd: &OwnedFd) -> Result<SocketInfo, Errno> {
-    let domain = getsockopt_int(fd, libc::SO_DOMAIN)?;
-    let sotype = getsockopt_int(fd, libc::SO_TYPE)?;
-    let protocol = getsockopt_int(fd, libc::SO_PROTOCOL)?;
+    socket_info_in(fd, None)
+}
+
+/// [`socket_info`], with the socket's fixed kind kept in `kinds`.
+pub fn socket_info_in(fd: &OwnedFd, kinds: Option<&mut Kinds>) -> Result<SocketInfo, Errno> {
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writing.
+    let stat_ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
+    let key = (st.st_ino, st.st_ctime, st.st_ctime_nsec);
+    let known = (stat_ok && st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+        .then(|| kinds.as_ref().and_then(|k| k.0.get(&key).copied()))
+        .flatten();
+    let (domain, sotype, protocol) = match known {
+        Some(k) => k,
+        None => {
+            let k = (
+                getsockopt_int(fd, libc::SO_DOMAIN)?,
+                getsockopt_int(fd, libc::SO_TYPE)?,
+                getsockopt_int(fd, libc::SO_PROTOCOL)?,
+            );
+            if let (true, Some(kinds)) = (stat_ok, kinds) {
+                if kinds.0.len() >= KINDS_MAX {
+                    kinds.0.clear();
+                }
+                kinds.0.insert(key, k);
+            }
+            k
+        }
+    };
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     if fl < 0 {
         return Err(Errno::last());
     }
-    // SAFETY: fstat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is valid for writing.
-    let inode = if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0 {
-        st.st_ino
-    } else {
-        0
-    };
+    let inode = if stat_ok { st.st_ino } else { 0 };
     // An IPv6 socket that takes IPv6 only cannot be given an IPv4 address.
     let v6only = domain == libc::AF_INET6
         && getsockopt_at(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0);
@@ -352,6 +381,61 @@ pub fn fit_family(info: &SocketInfo, addr: SockAddr) -> SockAddr {
         },
         (_, a) => a,
     }
+}
+
+/// Bind an unbound TCP socket to `addr`'s address, its port left to the
+/// connect that follows (IP_BIND_ADDRESS_NO_PORT, as the program's own
+/// option was before, so no port is taken at bind time). False when the
+/// socket is bound already, is not TCP, or cannot have that address (the
+/// connect then runs from the address the kernel picks).
+pub fn bind_source(fd: &OwnedFd, info: &SocketInfo, addr: SockAddr) -> bool {
+    if info.sotype != libc::SOCK_STREAM || !is_ip(info) {
+        return false;
+    }
+    let unbound = match local_addr(fd) {
+        Some(SockAddr::Inet(a)) => a.port() == 0 && a.ip().is_unspecified(),
+        Some(SockAddr::Inet6(a)) => a.port() == 0 && a.ip().is_unspecified(),
+        _ => false,
+    };
+    if !unbound {
+        return false;
+    }
+    let addr = fit_family(info, addr);
+    if info.v6only && matches!(addr, SockAddr::Inet6(a) if a.ip().to_ipv4_mapped().is_some()) {
+        return false;
+    }
+    let Some(raw) = RawAddr::of(&addr) else {
+        return false;
+    };
+    let had = getsockopt_at(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT).unwrap_or(0);
+    let set = |v: libc::c_int| {
+        // SAFETY: v outlives the call; the length is an int's.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if had == 0 && set(1) < 0 {
+        return false;
+    }
+    let b = raw.as_bytes();
+    // SAFETY: b is a buffer of b.len() bytes.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len() as libc::socklen_t,
+        )
+    };
+    if had == 0 {
+        set(0);
+    }
+    r == 0
 }
 
 /// The errno the kernel gives an IP socket for an address it cannot use.

@@ -49,7 +49,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             r => r?,
         };
-        match emulate::socket_info(&fd) {
+        match emulate::socket_info_in(&fd, Some(&mut self.kinds)) {
             Ok(info) => Ok((fd, info)),
             Err(e) => {
                 // Not a socket: its close may wait (closer.rs).
@@ -301,11 +301,22 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             }
         }
+        // A routed connect may carry a source address of the handler's
+        // choosing (bound now, on the socket that connects).
+        if op == Op::Connect && routed && raw.is_some() {
+            if let Some(src) = self.handler.connect_source(&d.call) {
+                let bound = emulate::bind_source(&sock, &info, src);
+                self.handler.connect_source_bound(&d.call, bound);
+            }
+        }
         let mut result = match (op, raw.as_ref()) {
             (Op::Connect | Op::Bind, None) => {
                 Emulated::Done(emulate::null_address(&sock, op == Op::Bind, d.args[2]))
             }
-            (Op::Connect, Some(r)) => emulate::connect(&sock, &info, r, routed),
+            (Op::Connect, Some(r)) => {
+                let settle = routed && self.handler.may_fail_over(&d.call);
+                emulate::connect(&sock, &info, r, settle)
+            }
             (Op::Bind, Some(r)) => {
                 let seen = target.as_ref().or(d.call.addr.as_ref());
                 match emulate::bind(&sock, &info, seen, r, tid) {

@@ -233,6 +233,8 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) tasks: HashMap<i32, Task>,
     /// The pidfds descriptors are borrowed through.
     pub(crate) pidfds: Pidfds,
+    /// The kinds of the sockets borrowed so far.
+    pub(crate) kinds: crate::emulate::Kinds,
     /// Processes under a Landlock network restriction of their own.
     pub(crate) landlock: Landlock,
     /// Loopback TCP addresses of ours that refuse connections, per family,
@@ -270,6 +272,7 @@ impl<'h, H: NetHandler> Tracer<'h, H> {
             interests,
             tasks: HashMap::new(),
             pidfds: Pidfds::new(),
+            kinds: crate::emulate::Kinds::default(),
             landlock: Landlock::default(),
             refusers: Vec::new(),
             refused_ports: BoundedSet::default(),
