@@ -139,8 +139,36 @@ fn running_client(h: &Host, ip: &str, port: u16) -> (Proc, impl FnMut() -> Strin
 
 /// `python3 -c CODE` traced with --ip 10.1.0.1, and a reader of its output lines.
 fn python_service(h: &Host, code: &str) -> (Proc, impl FnMut() -> String) {
+    lines(h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code]))
+}
+
+/// apps/ID/info of the program `pid` (None: the first app listed).
+fn app_info(h: &Host, pid: Option<i32>) -> String {
+    let Ok(dir) = std::fs::read_dir(h.file("apps")) else {
+        return String::new();
+    };
+    for id in dir.flatten() {
+        let info = std::fs::read_to_string(id.path().join("info")).unwrap_or_default();
+        if pid.is_none_or(|p| info_field(&info, "pid") == p.to_string()) {
+            return info;
+        }
+    }
+    String::new()
+}
+
+/// The value of `key=` in an info file ("" when absent).
+fn info_field(info: &str, key: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Start `cmd` with its stdin and stdout piped: the process, and a reader of
+/// its next output line.
+fn lines(mut cmd: std::process::Command) -> (Proc, impl FnMut() -> String) {
     let mut srv = Proc(
-        h.trace(&["--ip", "10.1.0.1"], "python3", &["-c", code])
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -344,18 +372,7 @@ fn rules_can_name_traced_services() {
 fn a_small_accept_buffer_is_not_overrun() {
     let h = Host::start();
     let prog = c_prog("accept_small", &[]);
-    let mut srv = Proc(
-        h.trace(&["--ip", "10.1.0.1"], &prog, &["8000"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
-    let mut next = || {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
-        l.trim().to_string()
-    };
+    let (_srv, mut next) = lines(h.trace(&["--ip", "10.1.0.1"], &prog, &["8000"]));
     assert_eq!(next(), "ready");
     h.wait_backends("10.1.0.1:8000", 1);
     // The client has a VIP, so accept's address is replaced: with a 16-byte
@@ -664,23 +681,8 @@ fn app_info_shows_a_live_process_and_current_counters() {
             .spawn()
             .unwrap(),
     );
-    let info = || -> String {
-        let Some(id) = std::fs::read_dir(h.file("apps"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(Result::ok)
-        else {
-            return String::new();
-        };
-        std::fs::read_to_string(h.file("apps").join(id.file_name()).join("info"))
-            .unwrap_or_default()
-    };
-    let field = |s: &str, k: &str| -> String {
-        s.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_string()
-    };
+    let info = || app_info(&h, None);
+    let field = info_field;
     wait_until("a live process in info", Duration::from_secs(5), || {
         let i = info();
         let pid = field(&i, "pid");
@@ -713,37 +715,14 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
         for i in range(3):\n\
         \x20   fd,a=l._accept(); print(a[0], flush=True); os.close(fd)\n\
         sys.stdin.readline(); l.getsockname(); print('named', flush=True); sys.stdin.readline()\n";
-    let mut srv = Proc(
-        h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut out = std::io::BufReader::new(srv.0.stdout.take().unwrap());
-    let mut next = || {
-        let mut l = String::new();
-        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
-        l.trim().to_string()
-    };
+    let (mut srv, mut next) = lines(h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code]));
     assert_eq!(next(), "ready");
     h.wait_backends("127.88.0.1:8000", 1);
-    let info = || -> String {
-        let Some(id) = std::fs::read_dir(h.file("apps"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(Result::ok)
-        else {
-            return String::new();
-        };
-        std::fs::read_to_string(h.file("apps").join(id.file_name()).join("info"))
-            .unwrap_or_default()
-    };
+    let pid = common::netns::tracee(&srv);
+    let info = || app_info(&h, Some(pid));
     let calls = || {
-        info()
-            .lines()
-            .find_map(|l| l.strip_prefix("calls_total="))
-            .and_then(|v| v.parse::<u64>().ok())
+        info_field(&info(), "calls_total")
+            .parse::<u64>()
             .unwrap_or(0)
     };
     // The counters reach the daemon every 100 ms or so: the count once it

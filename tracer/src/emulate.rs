@@ -125,11 +125,16 @@ pub(crate) fn is_ip(info: &SocketInfo) -> bool {
     info.domain == libc::AF_INET || info.domain == libc::AF_INET6
 }
 
-fn raw_connect(fd: &OwnedFd, addr: &RawAddr) -> Result<(), Errno> {
+/// connect(2) or bind(2) (`call`) of the borrowed socket to `addr`.
+fn raw_addr_call(
+    fd: &OwnedFd,
+    addr: &RawAddr,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> Result<(), Errno> {
     let b = addr.as_bytes();
     // SAFETY: b is a buffer of b.len() bytes.
     let r = unsafe {
-        libc::connect(
+        call(
             fd.as_raw_fd(),
             b.as_ptr().cast(),
             b.len() as libc::socklen_t,
@@ -140,6 +145,10 @@ fn raw_connect(fd: &OwnedFd, addr: &RawAddr) -> Result<(), Errno> {
     } else {
         Ok(())
     }
+}
+
+fn raw_connect(fd: &OwnedFd, addr: &RawAddr) -> Result<(), Errno> {
+    raw_addr_call(fd, addr, libc::connect)
 }
 
 fn set_flags(fd: &OwnedFd, flags: i32) {
@@ -423,19 +432,11 @@ pub fn bind_source(fd: &OwnedFd, info: &SocketInfo, addr: SockAddr) -> bool {
     if had == 0 && set(1) < 0 {
         return false;
     }
-    let b = raw.as_bytes();
-    // SAFETY: b is a buffer of b.len() bytes.
-    let r = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            b.as_ptr().cast(),
-            b.len() as libc::socklen_t,
-        )
-    };
+    let r = raw_addr_call(fd, &raw, libc::bind);
     if had == 0 {
         set(0);
     }
-    r == 0
+    r.is_ok()
 }
 
 /// The errno the kernel gives an IP socket for an address it cannot use.
