@@ -26,7 +26,8 @@ row's traced client and traced server run under the same backend.
 3. HTTP without keep-alive, untraced ab -> nginx traced under the daemon
    (no --ip), while another traced program holds a VIP on the host.
    Target >= 0.95x. Also shown: the same with nginx under --ip (its
-   accept() then stops so that it can see clients' VIPs).
+   accept() stopped so that it could show clients' VIPs; with loopback VIPs,
+   which clients carry as their real source address, it no longer stops).
 Every process started here is stopped here; the daemon's mount goes with it.
 """
 import os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -202,7 +203,7 @@ try:
     u, v = row("  untraced ab -> nginx traced under the daemon", "server_", lambda bk: 0.95, "untraced2")
     summary_row(f"untraced ab -> traced nginx, another VIP on host", "req/s", u, v,
                 {"op": ">=", "x": 0.95, "why": "issue 11"})
-    u, v = row("  untraced ab -> nginx traced with --ip (its accept() is trapped)", "server_ip_", None, "untraced2")
+    u, v = row("  untraced ab -> nginx traced with --ip (loopback VIPs: no accept() stop)", "server_ip_", None, "untraced2")
     summary_row(f"untraced ab -> nginx traced with --ip", "req/s", u, v)
 finally:
     for p in reversed(procs[1:]):

@@ -344,6 +344,38 @@ impl State {
 
     // ---- tracers ----
 
+    /// A program with a VIP that cannot be its connections' source (not an
+    /// IPv4 loopback address) joins while services with loopback VIPs run:
+    /// those decided at their start that their accept() needs no stop, so
+    /// they see this program's connections at its real address. Said, so
+    /// that it is no surprise (docs/SERVICES.md).
+    fn warn_unbindable(&self, ip: std::net::IpAddr) {
+        if crate::services::routes::source_bindable(ip) {
+            return;
+        }
+        let blind: Vec<String> = self
+            .registry
+            .hosts
+            .iter()
+            .filter(|(app, h)| {
+                crate::services::routes::source_bindable(h.ip)
+                    && self
+                        .registry
+                        .listeners
+                        .get(app)
+                        .is_some_and(|l| !l.is_empty())
+            })
+            .map(|(_, h)| h.ip.to_string())
+            .collect();
+        if !blind.is_empty() {
+            log::warn!(
+                "VIP {ip} is not a loopback address: services already running with loopback VIPs ({}) \
+                 see its connections at its real address; restart them to see its VIP",
+                blind.join(", ")
+            );
+        }
+    }
+
     /// A tracer said hello: register it and send it the policy.
     pub fn register(&mut self, hello: ToDaemon, tx: Sender<ToTracer>) -> Option<u32> {
         let ToDaemon::Hello {
@@ -378,6 +410,7 @@ impl State {
             shared: self.shared_path.clone(),
         });
         if let Some(h) = &host {
+            self.warn_unbindable(h.ip);
             self.registry.add_host(
                 id,
                 VirtualHost {

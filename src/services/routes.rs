@@ -146,6 +146,17 @@ impl RouteTable {
     }
 }
 
+/// Whether a program with virtual IP `ip` has its routed TCP connects
+/// carry it as their real source address (its tracer binds the socket to
+/// it first): an IPv4 loopback address is local on every host's `lo`, so a
+/// server sees the client's VIP from the kernel and needs no record.
+pub fn source_bindable(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(_) => false,
+    }
+}
+
 /// An IPv4-mapped IPv6 address as its IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

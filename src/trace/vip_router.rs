@@ -7,7 +7,8 @@
 use crate::protocol::ToDaemon;
 use crate::services::balancer::{self, NoBackend, Rng};
 use crate::services::routes::{
-    canonical, canonical_addr, Labels, Listener, Registry, Route, RouteTable, VirtualHost,
+    canonical, canonical_addr, source_bindable, Labels, Listener, Registry, Route, RouteTable,
+    VirtualHost,
 };
 use crate::services::shared::{SharedTable, Slots};
 use crate::services::static_table::Lb;
@@ -875,17 +876,6 @@ impl Router {
             }
             _ => None,
         }
-    }
-}
-
-/// Whether a program with virtual IP `ip` has its routed TCP connects
-/// carry it as their real source address (the tracer binds the socket to
-/// it first): an IPv4 loopback address is local on every host's `lo`, so a
-/// server sees the client's VIP from the kernel and needs no record.
-pub(crate) fn source_bindable(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(_) => false,
     }
 }
 
