@@ -289,6 +289,27 @@ fn signals_sent_to_the_tracer_reach_the_program() {
     assert_eq!(child.wait_timeout(Duration::from_secs(10)), Some(5));
 }
 
+/// A SIGTERM sent to trace while it is still starting the program (before
+/// the program exists) is not lost: the program gets it once it runs, so
+/// trace ends with the program's status at once, not after `sleep 30`.
+#[test]
+fn a_signal_while_the_program_starts_is_not_lost() {
+    for i in 0..20u64 {
+        let mut child = Proc(
+            Command::new(appswitch())
+                .args(["trace", "--no-daemon", "--", "sleep", "30"])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // Spread over the start: from at once to a few milliseconds in.
+        std::thread::sleep(Duration::from_micros(250 * i));
+        child.signal(libc::SIGTERM);
+        let code = child.wait_timeout(Duration::from_secs(5));
+        assert_eq!(code, Some(128 + libc::SIGTERM), "try {i}");
+    }
+}
+
 fn gone_or_zombie(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,

@@ -31,6 +31,10 @@ pub const FORWARDED: [i32; 6] = [
 /// The main program's pid while it lives (0 otherwise).
 static MAIN: AtomicI32 = AtomicI32::new(0);
 
+/// Forwarded signals that arrived before the program existed (while it was
+/// being started): one bit per signal number, delivered by [`set_main`].
+static EARLY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 const CHUNK: usize = 256;
 
 /// A fixed block of slots (0 = free); more are chained as needed and never freed.
@@ -106,6 +110,14 @@ pub(crate) fn tracked() -> Vec<i32> {
 pub(crate) fn set_main(pid: i32) {
     MAIN.store(pid, Ordering::Release);
     track(pid);
+    // A signal sent to trace while the program was being started goes to
+    // it now, as it would have had it arrived a moment later.
+    let early = EARLY.swap(0, Ordering::AcqRel);
+    for sig in 1..64 {
+        if early & (1 << sig) != 0 {
+            send_to_tracee(pid, sig);
+        }
+    }
 }
 
 /// Set when the user-notification backend runs: there is no TracerPid,
@@ -265,6 +277,20 @@ fn deliver(sig: i32) {
     let main = MAIN.load(Ordering::Acquire);
     if main > 0 && send_to_tracee(main, sig) {
         return;
+    }
+    if main == 0 && (1..64).contains(&sig) {
+        // No program yet: kept for it.
+        EARLY.fetch_or(1 << sig, Ordering::AcqRel);
+        if MAIN.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        // It appeared meanwhile: whoever takes the bit back delivers it
+        // (set_main, or here), once.
+        if EARLY.fetch_and(!(1 << sig), Ordering::AcqRel) & (1 << sig) == 0
+            || send_to_tracee(MAIN.load(Ordering::Acquire), sig)
+        {
+            return;
+        }
     }
     for c in chunks() {
         for s in &c.slots {

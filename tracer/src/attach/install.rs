@@ -37,9 +37,17 @@ pub(crate) fn with_listener(
             errno: e,
         },
     })?;
-    let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
     let nnp = needs_no_new_privs(pid);
-    let mut t = stop(pid, tid, ptrace::Options::empty())?;
+    let mut tries = 0;
+    let mut t = loop {
+        let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
+        match stop(pid, tid, ptrace::Options::empty()) {
+            Ok(t) => break t,
+            // The thread chosen exited (a request thread, say): another.
+            Err(AttachError::NoProcess(_)) if thread_gone(pid, &mut tries) => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let flags = FLAG_TSYNC | FLAG_TSYNC_ESRCH | FLAG_NEW_LISTENER;
     let fd = install(&mut t, pid, program, flags, nnp)?;
     let fd = fd as i32;
@@ -80,6 +88,25 @@ pub(crate) fn with_listener(
 /// Under ptrace: every thread of `pid` seized (threads they create are
 /// seized by the kernel from then on) and the filter in; the threads.
 pub(crate) fn traced(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), AttachError> {
+    let mut tries = 0;
+    loop {
+        match traced_once(pid, program) {
+            // The thread chosen to stop exited (a request thread, say):
+            // nothing was changed; again, with another.
+            Err(AttachError::NoProcess(_)) if thread_gone(pid, &mut tries) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Whether the process `pid` still lives after a thread of it vanished
+/// under us, and another try is left (a few: threads that come and go).
+fn thread_gone(pid: i32, tries: &mut u32) -> bool {
+    *tries += 1;
+    *tries < 8 && crate::remote::tgid_of(pid).is_some() && checks::live_thread(pid).is_some()
+}
+
+fn traced_once(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), AttachError> {
     let options = crate::spawn::PTRACE_OPTIONS.difference(ptrace::Options::PTRACE_O_EXITKILL);
     let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
     let nnp = needs_no_new_privs(pid);
