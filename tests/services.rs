@@ -712,7 +712,7 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     let h = Host::start();
     let code = "import socket,sys,os\n\
         l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
-        for i in range(3):\n\
+        for i in range(4):\n\
         \x20   fd,a=l._accept(); print(a[0], flush=True); os.close(fd)\n\
         sys.stdin.readline(); l.getsockname(); print('named', flush=True); sys.stdin.readline()\n";
     let (mut srv, mut next) = lines(h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code]));
@@ -751,13 +751,19 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     let o = run(&mut h.trace(&[], "python3", &["-c", code]));
     assert_eq!(stdout(&o).trim(), "127.0.0.1", "{o:?}");
     assert_eq!(next(), "127.0.0.1");
-    // A client with a VIP that bound its socket itself: what it bound.
+    // A client that binds its VIP itself (Python's source_address): that.
+    let own = "import socket\n\
+        s=socket.create_connection(('127.88.0.1',8000), source_address=('127.88.0.7',0)); print(s.getsockname()[0])\n";
+    let o = run(&mut h.trace(&["--ip", "127.88.0.7"], "python3", &["-c", own]));
+    assert_eq!(stdout(&o).trim(), "127.88.0.7", "{o:?}");
+    assert_eq!(next(), "127.88.0.7");
+    // A client with a VIP that bound its socket elsewhere: what it bound.
     let code = "import socket\n\
         s=socket.socket(); s.bind(('127.0.0.5',0)); s.connect(('127.88.0.1',8000)); print(s.getsockname()[0])\n";
     let o = run(&mut h.trace(&["--ip", "127.88.0.8"], "python3", &["-c", code]));
     assert_eq!(stdout(&o).trim(), "127.0.0.5", "{o:?}");
     assert_eq!(next(), "127.0.0.5");
-    // None of the three accepts stopped: the listener's getsockname, now,
+    // None of the four accepts stopped: the listener's getsockname, now,
     // is the only call counted since.
     use std::io::Write;
     writeln!(srv.0.stdin.as_mut().unwrap()).unwrap();
@@ -769,4 +775,52 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     );
     assert_eq!(settled(), before + 1, "before {before}: {}", info());
     writeln!(srv.0.stdin.as_mut().unwrap()).unwrap();
+}
+
+/// A loopback-VIP client whose socket is IPv6 (dual-stack) reaches a
+/// service that listens on [::] only (its backend is [::1]): no IPv4 source
+/// is forced on it. (Its VIP cannot be the source of an IPv6 connection, and
+/// the service's accept() is not trapped: the service sees ::1, the limit
+/// docs/SERVICES.md states.)
+#[test]
+fn a_loopback_vip_client_reaches_an_ipv6_only_service() {
+    let h = Host::start();
+    let code = "import socket\n\
+        l=socket.socket(socket.AF_INET6); l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n\
+        l.bind(('::',8000)); l.listen(8); print('ready', flush=True)\n\
+        c,a=l.accept(); print(a[0], flush=True)\n";
+    let (_srv, mut next) = lines(h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code]));
+    assert_eq!(next(), "ready");
+    h.wait_backends("127.88.0.1:8000", 1);
+    let client = "import socket\n\
+        s=socket.socket(socket.AF_INET6); s.connect(('::ffff:127.88.0.1',8000)); print('connected')\n";
+    let o = run(&mut h.trace(&["--ip", "127.88.0.7"], "python3", &["-c", client]));
+    assert_eq!(stdout(&o).trim(), "connected", "{o:?}");
+    assert_eq!(next(), "::1");
+}
+
+/// With `[services] bind` off loopback (as in cluster mode) clients cannot
+/// carry a loopback VIP as their source: they leave records, and a service
+/// with a loopback VIP traps its accept() to show them.
+#[test]
+fn loopback_vips_with_services_bound_elsewhere_still_show_the_client_vip() {
+    let ns = common::netns::Netns::new();
+    ns.ip(&["addr", "add", "10.5.0.1/32", "dev", "lo"]);
+    let h = Host::new(ns, "[services]\nbind = \"10.5.0.1\"\n", &[]);
+    let code = "import socket\n\
+        l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
+        for i in range(2):\n\
+        \x20   c,a=l.accept(); print(a[0], flush=True); c.close()\n";
+    let (_srv, mut next) = lines(h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code]));
+    assert_eq!(next(), "ready");
+    h.wait_backends("127.88.0.1:8000", 1);
+    let client = "import socket\n\
+        s=socket.create_connection(('127.88.0.1',8000)); print('connected')\n";
+    let o = run(&mut h.trace(&["--ip", "127.88.0.7"], "python3", &["-c", client]));
+    assert_eq!(stdout(&o).trim(), "connected", "{o:?}");
+    assert_eq!(next(), "127.88.0.7");
+    // Without a VIP: its real address.
+    let o = run(&mut h.trace(&[], "python3", &["-c", client]));
+    assert_eq!(stdout(&o).trim(), "connected", "{o:?}");
+    assert_eq!(next(), "10.5.0.1");
 }

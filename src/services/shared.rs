@@ -355,6 +355,8 @@ impl SharedTable {
             let p = b.picks.load(Ordering::Relaxed);
             b.base_load.store(0, Ordering::Relaxed);
             b.base_picks.store(p, Ordering::Relaxed);
+            // The old backend's picks that never settled are not the new one's.
+            b.settled.store(p, Ordering::Relaxed);
         }
     }
 
@@ -365,13 +367,26 @@ impl SharedTable {
             let until = (now_ms() + 50) as u32;
             b.pending_until.store(until, Ordering::Relaxed);
             b.inflight.fetch_add(1, Ordering::AcqRel);
-            self.header().peers_until.store(until, Ordering::Release);
+            self.peers_until(until);
+        }
+    }
+
+    /// Servers look for records until `until` at least (never shortened).
+    fn peers_until(&self, until: u32) {
+        let at = &self.header().peers_until;
+        let mut cur = at.load(Ordering::Acquire);
+        while cur == 0 || (until.wrapping_sub(cur) as i32) > 0 {
+            match at.compare_exchange_weak(cur, until, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
         }
     }
 
     /// Whether any client with a virtual IP may be connecting to any
-    /// backend now (in the last 50 ms) and leave a record: one load and a
-    /// clock read, for a server deciding whether its accept() needs a look.
+    /// backend now (in the last 50 ms), or has left a record not yet taken
+    /// (in the last 5 s): one load and a clock read, for a server deciding
+    /// whether its accept() needs a look.
     pub fn any_peer_expected(&self) -> bool {
         let until = self.header().peers_until.load(Ordering::Acquire);
         until != 0 && (until.wrapping_sub(now_ms() as u32) as i32) > 0
@@ -414,6 +429,7 @@ impl SharedTable {
     pub fn put_peer(&self, local: SocketAddr, backend_port: u16, vip: SocketAddr) {
         let (ip, ports, h) = Self::peer_key(local, backend_port);
         let now = now_ms();
+        self.peers_until((now + PEER_KEEP_MS) as u32);
         let vip_ip = ip_words(vip.ip());
         // A free, stale or same-key slot among the probes; else the first.
         let mut target = None;

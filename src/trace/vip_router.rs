@@ -133,6 +133,10 @@ pub struct Router {
     listening: HashMap<u64, SocketAddr>,
     /// Accepted socket inode -> the client's virtual address (getpeername).
     peers: HashMap<u64, SockAddr>,
+    /// Whether the filter traps accept() (`traps_accept`, when it was made).
+    accept_trapped: std::cell::Cell<Option<bool>>,
+    /// A listener off IPv4 loopback with accept() not trapped was reported.
+    told_untrapped: bool,
 }
 
 /// `ip:port` in the family of a socket of `domain` (None: IPv6 on an IPv4 socket).
@@ -226,6 +230,8 @@ impl Router {
             refuser: None,
             listening: HashMap::new(),
             peers: HashMap::new(),
+            accept_trapped: std::cell::Cell::new(None),
+            told_untrapped: false,
         }
     }
 
@@ -372,6 +378,12 @@ impl Router {
                 }
             }
         } else if canonical(asked.ip()) == canonical(h.ip) {
+            if source_bindable(h.ip) && !sock.v6only && is_tcp(call) {
+                // A loopback VIP is a real local address: a client that
+                // binds it before connecting (curl --interface, Python's
+                // source_address) connects from it, and is seen there.
+                return None;
+            }
             SocketAddr::new(bind_ip, asked.port())
         } else {
             return None;
@@ -446,10 +458,17 @@ impl Router {
                     table: generation,
                     ticket,
                 };
+                // Every backend this socket could reach, the one picked and
+                // any failover, on IPv4 loopback (a v4 source cannot reach
+                // an IPv6 backend).
+                let (domain, v6only) = call
+                    .socket
+                    .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
                 let local = route
                     .backends
                     .iter()
-                    .all(|b| canonical(b.addr.ip()).is_loopback());
+                    .filter(|b| reachable(domain, v6only, b.addr))
+                    .all(|b| v4_loopback(b.addr.ip()));
                 self.sent(call, inode, r, b.slot, table.as_deref(), local);
                 Some(Verdict::Rewrite(b.addr.into()))
             }
@@ -485,7 +504,15 @@ impl Router {
         // Only a TCP connect() says when it has run (the daemon's count of
         // connections sees it from then on) and writes its record; a TCP
         // Fast Open send is taken as counted after a while.
-        if call.op == tracer::Op::Connect && is_tcp(call) {
+        if call.op != tracer::Op::Connect {
+            // A TCP Fast Open send connects in the same call, right after:
+            // settled now (its connection is in the next count).
+            if is_tcp(call) {
+                t.settled(slot);
+            }
+            return;
+        }
+        if is_tcp(call) {
             // A failover: the same call tries again, from the same source.
             let old = self.routing.get(&call.tid).copied();
             let vip = match (&self.host, old) {
@@ -705,9 +732,8 @@ impl Router {
         if !s.nonblocking {
             return true;
         }
-        let own = canonical(h.ip);
         let routes = self.net.routes();
-        if other_unbindable(&routes, own) {
+        if records_possible(&routes, h) {
             return true;
         }
         let slot = backend_slot(&routes, real);
@@ -721,31 +747,32 @@ impl Router {
     /// when its filter is made): it has a VIP, and clients may have VIPs
     /// the kernel would not show it: its own cannot be a connect's source
     /// (then, presumably, neither can its clients'), or another program's
-    /// cannot. A client with such a VIP that starts later is seen by this
-    /// program at its real address (docs/SERVICES.md).
+    /// cannot, or its listeners are not on IPv4 loopback (clients then
+    /// leave records). A client with such a VIP that starts later is seen
+    /// by this program at its real address (docs/SERVICES.md).
     pub fn traps_accept(&self) -> bool {
         let Some(h) = self.host.as_ref() else {
             return false;
         };
-        let own = canonical(h.ip);
-        !source_bindable(own) || other_unbindable(&self.net.routes(), own)
+        let trap = !source_bindable(h.ip) || records_possible(&self.net.routes(), h);
+        self.accept_trapped.set(Some(trap));
+        trap
     }
 
     /// A service accepted a connection: if the client has a virtual IP, the
     /// program sees that as its peer (accept's output, later getpeername).
     /// Found in the shared table, where the client's tracer recorded it.
     pub fn accepted(&mut self, call: &Call) -> Option<SockAddr> {
-        let h = self.host.as_ref()?;
         let listener = call.socket?.inode;
         let accepted = call.accepted?;
         let backend = *self.listening.get(&listener)?;
-        // Only programs with a virtual IP they cannot carry as their source
-        // leave records: look only when another running program of this
-        // daemon has one, or a client is connecting with a record to leave.
-        let own = canonical(h.ip);
-        let routes = self.net.routes();
         let table = self.table()?;
-        if !other_unbindable(&routes, own) && !table.any_peer_expected() {
+        let h = self.host.as_ref()?;
+        // Only clients that cannot carry their VIP as their source leave
+        // records: look only when such a client may exist, or one has just
+        // connected or left a record not yet taken.
+        let routes = self.net.routes();
+        if !records_possible(&routes, h) && !table.any_peer_expected() {
             return None;
         }
         let peer = canonical_addr(call.peer.as_ref()?.ip()?);
@@ -796,6 +823,22 @@ impl Router {
         if !udp {
             insert_bounded(&mut self.listening, inode, real);
             insert_bounded(&mut self.service_ports, real.port(), (asked.port(), inode));
+            if self.accept_trapped.get() == Some(false)
+                && !v4_loopback(real.ip())
+                && !self.told_untrapped
+            {
+                // Clients cannot carry a loopback VIP as the source of a
+                // connection to this listener, and accept() does not stop.
+                self.told_untrapped = true;
+                log::warn!(
+                    "appswitch: pid {}: the listener at {real} (VIP {}:{}) is not on IPv4 loopback: \
+                     clients with VIPs are shown to the program at their real addresses \
+                     (docs/SERVICES.md, clients with a VIP)",
+                    call.pid,
+                    h.ip,
+                    asked.port()
+                );
+            }
         }
         let l = Listener {
             inode,
@@ -877,6 +920,18 @@ impl Router {
             _ => None,
         }
     }
+}
+
+fn v4_loopback(ip: IpAddr) -> bool {
+    matches!(canonical(ip), IpAddr::V4(v4) if v4.is_loopback())
+}
+
+/// Whether clients of this program's services may leave records: another
+/// program has a VIP that cannot be a connect's source, or this program's
+/// listeners are not on IPv4 loopback (`[services] bind`, cluster mode:
+/// clients bind their VIP only when every backend is on loopback).
+fn records_possible(routes: &RouteTable, h: &HostIdentity) -> bool {
+    other_unbindable(routes, canonical(h.ip)) || !v4_loopback(h.bind_ip)
 }
 
 /// Another program of this daemon (not `own`) has a VIP that cannot be its
