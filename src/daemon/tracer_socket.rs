@@ -64,7 +64,7 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
         });
     for line in lines {
         let Ok(line) = line else { break };
-        match serde_json::from_str::<ToDaemon>(&line) {
+        match ToDaemon::parse(&line) {
             Ok(msg) => lock(&state).handle(app, msg),
             Err(e) => log::warn!("app {app}: unreadable message: {e}"),
         }
