@@ -34,6 +34,11 @@ pub(crate) const RETRY: Duration = Duration::from_millis(250);
 
 type Conn = Arc<Mutex<Option<UnixStream>>>;
 
+/// What a restarted daemon is told again, by (socket inode, is a backend):
+/// whether it is kept when the map is trimmed (listeners, a detach), and
+/// its line as sent.
+type Known = Arc<Mutex<HashMap<(u64, bool), (bool, String)>>>;
+
 pub struct Client {
     pub tx: SyncSender<Report>,
     pub counters: Arc<Mutex<Counters>>,
@@ -196,7 +201,7 @@ pub fn start(
     let conn: Conn = Arc::new(Mutex::new(None));
     let counters = Arc::new(Mutex::new(Counters::default()));
     let pids = Arc::new(Mutex::new(Processes::default()));
-    let known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>> = Arc::new(Mutex::new(HashMap::new()));
+    let known: Known = Arc::new(Mutex::new(HashMap::new()));
     let (done_tx, drained) = sync_channel(1);
     let state = Arc::new(AtomicU8::new(TRYING));
     {
@@ -249,7 +254,7 @@ fn writer(
     rx: Receiver<Report>,
     conn: Conn,
     counters: Arc<Mutex<Counters>>,
-    known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>>,
+    known: Known,
     pids: Arc<Mutex<Processes>>,
 ) {
     // Counters and the live processes go out when they changed, at most
@@ -294,17 +299,19 @@ fn writer(
                         ToDaemon::Detached => Some((0, true)),
                         _ => None,
                     };
+                    let line = msg.line();
                     if let (Some(key), Ok(mut k)) = (key, known.lock()) {
                         if k.len() >= QUEUE {
-                            k.retain(|_, m| match m {
-                                ToDaemon::Listen(_) | ToDaemon::Detached => true,
-                                ToDaemon::Conn(c) => c.via == "listen",
-                                _ => false,
-                            });
+                            k.retain(|_, (keep, _)| *keep);
                         }
-                        k.insert(key, msg.clone());
+                        let keep = match &msg {
+                            ToDaemon::Listen(_) | ToDaemon::Detached => true,
+                            ToDaemon::Conn(c) => c.via == "listen",
+                            _ => false,
+                        };
+                        k.insert(key, (keep, line.clone()));
                     }
-                    batch.push_str(&msg.line());
+                    batch.push_str(&line);
                     if batch.len() < 256 * 1024 {
                         next = rx.try_recv().ok();
                     }
@@ -341,7 +348,7 @@ fn reader(
     live: Arc<LivePolicy>,
     net: Arc<LiveNet>,
     conn: Conn,
-    known: Arc<Mutex<HashMap<(u64, bool), ToDaemon>>>,
+    known: Known,
     pids: Arc<Mutex<Processes>>,
     mode: Option<Mode>,
     state: Arc<AtomicU8>,
@@ -360,8 +367,8 @@ fn reader(
         // Hello and the known connections go out before anything else.
         let mut first = hello.line();
         if let Ok(k) = known.lock() {
-            for m in k.values() {
-                first.push_str(&m.line());
+            for (_, line) in k.values() {
+                first.push_str(line);
             }
         }
         if w.write_all(first.as_bytes()).is_err() {
