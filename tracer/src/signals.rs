@@ -35,6 +35,10 @@ static MAIN: AtomicI32 = AtomicI32::new(0);
 /// being started): one bit per signal number, delivered by [`set_main`].
 static EARLY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Set once the program exists (MAIN goes back to 0 when it exits, while
+/// other processes of it may live on).
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 const CHUNK: usize = 256;
 
 /// A fixed block of slots (0 = free); more are chained as needed and never freed.
@@ -109,6 +113,7 @@ pub(crate) fn tracked() -> Vec<i32> {
 
 pub(crate) fn set_main(pid: i32) {
     MAIN.store(pid, Ordering::Release);
+    STARTED.store(true, Ordering::Release);
     track(pid);
     // A signal sent to trace while the program was being started goes to
     // it now, as it would have had it arrived a moment later.
@@ -278,10 +283,10 @@ fn deliver(sig: i32) {
     if main > 0 && send_to_tracee(main, sig) {
         return;
     }
-    if main == 0 && (1..64).contains(&sig) {
+    if main == 0 && !STARTED.load(Ordering::Acquire) && (1..64).contains(&sig) {
         // No program yet: kept for it.
         EARLY.fetch_or(1 << sig, Ordering::AcqRel);
-        if MAIN.load(Ordering::Acquire) == 0 {
+        if !STARTED.load(Ordering::Acquire) {
             return;
         }
         // It appeared meanwhile: whoever takes the bit back delivers it
