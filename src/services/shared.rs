@@ -355,8 +355,9 @@ impl SharedTable {
             let p = b.picks.load(Ordering::Relaxed);
             b.base_load.store(0, Ordering::Relaxed);
             b.base_picks.store(p, Ordering::Relaxed);
-            // The old backend's picks that never settled are not the new one's.
-            b.settled.store(p, Ordering::Relaxed);
+            // `settled` runs on (never above `picks`): picks of the old
+            // backend that never settle are taken as lost within a window
+            // (daemon::health_watch).
         }
     }
 

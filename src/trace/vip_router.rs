@@ -378,10 +378,12 @@ impl Router {
                 }
             }
         } else if canonical(asked.ip()) == canonical(h.ip) {
-            if source_bindable(h.ip) && !sock.v6only && is_tcp(call) {
+            if source_bindable(h.ip) && v4_loopback(h.bind_ip) && !sock.v6only && is_tcp(call) {
                 // A loopback VIP is a real local address: a client that
                 // binds it before connecting (curl --interface, Python's
                 // source_address) connects from it, and is seen there.
+                // (Only where [services] bind is loopback too: a source
+                // there reaches no other host either way.)
                 return None;
             }
             SocketAddr::new(bind_ip, asked.port())

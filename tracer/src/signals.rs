@@ -112,9 +112,10 @@ pub(crate) fn tracked() -> Vec<i32> {
 }
 
 pub(crate) fn set_main(pid: i32) {
+    // Listed first: a handler that sees STARTED finds it in the list.
+    track(pid);
     MAIN.store(pid, Ordering::Release);
     STARTED.store(true, Ordering::Release);
-    track(pid);
     // A signal sent to trace while the program was being started goes to
     // it now, as it would have had it arrived a moment later.
     let early = EARLY.swap(0, Ordering::AcqRel);
