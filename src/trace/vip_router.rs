@@ -73,6 +73,8 @@ struct Routed {
     /// The number of the route table those positions are in: a new table
     /// may order the backends differently.
     table: u64,
+    /// The service had more than one backend: a refusal may fail over.
+    alternatives: bool,
     /// The round-robin number of its pick: a failover reuses it, so a dead
     /// backend does not skew the rotation.
     ticket: u64,
@@ -458,6 +460,7 @@ impl Router {
                     backend: b.addr,
                     tried: bit(i),
                     table: generation,
+                    alternatives: route.backends.len() > 1,
                     ticket,
                 };
                 // Every backend this socket could reach, the one picked and
@@ -541,13 +544,9 @@ impl Router {
     /// Whether a refusal of this routed connect could be tried again on
     /// another backend: its service has more than one.
     pub fn may_fail_over(&self, call: &Call) -> bool {
-        let Some(r) = call.socket.and_then(|s| self.routed.get(&s.inode)) else {
-            return true;
-        };
-        self.net
-            .routes()
-            .route_of(&r.vip, false)
-            .is_none_or(|route| route.backends.len() > 1)
+        call.socket
+            .and_then(|s| self.routed.get(&s.inode))
+            .is_none_or(|r| r.alternatives)
     }
 
     /// The source a routed connect binds its socket to: the program's VIP,
