@@ -855,3 +855,34 @@ fn fifty_megabytes_each_way_through_a_handed_over_connection() {
     let o = isolated(&h, &[], &py, &args);
     assert_eq!(stdout(&o), format!("{n} True\n"), "{o:?}");
 }
+
+/// A service program (`--ip`) listens on 0.0.0.0:8000; a second process of
+/// it connects to 127.0.0.1:8000, as it would untraced (or in a container),
+/// and reaches that listener, wherever appswitch moved it: isolated or not.
+const OWN_SERVICE: &str = r#"import socket, subprocess, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('0.0.0.0', 8000)); l.listen(4)
+child = ("import socket; s=socket.create_connection(('127.0.0.1', 8000), timeout=5); "
+         "s.sendall(b'hello'); s.close()")
+p = subprocess.Popen([sys.executable, '-c', child])
+l.settimeout(10)
+c, peer = l.accept()
+c.settimeout(10)
+print('got', c.recv(64).decode(), flush=True)
+p.wait(timeout=10)
+"#;
+
+#[test]
+fn a_service_program_reaches_its_own_port_on_loopback() {
+    let h = host();
+    let py = require("python3");
+    for opts in [&UNOTIFY[..], &["--backend", "ptrace"][..], &ISO[..]] {
+        let o = run(&mut h.trace(
+            &with(opts, &["--ip", "10.1.0.1"]),
+            &py,
+            &["-c", OWN_SERVICE],
+        ));
+        assert_eq!(stdout(&o), "got hello\n", "{opts:?}: {o:?}");
+        assert!(o.status.success(), "{opts:?}: {o:?}");
+    }
+}

@@ -425,6 +425,9 @@ impl Router {
 
     /// connect() to a virtual address: the backend (or ECONNREFUSED).
     pub fn connect(&mut self, call: &Call, addr: SocketAddr, labels: &Labels) -> Option<Verdict> {
+        if let Some(own) = self.own_service(call, addr) {
+            return Some(Verdict::Rewrite(own.into()));
+        }
         let (routes, generation) = self.net.routes_numbered();
         let udp = is_udp(call);
         if routes.is_empty() || !(is_tcp(call) || udp) || !routes.is_virtual(&addr) {
@@ -487,6 +490,42 @@ impl Router {
                 Some(self.no_backend(call))
             }
         }
+    }
+
+    /// A TCP connect of a program with a VIP to a loopback address, on a
+    /// port one of its own services asked for: untraced, its own listener
+    /// would answer there (it listens on that port), so it does: the
+    /// connect goes to that listener's real address. (Processes of one
+    /// program reach each other's services over 127.0.0.1, as in a
+    /// container, isolated or not.) None when it is not such a connect.
+    fn own_service(&self, call: &Call, addr: SocketAddr) -> Option<SocketAddr> {
+        self.host.as_ref()?;
+        if !is_tcp(call) || !canonical(addr.ip()).is_loopback() || self.service_ports.is_empty() {
+            return None;
+        }
+        // Only a listener that asked for that port on every address or on
+        // that one: one bound to the VIP leaves 127.0.0.1:PORT to others.
+        let want = canonical(addr.ip());
+        let (_, &(_, inode)) = self.service_ports.iter().find(|(_, (port, inode))| {
+            *port == addr.port()
+                && self
+                    .bound
+                    .get(inode)
+                    .and_then(|(asked, _)| asked.ip())
+                    .is_some_and(|a| a.ip().is_unspecified() || canonical(a.ip()) == want)
+        })?;
+        let real = *self.listening.get(&inode)?;
+        // A listener on a wildcard is reached on loopback, in its family.
+        let ip = match real.ip() {
+            ip if !ip.is_unspecified() => ip,
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        let (domain, v6only) = call
+            .socket
+            .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
+        let to = SocketAddr::new(ip, real.port());
+        reachable(domain, v6only, to).then_some(to)
     }
 
     /// Remember where a socket was sent; a client with a VIP binds it to
