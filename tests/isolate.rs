@@ -886,3 +886,80 @@ fn a_service_program_reaches_its_own_port_on_loopback() {
         assert!(o.status.success(), "{opts:?}: {o:?}");
     }
 }
+
+/// Registers a socket with epoll before connecting it (as nginx does with
+/// its upstreams), waits for EPOLLOUT, switches to EPOLLIN with
+/// EPOLL_CTL_MOD, and reads the server's greeting.
+const EPOLL_FIRST: &str = r#"import select, socket, sys
+ep = select.epoll()
+s = socket.socket(); s.setblocking(False)
+ep.register(s.fileno(), select.EPOLLOUT | select.EPOLLET)
+s.connect_ex((sys.argv[1], int(sys.argv[2])))
+ev = ep.poll(5)
+print('out' if ev and ev[0][1] & select.EPOLLOUT else 'no out: %r' % ev, flush=True)
+ep.modify(s.fileno(), select.EPOLLIN)
+ev = ep.poll(5)
+print(s.recv(64).decode().strip() if ev else 'no in', flush=True)
+ep.unregister(s.fileno())
+"#;
+
+#[test]
+fn a_socket_watched_by_epoll_before_its_connect_is_still_watched() {
+    let h = host();
+    let (_srv, port) = host_python(
+        &h,
+        "import socket,sys\n\
+         l=socket.socket(); l.bind((sys.argv[1],0)); l.listen(4)\n\
+         print(l.getsockname()[1], flush=True)\n\
+         while True:\n\
+         \x20   c,_=l.accept(); c.sendall(b'hello\\n'); c.close()\n",
+        &[HOST],
+    );
+    let py = require("python3");
+    let port = port.to_string();
+    for opts in [&UNOTIFY[..], &ISO[..]] {
+        let o = run(&mut h.trace(opts, &py, &["-c", EPOLL_FIRST, HOST, &port]));
+        assert_eq!(stdout(&o), "out\nhello\n", "{opts:?}: {o:?}");
+        assert!(o.status.success(), "{opts:?}: {o:?}");
+    }
+}
+
+/// nginx as a reverse proxy, isolated: it registers its upstream socket
+/// with epoll before connecting it, so the handed-over socket must be
+/// watched in its place. A second process of the program (curl) asks
+/// nginx on the program's own loopback; nginx fetches from the host.
+#[test]
+fn isolated_nginx_proxies_to_a_host_server() {
+    let h = host();
+    let nginx = require("nginx");
+    let curl = require("curl");
+    let (_web, port) = host_web(&h, "proxied");
+    let dir = h.dir.path().join("nginx-proxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log stderr error;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p;\n\
+             fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+             server {{ listen 127.0.0.1:18080; location / {{ proxy_pass http://{HOST}:{port}; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    // nginx in the background, curl once it listens (bounded), then nginx stopped.
+    let script = format!(
+        "{} -c {} & n=$!; i=0; \
+         while ! {} -s -o /dev/null -m 1 http://127.0.0.1:18080/ && [ $i -lt 50 ]; do i=$((i+1)); sleep 0.1; done; \
+         {} -s -m 5 http://127.0.0.1:18080/; kill $n; wait $n",
+        nginx.display(),
+        conf.display(),
+        curl.display(),
+        curl.display()
+    );
+    let o = isolated(&h, &[], "sh", &["-c", &script]);
+    assert_eq!(stdout(&o), "proxied", "{o:?}");
+}

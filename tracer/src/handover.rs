@@ -271,8 +271,32 @@ pub(crate) fn hand_over(
     if !same_file(pid, fd, old) {
         return Err(Errno::EBADF);
     }
+    // Its epoll registrations, made again for ours once it is in place.
+    let watched = crate::epoll_move::registrations(pid, fd, info.inode);
     listener.set_fd(id, new.as_raw_fd(), fd, cloexec(pid, fd))?;
+    if !watched.is_empty() {
+        rewatch(pid, fd, &new, &watched);
+    }
     Ok(new)
+}
+
+/// The program's epoll instances watch `new` at `fd` as they watched the
+/// socket it replaced (epoll_move.rs). Best effort: a failure is said.
+fn rewatch(pid: i32, fd: i32, new: &OwnedFd, watched: &[crate::epoll_move::Registration]) {
+    let Ok(pidfd) = crate::remote::pidfd_open(pid) else {
+        return;
+    };
+    for r in watched {
+        let done = crate::remote::pidfd_getfd(&pidfd, r.epfd)
+            .and_then(|ep| crate::epoll_move::register(&ep, new, fd, r.events, r.data));
+        if let Err(e) = done {
+            log::warn!(
+                "appswitch: pid {pid}: descriptor {fd} handed over, but epoll instance {} could not \
+                 watch it again: {e}",
+                r.epfd
+            );
+        }
+    }
 }
 
 /// The network namespace (inode, descriptor) of a program's socket that

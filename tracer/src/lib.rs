@@ -13,6 +13,7 @@ mod call;
 mod closer;
 mod decode;
 mod emulate;
+mod epoll_move;
 mod error;
 pub mod filter;
 mod handover;
