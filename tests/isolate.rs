@@ -887,6 +887,19 @@ fn a_service_program_reaches_its_own_port_on_loopback() {
     }
 }
 
+/// A server of the host's on HOST that says hello to every connection.
+fn greeter(h: &Host) -> (Proc, u16) {
+    host_python(
+        h,
+        "import socket,sys\n\
+         l=socket.socket(); l.bind((sys.argv[1],0)); l.listen(4)\n\
+         print(l.getsockname()[1], flush=True)\n\
+         while True:\n\
+         \x20   c,_=l.accept(); c.sendall(b'hello\\n'); c.close()\n",
+        &[HOST],
+    )
+}
+
 /// Registers a socket with epoll before connecting it (as nginx does with
 /// its upstreams), waits for EPOLLOUT, switches to EPOLLIN with
 /// EPOLL_CTL_MOD, and reads the server's greeting.
@@ -906,15 +919,7 @@ ep.unregister(s.fileno())
 #[test]
 fn a_socket_watched_by_epoll_before_its_connect_is_still_watched() {
     let h = host();
-    let (_srv, port) = host_python(
-        &h,
-        "import socket,sys\n\
-         l=socket.socket(); l.bind((sys.argv[1],0)); l.listen(4)\n\
-         print(l.getsockname()[1], flush=True)\n\
-         while True:\n\
-         \x20   c,_=l.accept(); c.sendall(b'hello\\n'); c.close()\n",
-        &[HOST],
-    );
+    let (_srv, port) = greeter(&h);
     let py = require("python3");
     let port = port.to_string();
     for opts in [&UNOTIFY[..], &ISO[..]] {
@@ -962,4 +967,52 @@ fn isolated_nginx_proxies_to_a_host_server() {
     );
     let o = isolated(&h, &[], "sh", &["-c", &script]);
     assert_eq!(stdout(&o), "proxied", "{o:?}");
+}
+
+/// The same after the service closed its first listener and opened another
+/// on the same port (the closed one is not chosen), and an IPv6 connect to
+/// [::1] of that port is refused, as untraced: the listener is IPv4's.
+const OWN_SERVICE_AGAIN: &str = r#"import socket, subprocess, sys
+for i in range(2):
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind(('0.0.0.0', 8000)); l.listen(4)
+    if i == 0: l.close()
+child = ("import socket; s=socket.create_connection(('127.0.0.1', 8000), timeout=5); "
+         "s.sendall(b'again'); s.close()")
+subprocess.run([sys.executable, '-c', child], check=True, timeout=10)
+l.settimeout(10)
+c, _ = l.accept(); c.settimeout(10)
+print('got', c.recv(64).decode(), flush=True)
+s6 = socket.socket(socket.AF_INET6); s6.settimeout(5)
+print('v6', s6.connect_ex(('::1', 8000)) == 111, flush=True)
+"#;
+
+#[test]
+fn a_service_program_reaches_its_live_listener_in_its_family() {
+    let h = host();
+    let py = require("python3");
+    for _ in 0..3 {
+        for opts in [&UNOTIFY[..], &ISO[..]] {
+            let o = run(&mut h.trace(
+                &with(opts, &["--ip", "10.1.0.1"]),
+                &py,
+                &["-c", OWN_SERVICE_AGAIN],
+            ));
+            assert_eq!(stdout(&o), "got again\nv6 True\n", "{opts:?}: {o:?}");
+        }
+    }
+}
+
+/// The epoll-first client of above, on a thread that is not the main one.
+#[test]
+fn epoll_registrations_move_for_a_socket_of_another_thread() {
+    let h = host();
+    let (_srv, port) = greeter(&h);
+    let code = format!(
+        "import sys, threading\nsys.argv = ['x', '{HOST}', '{port}']\n\
+         t = threading.Thread(target=lambda: exec(compile({EPOLL_FIRST:?}, 'c', 'exec'), {{}}))\n\
+         t.start(); t.join()\n"
+    );
+    let o = isolated(&h, &[], require("python3"), &["-c", &code]);
+    assert_eq!(stdout(&o), "out\nhello\n", "{o:?}");
 }

@@ -500,32 +500,45 @@ impl Router {
     /// container, isolated or not.) None when it is not such a connect.
     fn own_service(&self, call: &Call, addr: SocketAddr) -> Option<SocketAddr> {
         self.host.as_ref()?;
-        if !is_tcp(call) || !canonical(addr.ip()).is_loopback() || self.service_ports.is_empty() {
+        let want = canonical(addr.ip());
+        if !is_tcp(call) || !want.is_loopback() || self.service_ports.is_empty() {
             return None;
         }
-        // Only a listener that asked for that port on every address or on
-        // that one: one bound to the VIP leaves 127.0.0.1:PORT to others.
-        let want = canonical(addr.ip());
-        let (_, &(_, inode)) = self.service_ports.iter().find(|(_, (port, inode))| {
-            *port == addr.port()
-                && self
-                    .bound
-                    .get(inode)
-                    .and_then(|(asked, _)| asked.ip())
-                    .is_some_and(|a| a.ip().is_unspecified() || canonical(a.ip()) == want)
-        })?;
-        let real = *self.listening.get(&inode)?;
-        // A listener on a wildcard is reached on loopback, in its family.
-        let ip = match real.ip() {
-            ip if !ip.is_unspecified() => ip,
-            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        };
         let (domain, v6only) = call
             .socket
             .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
-        let to = SocketAddr::new(ip, real.port());
-        reachable(domain, v6only, to).then_some(to)
+        // Every listener of the program that would answer there untraced:
+        // asked for that port, on every address of the destination's family
+        // (an IPv6 wildcard that is dual-stack takes IPv4 too) or on that
+        // address; still listening. The lowest real port, so that the choice
+        // does not depend on the map's order.
+        self.service_ports
+            .iter()
+            .filter(|(_, (port, _))| *port == addr.port())
+            .filter_map(|(_, &(_, inode))| {
+                let asked = self.bound.get(&inode)?.0.ip()?;
+                let real = *self.listening.get(&inode)?;
+                let asked_ip = canonical(asked.ip());
+                let serves = if asked_ip.is_unspecified() {
+                    asked_ip.is_ipv4() == want.is_ipv4()
+                        // Dual-stack: registered at the IPv4 address too.
+                        || (want.is_ipv4() && canonical(real.ip()).is_ipv4())
+                } else {
+                    asked_ip == want
+                };
+                if !serves {
+                    return None;
+                }
+                // A listener on a wildcard is reached on loopback, in its family.
+                let ip = match real.ip() {
+                    ip if !ip.is_unspecified() => ip,
+                    IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                };
+                let to = SocketAddr::new(ip, real.port());
+                (reachable(domain, v6only, to) && listening_still(real.port(), inode)).then_some(to)
+            })
+            .min_by_key(SocketAddr::port)
     }
 
     /// Remember where a socket was sent; a client with a VIP binds it to

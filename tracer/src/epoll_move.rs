@@ -22,34 +22,61 @@ pub(crate) struct Registration {
     pub data: u64,
 }
 
-/// The epoll registrations, in process `pid`'s epoll instances, of its
-/// descriptor `fd` while it is the socket with inode `ino`. Empty when the
-/// program has no epoll instance (most programs): one directory read.
-pub(crate) fn registrations(pid: i32, fd: i32, ino: u64) -> Vec<Registration> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Ok(link) = std::fs::read_link(e.path()) else {
-            continue;
+/// The epoll instances (descriptor numbers) of each thread's descriptor
+/// table, as last found by a full look at /proc/TID/fd (a readlink per
+/// descriptor: 32 ms at 15,000 descriptors), done at most once a second
+/// per thread; in between only the instances known are read (one fdinfo
+/// each). An instance made less than a second before a socket it watches
+/// is handed over is not known yet: that registration is lost, as it was
+/// before epoll registrations were moved at all.
+#[derive(Default)]
+pub(crate) struct Epolls(std::collections::HashMap<i32, (std::time::Instant, Vec<i32>)>);
+
+const RESCAN: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Epolls {
+    /// The epoll registrations, in thread `pid`'s epoll instances, of its
+    /// descriptor `fd` while it is the socket with inode `ino`.
+    pub(crate) fn registrations(&mut self, pid: i32, fd: i32, ino: u64) -> Vec<Registration> {
+        let now = std::time::Instant::now();
+        let known = match self.0.get(&pid) {
+            Some((at, eps)) if now.duration_since(*at) < RESCAN => eps.clone(),
+            _ => {
+                if self.0.len() >= 1024 {
+                    self.0.retain(|_, (at, _)| now.duration_since(*at) < RESCAN);
+                }
+                let eps = instances(pid);
+                self.0.insert(pid, (now, eps.clone()));
+                eps
+            }
         };
-        if link.as_os_str() != "anon_inode:[eventpoll]" {
-            continue;
+        let mut out = Vec::new();
+        for epfd in known {
+            // (A number no longer an epoll instance has no tfd lines.)
+            let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{epfd}")) else {
+                continue;
+            };
+            out.extend(
+                parse(&info)
+                    .filter(|(tfd, _, _, i)| *tfd == fd && *i == ino)
+                    .map(|(_, events, data, _)| Registration { epfd, events, data }),
+            );
         }
-        let Some(epfd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{epfd}")) else {
-            continue;
-        };
-        out.extend(
-            parse(&info)
-                .filter(|(tfd, _, _, i)| *tfd == fd && *i == ino)
-                .map(|(_, events, data, _)| Registration { epfd, events, data }),
-        );
+        out
     }
-    out
+}
+
+/// The descriptor numbers of thread `pid`'s epoll instances.
+fn instances(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]")
+        })
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
 }
 
 /// The `tfd: N events: HEX data: HEX pos:P ino:HEX ...` lines of an
@@ -190,7 +217,7 @@ mod tests {
             unsafe { libc::fstat(b.as_raw_fd(), &mut st) };
             st.st_ino
         };
-        let regs = registrations(pid, a.as_raw_fd(), ino);
+        let regs = Epolls::default().registrations(pid, a.as_raw_fd(), ino);
         assert_eq!(
             regs,
             vec![Registration {

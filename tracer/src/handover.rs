@@ -272,7 +272,7 @@ pub(crate) fn hand_over(
         return Err(Errno::EBADF);
     }
     // Its epoll registrations, made again for ours once it is in place.
-    let watched = crate::epoll_move::registrations(pid, fd, info.inode);
+    let watched = templates.epolls.registrations(pid, fd, info.inode);
     listener.set_fd(id, new.as_raw_fd(), fd, cloexec(pid, fd))?;
     if !watched.is_empty() {
         rewatch(pid, fd, &new, &watched);
@@ -283,8 +283,15 @@ pub(crate) fn hand_over(
 /// The program's epoll instances watch `new` at `fd` as they watched the
 /// socket it replaced (epoll_move.rs). Best effort: a failure is said.
 fn rewatch(pid: i32, fd: i32, new: &OwnedFd, watched: &[crate::epoll_move::Registration]) {
-    let Ok(pidfd) = crate::remote::pidfd_open(pid) else {
-        return;
+    // `pid` is the calling thread's id: its own pidfd reaches its table.
+    let pidfd = match crate::remote::pidfd_open_thread(pid)
+        .or_else(|_| crate::remote::pidfd_open(pid))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("appswitch: pid {pid}: descriptor {fd} handed over, but its epoll registrations could not be moved: pidfd_open: {e}");
+            return;
+        }
     };
     for r in watched {
         let done = crate::remote::pidfd_getfd(&pidfd, r.epfd)
@@ -313,6 +320,9 @@ pub(crate) struct Templates {
     /// only sockets of ours the program may bind, listen and answer
     /// loopback peers with.
     pub(crate) services: crate::ports::BoundedSet,
+    /// The program's epoll instances, for the registrations a handed-over
+    /// socket keeps (epoll_move.rs).
+    pub(crate) epolls: crate::epoll_move::Epolls,
 }
 
 /// The inode of the network namespace socket `s` lives in (SIOCGSKNS),
