@@ -88,13 +88,25 @@ pub(crate) fn with_listener(
 /// Under ptrace: every thread of `pid` seized (threads they create are
 /// seized by the kernel from then on) and the filter in; the threads.
 pub(crate) fn traced(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), AttachError> {
+    // Threads seized stay seized from one try to the next (a running
+    // seized thread cannot be detached without stopping it first): a new
+    // try seizes only those it does not hold yet.
+    let mut seized = Vec::new();
     let mut tries = 0;
     loop {
-        match traced_once(pid, program) {
+        match traced_once(pid, program, &mut seized) {
             // The thread chosen to stop exited (a request thread, say):
             // nothing was changed; again, with another.
             Err(AttachError::NoProcess(_)) if thread_gone(pid, &mut tries) => continue,
-            r => return r,
+            Err(e) => {
+                // Let every thread go as it was (what cannot be detached
+                // while it runs is detached by the kernel when we exit).
+                for &t in &seized {
+                    let _ = ptrace::detach(nix::unistd::Pid::from_raw(t), None);
+                }
+                return Err(e);
+            }
+            ok => return ok,
         }
     }
 }
@@ -106,14 +118,21 @@ fn thread_gone(pid: i32, tries: &mut u32) -> bool {
     *tries < 8 && crate::remote::tgid_of(pid).is_some() && checks::live_thread(pid).is_some()
 }
 
-fn traced_once(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), AttachError> {
+fn traced_once(
+    pid: i32,
+    program: &Program,
+    seized: &mut Vec<i32>,
+) -> Result<(Vec<i32>, Attached), AttachError> {
     let options = crate::spawn::PTRACE_OPTIONS.difference(ptrace::Options::PTRACE_O_EXITKILL);
     let tid = checks::live_thread(pid).ok_or(AttachError::NoProcess(pid))?;
     let nnp = needs_no_new_privs(pid);
-    ptrace::seize(nix::unistd::Pid::from_raw(tid), options).map_err(|e| seize_failed(pid, e))?;
+    if !seized.contains(&tid) {
+        ptrace::seize(nix::unistd::Pid::from_raw(tid), options)
+            .map_err(|e| seize_failed(pid, e))?;
+        seized.push(tid);
+    }
     // The others, until no new one appears (those created by a seized
     // thread are seized by the kernel); they run on meanwhile.
-    let mut seized = vec![tid];
     for _ in 0..100 {
         let mut new = false;
         for other in checks::threads(pid) {
@@ -135,28 +154,14 @@ fn traced_once(pid: i32, program: &Program) -> Result<(Vec<i32>, Attached), Atta
             break;
         }
     }
-    let let_go = |seized: &[i32]| {
-        for &other in seized.iter().filter(|&&o| o != tid) {
-            let _ = ptrace::detach(nix::unistd::Pid::from_raw(other), None);
-        }
-    };
-    let mut t = match Stopped::stop_seized(tid).map_err(|e| stop_failed(pid, e)) {
-        Ok(t) => t,
-        Err(e) => {
-            let_go(&seized);
-            let _ = ptrace::detach(nix::unistd::Pid::from_raw(tid), None);
-            return Err(e);
-        }
-    };
+    // (On failure the caller lets the seized threads go, or tries again.)
+    let mut t = Stopped::stop_seized(tid).map_err(|e| stop_failed(pid, e))?;
     t.keep();
-    match install(&mut t, pid, program, FLAG_TSYNC, nnp) {
-        Ok(_) => {}
-        Err(e) => {
-            // Let every thread go as it was.
-            let_go(&seized);
-            t.unkeep();
-            return Err(e);
-        }
+    if let Err(e) = install(&mut t, pid, program, FLAG_TSYNC, nnp) {
+        // Released as it was; the others by the caller.
+        seized.retain(|&o| o != tid);
+        t.unkeep();
+        return Err(e);
     }
     let stopped = t.release();
     let threads = checks::threads(pid);
