@@ -712,7 +712,7 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     let h = Host::start();
     let code = "import socket,sys,os\n\
         l=socket.socket(); l.bind(('0.0.0.0',8000)); l.listen(8); print('ready', flush=True)\n\
-        for i in range(4):\n\
+        for i in range(5):\n\
         \x20   fd,a=l._accept(); print(a[0], flush=True); os.close(fd)\n\
         sys.stdin.readline(); l.getsockname(); print('named', flush=True); sys.stdin.readline()\n";
     let (mut srv, mut next) = lines(h.trace(&["--ip", "127.88.0.1"], "python3", &["-c", code]));
@@ -751,6 +751,14 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     let o = run(&mut h.trace(&[], "python3", &["-c", code]));
     assert_eq!(stdout(&o).trim(), "127.0.0.1", "{o:?}");
     assert_eq!(next(), "127.0.0.1");
+    // curl (non-blocking connect, then poll) with a loopback VIP: the same.
+    let curl = require("curl");
+    let _ = run(&mut h.trace(
+        &["--ip", "127.88.0.9"],
+        &curl,
+        &["-s", "-m", "5", "http://127.88.0.1:8000/"],
+    ));
+    assert_eq!(next(), "127.88.0.9");
     // A client that binds its VIP itself (Python's source_address): that.
     let own = "import socket\n\
         s=socket.create_connection(('127.88.0.1',8000), source_address=('127.88.0.7',0)); print(s.getsockname()[0])\n";
@@ -763,7 +771,7 @@ fn loopback_vips_are_real_sources_and_accepts_do_not_stop() {
     let o = run(&mut h.trace(&["--ip", "127.88.0.8"], "python3", &["-c", code]));
     assert_eq!(stdout(&o).trim(), "127.0.0.5", "{o:?}");
     assert_eq!(next(), "127.0.0.5");
-    // None of the four accepts stopped: the listener's getsockname, now,
+    // None of the five accepts stopped: the listener's getsockname, now,
     // is the only call counted since.
     use std::io::Write;
     writeln!(srv.0.stdin.as_mut().unwrap()).unwrap();

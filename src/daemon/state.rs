@@ -350,7 +350,7 @@ impl State {
     /// they see this program's connections at its real address. Said, so
     /// that it is no surprise (docs/SERVICES.md).
     fn warn_unbindable(&self, ip: std::net::IpAddr) {
-        if crate::services::routes::source_bindable(ip) {
+        if crate::services::routes::v4_loopback(ip) {
             return;
         }
         let blind: Vec<String> = self
@@ -358,7 +358,7 @@ impl State {
             .hosts
             .iter()
             .filter(|(app, h)| {
-                crate::services::routes::source_bindable(h.ip)
+                crate::services::routes::v4_loopback(h.ip)
                     && self
                         .registry
                         .listeners

@@ -146,11 +146,13 @@ impl RouteTable {
     }
 }
 
-/// Whether a program with virtual IP `ip` has its routed TCP connects
-/// carry it as their real source address (its tracer binds the socket to
-/// it first): an IPv4 loopback address is local on every host's `lo`, so a
-/// server sees the client's VIP from the kernel and needs no record.
-pub fn source_bindable(ip: IpAddr) -> bool {
+/// Whether `ip` is an IPv4 loopback address (127.0.0.0/8, v4-mapped
+/// too). Such an address is local on every host's `lo`: a program with
+/// such a VIP has its routed TCP connects carry it as their real source
+/// (its tracer binds the socket to it first), so a server sees the client's
+/// VIP from the kernel and needs no record; and a backend there is one
+/// such a source can reach.
+pub fn v4_loopback(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(_) => false,

@@ -265,6 +265,8 @@ impl NetHandler for Enforcer {
         let all = events || self.managed;
         let binds = !p.is_permissive(RuleOp::Bind);
         let host = self.router.has_host();
+        // Decided once, when the filter is made (vip_router::traps_accept).
+        let accepts = events || self.router.traps_accept();
         Interests {
             socket: events,
             connect: true,
@@ -275,7 +277,7 @@ impl NetHandler for Enforcer {
             // may have to be shown a client's virtual address the kernel
             // would not show (clients with loopback VIPs connect from them),
             // or for the event log.
-            accept: events || self.router.traps_accept(),
+            accept: accepts,
             send: !p.is_permissive(RuleOp::Send) || all,
             names: p.has_redirects() || all || host,
             // Datagrams from a UDP service show its VIP as their source.
@@ -285,7 +287,7 @@ impl NetHandler for Enforcer {
             // are reported without waiting, listeners at entry), a service
             // the local address of its accepted sockets.
             outcomes: events,
-            accept_outcomes: events || self.router.traps_accept(),
+            accept_outcomes: accepts,
             // A service registers once listen() has succeeded, and shows the
             // addresses it asked for (and its clients' VIPs).
             listen_outcomes: host,

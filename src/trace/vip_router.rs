@@ -7,7 +7,7 @@
 use crate::protocol::ToDaemon;
 use crate::services::balancer::{self, NoBackend, Rng};
 use crate::services::routes::{
-    canonical, canonical_addr, source_bindable, Labels, Listener, Registry, Route, RouteTable,
+    canonical, canonical_addr, v4_loopback, Labels, Listener, Registry, Route, RouteTable,
     VirtualHost,
 };
 use crate::services::shared::{SharedTable, Slots};
@@ -380,7 +380,7 @@ impl Router {
                 }
             }
         } else if canonical(asked.ip()) == canonical(h.ip) {
-            if source_bindable(h.ip) && v4_loopback(h.bind_ip) && !sock.v6only && is_tcp(call) {
+            if v4_loopback(h.ip) && v4_loopback(h.bind_ip) && !sock.v6only && is_tcp(call) {
                 // A loopback VIP is a real local address: a client that
                 // binds it before connecting (curl --interface, Python's
                 // source_address) connects from it, and is seen there.
@@ -575,7 +575,7 @@ impl Router {
             let vip = match (&self.host, old) {
                 (None, _) => None,
                 (Some(_), Some(o)) => o.vip,
-                (Some(h), None) => Some(local && source_bindable(h.ip)),
+                (Some(h), None) => Some(local && v4_loopback(h.ip)),
             };
             let now = InFlight { backend, slot, vip };
             self.routing.insert(call.tid, now);
@@ -807,7 +807,7 @@ impl Router {
         let Some(h) = self.host.as_ref() else {
             return false;
         };
-        let trap = !source_bindable(h.ip) || records_possible(&self.net.routes(), h);
+        let trap = !v4_loopback(h.ip) || records_possible(&self.net.routes(), h);
         self.accept_trapped.set(Some(trap));
         trap
     }
@@ -975,10 +975,6 @@ impl Router {
     }
 }
 
-fn v4_loopback(ip: IpAddr) -> bool {
-    matches!(canonical(ip), IpAddr::V4(v4) if v4.is_loopback())
-}
-
 /// Whether clients of this program's services may leave records: another
 /// program has a VIP that cannot be a connect's source, or this program's
 /// listeners are not on IPv4 loopback (`[services] bind`, cluster mode:
@@ -993,7 +989,7 @@ fn other_unbindable(routes: &RouteTable, own: IpAddr) -> bool {
     routes
         .local_hosts
         .iter()
-        .any(|ip| *ip != own && !source_bindable(*ip))
+        .any(|ip| *ip != own && !v4_loopback(*ip))
 }
 
 fn bit(i: usize) -> u64 {

@@ -39,19 +39,18 @@ impl Epolls {
     /// descriptor `fd` while it is the socket with inode `ino`.
     pub(crate) fn registrations(&mut self, pid: i32, fd: i32, ino: u64) -> Vec<Registration> {
         let now = std::time::Instant::now();
-        let known = match self.0.get(&pid) {
-            Some((at, eps)) if now.duration_since(*at) < RESCAN => eps.clone(),
-            _ => {
-                if self.0.len() >= 1024 {
-                    self.0.retain(|_, (at, _)| now.duration_since(*at) < RESCAN);
-                }
-                let eps = instances(pid);
-                self.0.insert(pid, (now, eps.clone()));
-                eps
+        let fresh = self
+            .0
+            .get(&pid)
+            .is_some_and(|(at, _)| now.duration_since(*at) < RESCAN);
+        if !fresh {
+            if self.0.len() >= 1024 {
+                self.0.retain(|_, (at, _)| now.duration_since(*at) < RESCAN);
             }
-        };
+            self.0.insert(pid, (now, instances(pid)));
+        }
         let mut out = Vec::new();
-        for epfd in known {
+        for &epfd in self.0.get(&pid).map_or(&[][..], |(_, eps)| eps) {
             // (A number no longer an epoll instance has no tfd lines.)
             let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{epfd}")) else {
                 continue;
