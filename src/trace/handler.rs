@@ -12,12 +12,12 @@ use crate::protocol::{Counters, ToDaemon};
 use crate::trace::events::{self, EventSink};
 use crate::trace::snapshot::{LivePolicy, Snapshot, Source};
 use crate::trace::vip_router::{insert_bounded, Router};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tracer::idmap::IdMap;
 use tracer::{Call, Errno, Interests, NetHandler, Op, Outcome, ProcessEvent, SockAddr, Verdict};
 
 /// Where reports to the daemon go (a bounded channel: never blocks the tracer).
@@ -41,11 +41,17 @@ pub struct Enforcer {
     reporter: Option<Reporter>,
     labels: Vec<(String, String)>,
     /// Program name per process (read once; again after exec).
-    procs: HashMap<i32, Arc<str>>,
+    procs: IdMap<i32, Arc<str>>,
     /// Socket inode -> the address the program connected to before a redirect.
-    virtual_peers: HashMap<u64, SockAddr>,
+    virtual_peers: IdMap<u64, SockAddr>,
     /// The last decision per thread (and the snapshot it came from), for its event.
-    last: HashMap<i32, (Decision, Arc<Snapshot>)>,
+    last: IdMap<i32, (Decision, Arc<Snapshot>)>,
+    /// The app name asked when no rule names one (made once: an empty
+    /// Arc<str> is an allocation).
+    no_app: Arc<str>,
+    /// Sockets whose connect was reported as started (EINPROGRESS): the
+    /// connect() that sees it complete (0) is not reported again.
+    connecting: IdMap<u64, ()>,
     /// Services: virtual IPs, backends.
     router: Router,
     /// The interception backend that runs the program (named in events).
@@ -67,9 +73,11 @@ impl Enforcer {
             sink,
             reporter: None,
             labels,
-            procs: HashMap::new(),
-            virtual_peers: HashMap::new(),
-            last: HashMap::new(),
+            procs: IdMap::default(),
+            virtual_peers: IdMap::default(),
+            last: IdMap::default(),
+            no_app: Arc::from(""),
+            connecting: IdMap::default(),
             router: Router::new(crate::trace::snapshot::LiveNet::new(), None, true),
             backend,
         }
@@ -154,7 +162,7 @@ impl Enforcer {
         let app = if snap.policy.uses_app() {
             self.comm(call.pid)
         } else {
-            Arc::from("")
+            self.no_app.clone()
         };
         let uid = if snap.policy.uses_uid() {
             procfs::euid(call.tid)
@@ -221,7 +229,20 @@ impl Enforcer {
             Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
         );
         let (sock, via) = match (call.op, call.accepted, call.socket) {
-            (Op::Connect, _, Some(s)) if ok => (s, "connect"),
+            // A connect() again on a socket whose connect was reported
+            // (ab, hiredis and Perl check completion this way): the same
+            // connection, told once.
+            (Op::Connect, _, Some(s)) => {
+                let started = outcome == Outcome::Err(Errno::EINPROGRESS);
+                let was = self.connecting.remove(&s.inode).is_some();
+                if started {
+                    insert_bounded(&mut self.connecting, s.inode, ());
+                }
+                if !ok || (was && outcome == Outcome::Ok(0)) {
+                    return;
+                }
+                (s, "connect")
+            }
             (Op::Accept, Some(s), _) => (s, "accept"),
             // A listening socket: the daemon finds its accepted connections
             // in the kernel's tables, so accept() need not stop for them.

@@ -16,6 +16,7 @@ use crate::trace::snapshot::LiveNet;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use tracer::idmap::IdMap;
 use tracer::{Call, Errno, Outcome, SockAddr, Verdict};
 
 /// What `trace --ip` says about this program.
@@ -55,7 +56,11 @@ const MAX_FLOWS: usize = 32;
 
 /// Insert into a per-socket map that cannot see sockets close: when full, it
 /// forgets everything (those sockets then show their real addresses).
-pub(crate) fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+pub(crate) fn insert_bounded<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+    k: K,
+    v: V,
+) {
     if map.len() >= MAX_SOCKETS {
         map.clear();
     }
@@ -108,7 +113,7 @@ pub struct Router {
     /// Counter for routes without a slot in the shared table.
     unshared: u64,
     /// Socket inode -> where this router sent it.
-    routed: HashMap<u64, Routed>,
+    routed: IdMap<u64, Routed>,
     /// UDP socket inode -> its flows: (VIP:PORT, backend), a few per socket.
     udp: HashMap<u64, Vec<(SocketAddr, SocketAddr)>>,
     /// Socket inode -> the address the program bound (getsockname shows
@@ -126,7 +131,7 @@ pub struct Router {
     /// Threads with a routed TCP connect() in flight: the backend and its
     /// slot (the pick is settled, and a client with a VIP writes its
     /// record, once the connect has run).
-    routing: HashMap<i32, InFlight>,
+    routing: IdMap<i32, InFlight>,
     /// A bound TCP port nobody listens on: a non-blocking connect with no
     /// backend is sent there, so the program sees what an untraced refused
     /// connect gives (EINPROGRESS, then ECONNREFUSED).
@@ -173,7 +178,7 @@ impl Router {
     /// where it was routed, its flows, its bound address and its listener
     /// move with it.
     pub fn socket_replaced(&mut self, old: u64, new: u64) {
-        fn mv<V>(m: &mut HashMap<u64, V>, old: u64, new: u64) {
+        fn mv<V, S: std::hash::BuildHasher>(m: &mut HashMap<u64, V, S>, old: u64, new: u64) {
             if let Some(v) = m.remove(&old) {
                 m.insert(new, v);
             }
@@ -222,13 +227,13 @@ impl Router {
             made_private: false,
             rng: Rng::default(),
             unshared: 0,
-            routed: HashMap::new(),
+            routed: IdMap::default(),
             udp: HashMap::new(),
             bound: HashMap::new(),
             service_ports: HashMap::new(),
             binding: HashMap::new(),
             next_port: 0,
-            routing: HashMap::new(),
+            routing: IdMap::default(),
             refuser: None,
             listening: HashMap::new(),
             peers: HashMap::new(),

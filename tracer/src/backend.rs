@@ -149,7 +149,7 @@ fn probe_listener() -> Result<(), String> {
                 libc::_exit(if busy { NESTED } else { NO_FILTER });
             }
             let l = notif::Listener(std::os::fd::FromRawFd::from_raw_fd(fd as i32));
-            if l.set_sync_wake_up().is_err() {
+            if l.set_sync_wake_up(true).is_err() {
                 libc::_exit(NO_SYNC);
             }
             if !l.addfd_send_known() {

@@ -66,7 +66,7 @@ fn getsockopt_at(fd: &OwnedFd, level: i32, opt: i32) -> Result<i32, Errno> {
 /// socket is gone), so that a socket seen again costs one fstat, not three
 /// getsockopt. Bounded: emptied when full.
 #[derive(Default)]
-pub struct Kinds(std::collections::HashMap<(u64, i64, i64), (i32, i32, i32)>);
+pub struct Kinds(crate::idmap::IdMap<(u64, i64, i64), (i32, i32, i32)>);
 
 const KINDS_MAX: usize = 4096;
 

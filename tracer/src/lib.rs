@@ -17,6 +17,7 @@ mod epoll_move;
 mod error;
 pub mod filter;
 mod handover;
+pub mod idmap;
 mod inherited;
 mod landlock;
 mod msg;

@@ -11,16 +11,16 @@
 //! Kernels without PIDFD_THREAD: the process's pidfd, and a call from a
 //! thread whose table is not the leader's (kcmp) fails closed with EPERM.
 
+use crate::idmap::IdMap;
 use crate::remote;
 use nix::errno::Errno;
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 
 const KCMP_FILES: libc::c_int = 2;
 
 pub(crate) struct Pidfds {
-    by_tid: HashMap<i32, OwnedFd>,
-    by_tgid: HashMap<i32, OwnedFd>,
+    by_tid: IdMap<i32, OwnedFd>,
+    by_tgid: IdMap<i32, OwnedFd>,
     budget: usize,
     /// None until the first open tells whether the kernel has PIDFD_THREAD.
     thread_pidfds: Option<bool>,
@@ -54,8 +54,8 @@ fn same_files(a: i32, b: i32) -> bool {
 impl Pidfds {
     pub(crate) fn new() -> Pidfds {
         Pidfds {
-            by_tid: HashMap::new(),
-            by_tgid: HashMap::new(),
+            by_tid: IdMap::default(),
+            by_tgid: IdMap::default(),
             budget: budget(),
             thread_pidfds: None,
         }

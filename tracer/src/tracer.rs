@@ -14,6 +14,7 @@ use crate::call::{Call, Interests, NetHandler, Outcome, ProcessEvent, Verdict};
 use crate::decode::{self, DecodeError, RawCall};
 use crate::error::TraceError;
 use crate::filter;
+use crate::idmap::IdMap;
 use crate::landlock::Landlock;
 use crate::pidfds::Pidfds;
 use crate::ports::BoundedSet;
@@ -27,7 +28,6 @@ use nix::errno::Errno;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use std::collections::HashMap;
 use std::ffi::OsString;
 
 /// The program to run.
@@ -230,7 +230,7 @@ pub(crate) fn run_attached<H: NetHandler>(
 pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) handler: &'h mut H,
     pub(crate) interests: Interests,
-    pub(crate) tasks: HashMap<i32, Task>,
+    pub(crate) tasks: IdMap<i32, Task>,
     /// The pidfds descriptors are borrowed through.
     pub(crate) pidfds: Pidfds,
     /// The kinds of the sockets borrowed so far.
@@ -270,7 +270,7 @@ impl<'h, H: NetHandler> Tracer<'h, H> {
         Tracer {
             handler,
             interests,
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             pidfds: Pidfds::new(),
             kinds: crate::emulate::Kinds::default(),
             landlock: Landlock::default(),

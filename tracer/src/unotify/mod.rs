@@ -17,6 +17,7 @@ pub(crate) mod park;
 mod procs;
 mod recv;
 mod special;
+mod wake;
 
 use crate::call::{NetHandler, ProcessEvent};
 use crate::decode::{self, DecodeError, RawCall};
@@ -53,6 +54,8 @@ pub(crate) struct State {
     /// Buffers of the last datagram delivered (recv.rs), so a receive
     /// allocates nothing once they have grown.
     pub(crate) spare_datagram: Option<recv::Datagram>,
+    /// Where the supervisor is woken (wake.rs).
+    wake: Option<wake::WakeMode>,
 }
 
 impl State {
@@ -174,9 +177,14 @@ pub(crate) fn serve<H: NetHandler>(
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let listener = Listener(listener);
-    if let Err(e) = listener.set_sync_wake_up() {
-        log::debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: {e}");
-    }
+    // The synchronous wake-up while one thread traps (wake.rs).
+    let wake = match listener.set_sync_wake_up(true) {
+        Ok(()) => Some(wake::WakeMode::new()),
+        Err(e) => {
+            log::debug!("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: {e}");
+            None
+        }
+    };
     // SAFETY: epoll_create1 returns a fresh descriptor we own.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if ep < 0 {
@@ -200,6 +208,7 @@ pub(crate) fn serve<H: NetHandler>(
         procs,
         signals,
         spare_datagram: None,
+        wake,
     };
     state
         .watch(state.listener.raw(), libc::EPOLLIN as u32, TOKEN_LISTENER)
@@ -287,6 +296,13 @@ impl<H: NetHandler> Tracer<'_, H> {
             let st = self.st();
             st.id = n.id;
             st.answered = false;
+            if let Some(sync) = st.wake.as_mut().and_then(|w| w.note(n.pid as i32)) {
+                if st.listener.set_sync_wake_up(sync).is_ok() {
+                    if let Some(w) = st.wake.as_mut() {
+                        w.set(sync);
+                    }
+                }
+            }
         }
         self.on_notif(&n);
         let st = self.st();

@@ -165,9 +165,10 @@ impl Listener {
 
     /// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux 6.6): the woken thread runs
     /// on the supervisor's CPU, which halves the round trip.
-    pub(crate) fn set_sync_wake_up(&self) -> Result<(), Errno> {
+    pub(crate) fn set_sync_wake_up(&self, on: bool) -> Result<(), Errno> {
+        let flags = if on { SYNC_WAKE_UP } else { 0 };
         // SAFETY: SET_FLAGS takes the flags by value.
-        let r = unsafe { libc::ioctl(self.raw(), IOCTL_SET_FLAGS, SYNC_WAKE_UP) };
+        let r = unsafe { libc::ioctl(self.raw(), IOCTL_SET_FLAGS, flags) };
         if r < 0 {
             Err(Errno::last())
         } else {
