@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -221,7 +222,17 @@ fn class11_ignored_signals_stay_ignored() {
             c.arg(appswitch());
             c
         } else {
-            Command::new(appswitch())
+            let mut c = Command::new(appswitch());
+            // SIGHUP at its default, whatever the test runner was started
+            // with (a run under nohup ignores it, and so would the program).
+            // SAFETY: signal() is async-signal-safe.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            c
         };
         c.args(["trace", "--no-daemon", "--"])
             .arg(&state)

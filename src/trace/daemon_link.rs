@@ -7,7 +7,7 @@
 //! connections it knows, so a restarted daemon sees them again.
 
 use super::processes::Processes;
-use super::report::Report;
+use super::report::{ConnFacts, Report};
 use crate::config::Mode;
 use crate::policy::table::PolicyTable;
 use crate::protocol::{Counters, ToDaemon, ToTracer};
@@ -37,7 +37,23 @@ type Conn = Arc<Mutex<Option<UnixStream>>>;
 /// What a restarted daemon is told again, by (socket inode, is a backend):
 /// whether it is kept when the map is trimmed (listeners, a detach), and
 /// its line as sent.
-type Known = Arc<Mutex<HashMap<(u64, bool), (bool, String)>>>;
+type Known = Arc<Mutex<HashMap<(u64, bool), (bool, Remembered)>>>;
+
+/// A message kept for a restarted daemon: its line, or a connection's
+/// facts (written out only if it is needed again).
+enum Remembered {
+    Line(String),
+    Conn(ConnFacts),
+}
+
+impl Remembered {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Remembered::Line(l) => out.extend_from_slice(l.as_bytes()),
+            Remembered::Conn(c) => c.write_line(out),
+        }
+    }
+}
 
 pub struct Client {
     pub tx: SyncSender<Report>,
@@ -238,13 +254,13 @@ pub fn start(
     }
 }
 
-fn send(conn: &Conn, line: &str) {
+fn send(conn: &Conn, line: &[u8]) {
     let mut g = match conn.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     };
     if let Some(s) = g.as_mut() {
-        if s.write_all(line.as_bytes()).is_err() {
+        if s.write_all(line).is_err() {
             *g = None;
         }
     }
@@ -260,16 +276,26 @@ fn writer(
     // Counters and the live processes go out when they changed, at most
     // every STATS (so apps/ID/info and stats are that current), busy or idle.
     let mut sent = (Counters::default(), Vec::new());
-    let stats = |sent: &mut (Counters, Vec<i32>), batch: &mut String| {
+    let stats = |sent: &mut (Counters, Vec<i32>), batch: &mut Vec<u8>| {
         let c = counters.lock().map(|c| *c).unwrap_or_default();
         if c != sent.0 {
             sent.0 = c;
-            batch.push_str(&ToDaemon::Stats(c).line());
+            batch.extend_from_slice(ToDaemon::Stats(c).line().as_bytes());
         }
         let live = pids.lock().map(|p| p.oldest(64)).unwrap_or_default();
         if live != sent.1 {
-            batch.push_str(&ToDaemon::Processes { pids: live.clone() }.line());
+            batch.extend_from_slice(ToDaemon::Processes { pids: live.clone() }.line().as_bytes());
             sent.1 = live;
+        }
+    };
+    // Kept for a restarted daemon, by (socket inode, is a backend): whether
+    // it stays when the map is trimmed (listeners, a detach).
+    let remember = |key: (u64, bool), keep: bool, what: Remembered| {
+        if let Ok(mut k) = known.lock() {
+            if k.len() >= QUEUE {
+                k.retain(|_, (keep, _)| *keep);
+            }
+            k.insert(key, (keep, what));
         }
     };
     let mut last_stats = std::time::Instant::now();
@@ -285,33 +311,40 @@ fn writer(
                 if !matches!(first, Report::Msg(ToDaemon::Listen(_))) {
                     std::thread::sleep(BATCH);
                 }
-                let mut batch = String::new();
+                let mut batch = Vec::new();
                 let mut next = Some(first);
-                while let Some(msg) = next.take() {
-                    let msg = msg.into_msg();
-                    // Connections and listeners are re-sent to a restarted
-                    // daemon. A service's listener is both a backend (Listen)
-                    // and a listening connection (Conn): both are kept. So is
-                    // an attached program's detach (no socket has inode 0).
-                    let key = match &msg {
-                        ToDaemon::Conn(c) => Some((c.inode, false)),
-                        ToDaemon::Listen(l) => Some((l.inode, true)),
-                        ToDaemon::Detached => Some((0, true)),
-                        _ => None,
-                    };
-                    let line = msg.line();
-                    if let (Some(key), Ok(mut k)) = (key, known.lock()) {
-                        if k.len() >= QUEUE {
-                            k.retain(|_, (keep, _)| *keep);
+                while let Some(report) = next.take() {
+                    match report {
+                        // Written straight from its facts (report.rs).
+                        Report::Conn(c) => {
+                            c.write_line(&mut batch);
+                            let keep = c.via == "listen";
+                            remember((c.inode, false), keep, Remembered::Conn(c));
                         }
-                        let keep = match &msg {
-                            ToDaemon::Listen(_) | ToDaemon::Detached => true,
-                            ToDaemon::Conn(c) => c.via == "listen",
-                            _ => false,
-                        };
-                        k.insert(key, (keep, line.clone()));
+                        Report::Msg(msg) => {
+                            // Listeners are re-sent to a restarted daemon. A
+                            // service's listener is both a backend (Listen) and
+                            // a listening connection (Conn): both are kept. So
+                            // is an attached program's detach (no socket has
+                            // inode 0).
+                            let key = match &msg {
+                                ToDaemon::Conn(c) => Some((c.inode, false)),
+                                ToDaemon::Listen(l) => Some((l.inode, true)),
+                                ToDaemon::Detached => Some((0, true)),
+                                _ => None,
+                            };
+                            let line = msg.line();
+                            batch.extend_from_slice(line.as_bytes());
+                            if let Some(key) = key {
+                                let keep = match &msg {
+                                    ToDaemon::Listen(_) | ToDaemon::Detached => true,
+                                    ToDaemon::Conn(c) => c.via == "listen",
+                                    _ => false,
+                                };
+                                remember(key, keep, Remembered::Line(line));
+                            }
+                        }
                     }
-                    batch.push_str(&line);
                     if batch.len() < 256 * 1024 {
                         next = rx.try_recv().ok();
                     }
@@ -324,7 +357,7 @@ fn writer(
             }
             Err(RecvTimeoutError::Timeout) => {
                 last_stats = std::time::Instant::now();
-                let mut batch = String::new();
+                let mut batch = Vec::new();
                 stats(&mut sent, &mut batch);
                 if !batch.is_empty() {
                     send(&conn, &batch);
@@ -333,7 +366,7 @@ fn writer(
             Err(RecvTimeoutError::Disconnected) => {
                 // The program ended: its final counters.
                 let c = counters.lock().map(|c| *c).unwrap_or_default();
-                send(&conn, &ToDaemon::Stats(c).line());
+                send(&conn, ToDaemon::Stats(c).line().as_bytes());
                 return;
             }
         }
@@ -365,13 +398,13 @@ fn reader(
             continue;
         };
         // Hello and the known connections go out before anything else.
-        let mut first = hello.line();
+        let mut first = hello.line().into_bytes();
         if let Ok(k) = known.lock() {
-            for (_, line) in k.values() {
-                first.push_str(line);
+            for (_, what) in k.values() {
+                what.write(&mut first);
             }
         }
-        if w.write_all(first.as_bytes()).is_err() {
+        if w.write_all(&first).is_err() {
             std::thread::sleep(RETRY);
             continue;
         }
