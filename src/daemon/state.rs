@@ -68,13 +68,21 @@ pub struct Conn {
 /// only hides it from that listing.)
 const GONE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// Reported connections kept before the first look for closed ones; after
+/// each look, twice those left (so the looks cost O(1) per report).
+const PRUNE_MIN: usize = 8192;
+
 pub struct State {
     pub policy: PolicyTable,
     pub services: ServiceTable,
     pub mode: Mode,
     pub apps: BTreeMap<u32, App>,
     next_app: u32,
-    conns: HashMap<u64, Conn>,
+    conns: tracer::idmap::IdMap<u64, Conn>,
+    /// Past this many reported connections, the ones the kernel no longer
+    /// has are forgotten (reports come per connection; nothing else would
+    /// drop a closed one until /appswitch/connections is read).
+    prune_at: usize,
     errors: VecDeque<String>,
     pub events: Arc<StreamHub>,
     started: Instant,
@@ -165,7 +173,8 @@ impl State {
             mode,
             apps: BTreeMap::new(),
             next_app: 1,
-            conns: HashMap::new(),
+            conns: Default::default(),
+            prune_at: PRUNE_MIN,
             errors: VecDeque::new(),
             events,
             started: Instant::now(),
@@ -525,6 +534,12 @@ impl State {
             ToDaemon::Conn(report)
                 if report.before_attach && self.conns.contains_key(&report.inode) => {}
             ToDaemon::Conn(report) => {
+                if self.conns.len() >= self.prune_at {
+                    if let Ok(kernel) = self.kernel_view() {
+                        self.forget_gone(&kernel, Instant::now());
+                    }
+                    self.prune_at = PRUNE_MIN.max(2 * self.conns.len());
+                }
                 self.conns.insert(
                     report.inode,
                     Conn {
@@ -994,9 +1009,9 @@ impl State {
         ) + &self.render_cluster()
     }
 
-    /// Live connections (of one app, or all): joined with the kernel's view;
-    /// the ones the kernel no longer has are dropped here.
-    pub fn render_connections(&mut self, app: Option<u32>) -> String {
+    /// The kernel's view of the reported connections' sockets (and, when
+    /// a listener or accepted socket is among them, of every socket).
+    fn kernel_view(&self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
         let inodes: HashSet<u64> = self.conns.keys().copied().collect();
         // When every connection's remote is known (connects), the kernel need
         // only report sockets to those ports; listeners (whose accepted
@@ -1012,19 +1027,16 @@ impl State {
                     .map(|a| a.port())
             })
             .collect();
-        let kernel = match ports {
+        match ports {
             Some(p) => {
                 sockdiag::lookup_by_remote_ports(&inodes, &p.into_iter().collect::<Vec<_>>())
             }
             None => sockdiag::dump(),
-        };
-        let mut kernel = match kernel {
-            Ok(k) => k,
-            Err(e) => return format!("# sock_diag failed: {e}\n"),
-        };
-        let now = Instant::now();
-        self.adopt_accepted(&kernel, now);
-        kernel.retain(|ino, _| self.conns.contains_key(ino));
+        }
+    }
+
+    /// Forget the connections `kernel` has not had for GONE_AFTER.
+    fn forget_gone(&mut self, kernel: &HashMap<u64, sockdiag::SockState>, now: Instant) {
         self.conns.retain(|inode, c| {
             if kernel.contains_key(inode) {
                 c.missing_since = None;
@@ -1033,6 +1045,19 @@ impl State {
             let since = *c.missing_since.get_or_insert(now);
             now.duration_since(since) < GONE_AFTER
         });
+    }
+
+    /// Live connections (of one app, or all): joined with the kernel's view;
+    /// the ones the kernel no longer has are dropped here.
+    pub fn render_connections(&mut self, app: Option<u32>) -> String {
+        let mut kernel = match self.kernel_view() {
+            Ok(k) => k,
+            Err(e) => return format!("# sock_diag failed: {e}\n"),
+        };
+        let now = Instant::now();
+        self.adopt_accepted(&kernel, now);
+        kernel.retain(|ino, _| self.conns.contains_key(ino));
+        self.forget_gone(&kernel, now);
         let mut rows: Vec<(&u64, &Conn)> = self
             .conns
             .iter()
@@ -1343,5 +1368,43 @@ mod tests {
             }),
         );
         assert!(s.conns[&100].report.before_attach);
+    }
+
+    #[test]
+    fn closed_connections_do_not_pile_up_between_reads() {
+        let mut s = state();
+        let (id, _rx) = register(&mut s, hello(4242, false, None));
+        // Reports of sockets the kernel does not have (closed long ago).
+        let report = |inode| ConnReport {
+            inode,
+            pid: 4242,
+            comm: "ab".into(),
+            proto: "tcp".into(),
+            remote: Some("127.0.0.1:1".into()),
+            virtual_remote: None,
+            rule: None,
+            via: "connect".into(),
+            before_attach: false,
+        };
+        let base = u64::MAX - 10 * PRUNE_MIN as u64;
+        for i in 0..=PRUNE_MIN as u64 {
+            s.handle(id, ToDaemon::Conn(report(base + i)));
+        }
+        // The look at PRUNE_MIN found none of them: each is marked missing
+        // (one miss only hides it) ...
+        assert!(
+            s.conns
+                .values()
+                .filter(|c| c.missing_since.is_some())
+                .count()
+                >= PRUNE_MIN
+        );
+        // ... and is gone after GONE_AFTER.
+        let later = Instant::now() + GONE_AFTER;
+        let kernel = HashMap::new();
+        s.forget_gone(&kernel, later);
+        assert!(s.conns.len() <= 1, "{}", s.conns.len());
+        // The next look comes after twice as many again, at least PRUNE_MIN.
+        assert_eq!(s.prune_at, 2 * PRUNE_MIN);
     }
 }

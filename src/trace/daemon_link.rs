@@ -34,10 +34,49 @@ pub(crate) const RETRY: Duration = Duration::from_millis(250);
 
 type Conn = Arc<Mutex<Option<UnixStream>>>;
 
-/// What a restarted daemon is told again, by (socket inode, is a backend):
-/// whether it is kept when the map is trimmed (listeners, a detach), and
-/// its line as sent.
-type Known = Arc<Mutex<HashMap<(u64, bool), (bool, Remembered)>>>;
+/// What a restarted daemon is told again (the reader sends it on every
+/// connect, before anything else).
+type Known = Arc<Mutex<Remembers>>;
+
+/// Listeners and a detach, by (socket inode, is a backend), all kept; and
+/// the last RECENT connections, oldest overwritten first (most are closed
+/// long before a restart; the daemon drops those whose socket it does not
+/// find). A ring, not a map: one report per connection is one slot
+/// written, with nothing hashed or trimmed (a map of every connection was a
+/// third of the writer thread's time).
+#[derive(Default)]
+struct Remembers {
+    kept: HashMap<(u64, bool), Remembered>,
+    recent: Vec<Remembered>,
+    next: usize,
+}
+
+/// Connections remembered for a restarted daemon.
+const RECENT: usize = 16_384;
+
+impl Remembers {
+    fn keep(&mut self, key: (u64, bool), what: Remembered) {
+        self.kept.insert(key, what);
+    }
+
+    fn connection(&mut self, what: Remembered) {
+        if self.recent.len() < RECENT {
+            self.recent.push(what);
+        } else {
+            self.recent[self.next] = what;
+        }
+        self.next = (self.next + 1) % RECENT;
+    }
+
+    /// Everything, oldest connection first (a later report of the same
+    /// socket wins at the daemon).
+    fn write(&self, out: &mut Vec<u8>) {
+        let (new, old) = self.recent.split_at(self.next.min(self.recent.len()));
+        for what in old.iter().chain(new).chain(self.kept.values()) {
+            what.write(out);
+        }
+    }
+}
 
 /// A message kept for a restarted daemon: its line, or a connection's
 /// facts (written out only if it is needed again).
@@ -217,7 +256,7 @@ pub fn start(
     let conn: Conn = Arc::new(Mutex::new(None));
     let counters = Arc::new(Mutex::new(Counters::default()));
     let pids = Arc::new(Mutex::new(Processes::default()));
-    let known: Known = Arc::new(Mutex::new(HashMap::new()));
+    let known: Known = Arc::new(Mutex::new(Remembers::default()));
     let (done_tx, drained) = sync_channel(1);
     let state = Arc::new(AtomicU8::new(TRYING));
     {
@@ -288,14 +327,15 @@ fn writer(
             sent.1 = live;
         }
     };
-    // Kept for a restarted daemon, by (socket inode, is a backend): whether
-    // it stays when the map is trimmed (listeners, a detach).
+    // Kept for a restarted daemon: by (socket inode, is a backend) for
+    // good (listeners, a detach), or among the recent connections.
     let remember = |key: (u64, bool), keep: bool, what: Remembered| {
         if let Ok(mut k) = known.lock() {
-            if k.len() >= QUEUE {
-                k.retain(|_, (keep, _)| *keep);
+            if keep {
+                k.keep(key, what);
+            } else {
+                k.connection(what);
             }
-            k.insert(key, (keep, what));
         }
     };
     let mut last_stats = std::time::Instant::now();
@@ -400,9 +440,7 @@ fn reader(
         // Hello and the known connections go out before anything else.
         let mut first = hello.line().into_bytes();
         if let Ok(k) = known.lock() {
-            for (_, what) in k.values() {
-                what.write(&mut first);
-            }
+            k.write(&mut first);
         }
         if w.write_all(&first).is_err() {
             std::thread::sleep(RETRY);

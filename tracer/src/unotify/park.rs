@@ -854,11 +854,11 @@ impl<H: NetHandler> Tracer<'_, H> {
 
     /// Deadlines, and waits whose thread was interrupted (at most every 50 ms).
     pub(crate) fn sweep_parked(&mut self) {
-        let now = Instant::now();
-        let st = self.st();
-        if st.parked.count == 0 {
+        if self.st().parked.count == 0 {
             return;
         }
+        let now = Instant::now();
+        let st = self.st();
         let check = st.parked.last_sweep.is_none_or(|t| now - t >= SWEEP);
         if check {
             st.parked.last_sweep = Some(now);
