@@ -8,7 +8,7 @@ PACKAGES=(
   curl python3 busybox-static golang-go     # programs the tests trace
   iproute2 fuse3 hyperfine iperf3           # namespaces, control fs, bench tools
   strace gdb                                # debuggers under trace (tests/debuggers.rs, nested ptrace); strace is the bench's reference too
-  nginx apache2-utils                       # stock servers for tests; ab for the short-connection bench
+  nginx apache2-utils wrk                   # stock servers for tests; ab and wrk for the short-connection bench
   redis-server redis-tools memcached dnsmasq-base   # stock servers the service tests run
   etcd-server protobuf-compiler             # cluster tests (a private etcd); protoc builds etcd-client
   python3-prometheus-client                 # the metrics test parses /appswitch/metrics with it

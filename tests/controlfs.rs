@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -840,4 +841,125 @@ fn metrics_are_prometheus_text_and_counters_move() {
     assert!(sample(&second, hist) >= count_before + 3.0, "{second}");
     let allowed = "counter appswitch_decisions_total{app=connect_check,verdict=allowed}";
     assert!(sample(&second, allowed) >= 5.0, "{second}");
+}
+
+#[test]
+fn a_restarted_daemon_lists_connections_older_than_the_remembered_ones() {
+    // One connection held open, then more short ones than a trace
+    // remembers for a restarted daemon (16,384): the held one must still
+    // be listed after a kill -9 and restart (found among the program's
+    // open sockets).
+    let mut d = Daemon::start();
+    let target = Banner::start("up\n");
+    let python = require("python3");
+    let script = r#"
+import os, socket, struct, sys, time
+port = int(sys.argv[1])
+keep = socket.create_connection(("127.0.0.1", port))
+for _ in range(17000):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", port))
+    s.close()
+print(os.fstat(keep.fileno()).st_ino, flush=True)
+time.sleep(60)
+"#;
+    let mut p = Proc(
+        d.trace(&python, &["-c", script, &target.port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut ino = String::new();
+    out.read_line(&mut ino).unwrap();
+    let id = format!("id={} ", ino.trim());
+    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
+    wait_until(
+        "the held connection to be listed",
+        Duration::from_secs(10),
+        || d.read("connections").contains(&id),
+    );
+    d.kill9();
+    d.launch();
+    wait_until("the tracer to reconnect", Duration::from_secs(5), || {
+        d.read("stats").contains("apps=1")
+    });
+    wait_until(
+        "the held connection to be listed again",
+        Duration::from_secs(5),
+        || d.read("connections").contains(&id),
+    );
+    let listing = d.read("connections");
+    let line = listing.lines().find(|l| l.contains(&id)).unwrap_or("");
+    assert!(
+        line.contains(&format!("remote=127.0.0.1:{}", target.port)),
+        "{line}"
+    );
+    assert!(line.contains("comm=python3"), "{line}");
+    p.signal(libc::SIGTERM);
+}
+
+#[test]
+fn a_socket_connected_again_after_shutdown_is_listed_with_its_new_peer() {
+    // A non-blocking connect left connecting (the listener's queue is
+    // full), shutdown() (the socket is unconnected again), then a blocking
+    // connect elsewhere: a new connection, listed with its own remote
+    // (its 0 is not the first connect completing).
+    let d = Daemon::start();
+    std::fs::write(d.file("policy"), "deny connect any:22\n").unwrap();
+    let target = Banner::start("up\n");
+    // Untraced, so that the program has no listener of its own (the
+    // daemon then asks the kernel only for sockets to the ports reported).
+    let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) again on a listening socket we own.
+    assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
+    let full_port = full.local_addr().unwrap().port();
+    let _fill = std::net::TcpStream::connect(("127.0.0.1", full_port)).unwrap();
+    let python = require("python3");
+    let script = r#"
+import os, socket, sys, time
+port, full = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(); s.setblocking(False)
+try:
+    s.connect(("127.0.0.1", full))
+except BlockingIOError:
+    pass
+assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 2, "not SYN_SENT"
+s.shutdown(socket.SHUT_RDWR)
+s.setblocking(True)
+s.connect(("127.0.0.1", port))
+print(os.fstat(s.fileno()).st_ino, flush=True)
+time.sleep(60)
+"#;
+    let mut p = Proc(
+        d.trace(
+            &python,
+            &[
+                "-c",
+                script,
+                &target.port.to_string(),
+                &full_port.to_string(),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut ino = String::new();
+    out.read_line(&mut ino).unwrap();
+    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
+    let id = format!("id={} ", ino.trim());
+    let remote = format!("remote=127.0.0.1:{}", target.port);
+    wait_until(
+        "the new connection to be listed",
+        Duration::from_secs(5),
+        || {
+            d.read("connections")
+                .lines()
+                .any(|l| l.contains(&id) && l.contains(&remote))
+        },
+    );
+    p.signal(libc::SIGTERM);
 }

@@ -22,7 +22,8 @@ row's traced client and traced server run under the same backend.
    (issue 11); for user notification >= 0.75x (issue 14).
    ab connects twice per request (the second connect() checks completion),
    so the same is measured with http_client.c, which connects once (as
-   curl, wget and python do).
+   curl, wget and python do), and with wrk (-t 2 -c 4, "Connection: close",
+   2 s per run; the tool issue 11 measured with), when it is installed.
 3. HTTP without keep-alive, untraced ab -> nginx traced under the daemon
    (no --ip), while another traced program holds a VIP on the host.
    Target >= 0.95x. Also shown: the same with nginx under --ip (its
@@ -95,6 +96,16 @@ def ab(pre, host, port):
         sys.exit(f"short_bench: ab failed: {out.stdout[-400:]} {out.stderr[-300:]}")
     return float(m.group(1))
 
+def wrk(pre, host, port):
+    out = subprocess.run(pre + ["wrk", "-t2", "-c4", "-d2s", "-H", "Connection: close",
+                                f"http://{host}:{port}/"], capture_output=True, text=True, timeout=60)
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out.stdout)
+    if out.returncode != 0 or not m:
+        sys.exit(f"short_bench: wrk failed: {out.stdout[-400:]} {out.stderr[-300:]}")
+    return float(m.group(1))
+
+HAVE_WRK = shutil.which("wrk") is not None
+
 def med(xs):
     return statistics.median(xs)
 
@@ -128,10 +139,10 @@ try:
         ip_real[bk] = int(backend_of(f"{VIP}:{ip_port[bk]}").rsplit(":", 1)[1])
         nginx(trace(APP, cfg, bk) + ["--"], traced_port[bk])
         wait(f"traced nginx ({bk})", lambda: listening(traced_port[bk]))
-    http = {"untraced": [], "untraced2": [], "c_untraced": []}
+    http = {"untraced": [], "untraced2": [], "c_untraced": [], "w_untraced": []}
     for bk in BACKENDS:
         conn[bk], conn["vip_" + bk] = [], []
-        for k in ("ab_", "c_", "server_", "server_ip_"):
+        for k in ("ab_", "c_", "w_", "server_", "server_ip_"):
             http[k + bk] = []
 
     # Phase 1: the only VIP on the host is the servers' own.
@@ -148,6 +159,10 @@ try:
         http["c_untraced"].append(run_num([HC, "127.0.0.1", str(plain_port), str(REQUESTS), "4"]))
         for bk in order:
             http["c_" + bk].append(run_num(trace(APP, cfg, bk) + ["--", HC, VIP, str(ip_port[bk]), str(REQUESTS), "4"]))
+        if HAVE_WRK:
+            http["w_untraced"].append(wrk([], "127.0.0.1", plain_port))
+            for bk in order:
+                http["w_" + bk].append(wrk(trace(APP, cfg, bk) + ["--"], VIP, ip_port[bk]))
     # Phase 2: another program holds a VIP, so a service's accept() may
     # have to show a client's VIP.
     other_port = free_port()
@@ -187,7 +202,8 @@ try:
             print(f"  {bk:8} {t:.0f} req/s: {t / u:.2f}x, paired {paired:.2f}x{verdict}")
             print(f"    rounds: " + " ".join(f"{x:.0f}" for x in http[k + bk]))
         return u, {bk: med(http[k + bk]) for bk in BACKENDS}
-    via_vip = lambda bk: 0.75 if bk == "unotify" else 0.6
+    # Issue 11's target (issue 14's 0.75x for unotify is in bench.sh's table).
+    via_vip = lambda bk: 0.6
     print(f"HTTP without keep-alive, ab -n {REQUESTS} -c 4, nginx (untraced rounds: "
           + " ".join(f"{x:.0f}" for x in http["untraced"]) + ")")
     u, v = row("  traced ab -> VIP -> nginx traced with --ip", "ab_", via_vip)
@@ -198,6 +214,14 @@ try:
     u, v = row("  traced http_client -> VIP -> nginx traced with --ip", "c_", via_vip, "c_untraced")
     summary_row(f"HTTP w/o keep-alive via a VIP, http_client -c 4", "req/s", u, v,
                 {"op": ">=", "x": 0.75, "for": ["unotify"], "why": "issue 14"})
+    if HAVE_WRK:
+        print(f"  the same with wrk -t 2 -c 4, Connection: close (untraced rounds: "
+              + " ".join(f"{x:.0f}" for x in http["w_untraced"]) + ")")
+        u, v = row("  traced wrk -> VIP -> nginx traced with --ip", "w_", lambda bk: 0.6, "w_untraced")
+        summary_row(f"HTTP w/o keep-alive via a VIP, wrk -c 4", "req/s", u, v,
+                    {"op": ">=", "x": 0.6, "why": "issue 11"})
+    else:
+        print("  (wrk not installed: its row is left out; scripts/setup.sh installs it)")
     print(f"  with another program holding a VIP (untraced rounds: "
           + " ".join(f"{x:.0f}" for x in http["untraced2"]) + ")")
     u, v = row("  untraced ab -> nginx traced under the daemon", "server_", lambda bk: 0.95, "untraced2")

@@ -523,6 +523,7 @@ impl State {
             add_counters(self.retired_by_comm.entry(key).or_default(), &a.counters);
         }
         self.conns.retain(|_, c| c.app != app);
+        self.rearm();
         if self.registry.remove_app(app) {
             self.push_routes();
         }
@@ -534,12 +535,6 @@ impl State {
             ToDaemon::Conn(report)
                 if report.before_attach && self.conns.contains_key(&report.inode) => {}
             ToDaemon::Conn(report) => {
-                if self.conns.len() >= self.prune_at {
-                    if let Ok(kernel) = self.kernel_view() {
-                        self.forget_gone(&kernel, Instant::now());
-                    }
-                    self.prune_at = PRUNE_MIN.max(2 * self.conns.len());
-                }
                 self.conns.insert(
                     report.inode,
                     Conn {
@@ -1012,7 +1007,11 @@ impl State {
     /// The kernel's view of the reported connections' sockets (and, when
     /// a listener or accepted socket is among them, of every socket).
     fn kernel_view(&self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
-        let inodes: HashSet<u64> = self.conns.keys().copied().collect();
+        self.conn_query().ask()
+    }
+
+    /// What to ask the kernel about the reported connections.
+    fn conn_query(&self) -> ConnQuery {
         // When every connection's remote is known (connects), the kernel need
         // only report sockets to those ports; listeners (whose accepted
         // connections are found here) and accepted ones need a full dump.
@@ -1027,11 +1026,38 @@ impl State {
                     .map(|a| a.port())
             })
             .collect();
-        match ports {
-            Some(p) => {
-                sockdiag::lookup_by_remote_ports(&inodes, &p.into_iter().collect::<Vec<_>>())
-            }
-            None => sockdiag::dump(),
+        ConnQuery {
+            inodes: self.conns.keys().copied().collect(),
+            ports: ports.map(|p| p.into_iter().collect()),
+        }
+    }
+
+    /// Whether the reported connections doubled since the last look for
+    /// closed ones: what to ask the kernel (without this lock held), then
+    /// [`State::pruned`]. One look at a time.
+    pub fn prune_due(&mut self) -> Option<ConnQuery> {
+        if self.conns.len() < self.prune_at {
+            return None;
+        }
+        self.prune_at = usize::MAX;
+        Some(self.conn_query())
+    }
+
+    /// The kernel's answer to [`State::prune_due`]'s question (None: it
+    /// failed): the connections it has not had for GONE_AFTER go.
+    pub fn pruned(&mut self, kernel: Option<HashMap<u64, sockdiag::SockState>>) {
+        if let Some(k) = kernel {
+            self.forget_gone(&k, Instant::now());
+        }
+        self.prune_at = 0;
+        self.rearm();
+    }
+
+    /// The next look comes at twice the connections there are now (at
+    /// least PRUNE_MIN), unless one is under way.
+    fn rearm(&mut self) {
+        if self.prune_at != usize::MAX {
+            self.prune_at = PRUNE_MIN.max(2 * self.conns.len());
         }
     }
 
@@ -1058,6 +1084,7 @@ impl State {
         self.adopt_accepted(&kernel, now);
         kernel.retain(|ino, _| self.conns.contains_key(ino));
         self.forget_gone(&kernel, now);
+        self.rearm();
         let mut rows: Vec<(&u64, &Conn)> = self
             .conns
             .iter()
@@ -1237,6 +1264,38 @@ fn yes_no(b: bool) -> &'static str {
 
 /// The daemon state, locked; a poisoned lock is taken over (a panicked
 /// control-file thread must not stop the daemon).
+/// The sockets a look at the reported connections asks the kernel about.
+pub struct ConnQuery {
+    inodes: HashSet<u64>,
+    /// Their remote ports, when every one has a remote.
+    ports: Option<Vec<u16>>,
+}
+
+impl ConnQuery {
+    pub fn ask(&self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
+        match &self.ports {
+            Some(p) => sockdiag::lookup_by_remote_ports(&self.inodes, p),
+            None => sockdiag::dump(),
+        }
+    }
+}
+
+/// Take a tracer's message; when the reported connections have doubled,
+/// look for closed ones, with the lock released while the kernel answers
+/// (a sock_diag dump of a busy host takes tens of milliseconds, and the
+/// lock serves control-file reads, DNS and every other tracer).
+pub fn handle_reported(state: &Arc<Mutex<State>>, app: u32, msg: ToDaemon) {
+    let due = {
+        let mut s = lock(state);
+        s.handle(app, msg);
+        s.prune_due()
+    };
+    if let Some(q) = due {
+        let kernel = q.ask().ok();
+        lock(state).pruned(kernel);
+    }
+}
+
 pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
     match state.lock() {
         Ok(g) => g,
@@ -1389,6 +1448,11 @@ mod tests {
         let base = u64::MAX - 10 * PRUNE_MIN as u64;
         for i in 0..=PRUNE_MIN as u64 {
             s.handle(id, ToDaemon::Conn(report(base + i)));
+            if let Some(q) = s.prune_due() {
+                // Asked without the lock: the kernel has none of them.
+                assert!(q.inodes.len() >= PRUNE_MIN);
+                s.pruned(Some(HashMap::new()));
+            }
         }
         // The look at PRUNE_MIN found none of them: each is marked missing
         // (one miss only hides it) ...
@@ -1406,5 +1470,9 @@ mod tests {
         assert!(s.conns.len() <= 1, "{}", s.conns.len());
         // The next look comes after twice as many again, at least PRUNE_MIN.
         assert_eq!(s.prune_at, 2 * PRUNE_MIN);
+        // When the program goes, so do its connections, and the next look
+        // is back at PRUNE_MIN.
+        s.unregister(id);
+        assert_eq!(s.prune_at, PRUNE_MIN);
     }
 }

@@ -65,7 +65,7 @@ fn tracer_session(stream: UnixStream, state: Arc<Mutex<State>>) {
     for line in lines {
         let Ok(line) = line else { break };
         match ToDaemon::parse(&line) {
-            Ok(msg) => lock(&state).handle(app, msg),
+            Ok(msg) => crate::daemon::state::handle_reported(&state, app, msg),
             Err(e) => log::warn!("app {app}: unreadable message: {e}"),
         }
     }

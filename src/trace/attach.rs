@@ -828,6 +828,23 @@ fn report_existing(tx: &SyncSender<Report>, pid: i32, comm: &str) {
     }
 }
 
+/// The sockets process `pid` has open, as reports a call would not
+/// override (`before_attach`): what a restarted daemon is told of the
+/// connections older than the ones the trace remembers (daemon_link.rs).
+pub(crate) fn open_sockets(pid: i32) -> Vec<ConnReport> {
+    let inodes = crate::procfs::socket_inodes(pid);
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    match sockdiag::lookup(&inodes) {
+        Ok(kernel) => existing(pid, &crate::procfs::comm(pid), &kernel),
+        Err(e) => {
+            log::debug!("the sockets of {pid} are not re-sent: sock_diag: {e}");
+            Vec::new()
+        }
+    }
+}
+
 /// What the daemon is told of the sockets found at attach: listeners (so
 /// their connections are listed, as for a traced server), TCP connections
 /// (accepted when on a listener's port) and connected UDP sockets.

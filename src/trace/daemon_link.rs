@@ -41,7 +41,8 @@ type Known = Arc<Mutex<Remembers>>;
 /// Listeners and a detach, by (socket inode, is a backend), all kept; and
 /// the last RECENT connections, oldest overwritten first (most are closed
 /// long before a restart; the daemon drops those whose socket it does not
-/// find). A ring, not a map: one report per connection is one slot
+/// find; older ones still open are found among the program's sockets when
+/// the daemon is reached again). A ring, not a map: one report per connection is one slot
 /// written, with nothing hashed or trimmed (a map of every connection was a
 /// third of the writer thread's time).
 #[derive(Default)]
@@ -426,6 +427,9 @@ fn reader(
     mode: Option<Mode>,
     state: Arc<AtomicU8>,
 ) {
+    // Whether a daemon was reached before (a later connect is to a
+    // restarted one).
+    let mut again = false;
     loop {
         let Ok(stream) = UnixStream::connect(&socket) else {
             let _ = state.compare_exchange(TRYING, ABSENT, Ordering::Relaxed, Ordering::Relaxed);
@@ -442,10 +446,25 @@ fn reader(
         if let Ok(k) = known.lock() {
             k.write(&mut first);
         }
+        if again {
+            // Connections older than the remembered ones: the program's
+            // open sockets, as the kernel has them (a remembered report of
+            // the same socket, sent first, wins).
+            let live = pids
+                .lock()
+                .map(|p| p.oldest(usize::MAX))
+                .unwrap_or_default();
+            for pid in live {
+                for r in super::attach::open_sockets(pid) {
+                    first.extend_from_slice(ToDaemon::Conn(r).line().as_bytes());
+                }
+            }
+        }
         if w.write_all(&first).is_err() {
             std::thread::sleep(RETRY);
             continue;
         }
+        again = true;
         if let Ok(mut g) = conn.lock() {
             *g = Some(w);
         }

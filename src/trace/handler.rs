@@ -51,7 +51,7 @@ pub struct Enforcer {
     no_app: Arc<str>,
     /// Sockets whose connect was reported as started (EINPROGRESS): the
     /// connect() that sees it complete (0) is not reported again.
-    connecting: IdMap<u64, ()>,
+    connecting: IdMap<u64, Option<SocketAddr>>,
     /// Services: virtual IPs, backends.
     router: Router,
     /// The interception backend that runs the program (named in events).
@@ -233,12 +233,20 @@ impl Enforcer {
             // (ab, hiredis and Perl check completion this way): the same
             // connection, told once.
             (Op::Connect, _, Some(s)) => {
-                let started = outcome == Outcome::Err(Errno::EINPROGRESS);
-                let was = self.connecting.remove(&s.inode).is_some();
-                if started {
-                    insert_bounded(&mut self.connecting, s.inode, ());
+                // Where this call connects: a completion names the same
+                // place; a new connection on the socket (after shutdown())
+                // may not, and is told.
+                let to = match verdict {
+                    Verdict::Rewrite(a) => a.ip(),
+                    _ => call.addr.as_ref().and_then(SockAddr::ip),
+                };
+                let was = self.connecting.remove(&s.inode);
+                if outcome == Outcome::Err(Errno::EINPROGRESS) {
+                    insert_bounded(&mut self.connecting, s.inode, to);
+                } else if let (Some(w), Outcome::Err(Errno::EALREADY)) = (was, outcome) {
+                    insert_bounded(&mut self.connecting, s.inode, w);
                 }
-                if !ok || (was && outcome == Outcome::Ok(0)) {
+                if !ok || (was == Some(to) && outcome == Outcome::Ok(0)) {
                     return;
                 }
                 (s, "connect")

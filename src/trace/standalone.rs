@@ -49,7 +49,7 @@ pub(super) fn in_process(
         let state = state.clone();
         std::thread::spawn(move || {
             for msg in rx {
-                daemon::state::lock(&state).handle(app, msg.into_msg());
+                daemon::state::handle_reported(&state, app, msg.into_msg());
             }
         });
     }

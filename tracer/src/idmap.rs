@@ -10,8 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// A HashMap keyed by kernel-chosen numbers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// The Fx hash (rustc's): good high bits for the table's tags, and low bits
-/// that keep consecutive numbers in distinct buckets.
+/// The Fx hash (rustc's), its result rotated as rustc-hash 2 does.
 #[derive(Default, Clone, Copy)]
 pub struct IdHasher(u64);
 
@@ -25,7 +24,10 @@ impl IdHasher {
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The product's high bits are the well-mixed ones: rotated down,
+        // so that keys a program can space out (inodes 1024 apart) do not
+        // share the low bits the table indexes by (rustc-hash 2 does the same).
+        self.0.rotate_left(26)
     }
     fn write(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(8) {
@@ -69,13 +71,22 @@ mod tests {
         }
         assert_eq!(m.len(), 10_000);
         assert!((0..10_000u64).all(|i| m.get(&(1_000_000 + i)) == Some(&i)));
-        // Low bits of consecutive keys differ (no bucket pile-up).
+        // Keys spaced out as a program can space its sockets' inodes still
+        // spread over the table's low bits (no pile-up in a few buckets).
         let h = |k: u64| {
             let mut s = IdHasher::default();
             s.write_u64(k);
             s.finish()
         };
-        let low: std::collections::HashSet<u64> = (0..1024).map(|k| h(k) & 1023).collect();
-        assert_eq!(low.len(), 1024);
+        for stride in [1u64, 1024, 4096, 1 << 16] {
+            let low: std::collections::HashSet<u64> = (0..1024)
+                .map(|k| h(5_000_000 + k * stride) & 1023)
+                .collect();
+            assert!(
+                low.len() > 256,
+                "stride {stride}: {} buckets of 1024",
+                low.len()
+            );
+        }
     }
 }
