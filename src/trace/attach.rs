@@ -19,10 +19,9 @@ use super::command::{self, Common, Prepared};
 use super::report::Report;
 use crate::cli::{load_config, AttachArgs, DetachArgs};
 use crate::config::Config;
-use crate::protocol::{ConnReport, ToDaemon};
-use crate::sockdiag::{self, Proto, SockState};
+use crate::protocol::ToDaemon;
+use crate::sockdiag;
 use crate::stderr;
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
@@ -821,74 +820,11 @@ fn report_existing(tx: &SyncSender<Report>, pid: i32, comm: &str) {
             inodes.len()
         );
     }
-    for r in existing(pid, comm, &kernel) {
+    for r in super::open_sockets::existing(pid, comm, &kernel) {
         if tx.send(Report::Msg(ToDaemon::Conn(r))).is_err() {
             return;
         }
     }
-}
-
-/// The sockets process `pid` has open, as reports a call would not
-/// override (`before_attach`): what a restarted daemon is told of the
-/// connections older than the ones the trace remembers (daemon_link.rs).
-pub(crate) fn open_sockets(pid: i32) -> Vec<ConnReport> {
-    let inodes = crate::procfs::socket_inodes(pid);
-    if inodes.is_empty() {
-        return Vec::new();
-    }
-    match sockdiag::lookup(&inodes) {
-        Ok(kernel) => existing(pid, &crate::procfs::comm(pid), &kernel),
-        Err(e) => {
-            log::debug!("the sockets of {pid} are not re-sent: sock_diag: {e}");
-            Vec::new()
-        }
-    }
-}
-
-/// What the daemon is told of the sockets found at attach: listeners (so
-/// their connections are listed, as for a traced server), TCP connections
-/// (accepted when on a listener's port) and connected UDP sockets.
-fn existing(pid: i32, comm: &str, kernel: &HashMap<u64, SockState>) -> Vec<ConnReport> {
-    let listeners: Vec<std::net::SocketAddr> = kernel
-        .values()
-        .filter(|k| k.proto == Proto::Tcp && k.state == "LISTEN")
-        .map(|k| k.local)
-        .collect();
-    let accepted = |k: &SockState| {
-        listeners.iter().any(|l| {
-            l.port() == k.local.port() && (l.ip().is_unspecified() || l.ip() == k.local.ip())
-        })
-    };
-    let mut out: Vec<ConnReport> = kernel
-        .iter()
-        .filter_map(|(inode, k)| {
-            let (via, remote) = match (k.proto, k.state) {
-                (Proto::Tcp, "LISTEN") => ("listen", None),
-                (Proto::Tcp, _) if k.remote.port() == 0 => return None,
-                (Proto::Tcp, _) if accepted(k) => ("accept", None),
-                (Proto::Tcp, _) => ("connect", Some(k.remote.to_string())),
-                (Proto::Udp, "ESTABLISHED") => ("connect", Some(k.remote.to_string())),
-                (Proto::Udp, _) => return None,
-            };
-            Some(ConnReport {
-                inode: *inode,
-                pid,
-                comm: comm.to_string(),
-                proto: match k.proto {
-                    Proto::Tcp => "tcp",
-                    Proto::Udp => "udp",
-                }
-                .into(),
-                remote,
-                virtual_remote: None,
-                rule: None,
-                via: via.into(),
-                before_attach: true,
-            })
-        })
-        .collect();
-    out.sort_by_key(|r| r.inode);
-    out
 }
 
 /// `appswitch detach PID`: the exit status.
@@ -950,81 +886,6 @@ fn detach(pid: i32) -> Result<String, Failure> {
 mod tests {
     use super::*;
     use crate::cli::UsageError;
-    use std::net::SocketAddr as Inet;
-
-    fn sock(inode: u64, proto: Proto, state: &'static str, local: &str, remote: &str) -> SockState {
-        SockState {
-            inode,
-            proto,
-            state,
-            local: local.parse::<Inet>().unwrap(),
-            remote: remote.parse::<Inet>().unwrap(),
-            bytes_in: 0,
-            bytes_out: 0,
-            rqueue: 0,
-            wqueue: 0,
-        }
-    }
-
-    #[test]
-    fn sockets_found_at_attach_are_listeners_accepted_and_connected() {
-        let kernel: HashMap<u64, SockState> = [
-            sock(1, Proto::Tcp, "LISTEN", "0.0.0.0:8000", "0.0.0.0:0"),
-            sock(
-                2,
-                Proto::Tcp,
-                "ESTABLISHED",
-                "127.0.0.1:8000",
-                "127.0.0.1:50000",
-            ),
-            sock(
-                3,
-                Proto::Tcp,
-                "ESTABLISHED",
-                "127.0.0.1:50001",
-                "127.0.0.1:5432",
-            ),
-            sock(4, Proto::Udp, "UNCONN", "0.0.0.0:5353", "0.0.0.0:0"),
-            sock(
-                5,
-                Proto::Udp,
-                "ESTABLISHED",
-                "127.0.0.1:40000",
-                "127.0.0.53:53",
-            ),
-            sock(6, Proto::Tcp, "CLOSE", "0.0.0.0:0", "0.0.0.0:0"),
-        ]
-        .into_iter()
-        .map(|s| (s.inode, s))
-        .collect();
-        let got: Vec<(u64, String, Option<String>, String)> = existing(42, "py", &kernel)
-            .into_iter()
-            .inspect(|r| {
-                assert!(r.before_attach);
-                assert_eq!((r.pid, r.comm.as_str()), (42, "py"));
-            })
-            .map(|r| (r.inode, r.via, r.remote, r.proto))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (1, "listen".into(), None, "tcp".into()),
-                (2, "accept".into(), None, "tcp".into()),
-                (
-                    3,
-                    "connect".into(),
-                    Some("127.0.0.1:5432".into()),
-                    "tcp".into()
-                ),
-                (
-                    5,
-                    "connect".into(),
-                    Some("127.0.0.53:53".into()),
-                    "udp".into()
-                ),
-            ]
-        );
-    }
 
     #[test]
     fn the_report_through_the_pipe_reads_back() {

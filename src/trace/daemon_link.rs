@@ -455,7 +455,7 @@ fn reader(
                 .map(|p| p.oldest(usize::MAX))
                 .unwrap_or_default();
             for pid in live {
-                for r in super::attach::open_sockets(pid) {
+                for r in super::open_sockets::open_sockets(pid) {
                     first.extend_from_slice(ToDaemon::Conn(r).line().as_bytes());
                 }
             }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod daemon_link;
 pub mod events;
 pub mod handler;
+mod open_sockets;
 pub mod processes;
 pub mod report;
 pub mod snapshot;
