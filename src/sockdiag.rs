@@ -103,6 +103,27 @@ fn tcp_by_local_ports(
     Ok(())
 }
 
+/// TCP sockets in the states of `states` whose remote port is one of
+/// `ports`, each handed to `each`.
+fn tcp_by_remote_ports(
+    ports: &[u16],
+    states: u32,
+    each: &mut impl FnMut(SockState),
+) -> io::Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_D_EQ, ports));
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut keep = |s: SockState| {
+        if ports.contains(&s.remote.port()) {
+            each(s)
+        }
+    };
+    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut keep)?;
+    Ok(())
+}
+
 /// TCP sockets of both families in `states`, each handed to `each`: the
 /// one-pass TCPDIAG_GETSOCK request when `legacy` (one walk of the kernel's
 /// TCP hash for both families: ~10 ms less at 20k sockets), else or when
@@ -150,14 +171,42 @@ pub fn tcp_listeners(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
 /// How many TCP connections each of `ports` (local port) has: the accepted
 /// side of a server's connections, those still in its accept queue (no
 /// inode yet) and those half open (SYN received) included, as a client's
-/// connect() counts them once it has run. Walks every connection.
+/// connect() counts them once it has run. A client on this host reaching
+/// the port on loopback counts from its own side too (each connection once,
+/// by its two addresses): its connect() has run, while the server's side
+/// may show a moment later (the handshake's last ACK is processed by
+/// ksoftirqd when the host is busy). Walks every connection, twice.
 pub fn tcp_connections(ports: &[u16]) -> io::Result<HashMap<u16, usize>> {
-    let mut out = HashMap::new();
+    // (server, client) of every connection seen.
+    let mut seen: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
     let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_RECV);
     tcp_by_local_ports(ports, states, &mut |s| {
-        *out.entry(s.local.port()).or_insert(0) += 1;
+        seen.insert((v4_form(s.local), v4_form(s.remote)));
     })?;
+    let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_SENT);
+    tcp_by_remote_ports(ports, states, &mut |s| {
+        let server = v4_form(s.remote);
+        if server.ip().is_loopback() {
+            seen.insert((server, v4_form(s.local)));
+        }
+    })?;
+    let mut out = HashMap::new();
+    for (server, _) in seen {
+        *out.entry(server.port()).or_insert(0) += 1;
+    }
     Ok(out)
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 one (the two sides of one
+/// connection may show it in different families).
+fn v4_form(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        v4 => v4,
+    }
 }
 
 /// Ports a bytecode filter holds at most (12 bytes each; jumps are u16).
@@ -262,6 +311,7 @@ const INET_DIAG_MSG_LEN: usize = 72;
 const TCPI_BYTES_ACKED: usize = 120;
 const TCPI_BYTES_RECEIVED: usize = 128;
 const TCP_ESTABLISHED: u32 = 1;
+const TCP_SYN_SENT: u32 = 2;
 /// As a request for states: half-open connections (request sockets, which
 /// the kernel keeps as TCP_NEW_SYN_RECV) too.
 const TCP_SYN_RECV: u32 = 3;
@@ -983,5 +1033,56 @@ mod tests {
         drop(l);
         assert!(tcp_listeners(&[port]).unwrap().is_empty());
         assert!(tcp_listeners(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_loopback_client_counts_before_its_server_side_shows() {
+        // A full accept queue drops the SYN: the client stays SYN_SENT and
+        // the server has no socket for it (as when the server's side of a
+        // finished handshake waits for ksoftirqd): counted from the client.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // SAFETY: listen(2) again on a listening socket we own.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        let port = l.local_addr().unwrap().port();
+        let _queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&1));
+        // SAFETY: a fresh non-blocking TCP socket, connected once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+        assert!(fd >= 0);
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sa is a valid sockaddr_in.
+        let r = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            (r, io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::EINPROGRESS))
+        );
+        let mut info = [0u8; 232];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: TCP_INFO into a buffer of `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((r, info[0]), (0, TCP_SYN_SENT as u8), "not left connecting");
+        assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&2));
     }
 }
