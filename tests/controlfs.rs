@@ -852,23 +852,14 @@ fn a_restarted_daemon_lists_connections_older_than_the_remembered_ones() {
     let mut d = Daemon::start();
     let target = Banner::start("up\n");
     let python = require("python3");
-    let script = r#"
-import os, socket, struct, sys, time
-port = int(sys.argv[1])
-keep = socket.create_connection(("127.0.0.1", port))
-for _ in range(17000):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.connect(("127.0.0.1", port))
-    s.close()
-print(os.fstat(keep.fileno()).st_ino, flush=True)
-time.sleep(60)
-"#;
     let mut p = Proc(
-        d.trace(&python, &["-c", script, &target.port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        d.trace(
+            &python,
+            &["-c", HOLD_ONE_THEN_MANY, &target.port.to_string()],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let mut out = BufReader::new(p.0.stdout.take().unwrap());
     let mut ino = String::new();
@@ -963,3 +954,53 @@ time.sleep(60)
     );
     p.signal(libc::SIGTERM);
 }
+
+#[test]
+fn a_daemon_that_comes_late_lists_connections_older_than_the_remembered_ones() {
+    // The trace starts while no daemon answers (a stale socket), the
+    // program holds one connection and makes more short ones than a trace
+    // remembers; the daemon then comes: the held one is listed.
+    let mut d = Daemon::start();
+    d.kill9();
+    let target = Banner::start("up\n");
+    let python = require("python3");
+    let mut p = Proc(
+        d.trace(
+            &python,
+            &["-c", HOLD_ONE_THEN_MANY, &target.port.to_string()],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut ino = String::new();
+    out.read_line(&mut ino).unwrap();
+    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
+    let id = format!("id={} ", ino.trim());
+    d.launch();
+    wait_until("the tracer to connect", Duration::from_secs(5), || {
+        d.read("stats").contains("apps=1")
+    });
+    wait_until(
+        "the held connection to be listed",
+        Duration::from_secs(5),
+        || d.read("connections").contains(&id),
+    );
+    p.signal(libc::SIGTERM);
+}
+
+/// Holds one connection to 127.0.0.1:ARGV1, makes 17,000 short ones (more
+/// than a trace remembers for a daemon), prints the held socket's inode.
+const HOLD_ONE_THEN_MANY: &str = r#"
+import os, socket, struct, sys, time
+port = int(sys.argv[1])
+keep = socket.create_connection(("127.0.0.1", port))
+for _ in range(17000):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.connect(("127.0.0.1", port))
+    s.close()
+print(os.fstat(keep.fileno()).st_ino, flush=True)
+time.sleep(60)
+"#;

@@ -432,6 +432,9 @@ fn reader(
     let mut again = false;
     loop {
         let Ok(stream) = UnixStream::connect(&socket) else {
+            // The program may be running and connecting before its daemon
+            // comes (a stale socket): that one is told its open sockets too.
+            again = true;
             let _ = state.compare_exchange(TRYING, ABSENT, Ordering::Relaxed, Ordering::Relaxed);
             std::thread::sleep(RETRY);
             continue;
@@ -441,26 +444,30 @@ fn reader(
             std::thread::sleep(RETRY);
             continue;
         };
-        // Hello and the known connections go out before anything else.
-        let mut first = hello.line().into_bytes();
-        if let Ok(k) = known.lock() {
-            k.write(&mut first);
-        }
-        if again {
-            // Connections older than the remembered ones: the program's
-            // open sockets, as the kernel has them (a remembered report of
-            // the same socket, sent first, wins).
+        // Connections older than the remembered ones: the program's open
+        // sockets, as the kernel has them (a remembered report of the same
+        // socket, sent first, wins). Found before the remembered ones are
+        // taken: a connection made meanwhile is among those.
+        let open = if again {
             let live = pids
                 .lock()
                 .map(|p| p.oldest(usize::MAX))
                 .unwrap_or_default();
-            for pid in live {
-                for r in super::open_sockets::open_sockets(pid) {
-                    first.extend_from_slice(ToDaemon::Conn(r).line().as_bytes());
-                }
-            }
+            super::open_sockets::open_sockets(&live)
+        } else {
+            Vec::new()
+        };
+        // Hello and the known connections go out before anything else. The
+        // writer waits on `known` until the connection is in place: a report
+        // it remembers after this snapshot is sent on it, not dropped.
+        let k = known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = hello.line().into_bytes();
+        k.write(&mut first);
+        for r in open {
+            first.extend_from_slice(ToDaemon::Conn(r).line().as_bytes());
         }
         if w.write_all(&first).is_err() {
+            drop(k);
             std::thread::sleep(RETRY);
             continue;
         }
@@ -468,6 +475,7 @@ fn reader(
         if let Ok(mut g) = conn.lock() {
             *g = Some(w);
         }
+        drop(k);
         log::debug!("connected to the daemon at {}", socket.display());
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };

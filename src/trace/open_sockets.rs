@@ -7,21 +7,38 @@ use crate::protocol::ConnReport;
 use crate::sockdiag::{self, Proto, SockState};
 use std::collections::HashMap;
 
-/// The sockets process `pid` has open, as reports a call would not
+/// The sockets processes `pids` have open, as reports a call would not
 /// override (`before_attach`): what a restarted daemon is told of the
 /// connections older than the ones the trace remembers (daemon_link.rs).
-pub(crate) fn open_sockets(pid: i32) -> Vec<ConnReport> {
-    let inodes = crate::procfs::socket_inodes(pid);
-    if inodes.is_empty() {
+pub(crate) fn open_sockets(pids: &[i32]) -> Vec<ConnReport> {
+    let per: Vec<(i32, std::collections::HashSet<u64>)> = pids
+        .iter()
+        .map(|&p| (p, crate::procfs::socket_inodes(p)))
+        .filter(|(_, i)| !i.is_empty())
+        .collect();
+    if per.is_empty() {
         return Vec::new();
     }
-    match sockdiag::lookup(&inodes) {
-        Ok(kernel) => existing(pid, &crate::procfs::comm(pid), &kernel),
+    // One dump for all of them (a dump per process took seconds on a host
+    // with tens of thousands of sockets).
+    let all = match sockdiag::dump() {
+        Ok(k) => k,
         Err(e) => {
-            log::debug!("the sockets of {pid} are not re-sent: sock_diag: {e}");
-            Vec::new()
+            log::debug!("the program's sockets are not re-sent: sock_diag: {e}");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (pid, inodes) in per {
+        let kernel: HashMap<u64, SockState> = inodes
+            .iter()
+            .filter_map(|i| all.get(i).map(|k| (*i, k.clone())))
+            .collect();
+        if !kernel.is_empty() {
+            out.extend(existing(pid, &crate::procfs::comm(pid), &kernel));
         }
     }
+    out
 }
 
 /// What the daemon is told of the sockets found at attach: listeners (so
