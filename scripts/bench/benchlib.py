@@ -81,3 +81,17 @@ def summary_row(row, unit, untraced, values, target=None):
     with open(path, "a") as f:
         f.write(json.dumps({"row": row, "unit": unit, "untraced": untraced,
                             "values": values, "target": target}) + "\n")
+
+
+def backend_of(mnt, vip_port):
+    """The real address of the (first live) backend of `vip_port` as
+    <mnt>/services lists it, or None while there is none."""
+    lines = open(f"{mnt}/services").read().splitlines()
+    for i, l in enumerate(lines):
+        if f" {vip_port} " in l:
+            for b in lines[i + 1:]:
+                if not b.startswith("  backend"):
+                    break
+                if "health=up" in b:
+                    return b.split()[1]
+    return None

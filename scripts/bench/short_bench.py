@@ -42,21 +42,14 @@ REQUESTS = int(os.environ.get("BENCH_SHORT_REQUESTS", "4000"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import procs, wait, free_port, start, stop, daemon_dir  # noqa: E402
 from benchlib import backends, trace, rotate, summary_row  # noqa: E402
+import benchlib  # noqa: E402
 
 tmp, d, cfg, mnt = daemon_dir()
 BACKENDS = backends()
 
 def backend_of(vip_port):
     """The real address of the (one) backend of vip_port once it is up."""
-    lines = open(f"{mnt}/services").read().splitlines()
-    for i, l in enumerate(lines):
-        if f" {vip_port} " in l:
-            for b in lines[i + 1:]:
-                if not b.startswith("  backend"):
-                    break
-                if "health=up" in b:
-                    return b.split()[1]
-    return None
+    return benchlib.backend_of(mnt, vip_port)
 
 def listening(port):
     try:
