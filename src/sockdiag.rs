@@ -89,18 +89,7 @@ fn tcp_by_local_ports(
     states: u32,
     each: &mut impl FnMut(SockState),
 ) -> io::Result<()> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_S_EQ, ports));
-    let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut keep = |s: SockState| {
-        if ports.contains(&s.local.port()) {
-            each(s)
-        }
-    };
-    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut keep)?;
-    Ok(())
+    tcp_by_ports(ports, false, states, each)
 }
 
 /// TCP sockets in the states of `states` whose remote port is one of
@@ -110,13 +99,33 @@ fn tcp_by_remote_ports(
     states: u32,
     each: &mut impl FnMut(SockState),
 ) -> io::Result<()> {
+    tcp_by_ports(ports, true, states, each)
+}
+
+/// TCP sockets in `states` whose remote (or local) port is one of `ports`.
+fn tcp_by_ports(
+    ports: &[u16],
+    remote: bool,
+    states: u32,
+    each: &mut impl FnMut(SockState),
+) -> io::Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
-    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(INET_DIAG_BC_D_EQ, ports));
+    let code = if remote {
+        INET_DIAG_BC_D_EQ
+    } else {
+        INET_DIAG_BC_S_EQ
+    };
+    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(code, ports));
     let mut buf = vec![0u8; RECV_BUF_LEN];
     let mut keep = |s: SockState| {
-        if ports.contains(&s.remote.port()) {
+        let port = if remote {
+            s.remote.port()
+        } else {
+            s.local.port()
+        };
+        if ports.contains(&port) {
             each(s)
         }
     };

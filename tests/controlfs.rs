@@ -851,21 +851,7 @@ fn a_restarted_daemon_lists_connections_older_than_the_remembered_ones() {
     // open sockets).
     let mut d = Daemon::start();
     let target = Banner::start("up\n");
-    let python = require("python3");
-    let mut p = Proc(
-        d.trace(
-            &python,
-            &["-c", HOLD_ONE_THEN_MANY, &target.port.to_string()],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut out = BufReader::new(p.0.stdout.take().unwrap());
-    let mut ino = String::new();
-    out.read_line(&mut ino).unwrap();
-    let id = format!("id={} ", ino.trim());
-    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
+    let (p, id) = hold_one_then_many(&d, target.port);
     wait_until(
         "the held connection to be listed",
         Duration::from_secs(10),
@@ -907,7 +893,6 @@ fn a_socket_connected_again_after_shutdown_is_listed_with_its_new_peer() {
     assert_eq!(unsafe { libc::listen(full.as_raw_fd(), 0) }, 0);
     let full_port = full.local_addr().unwrap().port();
     let _fill = std::net::TcpStream::connect(("127.0.0.1", full_port)).unwrap();
-    let python = require("python3");
     let script = r#"
 import os, socket, sys, time
 port, full = int(sys.argv[1]), int(sys.argv[2])
@@ -923,25 +908,11 @@ s.connect(("127.0.0.1", port))
 print(os.fstat(s.fileno()).st_ino, flush=True)
 time.sleep(60)
 "#;
-    let mut p = Proc(
-        d.trace(
-            &python,
-            &[
-                "-c",
-                script,
-                &target.port.to_string(),
-                &full_port.to_string(),
-            ],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
+    let (p, id) = traced_python_socket(
+        &d,
+        script,
+        &[&target.port.to_string(), &full_port.to_string()],
     );
-    let mut out = BufReader::new(p.0.stdout.take().unwrap());
-    let mut ino = String::new();
-    out.read_line(&mut ino).unwrap();
-    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
-    let id = format!("id={} ", ino.trim());
     let remote = format!("remote=127.0.0.1:{}", target.port);
     wait_until(
         "the new connection to be listed",
@@ -963,21 +934,7 @@ fn a_daemon_that_comes_late_lists_connections_older_than_the_remembered_ones() {
     let mut d = Daemon::start();
     d.kill9();
     let target = Banner::start("up\n");
-    let python = require("python3");
-    let mut p = Proc(
-        d.trace(
-            &python,
-            &["-c", HOLD_ONE_THEN_MANY, &target.port.to_string()],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut out = BufReader::new(p.0.stdout.take().unwrap());
-    let mut ino = String::new();
-    out.read_line(&mut ino).unwrap();
-    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
-    let id = format!("id={} ", ino.trim());
+    let (p, id) = hold_one_then_many(&d, target.port);
     d.launch();
     wait_until("the tracer to connect", Duration::from_secs(5), || {
         d.read("stats").contains("apps=1")
@@ -990,8 +947,33 @@ fn a_daemon_that_comes_late_lists_connections_older_than_the_remembered_ones() {
     p.signal(libc::SIGTERM);
 }
 
-/// Holds one connection to 127.0.0.1:ARGV1, makes 17,000 short ones (more
-/// than a trace remembers for a daemon), prints the held socket's inode.
+/// A traced program that holds one connection to 127.0.0.1:`port` and
+/// then makes 17,000 short ones (more than a trace remembers for a
+/// daemon); and the held socket's `id=INODE ` as /appswitch/connections
+/// shows it, once it has made them.
+fn hold_one_then_many(d: &Daemon, port: u16) -> (Proc, String) {
+    traced_python_socket(d, HOLD_ONE_THEN_MANY, &[&port.to_string()])
+}
+
+/// A traced python3 `script` (with `args`) that prints a socket's inode:
+/// the program, and that socket's `id=INODE ` in /appswitch/connections.
+fn traced_python_socket(d: &Daemon, script: &str, args: &[&str]) -> (Proc, String) {
+    let python = require("python3");
+    let mut argv = vec!["-c", script];
+    argv.extend_from_slice(args);
+    let mut p = Proc(
+        d.trace(&python, &argv)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(p.0.stdout.take().unwrap());
+    let mut ino = String::new();
+    out.read_line(&mut ino).unwrap();
+    assert!(ino.trim().parse::<u64>().is_ok(), "{ino:?}");
+    (p, format!("id={} ", ino.trim()))
+}
+
 const HOLD_ONE_THEN_MANY: &str = r#"
 import os, socket, struct, sys, time
 port = int(sys.argv[1])
