@@ -329,13 +329,12 @@ fn writer(
         }
     };
     // Kept for a restarted daemon: by (socket inode, is a backend) for
-    // good (listeners, a detach), or among the recent connections.
-    let remember = |key: (u64, bool), keep: bool, what: Remembered| {
+    // good (listeners, a detach), or (None) among the recent connections.
+    let remember = |kept: Option<(u64, bool)>, what: Remembered| {
         if let Ok(mut k) = known.lock() {
-            if keep {
-                k.keep(key, what);
-            } else {
-                k.connection(what);
+            match kept {
+                Some(key) => k.keep(key, what),
+                None => k.connection(what),
             }
         }
     };
@@ -359,30 +358,27 @@ fn writer(
                         // Written straight from its facts (report.rs).
                         Report::Conn(c) => {
                             c.write_line(&mut batch);
-                            let keep = c.via == "listen";
-                            remember((c.inode, false), keep, Remembered::Conn(c));
+                            let kept = (c.via == "listen").then_some((c.inode, false));
+                            remember(kept, Remembered::Conn(c));
                         }
                         Report::Msg(msg) => {
                             // Listeners are re-sent to a restarted daemon. A
                             // service's listener is both a backend (Listen) and
                             // a listening connection (Conn): both are kept. So
                             // is an attached program's detach (no socket has
-                            // inode 0).
-                            let key = match &msg {
-                                ToDaemon::Conn(c) => Some((c.inode, false)),
-                                ToDaemon::Listen(l) => Some((l.inode, true)),
-                                ToDaemon::Detached => Some((0, true)),
+                            // inode 0). Other messages are not re-sent.
+                            let kept = match &msg {
+                                ToDaemon::Conn(c) => {
+                                    Some((c.via == "listen").then_some((c.inode, false)))
+                                }
+                                ToDaemon::Listen(l) => Some(Some((l.inode, true))),
+                                ToDaemon::Detached => Some(Some((0, true))),
                                 _ => None,
                             };
                             let line = msg.line();
                             batch.extend_from_slice(line.as_bytes());
-                            if let Some(key) = key {
-                                let keep = match &msg {
-                                    ToDaemon::Listen(_) | ToDaemon::Detached => true,
-                                    ToDaemon::Conn(c) => c.via == "listen",
-                                    _ => false,
-                                };
-                                remember(key, keep, Remembered::Line(line));
+                            if let Some(kept) = kept {
+                                remember(kept, Remembered::Line(line));
                             }
                         }
                     }
