@@ -74,7 +74,11 @@ pub fn lookup_by_remote_ports(
     if remote_ports.is_empty() || remote_ports.len() > MAX_FILTER_PORTS {
         return lookup(inodes);
     }
-    let filter = port_filter(INET_DIAG_BC_D_EQ, remote_ports);
+    let checks: Vec<(u8, u16)> = remote_ports
+        .iter()
+        .map(|&p| (INET_DIAG_BC_D_EQ, p))
+        .collect();
+    let filter = port_filter(&checks);
     let mut all = dump_filtered(true, Some(&filter))?;
     all.retain(|ino, _| inodes.contains(ino));
     Ok(all)
@@ -89,43 +93,14 @@ fn tcp_by_local_ports(
     states: u32,
     each: &mut impl FnMut(SockState),
 ) -> io::Result<()> {
-    tcp_by_ports(ports, false, states, each)
-}
-
-/// TCP sockets in the states of `states` whose remote port is one of
-/// `ports`, each handed to `each`.
-fn tcp_by_remote_ports(
-    ports: &[u16],
-    states: u32,
-    each: &mut impl FnMut(SockState),
-) -> io::Result<()> {
-    tcp_by_ports(ports, true, states, each)
-}
-
-/// TCP sockets in `states` whose remote (or local) port is one of `ports`.
-fn tcp_by_ports(
-    ports: &[u16],
-    remote: bool,
-    states: u32,
-    each: &mut impl FnMut(SockState),
-) -> io::Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
-    let code = if remote {
-        INET_DIAG_BC_D_EQ
-    } else {
-        INET_DIAG_BC_S_EQ
-    };
-    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| port_filter(code, ports));
+    let checks: Vec<(u8, u16)> = ports.iter().map(|&p| (INET_DIAG_BC_S_EQ, p)).collect();
+    let filter = (checks.len() <= MAX_FILTER_PORTS).then(|| port_filter(&checks));
     let mut buf = vec![0u8; RECV_BUF_LEN];
     let mut keep = |s: SockState| {
-        let port = if remote {
-            s.remote.port()
-        } else {
-            s.local.port()
-        };
-        if ports.contains(&port) {
+        if ports.contains(&s.local.port()) {
             each(s)
         }
     };
@@ -184,19 +159,31 @@ pub fn tcp_listeners(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
 /// the port on loopback counts from its own side too (each connection once,
 /// by its two addresses): its connect() has run, while the server's side
 /// may show a moment later (the handshake's last ACK is processed by
-/// ksoftirqd when the host is busy). Walks every connection, twice.
+/// ksoftirqd when the host is busy). One walk of the connections.
 pub fn tcp_connections(ports: &[u16]) -> io::Result<HashMap<u16, usize>> {
+    use crate::services::routes::canonical_addr;
+    if ports.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // One walk, for sockets with either end on one of the ports.
+    let checks: Vec<(u8, u16)> = ports
+        .iter()
+        .flat_map(|&p| [(INET_DIAG_BC_S_EQ, p), (INET_DIAG_BC_D_EQ, p)])
+        .collect();
+    let filter = (checks.len() <= MAX_FILTER_PORTS).then(|| port_filter(&checks));
+    let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_RECV) | (1 << TCP_SYN_SENT);
     // (server, client) of every connection seen.
     let mut seen: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
-    let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_RECV);
-    tcp_by_local_ports(ports, states, &mut |s| {
-        seen.insert((v4_form(s.local), v4_form(s.remote)));
-    })?;
-    let states = (1 << TCP_ESTABLISHED) | (1 << TCP_SYN_SENT);
-    tcp_by_remote_ports(ports, states, &mut |s| {
-        let server = v4_form(s.remote);
-        if server.ip().is_loopback() {
-            seen.insert((server, v4_form(s.local)));
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut |s| {
+        let (local, remote) = (canonical_addr(s.local), canonical_addr(s.remote));
+        let server_side = matches!(s.state, "ESTABLISHED" | "SYN_RECV" | "NEW_SYN_RECV");
+        if server_side && ports.contains(&local.port()) {
+            seen.insert((local, remote));
+        }
+        let client_side = matches!(s.state, "ESTABLISHED" | "SYN_SENT");
+        if client_side && ports.contains(&remote.port()) && remote.ip().is_loopback() {
+            seen.insert((remote, local));
         }
     })?;
     let mut out = HashMap::new();
@@ -206,18 +193,6 @@ pub fn tcp_connections(ports: &[u16]) -> io::Result<HashMap<u16, usize>> {
     Ok(out)
 }
 
-/// An IPv4-mapped IPv6 address as the IPv4 one (the two sides of one
-/// connection may show it in different families).
-fn v4_form(a: SocketAddr) -> SocketAddr {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => a,
-        },
-        v4 => v4,
-    }
-}
-
 /// Ports a bytecode filter holds at most (12 bytes each; jumps are u16).
 const MAX_FILTER_PORTS: usize = 4096;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
@@ -225,22 +200,23 @@ const INET_DIAG_BC_JMP: u8 = 1;
 const INET_DIAG_BC_S_EQ: u8 = 11;
 const INET_DIAG_BC_D_EQ: u8 = 12;
 
-/// inet_diag bytecode accepting a socket whose destination (`D_EQ`) or
-/// source (`S_EQ`) port is one of `ports`. Per port: `D_EQ port` (8 bytes: op + operand), on a match falling
-/// into a `JMP` to the end (accept), otherwise on to the next port; the last
-/// mismatch jumps past the end (reject). `yes` is only 8 bits, so the long
-/// jump to accept goes through JMP, whose offset (`no`) is 16 bits.
-fn port_filter(code: u8, ports: &[u16]) -> Vec<u8> {
-    let total = 12 * ports.len();
+/// inet_diag bytecode accepting a socket that passes any of `checks`:
+/// (`D_EQ`, port) its destination port is, (`S_EQ`, port) its source port
+/// is. Per check: `code port` (8 bytes: op + operand), on a match falling
+/// into a `JMP` to the end (accept), otherwise on to the next check; the
+/// last mismatch jumps past the end (reject). `yes` is only 8 bits, so the
+/// long jump to accept goes through JMP, whose offset (`no`) is 16 bits.
+fn port_filter(checks: &[(u8, u16)]) -> Vec<u8> {
+    let total = 12 * checks.len();
     let mut bc = Vec::with_capacity(total);
     let op = |bc: &mut Vec<u8>, code: u8, yes: u8, no: u16| {
         bc.push(code);
         bc.push(yes);
         bc.extend_from_slice(&no.to_ne_bytes());
     };
-    for (i, &port) in ports.iter().enumerate() {
+    for (i, &(code, port)) in checks.iter().enumerate() {
         let pos = 12 * i;
-        let last = i + 1 == ports.len();
+        let last = i + 1 == checks.len();
         let no = if last { (total - pos + 4) as u16 } else { 12 };
         op(&mut bc, code, 8, no);
         op(&mut bc, 0, 0, port);

@@ -78,7 +78,7 @@ pub struct State {
     pub mode: Mode,
     pub apps: BTreeMap<u32, App>,
     next_app: u32,
-    conns: tracer::idmap::IdMap<u64, Conn>,
+    conns: HashMap<u64, Conn>,
     /// Past this many reported connections, the ones the kernel no longer
     /// has are forgotten (reports come per connection; nothing else would
     /// drop a closed one until /appswitch/connections is read).
@@ -1262,8 +1262,6 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// The daemon state, locked; a poisoned lock is taken over (a panicked
-/// control-file thread must not stop the daemon).
 /// The sockets a look at the reported connections asks the kernel about.
 pub struct ConnQuery {
     inodes: HashSet<u64>,
@@ -1296,6 +1294,8 @@ pub fn handle_reported(state: &Arc<Mutex<State>>, app: u32, msg: ToDaemon) {
     }
 }
 
+/// The daemon state, locked; a poisoned lock is taken over (a panicked
+/// control-file thread must not stop the daemon).
 pub fn lock(state: &Arc<Mutex<State>>) -> MutexGuard<'_, State> {
     match state.lock() {
         Ok(g) => g,

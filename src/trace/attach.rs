@@ -20,7 +20,6 @@ use super::report::Report;
 use crate::cli::{load_config, AttachArgs, DetachArgs};
 use crate::config::Config;
 use crate::protocol::ToDaemon;
-use crate::sockdiag;
 use crate::stderr;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -467,7 +466,6 @@ impl Supervisor<'_> {
         });
         let mut ready = false;
         let mut scan = None;
-        let comm = self.target.comm.clone();
         let r = tracer::attach(pid, chosen, &mut linked.handler, &mut |a| {
             ready = true;
             if let Some(n) = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -491,10 +489,10 @@ impl Supervisor<'_> {
             tell(Ok(line));
             // What it had before: its sockets, as the kernel has them.
             if let Some((tx, _)) = &reporter {
-                let (tx, comm) = (tx.clone(), comm.clone());
+                let tx = tx.clone();
                 scan = std::thread::Builder::new()
                     .name("appswitch-sockets".into())
-                    .spawn(move || report_existing(&tx, pid, &comm))
+                    .spawn(move || report_existing(&tx, pid))
                     .ok();
             }
         });
@@ -802,25 +800,15 @@ fn watch_detach(tx: SyncSender<Report>, stop: Receiver<()>) {
 
 /// Report the sockets the program had when attached (no call reported
 /// them): its descriptors' inodes, as the kernel has them.
-fn report_existing(tx: &SyncSender<Report>, pid: i32, comm: &str) {
-    let inodes = crate::procfs::socket_inodes(pid);
-    if inodes.is_empty() {
-        return;
-    }
-    let kernel = match sockdiag::lookup(&inodes) {
-        Ok(k) => k,
+fn report_existing(tx: &SyncSender<Report>, pid: i32) {
+    let found = match super::open_sockets::open_sockets(&[pid]) {
+        Ok(r) => r,
         Err(e) => {
             log::warn!("the sockets {pid} had before the attach are not listed: sock_diag: {e}");
             return;
         }
     };
-    if kernel.is_empty() {
-        log::debug!(
-            "none of {pid}'s {} sockets is a TCP or UDP socket of this network namespace",
-            inodes.len()
-        );
-    }
-    for r in super::open_sockets::existing(pid, comm, &kernel) {
+    for r in found {
         if tx.send(Report::Msg(ToDaemon::Conn(r))).is_err() {
             return;
         }

@@ -10,35 +10,33 @@ use std::collections::HashMap;
 /// The sockets processes `pids` have open, as reports a call would not
 /// override (`before_attach`): what a restarted daemon is told of the
 /// connections older than the ones the trace remembers (daemon_link.rs).
-pub(crate) fn open_sockets(pids: &[i32]) -> Vec<ConnReport> {
-    let per: Vec<(i32, std::collections::HashSet<u64>)> = pids
-        .iter()
-        .map(|&p| (p, crate::procfs::socket_inodes(p)))
-        .filter(|(_, i)| !i.is_empty())
-        .collect();
-    if per.is_empty() {
-        return Vec::new();
+pub(crate) fn open_sockets(pids: &[i32]) -> std::io::Result<Vec<ConnReport>> {
+    // Each socket once, as the first (oldest) process holding it (forked
+    // children share their parent's).
+    let mut owner: HashMap<u64, i32> = HashMap::new();
+    for &pid in pids {
+        for inode in crate::procfs::socket_inodes(pid) {
+            owner.entry(inode).or_insert(pid);
+        }
     }
-    // One dump for all of them (a dump per process took seconds on a host
+    if owner.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One dump for all of them (one per process took seconds on a host
     // with tens of thousands of sockets).
-    let all = match sockdiag::dump() {
-        Ok(k) => k,
-        Err(e) => {
-            log::debug!("the program's sockets are not re-sent: sock_diag: {e}");
-            return Vec::new();
-        }
-    };
+    let kernel = sockdiag::lookup(&owner.keys().copied().collect())?;
     let mut out = Vec::new();
-    for (pid, inodes) in per {
-        let kernel: HashMap<u64, SockState> = inodes
+    for &pid in pids {
+        let mine: HashMap<u64, SockState> = kernel
             .iter()
-            .filter_map(|i| all.get(i).map(|k| (*i, k.clone())))
+            .filter(|(inode, _)| owner.get(inode) == Some(&pid))
+            .map(|(inode, k)| (*inode, k.clone()))
             .collect();
-        if !kernel.is_empty() {
-            out.extend(existing(pid, &crate::procfs::comm(pid), &kernel));
+        if !mine.is_empty() {
+            out.extend(existing(pid, &crate::procfs::comm(pid), &mine));
         }
     }
-    out
+    Ok(out)
 }
 
 /// What the daemon is told of the sockets found at attach: listeners (so

@@ -62,11 +62,12 @@ fn getsockopt_at(fd: &OwnedFd, level: i32, opt: i32) -> Result<i32, Errno> {
 }
 
 /// Sockets' kinds (domain, type, protocol: fixed for a socket's life) by
-/// inode and creation time (an inode number alone can come back after its
-/// socket is gone), so that a socket seen again costs one fstat, not three
-/// getsockopt. Bounded: emptied when full.
+/// inode, so that a socket seen again costs one fstat, not three
+/// getsockopt. (sockfs sets no times, so the inode is the key; a gone
+/// socket's number comes back only when the kernel's 32-bit inode counter
+/// wraps, after 2^32 inodes made host-wide.) Bounded: emptied when full.
 #[derive(Default)]
-pub struct Kinds(crate::idmap::IdMap<(u64, i64, i64), (i32, i32, i32)>);
+pub struct Kinds(crate::idmap::IdMap<u64, (i32, i32, i32)>);
 
 const KINDS_MAX: usize = 4096;
 
@@ -81,7 +82,7 @@ pub fn socket_info_in(fd: &OwnedFd, kinds: Option<&mut Kinds>) -> Result<SocketI
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is valid for writing.
     let stat_ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
-    let key = (st.st_ino, st.st_ctime, st.st_ctime_nsec);
+    let key = st.st_ino;
     let known = (stat_ok && st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
         .then(|| kinds.as_ref().and_then(|k| k.0.get(&key).copied()))
         .flatten();
