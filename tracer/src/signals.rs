@@ -13,8 +13,8 @@
 //!   send: it is pinned with a pidfd, then its TracerPid checked, so a pid
 //!   reused by another process is never signalled.
 //!
-//! The list of traced processes is written only by the tracer thread and
-//! read lock-free by the handler (any thread).
+//! The list of traced processes is written by the tracer thread (slots
+//! claimed by compare-and-swap) and read lock-free by the handler (any thread).
 
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
@@ -69,25 +69,41 @@ fn chunks() -> impl Iterator<Item = &'static Chunk> {
     })
 }
 
-/// A traced process (thread-group leader) started. Tracer thread only.
+/// A traced process (thread-group leader) started. Written by the tracer
+/// thread; a slot is claimed by compare-and-swap all the same, so a second
+/// writer (tests run in parallel, an attach thread) never overwrites a pid.
 pub(crate) fn track(pid: i32) {
     if pid <= 0 {
         return;
     }
-    let mut last = &LIVE;
-    for c in chunks() {
-        for s in &c.slots {
-            if s.load(Ordering::Relaxed) == 0 {
-                s.store(pid, Ordering::Release);
-                return;
+    loop {
+        let mut last = &LIVE;
+        for c in chunks() {
+            for s in &c.slots {
+                if s.load(Ordering::Relaxed) == 0
+                    && s.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return;
+                }
             }
+            last = c;
         }
-        last = c;
+        let fresh = Box::into_raw(Box::new(Chunk::new()));
+        // SAFETY: `fresh` was just allocated and is not shared yet.
+        unsafe { (*fresh).slots[0].store(pid, Ordering::Relaxed) };
+        match last.next.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            // Another writer chained one first: ours was never shared.
+            // SAFETY: `fresh` came from Box::into_raw above.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
     }
-    let fresh = Chunk::new();
-    fresh.slots[0].store(pid, Ordering::Relaxed);
-    last.next
-        .store(Box::into_raw(Box::new(fresh)), Ordering::Release);
 }
 
 /// A traced thread exited (if it led a tracked process, it is gone). Tracer thread only.
@@ -96,7 +112,7 @@ pub(crate) fn untrack(pid: i32) {
     for c in chunks() {
         for s in &c.slots {
             if s.load(Ordering::Relaxed) == pid {
-                s.store(0, Ordering::Release);
+                let _ = s.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
     }
