@@ -72,6 +72,17 @@ const GONE_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 /// each look, twice those left (so the looks cost O(1) per report).
 const PRUNE_MIN: usize = 8192;
 
+/// Looks come at most this often below PRUNE_CAP connections. A look walks
+/// the kernel's whole TCP hash, TIME_WAIT entries included: ~10 ms on a
+/// host making 25k connections a second (56k in TIME_WAIT), which at one
+/// look per 8,192 reports was 1.2 us of the daemon's CPU per connection,
+/// a third of all it spent on them (docs/PERFORMANCE.md).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Past this many, a look comes whenever due, however recent the last
+/// (bounds the table at ~25 MB under any rate of short connections).
+const PRUNE_CAP: usize = 8 * PRUNE_MIN;
+
 pub struct State {
     pub policy: PolicyTable,
     pub services: ServiceTable,
@@ -83,6 +94,8 @@ pub struct State {
     /// has are forgotten (reports come per connection; nothing else would
     /// drop a closed one until /appswitch/connections is read).
     prune_at: usize,
+    /// When the last look ended.
+    pruned_at: Option<Instant>,
     errors: VecDeque<String>,
     pub events: Arc<StreamHub>,
     started: Instant,
@@ -175,6 +188,7 @@ impl State {
             next_app: 1,
             conns: Default::default(),
             prune_at: PRUNE_MIN,
+            pruned_at: None,
             errors: VecDeque::new(),
             events,
             started: Instant::now(),
@@ -1033,10 +1047,14 @@ impl State {
     }
 
     /// Whether the reported connections doubled since the last look for
-    /// closed ones: what to ask the kernel (without this lock held), then
-    /// [`State::pruned`]. One look at a time.
+    /// closed ones (and the last is PRUNE_EVERY old, below PRUNE_CAP): what
+    /// to ask the kernel (without this lock held), then [`State::pruned`].
+    /// One look at a time.
     pub fn prune_due(&mut self) -> Option<ConnQuery> {
-        if self.conns.len() < self.prune_at {
+        let n = self.conns.len();
+        if n < self.prune_at
+            || (n < PRUNE_CAP && self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY))
+        {
             return None;
         }
         self.prune_at = usize::MAX;
@@ -1046,9 +1064,11 @@ impl State {
     /// The kernel's answer to [`State::prune_due`]'s question (None: it
     /// failed): the connections it has not had for GONE_AFTER go.
     pub fn pruned(&mut self, kernel: Option<HashMap<u64, sockdiag::SockState>>) {
+        let now = Instant::now();
         if let Some(k) = kernel {
-            self.forget_gone(&k, Instant::now());
+            self.forget_gone(&k, now);
         }
+        self.pruned_at = Some(now);
         self.prune_at = 0;
         self.rearm();
     }
@@ -1474,5 +1494,46 @@ mod tests {
         // is back at PRUNE_MIN.
         s.unregister(id);
         assert_eq!(s.prune_at, PRUNE_MIN);
+    }
+
+    #[test]
+    fn looks_for_closed_connections_wait_a_second_below_the_cap() {
+        let mut s = state();
+        let (id, _rx) = register(&mut s, hello(4242, false, None));
+        let report = |inode| ConnReport {
+            inode,
+            pid: 4242,
+            comm: "ab".into(),
+            proto: "tcp".into(),
+            remote: Some("127.0.0.1:1".into()),
+            virtual_remote: None,
+            rule: None,
+            via: "connect".into(),
+            before_attach: false,
+        };
+        let mut looks = 0;
+        let mut add = |s: &mut State, from: usize, to: usize| {
+            for i in from..to {
+                s.handle(id, ToDaemon::Conn(report(1 + i as u64)));
+                if s.prune_due().is_some() {
+                    looks += 1;
+                    // The kernel could not be asked: everything stays.
+                    s.pruned(None);
+                }
+            }
+            looks
+        };
+        // The first look comes at PRUNE_MIN ...
+        assert_eq!(add(&mut s, 0, PRUNE_MIN), 1);
+        assert_eq!(s.prune_at, 2 * PRUNE_MIN);
+        // ... the next not at twice that within the second ...
+        assert_eq!(add(&mut s, PRUNE_MIN, 3 * PRUNE_MIN), 1);
+        // ... but once the second has passed,
+        s.pruned_at = Some(Instant::now() - PRUNE_EVERY);
+        assert_eq!(add(&mut s, 3 * PRUNE_MIN, 3 * PRUNE_MIN + 1), 2);
+        // and at PRUNE_CAP however recent the last look was.
+        assert!(s.prune_at < PRUNE_CAP);
+        assert_eq!(add(&mut s, 3 * PRUNE_MIN + 1, PRUNE_CAP - 1), 2);
+        assert_eq!(add(&mut s, PRUNE_CAP - 1, PRUNE_CAP), 3);
     }
 }
