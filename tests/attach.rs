@@ -1038,6 +1038,62 @@ fn fifty_threads_connecting_are_attached_and_every_later_connect_decided() {
     att.supervisor_exits();
 }
 
+/// Traced from the start (not attached), 50 threads connecting flat out
+/// each get their turn: the supervisor serves the stops waiting in the
+/// order they came, not the kernel's list order again and again (under
+/// ptrace the threads at the back of that list waited in their stops while
+/// those at the front went round: 8 rounds in 60 s for some).
+#[test]
+fn fifty_threads_connecting_flat_out_under_trace_each_get_their_turn() {
+    const THREADS: usize = 50;
+    const ROUNDS: i64 = 20;
+    let a = Banner::start("a\n");
+    let b = Banner::start("b\n");
+    let (_pdir, policy) = deny_policy(b.port);
+    let mut t = Target::start(
+        Command::new(appswitch())
+            .args(["trace", "--no-daemon", "--policy"])
+            .arg(&policy)
+            .arg("--")
+            .arg(c_prog("attach_threads", &[]))
+            .args([THREADS.to_string(), a.port.to_string(), b.port.to_string()])
+            // No pause: every thread is back in a connect at once.
+            .arg("0"),
+    );
+    t.out.expect("ready", |l| l.starts_with("ready pid="));
+    assert_eq!(t.ask("mark", "marked"), "marked");
+    let started = Instant::now();
+    let end = started + Duration::from_secs(30);
+    loop {
+        let l = t.ask("post", "post min=");
+        let min: i64 = l["post min=".len()..].parse().expect("min=");
+        if min >= ROUNDS {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "a thread starved: {l} after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.send("stop");
+    for _ in 0..THREADS {
+        let l = t
+            .out
+            .expect("a thread's summary", |l| l.starts_with("thread "));
+        let s = thread_summary(&l);
+        assert_eq!(s.get("other").map(String::as_str), Some("0"), "{l}");
+        assert_eq!(s.get("post_b"), s.get("post_b_eacces"), "{l}");
+    }
+    t.out.expect("done", |l| l == "done");
+    assert_eq!(
+        t.proc.wait_timeout(LIMIT),
+        Some(0),
+        "attach_threads exit status"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 4. Children created after the attach are under it; the supervisor stays
 // while a descendant lives.
