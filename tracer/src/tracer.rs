@@ -390,8 +390,10 @@ fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: i32) -> bool {
 /// threads connecting in a loop: some made 8 connects in 60 s while the
 /// rest made hundreds). One thread pays no extra waitpid.
 fn next_stop(many: bool) -> Result<crate::wait::Stop, Errno> {
-    if let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
-        return Ok(s);
+    while let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
+        if crate::wait::still_in(&s) {
+            return Ok(s);
+        }
     }
     let first = crate::wait::wait(-1, 0)?;
     if many {

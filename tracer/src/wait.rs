@@ -71,3 +71,71 @@ pub(crate) fn detach(tid: i32, sig: i32) -> Result<(), Errno> {
         Ok(())
     }
 }
+
+/// Whether thread `s` names is still in the stop `s` reports (checked
+/// before a stop taken from waitpid earlier is handled: meanwhile the
+/// thread may have been killed, or, a process's leader, replaced by a
+/// thread that exec'd and now waits in its exec stop under the same id;
+/// handling the old stop there would resume it or rewrite its registers).
+/// The stop's siginfo says which stop it is. When it cannot be read the
+/// thread is gone (ESRCH: nothing to handle) or the stop has none (kept).
+pub(crate) fn still_in(s: &Stop) -> bool {
+    let (tid, signo, code) = match *s {
+        Stop::Syscall(p) => (p, libc::SIGTRAP, Some(libc::SIGTRAP | 0x80)),
+        Stop::Event(p, sig, ev) => (p, sig, Some((ev << 8) | sig)),
+        Stop::Stopped(p, sig) => (p, sig, None),
+        Stop::Exited(..) | Stop::Signaled(..) | Stop::Nothing => return true,
+    };
+    match nix::sys::ptrace::getsiginfo(nix::unistd::Pid::from_raw(tid)) {
+        Ok(si) => {
+            si.si_signo == signo
+                && match code {
+                    Some(c) => si.si_code == c,
+                    // A signal's own codes are all below 0x100; a ptrace
+                    // event's carry the event above them.
+                    None => si.si_code < 0x100,
+                }
+        }
+        Err(Errno::ESRCH) => false,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stop is recognised by its siginfo: the one the thread is in, not
+    /// another kind, and nothing once the thread is gone.
+    #[test]
+    fn a_stop_is_still_there_only_as_the_kind_it_was() {
+        // SAFETY: the child only pauses until killed.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            loop {
+                // SAFETY: pause has no preconditions.
+                unsafe { libc::pause() };
+            }
+        }
+        let pid = nix::unistd::Pid::from_raw(child);
+        nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).expect("seize");
+        // SAFETY: kill on our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGUSR1) }, 0);
+        let stop = wait(child, 0).expect("waitpid");
+        assert_eq!(stop, Stop::Stopped(child, libc::SIGUSR1));
+        assert!(still_in(&stop));
+        assert!(!still_in(&Stop::Stopped(child, libc::SIGUSR2)));
+        assert!(!still_in(&Stop::Syscall(child)));
+        let seccomp = libc::PTRACE_EVENT_SECCOMP;
+        assert!(!still_in(&Stop::Event(child, libc::SIGTRAP, seccomp)));
+        // SAFETY: kill on our own child.
+        assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+        let mut st = 0;
+        // SAFETY: waitpid on our own child, status into a local.
+        while unsafe { libc::waitpid(child, &mut st, libc::__WALL) } == child
+            && !libc::WIFSIGNALED(st)
+        {}
+        assert!(!still_in(&stop));
+    }
+}
