@@ -77,8 +77,9 @@ pub(crate) fn detach(tid: i32, sig: i32) -> Result<(), Errno> {
 /// thread may have been killed, or, a process's leader, replaced by a
 /// thread that exec'd and now waits in its exec stop under the same id;
 /// handling the old stop there would resume it or rewrite its registers).
-/// The stop's siginfo says which stop it is. When it cannot be read the
-/// thread is gone (ESRCH: nothing to handle) or the stop has none (kept).
+/// The stop's siginfo says which stop it is (for a signal's stop, which
+/// signal). When it cannot be read the thread is gone (ESRCH: nothing to
+/// handle) or the stop has none (kept).
 pub(crate) fn still_in(s: &Stop) -> bool {
     let (tid, signo, code) = match *s {
         Stop::Syscall(p) => (p, libc::SIGTRAP, Some(libc::SIGTRAP | 0x80)),
@@ -87,15 +88,10 @@ pub(crate) fn still_in(s: &Stop) -> bool {
         Stop::Exited(..) | Stop::Signaled(..) | Stop::Nothing => return true,
     };
     match nix::sys::ptrace::getsiginfo(nix::unistd::Pid::from_raw(tid)) {
-        Ok(si) => {
-            si.si_signo == signo
-                && match code {
-                    Some(c) => si.si_code == c,
-                    // A signal's own codes are all below 0x100; a ptrace
-                    // event's carry the event above them.
-                    None => si.si_code < 0x100,
-                }
-        }
+        // A signal's code is not compared: a process may queue itself a
+        // signal with any code (rt_sigqueueinfo), an event's among them,
+        // and a genuine stop judged stale would hold its thread for ever.
+        Ok(si) => si.si_signo == signo && code.is_none_or(|c| si.si_code == c),
         Err(Errno::ESRCH) => false,
         Err(_) => true,
     }
@@ -106,31 +102,66 @@ mod tests {
     use super::*;
 
     /// A stop is recognised by its siginfo: the one the thread is in, not
-    /// another kind, and nothing once the thread is gone.
+    /// another kind, and nothing once the thread is gone. A signal the
+    /// program queued itself with an event's code is still its signal.
     #[test]
     fn a_stop_is_still_there_only_as_the_kind_it_was() {
-        // SAFETY: the child only pauses until killed.
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child reads a byte, queues itself a signal, pauses.
         let child = unsafe { libc::fork() };
         assert!(child >= 0, "fork");
         if child == 0 {
-            loop {
-                // SAFETY: pause has no preconditions.
-                unsafe { libc::pause() };
+            // SAFETY: async-signal-safe calls on locals only, then _exit.
+            unsafe {
+                let mut b = 0u8;
+                if libc::read(fds[0], (&mut b as *mut u8).cast(), 1) != 1 {
+                    libc::_exit(1);
+                }
+                let mut si: libc::siginfo_t = std::mem::zeroed();
+                si.si_signo = libc::SIGUSR1;
+                si.si_code = (libc::PTRACE_EVENT_SECCOMP << 8) | libc::SIGTRAP;
+                libc::syscall(
+                    libc::SYS_rt_sigqueueinfo,
+                    libc::getpid(),
+                    libc::SIGUSR1,
+                    &si,
+                );
+                loop {
+                    libc::pause();
+                }
             }
         }
+        /// Kills the child should an assertion fail first.
+        struct Kill(i32);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                // SAFETY: kill and waitpid on our own child.
+                unsafe {
+                    libc::kill(self.0, libc::SIGKILL);
+                    libc::waitpid(self.0, std::ptr::null_mut(), libc::__WALL | libc::WNOHANG);
+                }
+            }
+        }
+        let _guard = Kill(child);
         let pid = nix::unistd::Pid::from_raw(child);
         nix::sys::ptrace::seize(pid, nix::sys::ptrace::Options::empty()).expect("seize");
-        // SAFETY: kill on our own child.
-        assert_eq!(unsafe { libc::kill(child, libc::SIGUSR1) }, 0);
+        // SAFETY: a one-byte write to our pipe.
+        assert_eq!(unsafe { libc::write(fds[1], b"g".as_ptr().cast(), 1) }, 1);
         let stop = wait(child, 0).expect("waitpid");
         assert_eq!(stop, Stop::Stopped(child, libc::SIGUSR1));
-        assert!(still_in(&stop));
+        assert!(still_in(&stop), "a signal with an event's code");
         assert!(!still_in(&Stop::Stopped(child, libc::SIGUSR2)));
         assert!(!still_in(&Stop::Syscall(child)));
         let seccomp = libc::PTRACE_EVENT_SECCOMP;
         assert!(!still_in(&Stop::Event(child, libc::SIGTRAP, seccomp)));
-        // SAFETY: kill on our own child.
-        assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
+        // SAFETY: kill on our own child; closing our pipe ends.
+        unsafe {
+            assert_eq!(libc::kill(child, libc::SIGKILL), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
         let mut st = 0;
         // SAFETY: waitpid on our own child, status into a local.
         while unsafe { libc::waitpid(child, &mut st, libc::__WALL) } == child
