@@ -1449,12 +1449,9 @@ mod tests {
         assert!(s.conns[&100].report.before_attach);
     }
 
-    #[test]
-    fn closed_connections_do_not_pile_up_between_reads() {
-        let mut s = state();
-        let (id, _rx) = register(&mut s, hello(4242, false, None));
-        // Reports of sockets the kernel does not have (closed long ago).
-        let report = |inode| ConnReport {
+    /// A connect of pid 4242 ("ab") to 127.0.0.1:1, by socket inode.
+    fn ab_connect(inode: u64) -> ConnReport {
+        ConnReport {
             inode,
             pid: 4242,
             comm: "ab".into(),
@@ -1464,7 +1461,15 @@ mod tests {
             rule: None,
             via: "connect".into(),
             before_attach: false,
-        };
+        }
+    }
+
+    #[test]
+    fn closed_connections_do_not_pile_up_between_reads() {
+        let mut s = state();
+        let (id, _rx) = register(&mut s, hello(4242, false, None));
+        // Reports of sockets the kernel does not have (closed long ago).
+        let report = ab_connect;
         let base = u64::MAX - 10 * PRUNE_MIN as u64;
         for i in 0..=PRUNE_MIN as u64 {
             s.handle(id, ToDaemon::Conn(report(base + i)));
@@ -1500,17 +1505,7 @@ mod tests {
     fn looks_for_closed_connections_wait_a_second_below_the_cap() {
         let mut s = state();
         let (id, _rx) = register(&mut s, hello(4242, false, None));
-        let report = |inode| ConnReport {
-            inode,
-            pid: 4242,
-            comm: "ab".into(),
-            proto: "tcp".into(),
-            remote: Some("127.0.0.1:1".into()),
-            virtual_remote: None,
-            rule: None,
-            via: "connect".into(),
-            before_attach: false,
-        };
+        let report = ab_connect;
         let mut looks = 0;
         let mut add = |s: &mut State, from: usize, to: usize| {
             for i in from..to {
