@@ -295,7 +295,9 @@ pub(crate) fn pid(tid: i32) -> Pid {
 /// Resume a stopped thread. ESRCH (killed meanwhile) is normal: its exit
 /// will be reported by waitpid.
 pub(crate) fn resume(tid: i32, sig: Option<Signal>) {
-    deliver_held_signals(tid);
+    if deliver_held_signals(tid) {
+        return;
+    }
     if let Err(e) = ptrace::cont(pid(tid), sig) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_CONT {tid}: {e}");
@@ -304,7 +306,9 @@ pub(crate) fn resume(tid: i32, sig: Option<Signal>) {
 }
 
 pub(crate) fn resume_to_exit(tid: i32) {
-    deliver_held_signals(tid);
+    if deliver_held_signals(tid) {
+        return;
+    }
     if let Err(e) = ptrace::syscall(pid(tid), None) {
         if e != Errno::ESRCH {
             log::warn!("PTRACE_SYSCALL {tid}: {e}");
@@ -315,7 +319,7 @@ pub(crate) fn resume_to_exit(tid: i32) {
 thread_local! {
     /// Stops taken from waitpid early (see `deliver_held_signals` and
     /// `next_stop`), for the event loop to handle, in order, before it
-    /// waits again. Tracer thread only.
+    /// waits again; filled through `queue`. Tracer thread only.
     static DEFERRED: std::cell::RefCell<std::collections::VecDeque<crate::wait::Stop>> =
         const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
 }
@@ -329,10 +333,13 @@ thread_local! {
 /// `next`, which takes it before running any of its own code: left on the
 /// other thread, `next` could die first of a later SIGPIPE, or exit 0.
 /// Other stops are kept for the event loop, in order.
-fn deliver_held_signals(next: i32) {
+/// True if an exec stop under `next`'s id was taken meanwhile: the stop
+/// being handled was the old leader's, and `next` must not be resumed.
+fn deliver_held_signals(next: i32) -> bool {
     if !crate::watchdog::take_held() {
-        return;
+        return false;
     }
+    let mut replaced = false;
     let next_tgid = crate::remote::tgid_of(next);
     for _ in 0..4096 {
         match crate::wait::wait(-1, libc::WNOHANG) {
@@ -349,9 +356,39 @@ fn deliver_held_signals(next: i32) {
                     }
                 }
             }
-            Ok(other) => DEFERRED.with(|d| d.borrow_mut().push_back(other)),
+            Ok(other) => {
+                replaced |=
+                    matches!(other, Stop::Event(p, _, libc::PTRACE_EVENT_EXEC) if p == next);
+                queue(other);
+            }
         }
     }
+    replaced
+}
+
+/// The thread a stop is of.
+fn stop_tid(s: &Stop) -> Option<i32> {
+    match *s {
+        Stop::Exited(p, _)
+        | Stop::Signaled(p, _)
+        | Stop::Stopped(p, _)
+        | Stop::Event(p, ..)
+        | Stop::Syscall(p) => Some(p),
+        Stop::Nothing => None,
+    }
+}
+
+/// Queue a stop taken from waitpid. An exec stop under id `p` means any
+/// stop of `p` taken before it was the old leader's, which the exec killed
+/// (de_thread): `p` now names the thread that exec'd, in its exec stop.
+fn queue(s: Stop) {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if let Stop::Event(p, _, libc::PTRACE_EVENT_EXEC) = s {
+            d.retain(|q| stop_tid(q) != Some(p));
+        }
+        d.push_back(s);
+    });
 }
 
 /// Whether the signal `sig` that stopped thread `tid` was sent to its
@@ -390,21 +427,24 @@ fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: i32) -> bool {
 /// threads connecting in a loop: some made 8 connects in 60 s while the
 /// rest made hundreds). One thread pays no extra waitpid.
 fn next_stop(many: bool) -> Result<crate::wait::Stop, Errno> {
-    while let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
-        if crate::wait::still_in(&s) {
-            return Ok(s);
-        }
+    if let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
+        return Ok(s);
     }
     let first = crate::wait::wait(-1, 0)?;
-    if many {
-        for _ in 0..4096 {
-            match crate::wait::wait(-1, libc::WNOHANG) {
-                Ok(crate::wait::Stop::Nothing) | Err(_) => break,
-                Ok(s) => DEFERRED.with(|d| d.borrow_mut().push_back(s)),
-            }
+    if !many {
+        return Ok(first);
+    }
+    queue(first);
+    for _ in 0..4096 {
+        match crate::wait::wait(-1, libc::WNOHANG) {
+            Ok(crate::wait::Stop::Nothing) | Err(_) => break,
+            Ok(s) => queue(s),
         }
     }
-    Ok(first)
+    // Never empty: the last stop queued stays.
+    Ok(DEFERRED
+        .with(|d| d.borrow_mut().pop_front())
+        .unwrap_or(crate::wait::Stop::Nothing))
 }
 
 fn syscall_info(tid: i32) -> Result<SyscallInfo, Errno> {
@@ -431,9 +471,13 @@ pub(crate) fn skip(tid: i32, ret: i64) {
         Ok(mut regs) => {
             arch::skip_with_result(&mut regs, ret);
             if let Err(e) = ptrace::setregs(pid(tid), regs) {
-                log::warn!("PTRACE_SETREGS {tid}: {e}");
+                if e != Errno::ESRCH {
+                    log::warn!("PTRACE_SETREGS {tid}: {e}");
+                }
             }
         }
+        // ESRCH: killed meanwhile (its exit is reported by waitpid).
+        Err(Errno::ESRCH) => {}
         Err(e) => log::warn!("PTRACE_GETREGS {tid}: {e}"),
     }
     resume(tid, None);
@@ -753,7 +797,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 }
             }
         }
-        deliver_held_signals(tid);
+        if deliver_held_signals(tid) {
+            return;
+        }
         if let Err(e) = crate::wait::cont(tid, sig) {
             if e != Errno::ESRCH {
                 log::warn!("PTRACE_CONT {tid}: {e}");
@@ -807,4 +853,33 @@ fn on_kill(tid: i32, abi: Abi, pid_args: usize) {
         Err(_) => {}
     }
     resume(tid, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exec stop under an id means the stops of that id taken before it
+    /// were the old leader's (killed by the exec): they are dropped, the
+    /// rest keep their order.
+    #[test]
+    fn an_exec_stop_drops_the_earlier_stops_of_its_id() {
+        let (trap, exec) = (libc::SIGTRAP, libc::PTRACE_EVENT_EXEC);
+        queue(Stop::Event(5, trap, libc::PTRACE_EVENT_SECCOMP));
+        queue(Stop::Syscall(6));
+        queue(Stop::Stopped(5, libc::SIGUSR1));
+        queue(Stop::Exited(7, 0));
+        queue(Stop::Event(5, trap, exec));
+        queue(Stop::Syscall(5));
+        let left: Vec<Stop> = DEFERRED.with(|d| d.borrow_mut().drain(..).collect());
+        assert_eq!(
+            left,
+            vec![
+                Stop::Syscall(6),
+                Stop::Exited(7, 0),
+                Stop::Event(5, trap, exec),
+                Stop::Syscall(5)
+            ]
+        );
+    }
 }
