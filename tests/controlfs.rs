@@ -270,6 +270,17 @@ fn connections_show_a_live_download_then_drop_it() {
             .any(|s| line.contains(&format!("state={s}"))),
         "{line}"
     );
+    // stats and metrics count what the listing shows (the kernel asked).
+    let count = |file: &str, key: &str| -> Option<String> {
+        d.read(file)
+            .lines()
+            .find_map(|l| l.strip_prefix(key).map(str::to_string))
+    };
+    assert_eq!(count("stats", "connections=").as_deref(), Some("1"));
+    assert_eq!(
+        count("metrics", "appswitch_connections ").as_deref(),
+        Some("1")
+    );
     assert_eq!(c.wait_timeout(Duration::from_secs(30)), Some(0));
     let gone = Instant::now();
     wait_until(
@@ -278,6 +289,11 @@ fn connections_show_a_live_download_then_drop_it() {
         || !d.read("connections").contains(&remote),
     );
     assert!(gone.elapsed() < Duration::from_secs(1));
+    assert_eq!(count("stats", "connections=").as_deref(), Some("0"));
+    assert_eq!(
+        count("metrics", "appswitch_connections ").as_deref(),
+        Some("0")
+    );
 }
 
 #[test]

@@ -66,7 +66,7 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "appswitch_connections",
         "gauge",
-        "Connections of traced programs the daemon knows to be open.",
+        "Connections of traced programs open now (as /appswitch/connections lists them).",
     );
     let _ = writeln!(out, "appswitch_connections {}", s.connections);
     head(

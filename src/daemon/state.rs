@@ -79,8 +79,10 @@ const PRUNE_MIN: usize = 8192;
 /// a third of all it spent on them (docs/PERFORMANCE.md).
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Past this many, a look comes whenever due, however recent the last
-/// (bounds the table at ~25 MB under any rate of short connections).
+/// Past this many the one-second wait no longer applies (a look still
+/// waits for the table to double since the last one): the wait keeps at
+/// most about twice this many closed connections (~50 MB) beyond what the
+/// doubling alone would.
 const PRUNE_CAP: usize = 8 * PRUNE_MIN;
 
 pub struct State {
@@ -973,7 +975,8 @@ impl State {
 
     /// What `metrics` shows: live apps, live connections, all counters, and
     /// counters by program name (live and exited apps).
-    pub fn render_metrics(&self) -> String {
+    pub fn render_metrics(&mut self) -> String {
+        let connections = self.open_now();
         let mut total = self.retired;
         let mut by_comm = self.retired_by_comm.clone();
         for a in self.apps.values() {
@@ -983,13 +986,14 @@ impl State {
         }
         super::metrics::render(&super::metrics::Snapshot {
             apps: self.apps.len(),
-            connections: self.conns.len(),
+            connections,
             total,
             by_comm,
         })
     }
 
-    pub fn render_stats(&self) -> String {
+    pub fn render_stats(&mut self) -> String {
+        let connections = self.open_now();
         let mut total = self.retired;
         for a in self.apps.values() {
             add_counters(&mut total, &a.counters);
@@ -1009,7 +1013,7 @@ impl State {
         format!(
             "apps={}\nconnections={}\ncalls_total={}\ndenied_total={}\nrewritten_total={}\ndecision_p50_ns_le={}\ndecision_p99_ns_le={}\n",
             self.apps.len(),
-            self.conns.len(),
+            connections,
             total.calls,
             total.denied,
             total.rewritten,
@@ -1051,10 +1055,13 @@ impl State {
     /// to ask the kernel (without this lock held), then [`State::pruned`].
     /// One look at a time.
     pub fn prune_due(&mut self) -> Option<ConnQuery> {
+        self.prune_due_at(Instant::now())
+    }
+
+    fn prune_due_at(&mut self, now: Instant) -> Option<ConnQuery> {
         let n = self.conns.len();
-        if n < self.prune_at
-            || (n < PRUNE_CAP && self.pruned_at.is_some_and(|t| t.elapsed() < PRUNE_EVERY))
-        {
+        let recent = |t: Instant| now.saturating_duration_since(t) < PRUNE_EVERY;
+        if n < self.prune_at || (n < PRUNE_CAP && self.pruned_at.is_some_and(recent)) {
             return None;
         }
         self.prune_at = usize::MAX;
@@ -1064,7 +1071,10 @@ impl State {
     /// The kernel's answer to [`State::prune_due`]'s question (None: it
     /// failed): the connections it has not had for GONE_AFTER go.
     pub fn pruned(&mut self, kernel: Option<HashMap<u64, sockdiag::SockState>>) {
-        let now = Instant::now();
+        self.pruned_then(kernel, Instant::now())
+    }
+
+    fn pruned_then(&mut self, kernel: Option<HashMap<u64, sockdiag::SockState>>, now: Instant) {
         if let Some(k) = kernel {
             self.forget_gone(&k, now);
         }
@@ -1095,16 +1105,36 @@ impl State {
 
     /// Live connections (of one app, or all): joined with the kernel's view;
     /// the ones the kernel no longer has are dropped here.
-    pub fn render_connections(&mut self, app: Option<u32>) -> String {
-        let mut kernel = match self.kernel_view() {
-            Ok(k) => k,
-            Err(e) => return format!("# sock_diag failed: {e}\n"),
-        };
+    /// Ask the kernel about the reported connections now: accepted ones
+    /// found, closed ones forgotten. Its answer, for the ones kept.
+    fn look(&mut self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
+        let mut kernel = self.kernel_view()?;
         let now = Instant::now();
         self.adopt_accepted(&kernel, now);
         kernel.retain(|ino, _| self.conns.contains_key(ino));
         self.forget_gone(&kernel, now);
         self.rearm();
+        Ok(kernel)
+    }
+
+    /// How many connections `connections` would list now (one look; the
+    /// connections reported, should the kernel not answer).
+    fn open_now(&mut self) -> usize {
+        match self.look() {
+            Ok(k) => self
+                .conns
+                .iter()
+                .filter(|(ino, c)| c.report.via != "listen" && k.contains_key(ino))
+                .count(),
+            Err(_) => self.conns.len(),
+        }
+    }
+
+    pub fn render_connections(&mut self, app: Option<u32>) -> String {
+        let kernel = match self.look() {
+            Ok(k) => k,
+            Err(e) => return format!("# sock_diag failed: {e}\n"),
+        };
         let mut rows: Vec<(&u64, &Conn)> = self
             .conns
             .iter()
@@ -1505,30 +1535,32 @@ mod tests {
     fn looks_for_closed_connections_wait_a_second_below_the_cap() {
         let mut s = state();
         let (id, _rx) = register(&mut s, hello(4242, false, None));
-        let report = ab_connect;
         let mut looks = 0;
-        let mut add = |s: &mut State, from: usize, to: usize| {
+        // Reports from..to, all at the time `at`.
+        let mut add = |s: &mut State, from: usize, to: usize, at: Instant| {
             for i in from..to {
-                s.handle(id, ToDaemon::Conn(report(1 + i as u64)));
-                if s.prune_due().is_some() {
+                s.handle(id, ToDaemon::Conn(ab_connect(1 + i as u64)));
+                if s.prune_due_at(at).is_some() {
                     looks += 1;
                     // The kernel could not be asked: everything stays.
-                    s.pruned(None);
+                    s.pruned_then(None, at);
                 }
             }
             looks
         };
+        let t0 = Instant::now();
         // The first look comes at PRUNE_MIN ...
-        assert_eq!(add(&mut s, 0, PRUNE_MIN), 1);
+        assert_eq!(add(&mut s, 0, PRUNE_MIN, t0), 1);
         assert_eq!(s.prune_at, 2 * PRUNE_MIN);
         // ... the next not at twice that within the second ...
-        assert_eq!(add(&mut s, PRUNE_MIN, 3 * PRUNE_MIN), 1);
+        let soon = t0 + PRUNE_EVERY / 2;
+        assert_eq!(add(&mut s, PRUNE_MIN, 3 * PRUNE_MIN, soon), 1);
         // ... but once the second has passed,
-        s.pruned_at = Some(Instant::now() - PRUNE_EVERY);
-        assert_eq!(add(&mut s, 3 * PRUNE_MIN, 3 * PRUNE_MIN + 1), 2);
+        let t1 = t0 + PRUNE_EVERY;
+        assert_eq!(add(&mut s, 3 * PRUNE_MIN, 3 * PRUNE_MIN + 1, t1), 2);
         // and at PRUNE_CAP however recent the last look was.
         assert!(s.prune_at < PRUNE_CAP);
-        assert_eq!(add(&mut s, 3 * PRUNE_MIN + 1, PRUNE_CAP - 1), 2);
-        assert_eq!(add(&mut s, PRUNE_CAP - 1, PRUNE_CAP), 3);
+        assert_eq!(add(&mut s, 3 * PRUNE_MIN + 1, PRUNE_CAP - 1, t1), 2);
+        assert_eq!(add(&mut s, PRUNE_CAP - 1, PRUNE_CAP, t1), 3);
     }
 }
