@@ -488,3 +488,29 @@ fn traced_user(opts: &[&str], id: &std::path::Path) -> std::process::Output {
         ..o
     }
 }
+
+/// Processes of one program whose calls all stop get their turns: 20
+/// processes connecting flat out (every connect refused by a rule, so each
+/// is a stop and nothing more) each make a fair share. Under ptrace,
+/// waitpid's fixed order used to serve a few of them while the rest waited
+/// in their stops: 3 connects in 3 s for one, 40,000 for another.
+#[test]
+fn processes_connecting_flat_out_each_get_their_turn() {
+    let (_dir, policy) = policy_file("deny connect 127.0.0.1:1\n");
+    let out = run(Command::new(appswitch())
+        .args(["trace", "--no-daemon", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(c_prog("fork_connects", &[]))
+        .args(["1", "20", "2"]));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = stdout(&out);
+    let n: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [min, max] = n[..] else {
+        panic!("no min and max: {text:?}")
+    };
+    assert!(max > 0 && min * 4 >= max, "unfair turns: {text}");
+}
