@@ -118,6 +118,11 @@ pub fn tgid_of(tid: i32) -> Option<i32> {
     status_field(tid, "Tgid:")?.parse().ok()
 }
 
+/// The parent process of `tid` (0 for none).
+pub fn ppid_of(tid: i32) -> Option<i32> {
+    status_field(tid, "PPid:")?.parse().ok()
+}
+
 /// The file-system uid of the task behind `pidfd` (PIDFD_GET_INFO, Linux
 /// 6.13: one ioctl instead of reading /proc/PID/status); None on older
 /// kernels.

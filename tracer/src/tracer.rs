@@ -596,6 +596,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 if !task.started {
                     // An auto-attached child's first stop.
                     task.started = true;
+                    self.first_stop(tid);
                 } else if is_stop_signal(sig) {
                     // Group-stop: stay stopped, but let SIGCONT through.
                     // SAFETY: PTRACE_LISTEN takes no pointers.
@@ -606,6 +607,23 @@ impl<H: NetHandler> Tracer<'_, H> {
             _ => {}
         }
         resume(tid, None);
+    }
+
+    /// A new process's first stop. Its parent's fork event registers it
+    /// (Landlock domain, signals, Spawned), but that event is lost if the
+    /// parent is killed before it is read (GETEVENTMSG fails), and the
+    /// process would then count as unrestricted. So while any traced
+    /// process has restricted itself with Landlock, a new process is judged
+    /// here as well: by its parent, or, if that is not a process we trace
+    /// (it died and the child was reparented), as an orphan (restricted).
+    fn first_stop(&mut self, tid: i32) {
+        if !self.landlock.ever() || self.tgid(tid) != tid {
+            return;
+        }
+        match remote::ppid_of(tid) {
+            Some(p) if signals::traced_by_us(p) => self.landlock.fork(p, tid),
+            _ => self.landlock.orphan(tid),
+        }
     }
 
     /// The stopped call returns `ret` (a value or -errno) without running.
