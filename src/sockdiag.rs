@@ -63,25 +63,19 @@ pub fn lookup(inodes: &HashSet<u64>) -> io::Result<HashMap<u64, SockState>> {
     Ok(all)
 }
 
-/// Like [`lookup`], but the kernel only reports sockets whose remote port is
-/// one of `remote_ports` (an inet_diag bytecode filter): much less work when
-/// the table holds one side of many loopback connections. Falls back to a
-/// full dump for more ports than a filter can hold.
-pub fn lookup_by_remote_ports(
-    inodes: &HashSet<u64>,
-    remote_ports: &[u16],
-) -> io::Result<HashMap<u64, SockState>> {
+/// Every socket (with an inode) whose remote port is one of
+/// `remote_ports` (an inet_diag bytecode filter: much less work than
+/// [`dump`] when the host holds one side of many loopback connections), or
+/// every socket when they are more than a filter holds (or none).
+pub fn by_remote_ports(remote_ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
     if remote_ports.is_empty() || remote_ports.len() > MAX_FILTER_PORTS {
-        return lookup(inodes);
+        return dump();
     }
     let checks: Vec<(u8, u16)> = remote_ports
         .iter()
         .map(|&p| (INET_DIAG_BC_D_EQ, p))
         .collect();
-    let filter = port_filter(&checks);
-    let mut all = dump_filtered(true, Some(&filter))?;
-    all.retain(|ino, _| inodes.contains(ino));
-    Ok(all)
+    dump_filtered(true, Some(&port_filter(&checks)))
 }
 
 /// TCP sockets in the states of `states` (a bit per TCP state) whose local
@@ -615,7 +609,7 @@ mod filter_tests {
             vec![pb, 1, 2, pa],
             (1..3000).chain([pa]).collect::<Vec<u16>>(),
         ] {
-            let got = lookup_by_remote_ports(&all, &ports).unwrap();
+            let got = by_remote_ports(&ports).unwrap();
             assert!(got.contains_key(&ia), "{ports:?}");
             assert_eq!(got.contains_key(&ib), ports.contains(&pb));
             assert!(

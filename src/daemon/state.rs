@@ -1033,19 +1033,16 @@ impl State {
         // When every connection's remote is known (connects), the kernel need
         // only report sockets to those ports; listeners (whose accepted
         // connections are found here) and accepted ones need a full dump.
+        // ("ADDR:PORT" or "[ADDR]:PORT": the port follows the last colon.)
         let ports: Option<HashSet<u16>> = self
             .conns
             .values()
             .map(|c| {
-                c.report
-                    .remote
-                    .as_deref()
-                    .and_then(|r| r.parse::<std::net::SocketAddr>().ok())
-                    .map(|a| a.port())
+                let r = c.report.remote.as_deref()?;
+                r.rsplit_once(':')?.1.parse().ok()
             })
             .collect();
         ConnQuery {
-            inodes: self.conns.keys().copied().collect(),
             ports: ports.map(|p| p.into_iter().collect()),
         }
     }
@@ -1312,17 +1309,18 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// The sockets a look at the reported connections asks the kernel about.
+/// What a look at the reported connections asks the kernel: the sockets to
+/// their remote ports, when every one has a remote, else every socket. (The
+/// answer may hold sockets nobody reported: whoever uses it looks up the
+/// reported ones in it.)
 pub struct ConnQuery {
-    inodes: HashSet<u64>,
-    /// Their remote ports, when every one has a remote.
     ports: Option<Vec<u16>>,
 }
 
 impl ConnQuery {
     pub fn ask(&self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
         match &self.ports {
-            Some(p) => sockdiag::lookup_by_remote_ports(&self.inodes, p),
+            Some(p) => sockdiag::by_remote_ports(p),
             None => sockdiag::dump(),
         }
     }
@@ -1505,7 +1503,7 @@ mod tests {
             s.handle(id, ToDaemon::Conn(report(base + i)));
             if let Some(q) = s.prune_due() {
                 // Asked without the lock: the kernel has none of them.
-                assert!(q.inodes.len() >= PRUNE_MIN);
+                assert_eq!(q.ports.as_deref(), Some(&[1u16][..]));
                 s.pruned(Some(HashMap::new()));
             }
         }
