@@ -419,13 +419,26 @@ fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: i32) -> bool {
     to_process && (mask(tgid, "SigCgt:") | mask(tgid, "SigIgn:") | mask(next, "SigBlk:")) & bit == 0
 }
 
+thread_local! {
+    /// Whether the last look for more waiting stops found any, and the
+    /// blocking waits since it (see `next_stop`). Tracer thread only.
+    static DRAIN: std::cell::Cell<(bool, u32)> = const { std::cell::Cell::new((false, 0)) };
+}
+
+/// Blocking waits between two looks for more waiting stops while the last
+/// look found none.
+const DRAIN_EVERY: u32 = 16;
+
 /// The next stop to handle. With several threads traced (`many`), every
 /// stop already waiting is taken at once and queued in the order found, and
 /// the queue is served before waitpid is asked again: waitpid reports stops
 /// in the kernel's list order, so under load the threads at the front of it
 /// were served again and again while the others waited in their stops (50
 /// threads connecting in a loop: some made 8 connects in 60 s while the
-/// rest made hundreds). One thread pays no extra waitpid.
+/// rest made hundreds). The look costs a waitpid; it is made after every
+/// wait while stops come together, else every DRAIN_EVERY waits, so a
+/// program whose threads stop one at a time pays almost nothing (and one
+/// thread nothing).
 fn next_stop(many: bool) -> Result<crate::wait::Stop, Errno> {
     if let Some(s) = DEFERRED.with(|d| d.borrow_mut().pop_front()) {
         return Ok(s);
@@ -434,13 +447,23 @@ fn next_stop(many: bool) -> Result<crate::wait::Stop, Errno> {
     if !many {
         return Ok(first);
     }
+    let (busy, waits) = DRAIN.get();
+    if !busy && waits + 1 < DRAIN_EVERY {
+        DRAIN.set((false, waits + 1));
+        return Ok(first);
+    }
     queue(first);
+    let mut found = false;
     for _ in 0..4096 {
         match crate::wait::wait(-1, libc::WNOHANG) {
             Ok(crate::wait::Stop::Nothing) | Err(_) => break,
-            Ok(s) => queue(s),
+            Ok(s) => {
+                found = true;
+                queue(s);
+            }
         }
     }
+    DRAIN.set((found, 0));
     // Never empty: the last stop queued stays.
     Ok(DEFERRED
         .with(|d| d.borrow_mut().pop_front())
