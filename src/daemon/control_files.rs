@@ -88,24 +88,39 @@ impl Provider for Files {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        // The kernel is asked about the connections without the lock held
+        // (a sock_diag dump of a busy host takes tens of milliseconds; the
+        // lock serves every tracer, DNS and the other files).
+        let ask = || {
+            let q = self.state().conn_query();
+            q.ask()
+        };
         let mut s = self.state();
         let text = match path {
             "policy" => s.render_policy(),
             "services" => s.render_services(),
-            "connections" => s.render_connections(None),
-            "stats" => s.render_stats(),
-            "metrics" => s.render_metrics(),
+            "connections" | "stats" | "metrics" => {
+                drop(s);
+                let kernel = ask();
+                let mut s = self.state();
+                match path {
+                    "connections" => s.render_connections(None, kernel),
+                    "stats" => s.render_stats(kernel),
+                    _ => s.render_metrics(kernel),
+                }
+            }
             "errors" => s.render_errors(),
             "ctl" => s.render_ctl(),
             _ => {
                 drop(s);
                 let (id, file) = self.app_path(path).ok_or(Errno::ENOENT)?;
+                let kernel = (file == Some("connections")).then(ask);
                 let mut s = self.state();
-                match file {
-                    Some("info") => s.render_app_info(id).ok_or(Errno::ENOENT)?,
-                    Some("connections") => s.render_connections(Some(id)),
-                    Some("policy") => s.render_app_policy(id).ok_or(Errno::ENOENT)?,
-                    Some("ctl") => s.render_app_ctl(id).ok_or(Errno::ENOENT)?,
+                match (file, kernel) {
+                    (Some("connections"), Some(k)) => s.render_connections(Some(id), k),
+                    (Some("info"), _) => s.render_app_info(id).ok_or(Errno::ENOENT)?,
+                    (Some("policy"), _) => s.render_app_policy(id).ok_or(Errno::ENOENT)?,
+                    (Some("ctl"), _) => s.render_app_ctl(id).ok_or(Errno::ENOENT)?,
                     _ => return Err(Errno::EISDIR),
                 }
             }

@@ -96,6 +96,8 @@ pub struct State {
     /// has are forgotten (reports come per connection; nothing else would
     /// drop a closed one until /appswitch/connections is read).
     prune_at: usize,
+    /// A look for closed connections is under way (one at a time).
+    looking: bool,
     /// When the last look ended.
     pruned_at: Option<Instant>,
     errors: VecDeque<String>,
@@ -190,6 +192,7 @@ impl State {
             next_app: 1,
             conns: Default::default(),
             prune_at: PRUNE_MIN,
+            looking: false,
             pruned_at: None,
             errors: VecDeque::new(),
             events,
@@ -975,8 +978,11 @@ impl State {
 
     /// What `metrics` shows: live apps, live connections, all counters, and
     /// counters by program name (live and exited apps).
-    pub fn render_metrics(&mut self) -> String {
-        let connections = self.open_now();
+    pub fn render_metrics(
+        &mut self,
+        kernel: std::io::Result<HashMap<u64, sockdiag::SockState>>,
+    ) -> String {
+        let connections = self.open_now(kernel);
         let mut total = self.retired;
         let mut by_comm = self.retired_by_comm.clone();
         for a in self.apps.values() {
@@ -992,8 +998,11 @@ impl State {
         })
     }
 
-    pub fn render_stats(&mut self) -> String {
-        let connections = self.open_now();
+    pub fn render_stats(
+        &mut self,
+        kernel: std::io::Result<HashMap<u64, sockdiag::SockState>>,
+    ) -> String {
+        let connections = self.open_now(kernel);
         let mut total = self.retired;
         for a in self.apps.values() {
             add_counters(&mut total, &a.counters);
@@ -1022,14 +1031,8 @@ impl State {
         ) + &self.render_cluster()
     }
 
-    /// The kernel's view of the reported connections' sockets (and, when
-    /// a listener or accepted socket is among them, of every socket).
-    fn kernel_view(&self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
-        self.conn_query().ask()
-    }
-
     /// What to ask the kernel about the reported connections.
-    fn conn_query(&self) -> ConnQuery {
+    pub fn conn_query(&self) -> ConnQuery {
         // When every connection's remote is known (connects), the kernel need
         // only report sockets to those ports; listeners (whose accepted
         // connections are found here) and accepted ones need a full dump.
@@ -1058,10 +1061,13 @@ impl State {
     fn prune_due_at(&mut self, now: Instant) -> Option<ConnQuery> {
         let n = self.conns.len();
         let recent = |t: Instant| now.saturating_duration_since(t) < PRUNE_EVERY;
-        if n < self.prune_at || (n < PRUNE_CAP && self.pruned_at.is_some_and(recent)) {
+        if self.looking
+            || n < self.prune_at
+            || (n < PRUNE_CAP && self.pruned_at.is_some_and(recent))
+        {
             return None;
         }
-        self.prune_at = usize::MAX;
+        self.looking = true;
         Some(self.conn_query())
     }
 
@@ -1076,16 +1082,14 @@ impl State {
             self.forget_gone(&k, now);
         }
         self.pruned_at = Some(now);
-        self.prune_at = 0;
+        self.looking = false;
         self.rearm();
     }
 
     /// The next look comes at twice the connections there are now (at
-    /// least PRUNE_MIN), unless one is under way.
+    /// least PRUNE_MIN).
     fn rearm(&mut self) {
-        if self.prune_at != usize::MAX {
-            self.prune_at = PRUNE_MIN.max(2 * self.conns.len());
-        }
+        self.prune_at = PRUNE_MIN.max(2 * self.conns.len());
     }
 
     /// Forget the connections `kernel` has not had for GONE_AFTER.
@@ -1100,12 +1104,15 @@ impl State {
         });
     }
 
-    /// Live connections (of one app, or all): joined with the kernel's view;
-    /// the ones the kernel no longer has are dropped here.
-    /// Ask the kernel about the reported connections now: accepted ones
-    /// found, closed ones forgotten. Its answer, for the ones kept.
-    fn look(&mut self) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
-        let mut kernel = self.kernel_view()?;
+    /// The kernel's answer to [`State::conn_query`], asked without the
+    /// lock (a dump of a busy host takes tens of milliseconds), applied:
+    /// accepted connections found, closed ones forgotten. Its answer, for
+    /// the connections kept.
+    fn apply_look(
+        &mut self,
+        kernel: std::io::Result<HashMap<u64, sockdiag::SockState>>,
+    ) -> std::io::Result<HashMap<u64, sockdiag::SockState>> {
+        let mut kernel = kernel?;
         let now = Instant::now();
         self.adopt_accepted(&kernel, now);
         kernel.retain(|ino, _| self.conns.contains_key(ino));
@@ -1114,36 +1121,43 @@ impl State {
         Ok(kernel)
     }
 
-    /// How many connections `connections` would list now (one look; the
-    /// connections reported, should the kernel not answer).
-    fn open_now(&mut self) -> usize {
-        match self.look() {
-            Ok(k) => self
-                .conns
-                .iter()
-                .filter(|(ino, c)| c.report.via != "listen" && k.contains_key(ino))
-                .count(),
+    /// The connections `connections` lists (of one app, or all), given the
+    /// kernel's answer.
+    fn listed<'a>(
+        &'a self,
+        kernel: &'a HashMap<u64, sockdiag::SockState>,
+        app: Option<u32>,
+    ) -> impl Iterator<Item = (&'a u64, &'a Conn, &'a sockdiag::SockState)> + 'a {
+        self.conns.iter().filter_map(move |(ino, c)| {
+            let k = kernel.get(ino)?;
+            (c.report.via != "listen" && app.is_none_or(|a| c.app == a)).then_some((ino, c, k))
+        })
+    }
+
+    /// How many connections `connections` lists, given the kernel's answer
+    /// (the connections reported, should the kernel not have answered).
+    fn open_now(&mut self, kernel: std::io::Result<HashMap<u64, sockdiag::SockState>>) -> usize {
+        match self.apply_look(kernel) {
+            Ok(k) => self.listed(&k, None).count(),
             Err(_) => self.conns.len(),
         }
     }
 
-    pub fn render_connections(&mut self, app: Option<u32>) -> String {
-        let kernel = match self.look() {
+    /// Live connections (of one app, or all), joined with the kernel's
+    /// answer to [`State::conn_query`].
+    pub fn render_connections(
+        &mut self,
+        app: Option<u32>,
+        kernel: std::io::Result<HashMap<u64, sockdiag::SockState>>,
+    ) -> String {
+        let kernel = match self.apply_look(kernel) {
             Ok(k) => k,
             Err(e) => return format!("# sock_diag failed: {e}\n"),
         };
-        let mut rows: Vec<(&u64, &Conn)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| app.is_none_or(|a| c.app == a))
-            .collect();
-        rows.sort_by_key(|(_, c)| c.opened);
+        let mut rows: Vec<_> = self.listed(&kernel, app).collect();
+        rows.sort_by_key(|(_, c, _)| c.opened);
         let mut s = String::with_capacity(rows.len() * 200);
-        for (inode, c) in rows {
-            let Some(k) = kernel.get(inode) else { continue };
-            if c.report.via == "listen" {
-                continue;
-            }
+        for (inode, c, k) in rows {
             let r = &c.report;
             let service = self.service_of(r, k);
             let (bytes_in, bytes_out) = payload(k, r.via == "connect");
