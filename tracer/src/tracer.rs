@@ -639,12 +639,18 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// process has restricted itself with Landlock, a new process is judged
     /// here as well: by its parent, or, if that is not a process we trace
     /// (it died and the child was reparented), as an orphan (restricted).
+    /// (A child its parent's fork event has registered already costs
+    /// nothing; else one /proc read, two when the parent is not in our
+    /// table.)
     fn first_stop(&mut self, tid: i32) {
-        if !self.landlock.ever() || self.tgid(tid) != tid {
+        let registered = self.tasks.get(&tid).is_some_and(|t| t.tgid.is_some());
+        if !self.landlock.ever() || registered || self.tgid(tid) != tid {
             return;
         }
         match remote::ppid_of(tid) {
-            Some(p) if signals::traced_by_us(p) => self.landlock.fork(p, tid),
+            Some(p) if self.tasks.contains_key(&p) || signals::traced_by_us(p) => {
+                self.landlock.fork(p, tid)
+            }
             _ => self.landlock.orphan(tid),
         }
     }

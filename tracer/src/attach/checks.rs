@@ -18,7 +18,7 @@ pub(crate) fn process(pid: i32) -> Result<i32, AttachError> {
             "{pid} is this appswitch process itself"
         )));
     }
-    if tgid == 2 || parent_of(tgid) == 2 {
+    if tgid == 2 || crate::remote::ppid_of(tgid).unwrap_or(0) == 2 {
         return Err(AttachError::Unsupported(format!(
             "{pid} is a kernel thread: it makes no system calls of its own"
         )));
@@ -133,12 +133,6 @@ fn comm(pid: i32) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-pub(crate) fn parent_of(pid: i32) -> i32 {
-    status_field(pid, "PPid:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-}
-
 fn traced_by(pid: i32, tracer: i32) -> AttachError {
     let comm = comm(tracer);
     if comm == "appswitch" {
@@ -158,7 +152,7 @@ fn under_appswitch(pid: i32) -> Option<String> {
     if filters == 0 {
         return None;
     }
-    let mut p = parent_of(pid);
+    let mut p = crate::remote::ppid_of(pid).unwrap_or(0);
     for _ in 0..64 {
         if p <= 1 {
             return None;
@@ -166,7 +160,7 @@ fn under_appswitch(pid: i32) -> Option<String> {
         if comm(p) == "appswitch" {
             return Some(format!("started by appswitch process {p}"));
         }
-        p = parent_of(p);
+        p = crate::remote::ppid_of(p).unwrap_or(0);
     }
     None
 }

@@ -105,14 +105,25 @@ pub fn attach<H: crate::NetHandler>(
             ready(&done);
             let mut t = Tracer::new(handler, interests, pid, None);
             t.attached = true;
-            crate::unotify::serve(&mut t, listener, signals, checks::parent_of(pid))
+            crate::unotify::serve(
+                &mut t,
+                listener,
+                signals,
+                crate::remote::ppid_of(pid).unwrap_or(0),
+            )
         }
         Chosen::Ptrace => {
             let program = filter::build_attached(&interests, filter::Mode::Trace)?;
             crate::tracer::raise_nofile();
             let (threads, done) = install::traced(pid, &program)?;
             ready(&done);
-            crate::tracer::run_attached(handler, interests, pid, &threads, checks::parent_of(pid))
+            crate::tracer::run_attached(
+                handler,
+                interests,
+                pid,
+                &threads,
+                crate::remote::ppid_of(pid).unwrap_or(0),
+            )
         }
     }
 }

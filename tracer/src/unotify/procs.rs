@@ -16,10 +16,11 @@
 
 use super::TAG_PROC;
 use crate::call::{NetHandler, ProcessEvent};
+use crate::idmap::IdMap;
 use crate::remote;
 use crate::signals;
 use crate::tracer::{ExitStatus, Tracer};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -29,11 +30,11 @@ const SCAN: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub(crate) struct Procs {
     /// Known processes, with their pidfd when watched.
-    known: HashMap<i32, Option<OwnedFd>>,
+    known: IdMap<i32, Option<OwnedFd>>,
     watched: usize,
     /// Execs under way: process -> (the thread that called it, its
     /// auxiliary vector's hash then).
-    exec: HashMap<i32, (i32, u64)>,
+    exec: IdMap<i32, (i32, u64)>,
     last_scan: Option<Instant>,
     /// Attached (attach.rs): the program's main process, whose subtree is
     /// scanned instead of ours, and how many seccomp filters a process of
