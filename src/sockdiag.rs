@@ -78,30 +78,6 @@ pub fn by_remote_ports(remote_ports: &[u16]) -> io::Result<HashMap<u64, SockStat
     dump_filtered(true, Some(&port_filter(&checks)))
 }
 
-/// TCP sockets in the states of `states` (a bit per TCP state) whose local
-/// port is one of `ports`, each handed to `each` (inode-0 ones too). LISTEN
-/// alone is cheap: the kernel then walks only its listening hash, not every
-/// connection.
-fn tcp_by_local_ports(
-    ports: &[u16],
-    states: u32,
-    each: &mut impl FnMut(SockState),
-) -> io::Result<()> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    let checks: Vec<(u8, u16)> = ports.iter().map(|&p| (INET_DIAG_BC_S_EQ, p)).collect();
-    let filter = (checks.len() <= MAX_FILTER_PORTS).then(|| port_filter(&checks));
-    let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut keep = |s: SockState| {
-        if ports.contains(&s.local.port()) {
-            each(s)
-        }
-    };
-    dump_tcp(&mut buf, states, filter.as_deref(), true, &mut keep)?;
-    Ok(())
-}
-
 /// TCP sockets of both families in `states`, each handed to `each`: the
 /// one-pass TCPDIAG_GETSOCK request when `legacy` (one walk of the kernel's
 /// TCP hash for both families: ~10 ms less at 20k sockets), else or when
@@ -138,11 +114,29 @@ fn dump_tcp(
 }
 
 /// Listening TCP sockets on any of `ports` (local port), by inode.
+/// (Cheap: for LISTEN alone the kernel walks only its listening hash, not
+/// every connection.)
 pub fn tcp_listeners(ports: &[u16]) -> io::Result<HashMap<u64, SockState>> {
     let mut out = HashMap::new();
-    tcp_by_local_ports(ports, 1 << TCP_LISTEN, &mut |s| {
-        out.insert(s.inode, s);
-    })?;
+    if ports.is_empty() {
+        return Ok(out);
+    }
+    let filter = (ports.len() <= MAX_FILTER_PORTS).then(|| {
+        let checks: Vec<(u8, u16)> = ports.iter().map(|&p| (INET_DIAG_BC_S_EQ, p)).collect();
+        port_filter(&checks)
+    });
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    dump_tcp(
+        &mut buf,
+        1 << TCP_LISTEN,
+        filter.as_deref(),
+        true,
+        &mut |s| {
+            if ports.contains(&s.local.port()) {
+                out.insert(s.inode, s);
+            }
+        },
+    )?;
     Ok(out)
 }
 

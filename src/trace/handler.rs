@@ -228,18 +228,19 @@ impl Enforcer {
             outcome,
             Outcome::Ok(_) | Outcome::Err(Errno::EINPROGRESS) | Outcome::Unknown
         );
+        // Where a connect goes (the backend, when it was routed).
+        let to = match verdict {
+            Verdict::Rewrite(a) => a.ip(),
+            _ => call.addr.as_ref().and_then(SockAddr::ip),
+        };
         let (sock, via) = match (call.op, call.accepted, call.socket) {
             // A connect() again on a socket whose connect was reported
             // (ab, hiredis and Perl check completion this way): the same
-            // connection, told once.
+            // connection, told once. A completion names the same place; a
+            // new connection on the socket (after shutdown()) may not, and
+            // is told. (Only carried-out connects have an outcome: one that
+            // passed to the kernel is Unknown, so told each time.)
             (Op::Connect, _, Some(s)) => {
-                // Where this call connects: a completion names the same
-                // place; a new connection on the socket (after shutdown())
-                // may not, and is told.
-                let to = match verdict {
-                    Verdict::Rewrite(a) => a.ip(),
-                    _ => call.addr.as_ref().and_then(SockAddr::ip),
-                };
                 let was = self.connecting.remove(&s.inode);
                 if outcome == Outcome::Err(Errno::EINPROGRESS) {
                     insert_bounded(&mut self.connecting, s.inode, to);
@@ -262,8 +263,8 @@ impl Enforcer {
         }
         let (remote, virt) = match (via, verdict) {
             ("accept" | "listen", _) => (None, None),
-            (_, Verdict::Rewrite(a)) => (a.ip(), call.addr.clone()),
-            _ => (call.addr.as_ref().and_then(SockAddr::ip), None),
+            (_, Verdict::Rewrite(_)) => (to, call.addr.clone()),
+            _ => (to, None),
         };
         let proto = if sock.sotype == libc::SOCK_DGRAM {
             "udp"

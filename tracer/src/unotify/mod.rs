@@ -296,12 +296,8 @@ impl<H: NetHandler> Tracer<'_, H> {
             let st = self.st();
             st.id = n.id;
             st.answered = false;
-            if let Some(sync) = st.wake.as_mut().and_then(|w| w.note(n.pid as i32)) {
-                if st.listener.set_sync_wake_up(sync).is_ok() {
-                    if let Some(w) = st.wake.as_mut() {
-                        w.set(sync);
-                    }
-                }
+            if let Some(w) = st.wake.as_mut() {
+                w.follow(n.pid as i32, &st.listener);
             }
         }
         self.on_notif(&n);

@@ -76,6 +76,15 @@ impl WakeMode {
     pub(crate) fn set(&mut self, sync: bool) {
         self.sync = sync;
     }
+
+    /// [`WakeMode::note`], and the listener set to the mode it names.
+    pub(crate) fn follow(&mut self, tid: i32, listener: &super::notif::Listener) {
+        if let Some(sync) = self.note(tid) {
+            if listener.set_sync_wake_up(sync).is_ok() {
+                self.set(sync);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
