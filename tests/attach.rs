@@ -887,6 +887,27 @@ fn c_new_connects_are_refused_and_an_established_one_kept() {
 // ---------------------------------------------------------------------------
 // 3. 50 threads connecting while attached.
 
+/// Until the fewest rounds (`what` "rounds") or post rounds ("post") any
+/// thread of attach_threads has finished reaches `n`; a thread stuck or
+/// starved fails the test after `limit`.
+fn wait_rounds(t: &mut Target, what: &str, n: i64, limit: Duration) {
+    let started = Instant::now();
+    let prefix = format!("{what} min=");
+    loop {
+        let l = t.ask(what, &prefix);
+        let min: i64 = l[prefix.len()..].parse().expect("min=");
+        if min >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "a thread stuck or starved: {l} after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One "thread I tid=T k=v ..." line of attach_threads.
 fn thread_summary(l: &str) -> BTreeMap<String, String> {
     l.split_whitespace()
@@ -919,19 +940,8 @@ fn fifty_threads_connecting_are_attached_and_every_later_connect_decided() {
         .map(|v| v.parse().expect("tid"))
         .collect();
     assert_eq!(tids.len(), THREADS);
-    // The fewest rounds (or post rounds) any thread has finished reaches `n`.
     let rounds = |t: &mut Target, what: &str, n: i64| {
-        let end = Instant::now() + Duration::from_secs(60);
-        let prefix = format!("{what} min=");
-        loop {
-            let l = t.ask(what, &prefix);
-            let min: i64 = l[prefix.len()..].parse().expect("min=");
-            if min >= n {
-                break;
-            }
-            assert!(Instant::now() < end, "threads stuck: {l}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_rounds(t, what, n, Duration::from_secs(60));
     };
     rounds(&mut t, "rounds", ROUNDS);
 
@@ -1062,21 +1072,7 @@ fn fifty_threads_connecting_flat_out_under_trace_each_get_their_turn() {
     );
     t.out.expect("ready", |l| l.starts_with("ready pid="));
     assert_eq!(t.ask("mark", "marked"), "marked");
-    let started = Instant::now();
-    let end = started + Duration::from_secs(30);
-    loop {
-        let l = t.ask("post", "post min=");
-        let min: i64 = l["post min=".len()..].parse().expect("min=");
-        if min >= ROUNDS {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "a thread starved: {l} after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_rounds(&mut t, "post", ROUNDS, Duration::from_secs(30));
     t.send("stop");
     for _ in 0..THREADS {
         let l = t
