@@ -489,10 +489,10 @@ impl Supervisor<'_> {
             tell(Ok(line));
             // What it had before: its sockets, as the kernel has them.
             if let Some((tx, _)) = &reporter {
-                let tx = tx.clone();
+                let (tx, comm) = (tx.clone(), self.target.comm.clone());
                 scan = std::thread::Builder::new()
                     .name("appswitch-sockets".into())
-                    .spawn(move || report_existing(&tx, pid))
+                    .spawn(move || report_existing(&tx, pid, comm))
                     .ok();
             }
         });
@@ -800,8 +800,8 @@ fn watch_detach(tx: SyncSender<Report>, stop: Receiver<()>) {
 
 /// Report the sockets the program had when attached (no call reported
 /// them): its descriptors' inodes, as the kernel has them.
-fn report_existing(tx: &SyncSender<Report>, pid: i32) {
-    let found = match super::open_sockets::open_sockets(&[pid]) {
+fn report_existing(tx: &SyncSender<Report>, pid: i32, comm: String) {
+    let found = match super::open_sockets::open_sockets(&[pid], |_| comm.clone()) {
         Ok(r) => r,
         Err(e) => {
             log::warn!("the sockets {pid} had before the attach are not listed: sock_diag: {e}");

@@ -449,7 +449,7 @@ fn reader(
                 .lock()
                 .map(|p| p.oldest(usize::MAX))
                 .unwrap_or_default();
-            super::open_sockets::open_sockets(&live).unwrap_or_else(|e| {
+            super::open_sockets::open_sockets(&live, crate::procfs::comm).unwrap_or_else(|e| {
                 log::debug!("the program's sockets are not re-sent: sock_diag: {e}");
                 Vec::new()
             })

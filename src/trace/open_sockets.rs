@@ -8,9 +8,14 @@ use crate::sockdiag::{self, Proto, SockState};
 use std::collections::HashMap;
 
 /// The sockets processes `pids` have open, as reports a call would not
-/// override (`before_attach`): what a restarted daemon is told of the
-/// connections older than the ones the trace remembers (daemon_link.rs).
-pub(crate) fn open_sockets(pids: &[i32]) -> std::io::Result<Vec<ConnReport>> {
+/// override (`before_attach`): what the daemon is told at attach, and, when
+/// a restarted daemon is reached again, of the connections older than the
+/// ones the trace remembers (daemon_link.rs). `comm_of` names a process
+/// (asked once per process).
+pub(crate) fn open_sockets(
+    pids: &[i32],
+    mut comm_of: impl FnMut(i32) -> String,
+) -> std::io::Result<Vec<ConnReport>> {
     // Each socket once, as the first (oldest) process holding it (forked
     // children share their parent's).
     let mut owner: HashMap<u64, i32> = HashMap::new();
@@ -23,39 +28,40 @@ pub(crate) fn open_sockets(pids: &[i32]) -> std::io::Result<Vec<ConnReport>> {
         return Ok(Vec::new());
     }
     // One dump for all of them (one per process took seconds on a host
-    // with tens of thousands of sockets).
-    let kernel = sockdiag::lookup(&owner.keys().copied().collect())?;
-    let mut out = Vec::new();
-    for &pid in pids {
-        let mine: HashMap<u64, SockState> = kernel
-            .iter()
-            .filter(|(inode, _)| owner.get(inode) == Some(&pid))
-            .map(|(inode, k)| (*inode, k.clone()))
-            .collect();
-        if !mine.is_empty() {
-            out.extend(existing(pid, &crate::procfs::comm(pid), &mine));
-        }
-    }
-    Ok(out)
+    // with tens of thousands of sockets), looked up by inode.
+    let kernel = sockdiag::dump()?;
+    let mut comms: HashMap<i32, String> = HashMap::new();
+    Ok(existing(&kernel, &owner, |pid| {
+        comms.entry(pid).or_insert_with(|| comm_of(pid)).clone()
+    }))
 }
 
-/// What the daemon is told of the sockets found at attach: listeners (so
-/// their connections are listed, as for a traced server), TCP connections
-/// (accepted when on a listener's port) and connected UDP sockets.
-pub(crate) fn existing(pid: i32, comm: &str, kernel: &HashMap<u64, SockState>) -> Vec<ConnReport> {
-    let listeners: Vec<std::net::SocketAddr> = kernel
-        .values()
-        .filter(|k| k.proto == Proto::Tcp && k.state == "LISTEN")
-        .map(|k| k.local)
+/// What the daemon is told of the sockets `owner` names (by inode, with
+/// the process it is reported as): listeners (so their connections are
+/// listed, as for a traced server), TCP connections (accepted when on the
+/// port of a listener of any of the processes: a pre-fork server's workers
+/// accept on their master's) and connected UDP sockets.
+fn existing(
+    kernel: &HashMap<u64, SockState>,
+    owner: &HashMap<u64, i32>,
+    mut comm_of: impl FnMut(i32) -> String,
+) -> Vec<ConnReport> {
+    let ours = || {
+        kernel
+            .iter()
+            .filter_map(|(inode, k)| Some((inode, k, *owner.get(inode)?)))
+    };
+    let listeners: Vec<std::net::SocketAddr> = ours()
+        .filter(|(_, k, _)| k.proto == Proto::Tcp && k.state == "LISTEN")
+        .map(|(_, k, _)| k.local)
         .collect();
     let accepted = |k: &SockState| {
         listeners.iter().any(|l| {
             l.port() == k.local.port() && (l.ip().is_unspecified() || l.ip() == k.local.ip())
         })
     };
-    let mut out: Vec<ConnReport> = kernel
-        .iter()
-        .filter_map(|(inode, k)| {
+    let mut out: Vec<ConnReport> = ours()
+        .filter_map(|(inode, k, pid)| {
             let (via, remote) = match (k.proto, k.state) {
                 (Proto::Tcp, "LISTEN") => ("listen", None),
                 (Proto::Tcp, _) if k.remote.port() == 0 => return None,
@@ -67,7 +73,7 @@ pub(crate) fn existing(pid: i32, comm: &str, kernel: &HashMap<u64, SockState>) -
             Some(ConnReport {
                 inode: *inode,
                 pid,
-                comm: comm.to_string(),
+                comm: comm_of(pid),
                 proto: match k.proto {
                     Proto::Tcp => "tcp",
                     Proto::Udp => "udp",
@@ -135,11 +141,29 @@ mod tests {
         .into_iter()
         .map(|s| (s.inode, s))
         .collect();
-        let got: Vec<(u64, String, Option<String>, String)> = existing(42, "py", &kernel)
+        // Every socket the program's, but 7 (another program's), and the
+        // accepted connection 2 a worker's (pid 43) on its master's listener.
+        let mut kernel = kernel;
+        kernel.insert(
+            7,
+            sock(7, Proto::Tcp, "ESTABLISHED", "127.0.0.1:9", "127.0.0.1:1"),
+        );
+        let owner: HashMap<u64, i32> = kernel
+            .keys()
+            .filter(|&&i| i != 7)
+            .map(|&i| (i, if i == 2 { 43 } else { 42 }))
+            .collect();
+        let comm_of = |pid: i32| if pid == 43 { "worker" } else { "py" }.to_string();
+        let got: Vec<(u64, String, Option<String>, String)> = existing(&kernel, &owner, comm_of)
             .into_iter()
             .inspect(|r| {
                 assert!(r.before_attach);
-                assert_eq!((r.pid, r.comm.as_str()), (42, "py"));
+                let who = if r.inode == 2 {
+                    (43, "worker")
+                } else {
+                    (42, "py")
+                };
+                assert_eq!((r.pid, r.comm.as_str()), who);
             })
             .map(|r| (r.inode, r.via, r.remote, r.proto))
             .collect();
