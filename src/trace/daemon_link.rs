@@ -55,11 +55,13 @@ struct Remembers {
 /// Connections remembered for a restarted daemon.
 const RECENT: usize = 16_384;
 
-impl Remembers {
-    fn keep(&mut self, key: (u64, bool), what: Remembered) {
-        self.kept.insert(key, what);
-    }
+/// A connection report's key among the kept ones: listeners are kept for
+/// good; other connections (None) go among the recent ones.
+fn kept_key(via: &str, inode: u64) -> Option<(u64, bool)> {
+    (via == "listen").then_some((inode, false))
+}
 
+impl Remembers {
     fn connection(&mut self, what: Remembered) {
         if self.recent.len() < RECENT {
             self.recent.push(what);
@@ -333,7 +335,7 @@ fn writer(
     let remember = |kept: Option<(u64, bool)>, what: Remembered| {
         if let Ok(mut k) = known.lock() {
             match kept {
-                Some(key) => k.keep(key, what),
+                Some(key) => drop(k.kept.insert(key, what)),
                 None => k.connection(what),
             }
         }
@@ -358,8 +360,7 @@ fn writer(
                         // Written straight from its facts (report.rs).
                         Report::Conn(c) => {
                             c.write_line(&mut batch);
-                            let kept = (c.via == "listen").then_some((c.inode, false));
-                            remember(kept, Remembered::Conn(c));
+                            remember(kept_key(c.via, c.inode), Remembered::Conn(c));
                         }
                         Report::Msg(msg) => {
                             // Listeners are re-sent to a restarted daemon. A
@@ -368,9 +369,7 @@ fn writer(
                             // is an attached program's detach (no socket has
                             // inode 0). Other messages are not re-sent.
                             let kept = match &msg {
-                                ToDaemon::Conn(c) => {
-                                    Some((c.via == "listen").then_some((c.inode, false)))
-                                }
+                                ToDaemon::Conn(c) => Some(kept_key(&c.via, c.inode)),
                                 ToDaemon::Listen(l) => Some(Some((l.inode, true))),
                                 ToDaemon::Detached => Some(Some((0, true))),
                                 _ => None,
@@ -423,14 +422,12 @@ fn reader(
     mode: Option<Mode>,
     state: Arc<AtomicU8>,
 ) {
-    // Whether a daemon was reached before (a later connect is to a
-    // restarted one).
-    let mut again = false;
-    loop {
+    for attempt in 0u64.. {
+        // Not the first attempt: a daemon reached now is a restarted one,
+        // or one that came after the program started (a stale socket):
+        // either is told the program's open sockets too.
+        let again = attempt > 0;
         let Ok(stream) = UnixStream::connect(&socket) else {
-            // The program may be running and connecting before its daemon
-            // comes (a stale socket): that one is told its open sockets too.
-            again = true;
             let _ = state.compare_exchange(TRYING, ABSENT, Ordering::Relaxed, Ordering::Relaxed);
             std::thread::sleep(RETRY);
             continue;
@@ -470,7 +467,6 @@ fn reader(
             std::thread::sleep(RETRY);
             continue;
         }
-        again = true;
         if let Ok(mut g) = conn.lock() {
             *g = Some(w);
         }
