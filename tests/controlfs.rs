@@ -865,14 +865,7 @@ fn a_restarted_daemon_lists_connections_older_than_the_remembered_ones() {
     );
     d.kill9();
     d.launch();
-    wait_until("the tracer to reconnect", Duration::from_secs(5), || {
-        d.read("stats").contains("apps=1")
-    });
-    wait_until(
-        "the held connection to be listed again",
-        Duration::from_secs(5),
-        || d.read("connections").contains(&id),
-    );
+    listed_once_the_tracer_is_back(&d, &id);
     let listing = d.read("connections");
     let line = listing.lines().find(|l| l.contains(&id)).unwrap_or("");
     assert!(
@@ -942,15 +935,20 @@ fn a_daemon_that_comes_late_lists_connections_older_than_the_remembered_ones() {
     let target = Banner::start("up\n");
     let (p, id) = hold_one_then_many(&d, target.port);
     d.launch();
+    listed_once_the_tracer_is_back(&d, &id);
+    p.signal(libc::SIGTERM);
+}
+
+/// The (re)launched daemon has the trace back and lists connection `id`.
+fn listed_once_the_tracer_is_back(d: &Daemon, id: &str) {
     wait_until("the tracer to connect", Duration::from_secs(5), || {
         d.read("stats").contains("apps=1")
     });
     wait_until(
         "the held connection to be listed",
         Duration::from_secs(5),
-        || d.read("connections").contains(&id),
+        || d.read("connections").contains(id),
     );
-    p.signal(libc::SIGTERM);
 }
 
 /// A traced program that holds one connection to 127.0.0.1:`port` and
