@@ -1019,43 +1019,21 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let _queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&1));
-        // SAFETY: a fresh non-blocking TCP socket, connected once.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-        assert!(fd >= 0);
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: sa is a valid sockaddr_in.
-        let r = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        let to = SockaddrIn::new(127, 0, 0, 1, port);
         assert_eq!(
-            (r, io::Error::last_os_error().raw_os_error()),
-            (-1, Some(libc::EINPROGRESS))
+            connect(fd.as_raw_fd(), &to),
+            Err(nix::errno::Errno::EINPROGRESS)
         );
-        let mut info = [0u8; 232];
-        let mut len = info.len() as libc::socklen_t;
-        // SAFETY: TCP_INFO into a buffer of `len` bytes.
-        let r = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        assert_eq!((r, info[0]), (0, TCP_SYN_SENT as u8), "not left connecting");
+        let state = dump().unwrap().get(&inode_of(&fd)).map(|k| k.state);
+        assert_eq!(state, Some("SYN_SENT"), "not left connecting");
         assert_eq!(tcp_connections(&[port]).unwrap().get(&port), Some(&2));
     }
 }
