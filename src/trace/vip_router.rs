@@ -7,8 +7,8 @@
 use crate::protocol::ToDaemon;
 use crate::services::balancer::{self, NoBackend, Rng};
 use crate::services::routes::{
-    canonical, canonical_addr, v4_loopback, Labels, Listener, Registry, Route, RouteTable,
-    VirtualHost,
+    canonical, canonical_addr, v4_loopback, Labels, Listener, Origin, Registry, Route, RouteTable,
+    VirtualHost, NO_SLOT,
 };
 use crate::services::shared::{SharedTable, Slots};
 use crate::services::static_table::Lb;
@@ -271,7 +271,6 @@ impl Router {
         again: Option<u64>,
         table: Option<&SharedTable>,
     ) -> Result<(usize, u64), NoBackend> {
-        use crate::services::routes::Origin;
         use crate::services::shared::Health;
         let health = |i: usize| table.map_or(Health::Unknown, |t| t.health(route.backends[i].slot));
         // Not tried yet, and in a family the client's socket can reach (an
@@ -403,20 +402,20 @@ impl Router {
 
     /// getsockname() of a socket bound or accepted as a service: the address
     /// it asked for (with the real port when it asked for port 0).
-    pub fn sockname(&self, call: &Call) -> Option<Verdict> {
+    pub fn sockname(&mut self, call: &Call) -> Option<Verdict> {
         let sock = call.socket?;
         let Some((asked, _)) = self.bound.get(&sock.inode) else {
             // An accepted connection's local address is the service's: a
             // TCP socket on the real port of a listener that is still a
             // backend (a port is reused once its listener is gone).
-            let h = self.host.as_ref()?;
+            let host_ip = self.host.as_ref()?.ip;
             let real = call.local.as_ref()?.ip()?;
             let (asked, listener) = *self.service_ports.get(&real.port())?;
-            if !is_tcp(call) || !listening_still(real.port(), listener) {
+            if !is_tcp(call) || !self.own_listener_live(real.port(), listener) {
                 // The port's listener is gone and another socket has it.
                 return None;
             }
-            return Some(Verdict::Answer(in_family(h.ip, asked, sock.domain)?));
+            return Some(Verdict::Answer(in_family(host_ip, asked, sock.domain)?));
         };
         let ip = asked.ip()?;
         if ip.port() != 0 {
@@ -503,24 +502,42 @@ impl Router {
     /// connect goes to that listener's real address. (Processes of one
     /// program reach each other's services over 127.0.0.1, as in a
     /// container, isolated or not.) None when it is not such a connect.
-    fn own_service(&self, call: &Call, addr: SocketAddr) -> Option<SocketAddr> {
+    fn own_service(&mut self, call: &Call, addr: SocketAddr) -> Option<SocketAddr> {
         self.host.as_ref()?;
         let want = canonical(addr.ip());
         if !is_tcp(call) || !want.is_loopback() || self.service_ports.is_empty() {
             return None;
         }
+        // The listener that answers, if it still listens; one found gone is
+        // forgotten, and the next one looked at (each turn forgets one).
+        for _ in 0..=self.service_ports.len() {
+            let (port, inode, to) = self.own_listener_for(call, addr.port(), want)?;
+            if self.own_listener_live(port, inode) {
+                return Some(to);
+            }
+        }
+        None
+    }
+
+    /// The listener of the program that would answer `want`:`port` untraced
+    /// (see [`Router::own_service`]): asked for that port, on every address
+    /// of the destination's family (an IPv6 wildcard that is dual-stack
+    /// takes IPv4 too) or on that address. The lowest real port, so that
+    /// the choice does not depend on the map's order. Its real port, its
+    /// inode and where to connect.
+    fn own_listener_for(
+        &self,
+        call: &Call,
+        port: u16,
+        want: IpAddr,
+    ) -> Option<(u16, u64, SocketAddr)> {
         let (domain, v6only) = call
             .socket
             .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
-        // Every listener of the program that would answer there untraced:
-        // asked for that port, on every address of the destination's family
-        // (an IPv6 wildcard that is dual-stack takes IPv4 too) or on that
-        // address; still listening. The lowest real port, so that the choice
-        // does not depend on the map's order.
         self.service_ports
             .iter()
-            .filter(|(_, (port, _))| *port == addr.port())
-            .filter_map(|(_, &(_, inode))| {
+            .filter(|(_, (asked, _))| *asked == port)
+            .filter_map(|(&real_port, &(_, inode))| {
                 let asked = self.bound.get(&inode)?.0.ip()?;
                 let real = *self.listening.get(&inode)?;
                 let asked_ip = canonical(asked.ip());
@@ -541,9 +558,50 @@ impl Router {
                     IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
                 };
                 let to = SocketAddr::new(ip, real.port());
-                (reachable(domain, v6only, to) && listening_still(real.port(), inode)).then_some(to)
+                reachable(domain, v6only, to).then_some((real_port, inode, to))
             })
-            .min_by_key(SocketAddr::port)
+            .min_by_key(|(_, _, to)| to.port())
+    }
+
+    /// Whether this program's listening socket `inode` still holds real
+    /// port `port` (once it is gone, the port may be given to another
+    /// socket). Under a daemon, nothing is asked on the call's path: the
+    /// daemon checks every traced listener by inode every 50 ms
+    /// (daemon::health_watch) and publishes the answer in the shared table.
+    /// Without one (standalone, a listener the daemon has not looked at
+    /// yet, or one it dropped from the routes), one sock_diag query. A
+    /// listener found gone is forgotten, so that it is not asked about again.
+    fn own_listener_live(&mut self, port: u16, inode: u64) -> bool {
+        use crate::services::shared::Health;
+        let (routes, _) = self.net.routes_numbered();
+        let slot = routes
+            .routes
+            .iter()
+            .flat_map(|r| r.backends.iter())
+            .find(|b| matches!(b.origin, Origin::Traced { inode: i, .. } if i == inode))
+            .map(|b| b.slot);
+        let published = match (slot, self.net.shared()) {
+            (Some(slot), Some(t)) if slot != NO_SLOT => t.health(slot),
+            _ => Health::Unknown,
+        };
+        let live = match published {
+            Health::Up | Health::Full => true,
+            Health::Down => false,
+            Health::Unknown => {
+                crate::sockdiag::tcp_listeners(&[port]).map_or(true, |l| l.contains_key(&inode))
+            }
+        };
+        if !live {
+            if self
+                .service_ports
+                .get(&port)
+                .is_some_and(|&(_, i)| i == inode)
+            {
+                self.service_ports.remove(&port);
+            }
+            self.listening.remove(&inode);
+        }
+        live
     }
 
     /// Remember where a socket was sent; a client with a VIP binds it to
@@ -1053,13 +1111,6 @@ fn closed_port() -> Option<(std::os::fd::OwnedFd, SocketAddr)> {
     })
 }
 
-/// Whether the listening socket `inode` still listens on `port` (one
-/// sock_diag query: the port may have been given to another socket since).
-/// When the kernel cannot be asked, it is taken as listening.
-fn listening_still(port: u16, inode: u64) -> bool {
-    crate::sockdiag::tcp_listeners(&[port]).map_or(true, |l| l.contains_key(&inode))
-}
-
 /// The IPv6 address that stands for `ip` on a socket that takes IPv6 only:
 /// loopback for loopback, the wildcard for the wildcard or an IPv4 address.
 fn v6_form(ip: IpAddr) -> IpAddr {
@@ -1079,3 +1130,7 @@ fn reachable(domain: i32, v6only: bool, addr: SocketAddr) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+#[path = "vip_router_tests.rs"]
+mod tests;
