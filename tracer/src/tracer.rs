@@ -582,8 +582,11 @@ impl<H: NetHandler> Tracer<'_, H> {
                     } else {
                         Some(new)
                     };
-                    self.tasks.entry(new).or_default().tgid = tgid;
-                    if tgid == Some(new) {
+                    let task = self.tasks.entry(new).or_default();
+                    // Its first stop came first and registered it already.
+                    let told = task.started;
+                    task.tgid = tgid;
+                    if tgid == Some(new) && !told {
                         signals::track(new);
                         let parent = self.tgid(tid);
                         self.landlock.fork(parent, new);
@@ -633,26 +636,32 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     /// A new process's first stop. Its parent's fork event registers it
-    /// (Landlock domain, signals, Spawned), but that event is lost if the
-    /// parent is killed before it is read (GETEVENTMSG fails), and the
-    /// process would then count as unrestricted. So while any traced
-    /// process has restricted itself with Landlock, a new process is judged
-    /// here as well: by its parent, or, if that is not a process we trace
+    /// (Landlock domain, signals, Spawned), but that event may come after
+    /// this stop, or never: it is lost if the parent is killed before it is
+    /// read (GETEVENTMSG fails), and the process would then count as
+    /// unrestricted, be left out of signal forwarding, and be missed by a
+    /// kill of the program from the daemon. So a process its fork event has
+    /// not registered yet is registered here (the event, if it comes, finds
+    /// it done): judged by its parent, or, if that is not a process we trace
     /// (it died and the child was reparented), as an orphan (restricted).
-    /// (A child its parent's fork event has registered already costs
-    /// nothing; else one /proc read, two when the parent is not in our
-    /// table.)
+    /// (A child its fork event registered costs nothing; else two reads of
+    /// /proc/PID/status.)
     fn first_stop(&mut self, tid: i32) {
         let registered = self.tasks.get(&tid).is_some_and(|t| t.tgid.is_some());
-        if !self.landlock.ever() || registered || self.tgid(tid) != tid {
+        if registered || self.tgid(tid) != tid {
             return;
         }
-        match remote::ppid_of(tid) {
-            Some(p) if self.tasks.contains_key(&p) || signals::traced_by_us(p) => {
-                self.landlock.fork(p, tid)
-            }
-            _ => self.landlock.orphan(tid),
+        let ppid = remote::ppid_of(tid);
+        let parent = ppid.filter(|&p| self.tasks.contains_key(&p) || signals::traced_by_us(p));
+        match parent {
+            Some(p) => self.landlock.fork(p, tid),
+            None => self.landlock.orphan(tid),
         }
+        signals::track(tid);
+        self.handler.process(ProcessEvent::Spawned {
+            pid: tid,
+            parent: ppid.unwrap_or(0),
+        });
     }
 
     /// The stopped call returns `ret` (a value or -errno) without running.
