@@ -13,7 +13,7 @@
 //! swapped the descriptor) a 2-byte address is EINVAL, so nothing unchecked
 //! is ever connected.
 
-use crate::call::SocketInfo;
+use crate::call::{Op, SocketInfo};
 use crate::sockaddr::{RawAddr, SockAddr, MAX_ADDR_LEN};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -158,6 +158,11 @@ fn set_flags(fd: &OwnedFd, flags: i32) {
 }
 
 fn writable_now(fd: &OwnedFd) -> bool {
+    ready_now(fd) != 0
+}
+
+/// The socket's poll events for POLLOUT now (0: not ready).
+fn ready_now(fd: &OwnedFd) -> i16 {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLOUT,
@@ -165,7 +170,11 @@ fn writable_now(fd: &OwnedFd) -> bool {
     };
     // SAFETY: one valid pollfd, zero timeout.
     let r = unsafe { libc::poll(&mut p, 1, 0) };
-    r == 1 && p.revents != 0
+    if r == 1 {
+        p.revents
+    } else {
+        0
+    }
 }
 
 /// connect(fd, addr) on the borrowed socket, as the tracee's call would have.
@@ -179,12 +188,19 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
     if info.nonblocking {
         return match raw_connect(fd, addr) {
             Ok(()) => Emulated::Done(0),
-            Err(Errno::EINPROGRESS) if settle && writable_now(fd) => {
-                // Done already. A second connect() reads the outcome: a
+            Err(Errno::EINPROGRESS) if settle => match ready_now(fd) {
+                // Not finished: the program learns the outcome as untraced.
+                0 => Emulated::Done(-(Errno::EINPROGRESS as i64)),
+                // Connected already: what the program will learn by polling,
+                // as untraced, so it gets EINPROGRESS; its own next
+                // connect() gets the kernel's one 0 (not consumed here).
+                ev if ev & (libc::POLLERR | libc::POLLHUP) == 0 => {
+                    Emulated::Done(-(Errno::EINPROGRESS as i64))
+                }
+                // Failed already. A second connect() reads the outcome: a
                 // refusal leaves the socket unconnected (and is consumed
-                // here); success is what the program will learn by polling,
-                // as untraced, so it still gets EINPROGRESS.
-                match raw_connect(fd, addr) {
+                // here).
+                _ => match raw_connect(fd, addr) {
                     Err(Errno::ECONNREFUSED) => Emulated::RefusedNow,
                     Ok(()) | Err(Errno::EISCONN | Errno::EALREADY | Errno::EINPROGRESS) => {
                         Emulated::Done(-(Errno::EINPROGRESS as i64))
@@ -192,8 +208,8 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
                     // Another error, consumed here: the program gets it now
                     // (a non-blocking connect may fail at once).
                     Err(e) => Emulated::Done(-(e as i64)),
-                }
-            }
+                },
+            },
             Err(e) => Emulated::Done(-(e as i64)),
         };
     }
@@ -219,6 +235,52 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
     let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     set_flags(fd, if now < 0 { fl } else { now & !libc::O_NONBLOCK });
     out
+}
+
+/// A connect, bind or send (`op`) on a socket that is not IP, with an IP
+/// address: the kernel would only refuse it (the address is not of the
+/// socket's family), but a call passed to it reads the descriptor again, and
+/// a sibling thread may have put an IP socket there meanwhile, which the
+/// kernel would then connect (or send from) unchecked. So it is tried on
+/// our copy (the socket that was looked at), which the kernel refuses
+/// exactly as the program's own call: the program's answer. None: not such
+/// a call (or a send on a family whose refusal is not certain before it
+/// reads the data): it runs in the kernel as before.
+pub fn foreign_ip_address(fd: &OwnedFd, info: &SocketInfo, op: Op, addr: &RawAddr) -> Option<i64> {
+    const AF_SMC: i32 = 43;
+    let ip_family = matches!(addr.family(), libc::AF_INET | libc::AF_INET6);
+    // (SMC sockets take IP addresses: left to the rules' known limits.)
+    if !ip_family || is_ip(info) || info.domain == AF_SMC {
+        return None;
+    }
+    let r = match op {
+        Op::Connect => raw_connect(fd, addr),
+        Op::Bind => raw_addr_call(fd, addr, libc::bind),
+        Op::SendTo | Op::SendMsg if matches!(info.domain, libc::AF_UNIX | libc::AF_NETLINK) => {
+            let b = addr.as_bytes();
+            // SAFETY: no data; b is a buffer of b.len() bytes. These families
+            // check the address before anything is sent.
+            let r = unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    b.as_ptr().cast(),
+                    b.len() as libc::socklen_t,
+                )
+            };
+            if r >= 0 {
+                return None;
+            }
+            Err(Errno::last())
+        }
+        _ => return None,
+    };
+    Some(match r {
+        Ok(()) => 0,
+        Err(e) => -(e as i64),
+    })
 }
 
 /// After [`Emulated::RefusedNow`] with nothing else to try: connect again
