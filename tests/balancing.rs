@@ -79,7 +79,12 @@ while True:\n\
 /// A client of ADDR PORT: `conn N` makes N connections one after another
 /// (closing each), `hold N` keeps them open, `check N` connects the way
 /// hiredis does (non-blocking connect, wait, connect() again to learn the
-/// result). Each command prints what every connection read (or its errno).
+/// result: 0 once, as untraced, then EISCONN), `elsewhere N` connects, then
+/// connect()s the same socket to 127.0.0.1:9 (the kernel's one 0 for the
+/// connection it completed, as untraced: a socket with a timeout connects
+/// without blocking; it stays where it is, and still shows the service as
+/// its peer) and to the service again (EISCONN).
+/// Each command prints what every connection read (or its errno).
 const CLIENT: &str = "import socket,sys,errno,select\n\
 addr=(sys.argv[1],int(sys.argv[2])); held=[]\n\
 for line in sys.stdin:\n\
@@ -91,8 +96,16 @@ for line in sys.stdin:\n\
 \x20               s.setblocking(False); e=s.connect_ex(addr)\n\
 \x20               assert e==errno.EINPROGRESS or e==0, e\n\
 \x20               select.select([],[s],[],5); e=s.connect_ex(addr)\n\
-\x20               if e not in (0,errno.EISCONN): raise OSError(e,'second connect')\n\
+\x20               if e!=0: raise OSError(e,'second connect')\n\
+\x20               e=s.connect_ex(addr)\n\
+\x20               if e!=errno.EISCONN: raise OSError(e,'third connect')\n\
 \x20               s.settimeout(5)\n\
+\x20           elif cmd=='elsewhere':\n\
+\x20               s.connect(addr); e=s.connect_ex(('127.0.0.1',9))\n\
+\x20               if e!=0: raise OSError(e,'connect elsewhere')\n\
+\x20               if s.getpeername()!=addr: raise OSError(errno.EDOM,'peer')\n\
+\x20               e=s.connect_ex(addr)\n\
+\x20               if e!=errno.EISCONN: raise OSError(e,'connect again')\n\
 \x20           else: s.connect(addr)\n\
 \x20           out.append(s.recv(64).decode().strip() or 'EOF')\n\
 \x20       except OSError as e: out.append(errno.errorcode.get(e.errno,'timeout'))\n\
@@ -215,6 +228,18 @@ fn a_client_that_connects_again_to_check_keeps_its_backend() {
         assert_ne!(w[0], w[1], "alternation: {got}");
     }
     assert!(words.iter().all(|w| *w == "A" || *w == "B"), "{got}");
+    // A connect elsewhere on a connected socket leaves it where it was:
+    // same peer shown, no new pick.
+    let more = format!("{} {}", c.ask("elsewhere 4"), c.ask("conn 2"));
+    let all: Vec<&str> = words
+        .iter()
+        .copied()
+        .chain(more.split_whitespace())
+        .collect();
+    assert_eq!(all.len(), 16, "{got} {more}");
+    for w in all.windows(2) {
+        assert_ne!(w[0], w[1], "alternation: {got} {more}");
+    }
 }
 
 /// A service that listens with a backlog of 1 and accepts only when told

@@ -11,7 +11,7 @@ use crate::procfs;
 use crate::protocol::{Counters, ToDaemon};
 use crate::trace::events::{self, EventSink};
 use crate::trace::snapshot::{LivePolicy, Snapshot, Source};
-use crate::trace::vip_router::{insert_bounded, Router};
+use crate::trace::vip_router::{association_kept, insert_socket, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
@@ -243,9 +243,9 @@ impl Enforcer {
             (Op::Connect, _, Some(s)) => {
                 let was = self.connecting.remove(&s.inode);
                 if outcome == Outcome::Err(Errno::EINPROGRESS) {
-                    insert_bounded(&mut self.connecting, s.inode, to);
+                    insert_socket(&mut self.connecting, s.inode, to);
                 } else if let (Some(w), Outcome::Err(Errno::EALREADY)) = (was, outcome) {
-                    insert_bounded(&mut self.connecting, s.inode, w);
+                    insert_socket(&mut self.connecting, s.inode, w);
                 }
                 if !ok || (was == Some(to) && outcome == Outcome::Ok(0)) {
                     return;
@@ -373,7 +373,7 @@ impl NetHandler for Enforcer {
 
     fn socket_replaced(&mut self, old: u64, new: u64) {
         if let Some(v) = self.virtual_peers.remove(&old) {
-            insert_bounded(&mut self.virtual_peers, new, v);
+            insert_socket(&mut self.virtual_peers, new, v);
         }
         self.router.socket_replaced(old, new);
     }
@@ -392,7 +392,11 @@ impl NetHandler for Enforcer {
                     Verdict::Rewrite(_),
                     Some(orig),
                     Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS),
-                ) => insert_bounded(&mut self.virtual_peers, s.inode, orig.clone()),
+                ) => insert_socket(&mut self.virtual_peers, s.inode, orig.clone()),
+                // A connect elsewhere the kernel did not act on (EISCONN,
+                // EALREADY, the pending one's completion): the peer stays.
+                (Verdict::Fail(_), _, _) => {}
+                (v, _, o) if !matches!(v, Verdict::Rewrite(_)) && association_kept(call, o) => {}
                 // Connected elsewhere, or not connected: no virtual peer.
                 _ => {
                     self.virtual_peers.remove(&s.inode);

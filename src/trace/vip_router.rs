@@ -48,23 +48,50 @@ fn free_port(ip: IpAddr, lo: u16, hi: u16, start: u32) -> Option<u16> {
     })
 }
 
-/// Sockets remembered at most per map (closed sockets are not seen).
+/// Sockets remembered per map before the closed ones are looked for.
 const MAX_SOCKETS: usize = 65_536;
 /// UDP flows remembered per socket (a socket talking to more VIPs forgets
 /// its oldest).
 const MAX_FLOWS: usize = 32;
 
-/// Insert into a per-socket map that cannot see sockets close: when full, it
-/// forgets everything (those sockets then show their real addresses).
-pub(crate) fn insert_bounded<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
-    map: &mut HashMap<K, V, S>,
-    k: K,
+/// Insert into a per-socket map (keyed by socket inode), which cannot see
+/// sockets close. When it is full, the sockets the kernel no longer has are
+/// dropped (one sock_diag dump, at most once per MAX_SOCKETS / 2 new
+/// sockets; a socket still open keeps its entry however many came after
+/// it). Only a program holding more than MAX_SOCKETS / 2 of them open at
+/// once (or a kernel that cannot be asked) makes it forget everything:
+/// those sockets then show their real addresses.
+pub(crate) fn insert_socket<V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<u64, V, S>,
+    inode: u64,
     v: V,
 ) {
     if map.len() >= MAX_SOCKETS {
-        map.clear();
+        match crate::sockdiag::dump() {
+            Ok(live) => map.retain(|k, _| live.contains_key(k)),
+            Err(_) => map.clear(),
+        }
+        if map.len() >= MAX_SOCKETS / 2 {
+            map.clear();
+        }
     }
-    map.insert(k, v);
+    map.insert(inode, v);
+}
+
+/// Whether a connect() that was not sent to a backend left the socket as
+/// it was (still connected or connecting where it was): the kernel said it
+/// is connected or connecting already (EISCONN, EALREADY), or reported the
+/// completion of the pending connection (0 on a non-blocking socket, where
+/// a new connection reports EINPROGRESS). Not a disconnect (AF_UNSPEC).
+pub(crate) fn association_kept(call: &Call, outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Err(Errno::EISCONN | Errno::EALREADY) => true,
+        Outcome::Ok(0) => {
+            call.socket.is_some_and(|s| s.nonblocking)
+                && !matches!(call.addr, Some(SockAddr::Unspec))
+        }
+        _ => false,
+    }
 }
 
 /// A socket this router sent to a backend: a second connect() on it (to
@@ -434,8 +461,15 @@ impl Router {
         }
         let (routes, generation) = self.net.routes_numbered();
         let udp = is_udp(call);
-        if routes.is_empty() || !(is_tcp(call) || udp) || !routes.is_virtual(&addr) {
+        if routes.is_empty() || !(is_tcp(call) || udp) {
             return None;
+        }
+        if !routes.is_virtual(&addr) {
+            // A connect elsewhere on a socket sent to a backend is carried
+            // out (not passed): its outcome says whether the socket is
+            // still the backend's (see `association_kept`).
+            let inode = call.socket.map_or(0, |s| s.inode);
+            return (!udp && self.routed.contains_key(&inode)).then_some(Verdict::Allow);
         }
         if udp {
             // connect() on a UDP socket only sets where datagrams go: the flow's backend.
@@ -617,7 +651,7 @@ impl Router {
         local: bool,
     ) {
         let backend = r.backend;
-        insert_bounded(&mut self.routed, inode, r);
+        insert_socket(&mut self.routed, inode, r);
         let Some(t) = table else {
             return;
         };
@@ -773,7 +807,7 @@ impl Router {
         let flows = match self.udp.get_mut(&inode) {
             Some(f) => f,
             None => {
-                insert_bounded(&mut self.udp, inode, Vec::new());
+                insert_socket(&mut self.udp, inode, Vec::new());
                 self.udp.entry(inode).or_default()
             }
         };
@@ -910,7 +944,7 @@ impl Router {
             }
         };
         let shown = in_family(vip.ip(), vip.port(), accepted.domain)?;
-        insert_bounded(&mut self.peers, accepted.inode, shown.clone());
+        insert_socket(&mut self.peers, accepted.inode, shown.clone());
         Some(shown)
     }
 
@@ -937,8 +971,9 @@ impl Router {
             real
         };
         if !udp {
-            insert_bounded(&mut self.listening, inode, real);
-            insert_bounded(&mut self.service_ports, real.port(), (asked.port(), inode));
+            insert_socket(&mut self.listening, inode, real);
+            self.service_ports
+                .insert(real.port(), (asked.port(), inode));
             if self.accept_trapped.get() == Some(false)
                 && !v4_loopback(real.ip())
                 && !self.told_untrapped
@@ -984,9 +1019,15 @@ impl Router {
         match call.op {
             tracer::Op::Connect => {
                 let failed = matches!(outcome, Outcome::Err(e) if !matches!(e, Errno::EINPROGRESS | Errno::EALREADY | Errno::EISCONN | Errno::EINTR));
+                let kept = match verdict {
+                    Verdict::Rewrite(_) => !failed,
+                    // Refused here: the kernel never saw it.
+                    Verdict::Fail(_) => true,
+                    _ => association_kept(call, outcome),
+                };
                 // Not connected nor connecting, or connected elsewhere (a
                 // rule, AF_UNSPEC): a later connect picks again.
-                if failed || !matches!(verdict, Verdict::Rewrite(_)) {
+                if !kept {
                     if let Some(s) = call.socket {
                         self.routed.remove(&s.inode);
                     }
@@ -1017,7 +1058,7 @@ impl Router {
                 let ok = matches!(outcome, Outcome::Ok(_) | Outcome::Unknown);
                 match service {
                     Some(service) if ok && matches!(verdict, Verdict::Rewrite(_)) => {
-                        insert_bounded(&mut self.bound, inode, (call.addr.clone()?, service));
+                        insert_socket(&mut self.bound, inode, (call.addr.clone()?, service));
                         // A UDP service socket is a backend once bound.
                         if service && is_udp(call) {
                             return self.register(call, inode, true);
