@@ -211,6 +211,17 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return self.listen(tid, &d, sock, info, verdict);
             }
         }
+        // An IP address on a socket that is not IP: refused on our copy,
+        // never passed (see emulate::foreign_ip_address).
+        if let (Some((sock, info)), Some(raw), false) = (
+            borrowed.as_ref(),
+            d.raw.as_ref(),
+            matches!(verdict, Verdict::Fail(_)),
+        ) {
+            if let Some(r) = emulate::foreign_ip_address(sock, info, op, raw) {
+                return self.done(tid, &d.call, &verdict, r);
+            }
+        }
         // None: carry out the program's own address (the tracer's copy).
         let target = match &verdict {
             Verdict::Fail(e) => {
@@ -437,7 +448,9 @@ impl<H: NetHandler> Tracer<'_, H> {
         if !self.interests.addresses {
             return;
         }
-        call.peer = emulate::peer_addr(&f);
+        // A connection reset while it waited in the queue has no peer for
+        // getpeername; the address the kernel wrote at accept still names it.
+        call.peer = emulate::peer_addr(&f).or_else(|| accepted_peer(tid, call.out_addr?));
         if let (Some(a), Some((ptr, lenp, cap))) = (self.handler.accepted(call), call.out_addr) {
             let _ = write_addr_cap(tid, ptr, lenp, cap, &a);
         }
@@ -950,6 +963,16 @@ impl<H: NetHandler> Tracer<'_, H> {
 /// Where a connect or send to 0.0.0.0 / :: on `sock` goes (the socket's
 /// bound address, else loopback); None for any other address. The bound
 /// address is read only for such a destination.
+/// The peer address accept() wrote to the program's buffer `(ptr, lenp,
+/// cap)` (the kernel's own write, read back at the exit stop).
+fn accepted_peer(tid: i32, (ptr, lenp, cap): (u64, u64, u32)) -> Option<SockAddr> {
+    let len = remote::read_u32(tid, lenp).ok()?.min(cap) as usize;
+    let mut buf = [0u8; crate::sockaddr::MAX_ADDR_LEN];
+    let buf = buf.get_mut(..len)?;
+    remote::read_mem(tid, ptr, buf).ok()?;
+    SockAddr::decode(buf)
+}
+
 fn destination_of_unspecified(addr: &SockAddr, sock: &OwnedFd) -> Option<SockAddr> {
     let ip = addr.ip()?.ip();
     let unspecified = match ip {

@@ -187,7 +187,7 @@ impl RawAddr {
     }
 
     /// The family field (0 when shorter than two bytes).
-    fn family(&self) -> i32 {
+    pub(crate) fn family(&self) -> i32 {
         if self.len < 2 {
             return 0;
         }

@@ -19,6 +19,7 @@
 use super::TAG_PARK;
 use crate::call::{Call, NetHandler, Op, Outcome, Verdict};
 use crate::emulate;
+use crate::sockaddr::SockAddr;
 use crate::tracer::Tracer;
 use nix::errno::Errno;
 use std::collections::VecDeque;
@@ -133,8 +134,9 @@ pub(crate) struct Parked {
     /// Calls carried out whose answer a signal took: (tid, op, inode,
     /// arguments, answer).
     lost: VecDeque<(i32, Op, u64, [u64; 3], i64)>,
-    /// Accepted sockets whose answer was lost: (tid, listener inode, socket).
-    replay: VecDeque<(u64, OwnedFd)>,
+    /// Accepted sockets whose answer was lost: (listener inode, socket,
+    /// the peer address accept gave).
+    replay: VecDeque<(u64, OwnedFd, Option<SockAddr>)>,
     last_sweep: Option<Instant>,
 }
 
@@ -280,19 +282,19 @@ impl Parked {
     /// thread was interrupted, or the program's table was full): the next
     /// accept on that listener, by any thread, gets it, as natively it
     /// would have stayed queued.
-    pub(crate) fn take_replay(&mut self, inode: u64) -> Option<OwnedFd> {
+    pub(crate) fn take_replay(&mut self, inode: u64) -> Option<(OwnedFd, Option<SockAddr>)> {
         if self.replay.is_empty() {
             return None;
         }
         let i = self.replay.iter().position(|r| r.0 == inode)?;
-        self.replay.remove(i).map(|r| r.1)
+        self.replay.remove(i).map(|r| (r.1, r.2))
     }
 
-    fn keep_replay(&mut self, inode: u64, fd: OwnedFd) {
+    fn keep_replay(&mut self, inode: u64, fd: OwnedFd, peer: Option<SockAddr>) {
         if self.replay.len() >= NOTES {
             self.replay.pop_front();
         }
-        self.replay.push_back((inode, fd));
+        self.replay.push_back((inode, fd, peer));
     }
 }
 
@@ -380,23 +382,26 @@ fn readable_now(fd: &OwnedFd) -> bool {
 /// accept4 on the borrowed listening socket without waiting: the new
 /// socket gets the program's SOCK_NONBLOCK; close-on-exec is set on our
 /// descriptor and, as asked, on the program's (ADDFD).
-fn accept_now(sock: &OwnedFd, nonblocking: bool, flags: i32) -> Result<OwnedFd, Errno> {
+/// accept4 on our copy of the listener: the new socket and the peer
+/// address the kernel gave (it gives one even for a connection reset while
+/// it waited in the queue, which getpeername then refuses).
+fn accept_now(
+    sock: &OwnedFd,
+    nonblocking: bool,
+    flags: i32,
+) -> Result<(OwnedFd, Option<SockAddr>), Errno> {
     let f = (flags & libc::SOCK_NONBLOCK) | libc::SOCK_CLOEXEC;
     let accept = || {
-        // SAFETY: accept4 without an address buffer.
-        let r = unsafe {
-            libc::accept4(
-                sock.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                f,
-            )
-        };
+        let mut buf = [0u8; crate::sockaddr::MAX_ADDR_LEN];
+        let mut len = buf.len() as libc::socklen_t;
+        // SAFETY: buf/len describe a writable buffer of its size.
+        let r = unsafe { libc::accept4(sock.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len, f) };
         if r < 0 {
             Err(Errno::last())
         } else {
             // SAFETY: a fresh descriptor we own.
-            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(r) })
+            let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(r) };
+            Ok((fd, SockAddr::decode(&buf[..(len as usize).min(buf.len())])))
         }
     };
     if nonblocking {
@@ -461,7 +466,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             // Natively an accept with a timeout is never restarted.
             return self.done(tid, &call, &verdict, -(Errno::EINTR as i64));
         }
-        if let Some(fd) = self.st().parked.take_replay(info.inode) {
+        if let Some((fd, peer)) = self.st().parked.take_replay(info.inode) {
             // Accepted for another call: this one's SOCK_NONBLOCK.
             let nb = call.flags & libc::SOCK_NONBLOCK != 0;
             // SAFETY: fcntl on a descriptor we own.
@@ -476,10 +481,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                     libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want);
                 }
             }
-            return self.deliver_accepted(tid, call, verdict, info.inode, fd);
+            return self.deliver_accepted(tid, call, verdict, info.inode, (fd, peer));
         }
         match accept_now(&sock, info.nonblocking, call.flags) {
-            Ok(fd) => self.deliver_accepted(tid, call, verdict, info.inode, fd),
+            Ok(got) => self.deliver_accepted(tid, call, verdict, info.inode, got),
             Err(Errno::EAGAIN) if !info.nonblocking => {
                 let deadline = sock_timeout(&sock, libc::SO_RCVTIMEO).map(|d| Instant::now() + d);
                 self.park(tid, call, verdict, sock, info.inode, deadline, Kind::Accept);
@@ -491,18 +496,18 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// Give the program the accepted socket: the peer address written as
     /// the kernel would (or the one the handler shows), then the descriptor
     /// installed and the call answered with its number in one step.
+    /// `(fd, peer)`: the socket and the address accept gave.
     fn deliver_accepted(
         &mut self,
         tid: i32,
         mut call: Call,
         verdict: Verdict,
         inode: u64,
-        fd: OwnedFd,
+        (fd, peer): (OwnedFd, Option<SockAddr>),
     ) {
         if self.interests.socket_info {
             call.accepted = emulate::socket_info(&fd).ok();
         }
-        let peer = emulate::peer_addr(&fd);
         if self.interests.addresses {
             call.peer = peer.clone();
         }
@@ -511,8 +516,9 @@ impl<H: NetHandler> Tracer<'_, H> {
         } else {
             None
         };
-        if let (Some((ptr, lenp, cap)), Some(a)) = (call.out_addr, shown.or(peer)) {
-            let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, &a);
+        if let (Some((ptr, lenp, cap)), Some(a)) = (call.out_addr, shown.as_ref().or(peer.as_ref()))
+        {
+            let _ = crate::netcall::write_addr_cap(tid, ptr, lenp, cap, a);
         }
         let cloexec = call.flags & libc::SOCK_CLOEXEC != 0;
         let st = self.st();
@@ -521,11 +527,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             Ok(n) => self
                 .handler
                 .finished(&call, &verdict, Outcome::Ok(i64::from(n))),
-            Err(Errno::ENOENT) => st.parked.keep_replay(inode, fd),
+            Err(Errno::ENOENT) => st.parked.keep_replay(inode, fd, peer),
             Err(e) => {
                 // EMFILE and the like: natively the connection would stay
                 // queued; it is kept for the next accept.
-                st.parked.keep_replay(inode, fd);
+                st.parked.keep_replay(inode, fd, peer);
                 st.reply(-(e as i64));
                 self.handler.finished(&call, &verdict, Outcome::Err(e));
             }
@@ -835,7 +841,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Kind::Accept => {
                 let flags = w.call.flags;
                 match accept_now(&w.sock, false, flags) {
-                    Ok(fd) => self.deliver_accepted(w.tid, w.call, w.verdict, w.inode, fd),
+                    Ok(got) => self.deliver_accepted(w.tid, w.call, w.verdict, w.inode, got),
                     // Taken by another thread or process first: wait again.
                     Err(Errno::EAGAIN) => self.park(
                         w.tid,
