@@ -513,3 +513,20 @@ fn class15_sigpipe_as_untraced() {
         assert_eq!(stdout(&out), want, "{mode}");
     }
 }
+
+/// A connect of an IP address on a non-IP socket (natively EINVAL) is never
+/// passed to the kernel, which would read the descriptor again: a sibling
+/// thread dup2()ing TCP sockets onto its number got 1,420 connects past the
+/// deny rule in 2 s before. The refusal is the kernel's own, on the socket
+/// that was looked at: the same errnos as untraced.
+#[test]
+fn an_ip_address_on_a_non_ip_socket_is_never_passed() {
+    let d = denied();
+    let prog = c_prog("h_unix_swap", &[]);
+    let plain = stdout(&untraced(&prog, &["errnos"]));
+    assert_eq!(plain, "connect=EINVAL bind=EINVAL sendto=EINVAL\n");
+    assert_eq!(d.run(&prog, &["errnos"]), plain);
+    let out = d.run(&prog, &["swap", &d.port(), "2"]);
+    assert!(out.contains("connected=0"), "{out}");
+    assert_eq!(d.banner.count(), 0, "a swapped-in TCP socket connected");
+}

@@ -579,3 +579,23 @@ fn children_of_parents_killed_while_forking_still_get_forwarded_signals() {
         children.len()
     );
 }
+
+/// accept() of a connection its client reset while it waited in the queue
+/// names the client, as untraced (the kernel has its address; getpeername
+/// no longer does): under user notification the address accept4 gave is
+/// the one written to the program's buffer.
+#[test]
+fn accept_of_a_connection_reset_in_the_queue_names_its_peer() {
+    let py = require("python3");
+    let script = "import socket,struct\n\
+        l=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(4)\n\
+        c=socket.socket(); c.connect(l.getsockname()); me=c.getsockname()\n\
+        c.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0)); c.close()\n\
+        s,peer=l.accept(); print(peer==me, peer[0])\n";
+    let plain = untraced(&py, &["-c", script]);
+    assert_eq!(stdout(&plain), "True 127.0.0.1\n");
+    // The event log traps accept().
+    let (out, ev) = traced(&py, &["-c", script]);
+    assert_eq!(stdout(&out), stdout(&plain), "{out:?}");
+    assert!(!calls(&ev, "accept4", None).is_empty() || !calls(&ev, "accept", None).is_empty());
+}
