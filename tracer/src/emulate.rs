@@ -237,44 +237,25 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
     out
 }
 
-/// A connect, bind or send (`op`) on a socket that is not IP, with an IP
-/// address: the kernel would only refuse it (the address is not of the
-/// socket's family), but a call passed to it reads the descriptor again, and
-/// a sibling thread may have put an IP socket there meanwhile, which the
-/// kernel would then connect (or send from) unchecked. So it is tried on
-/// our copy (the socket that was looked at), which the kernel refuses
-/// exactly as the program's own call: the program's answer. None: not such
-/// a call (or a send on a family whose refusal is not certain before it
-/// reads the data): it runs in the kernel as before.
+/// A connect or bind (`op`) on an AF_UNIX or netlink socket with an IP
+/// address: the kernel only refuses it (the address is not of the socket's
+/// family: EINVAL, checked first), but a call passed to it reads the
+/// descriptor again, and a sibling thread may have put an IP socket there
+/// meanwhile, which the kernel would then connect, unchecked. So it is
+/// refused on our copy (the socket that was looked at), exactly as the
+/// program's own call: the program's answer. None: not such a call; it
+/// runs in the kernel as before. (Sends are left to the kernel: their
+/// flags, data and control messages are checked before the address, so
+/// only the program's own call can answer them exactly; other families
+/// may act on an IP address: docs/RULES.md, known limits.)
 pub fn foreign_ip_address(fd: &OwnedFd, info: &SocketInfo, op: Op, addr: &RawAddr) -> Option<i64> {
-    const AF_SMC: i32 = 43;
     let ip_family = matches!(addr.family(), libc::AF_INET | libc::AF_INET6);
-    // (SMC sockets take IP addresses: left to the rules' known limits.)
-    if !ip_family || is_ip(info) || info.domain == AF_SMC {
+    if !ip_family || !matches!(info.domain, libc::AF_UNIX | libc::AF_NETLINK) {
         return None;
     }
     let r = match op {
         Op::Connect => raw_connect(fd, addr),
         Op::Bind => raw_addr_call(fd, addr, libc::bind),
-        Op::SendTo | Op::SendMsg if matches!(info.domain, libc::AF_UNIX | libc::AF_NETLINK) => {
-            let b = addr.as_bytes();
-            // SAFETY: no data; b is a buffer of b.len() bytes. These families
-            // check the address before anything is sent.
-            let r = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    b.as_ptr().cast(),
-                    b.len() as libc::socklen_t,
-                )
-            };
-            if r >= 0 {
-                return None;
-            }
-            Err(Errno::last())
-        }
         _ => return None,
     };
     Some(match r {
