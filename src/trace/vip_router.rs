@@ -438,7 +438,7 @@ impl Router {
             let host_ip = self.host.as_ref()?.ip;
             let real = call.local.as_ref()?.ip()?;
             let (asked, listener) = *self.service_ports.get(&real.port())?;
-            if !is_tcp(call) || !self.own_listener_live(real.port(), listener) {
+            if !is_tcp(call) || !self.own_listener_live(real.port(), listener, false) {
                 // The port's listener is gone and another socket has it.
                 return None;
             }
@@ -544,9 +544,18 @@ impl Router {
         }
         // The listener that answers, if it still listens; one found gone is
         // forgotten, and the next one looked at (each turn forgets one).
+        // With more than one for the port (it listened again, or on both
+        // families), the kernel is asked: the daemon's word may be 50 ms old,
+        // and a listener just closed would take the connect from its successor.
+        let several = self
+            .service_ports
+            .values()
+            .filter(|(asked, _)| *asked == addr.port())
+            .nth(1)
+            .is_some();
         for _ in 0..=self.service_ports.len() {
             let (port, inode, to) = self.own_listener_for(call, addr.port(), want)?;
-            if self.own_listener_live(port, inode) {
+            if self.own_listener_live(port, inode, several) {
                 return Some(to);
             }
         }
@@ -603,9 +612,10 @@ impl Router {
     /// daemon checks every traced listener by inode every 50 ms
     /// (daemon::health_watch) and publishes the answer in the shared table.
     /// Without one (standalone, a listener the daemon has not looked at
-    /// yet, or one it dropped from the routes), one sock_diag query. A
-    /// listener found gone is forgotten, so that it is not asked about again.
-    fn own_listener_live(&mut self, port: u16, inode: u64) -> bool {
+    /// yet, or one it dropped from the routes; or `ask_kernel`), one
+    /// sock_diag query. A listener found gone is forgotten, so that it is not
+    /// asked about again.
+    fn own_listener_live(&mut self, port: u16, inode: u64, ask_kernel: bool) -> bool {
         use crate::services::shared::Health;
         let (routes, _) = self.net.routes_numbered();
         let slot = routes
@@ -615,7 +625,7 @@ impl Router {
             .find(|b| matches!(b.origin, Origin::Traced { inode: i, .. } if i == inode))
             .map(|b| b.slot);
         let published = match (slot, self.net.shared()) {
-            (Some(slot), Some(t)) if slot != NO_SLOT => t.health(slot),
+            (Some(slot), Some(t)) if slot != NO_SLOT && !ask_kernel => t.health(slot),
             _ => Health::Unknown,
         };
         let live = match published {

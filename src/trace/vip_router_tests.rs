@@ -57,12 +57,12 @@ fn under_a_daemon_an_own_listener_is_judged_by_the_published_health() {
     let (mut r, table) = router();
     // The kernel has no such socket: only the table can say it listens.
     table.set_health(0, Health::Up);
-    assert!(r.own_listener_live(REAL, INODE));
+    assert!(r.own_listener_live(REAL, INODE, false));
     table.set_health(0, Health::Full);
-    assert!(r.own_listener_live(REAL, INODE));
+    assert!(r.own_listener_live(REAL, INODE, false));
     assert!(r.service_ports.contains_key(&REAL));
     table.set_health(0, Health::Down);
-    assert!(!r.own_listener_live(REAL, INODE));
+    assert!(!r.own_listener_live(REAL, INODE, false));
     // Gone for good: forgotten, never asked about again.
     assert!(!r.service_ports.contains_key(&REAL));
     assert!(!r.listening.contains_key(&INODE));
@@ -73,6 +73,15 @@ fn with_no_verdict_yet_the_kernel_is_asked() {
     let (mut r, _table) = router();
     // Health unknown (the daemon has not looked yet): sock_diag finds no
     // socket with that inode listening.
-    assert!(!r.own_listener_live(REAL, INODE));
+    assert!(!r.own_listener_live(REAL, INODE, false));
+    assert!(!r.service_ports.contains_key(&REAL));
+}
+
+#[test]
+fn asked_to_the_kernel_is_asked_whatever_the_table_says() {
+    let (mut r, table) = router();
+    table.set_health(0, Health::Up);
+    // (Several listeners for one port: the table's word may be 50 ms old.)
+    assert!(!r.own_listener_live(REAL, INODE, true));
     assert!(!r.service_ports.contains_key(&REAL));
 }
