@@ -544,18 +544,12 @@ impl Router {
         }
         // The listener that answers, if it still listens; one found gone is
         // forgotten, and the next one looked at (each turn forgets one).
-        // With more than one for the port (it listened again, or on both
-        // families), the kernel is asked: the daemon's word may be 50 ms old,
-        // and a listener just closed would take the connect from its successor.
-        let several = self
-            .service_ports
-            .values()
-            .filter(|(asked, _)| *asked == addr.port())
-            .nth(1)
-            .is_some();
+        // With more than one that would answer (it listened again), the
+        // kernel is asked: the daemon's word may be 50 ms old, and a listener
+        // just closed would take the connect from its successor.
         for _ in 0..=self.service_ports.len() {
-            let (port, inode, to) = self.own_listener_for(call, addr.port(), want)?;
-            if self.own_listener_live(port, inode, several) {
+            let ((port, inode, to), n) = self.own_listener_for(call, addr.port(), want)?;
+            if self.own_listener_live(port, inode, n > 1) {
                 return Some(to);
             }
         }
@@ -567,13 +561,13 @@ impl Router {
     /// of the destination's family (an IPv6 wildcard that is dual-stack
     /// takes IPv4 too) or on that address. The lowest real port, so that
     /// the choice does not depend on the map's order. Its real port, its
-    /// inode and where to connect.
+    /// inode and where to connect; and how many would answer.
     fn own_listener_for(
         &self,
         call: &Call,
         port: u16,
         want: IpAddr,
-    ) -> Option<(u16, u64, SocketAddr)> {
+    ) -> Option<((u16, u64, SocketAddr), usize)> {
         let (domain, v6only) = call
             .socket
             .map_or((libc::AF_INET6, false), |s| (s.domain, s.v6only));
@@ -603,7 +597,14 @@ impl Router {
                 let to = SocketAddr::new(ip, real.port());
                 reachable(domain, v6only, to).then_some((real_port, inode, to))
             })
-            .min_by_key(|(_, _, to)| to.port())
+            .fold(
+                None,
+                |best: Option<((u16, u64, SocketAddr), usize)>, c| match best {
+                    Some((b, n)) if b.2.port() <= c.2.port() => Some((b, n + 1)),
+                    Some((_, n)) => Some((c, n + 1)),
+                    None => Some((c, 1)),
+                },
+            )
     }
 
     /// Whether this program's listening socket `inode` still holds real

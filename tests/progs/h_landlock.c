@@ -9,10 +9,6 @@
  *              ruleset the kernel made handling TCP connect (it takes a
  *              port rule) restricts the process, which connects to OTHER
  *              (up to 40 tries, each in a child); prints other=... once
- *   clone-parent  a child restricts itself (TCP connect to ALLOWED only),
- *              then makes 20 processes with clone(CLONE_PARENT) (their
- *              parent is ours, their domain the child's), which connect to
- *              OTHER; prints other=OK if any got through, else other=EACCES
  *   passed     a child creates a filesystem-only ruleset of its own, then
  *              restricts itself with one its parent created afterwards
  *              (handling TCP connect, allowing no port) and passed to it
@@ -21,8 +17,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <sched.h>
-#include <signal.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -122,42 +116,11 @@ static int passed(int allowed, int other) {
     return 0;
 }
 
-static int cp_other;
-static char cp_stack[65536];
-
-static int cp_child(void *arg) {
-    (void)arg;
-    _exit(strcmp(dial(cp_other), "OK") == 0 ? 0 : 1);
-}
-
-static int clone_parent(int allowed, int other) {
-    cp_other = other;
-    pid_t p = fork();
-    if (p == 0) {
-        struct ruleset_attr attr = { .handled_access_net = ACCESS_NET_CONNECT_TCP };
-        int rs = syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
-        struct net_port_attr pa = { .allowed_access = ACCESS_NET_CONNECT_TCP, .port = allowed };
-        if (rs < 0 || syscall(SYS_landlock_add_rule, rs, RULE_NET_PORT, &pa, 0)) _exit(9);
-        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        if (syscall(SYS_landlock_restrict_self, rs, 0)) _exit(9);
-        for (int i = 0; i < 20; i++)
-            clone(cp_child, cp_stack + sizeof cp_stack, CLONE_PARENT | SIGCHLD, NULL);
-        _exit(0);
-    }
-    int st, ok = 0;
-    pid_t w;
-    while ((w = wait(&st)) > 0)
-        if (w != p && WIFEXITED(st) && WEXITSTATUS(st) == 0) ok++;
-    printf("other=%s\n", ok ? "OK" : "EACCES");
-    return 0;
-}
-
 int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: h_landlock net|fs|net-child|passed ALLOWED OTHER\n"); return 2; }
     int allowed = atoi(argv[2]), other = atoi(argv[3]);
     if (!strcmp(argv[1], "passed")) return passed(allowed, other);
     if (!strcmp(argv[1], "race")) return race(other);
-    if (!strcmp(argv[1], "clone-parent")) return clone_parent(allowed, other);
     int net = strncmp(argv[1], "net", 3) == 0;
     struct ruleset_attr attr = { 0 };
     if (net) attr.handled_access_net = ACCESS_NET_CONNECT_TCP;

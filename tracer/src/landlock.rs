@@ -110,11 +110,6 @@ impl Landlock {
         }
     }
 
-    /// Whether any traced process ever restricted itself.
-    pub(crate) fn ever(&self) -> bool {
-        self.ever
-    }
-
     pub(crate) fn exited(&mut self, tgid: i32) {
         self.restricted.remove(&tgid);
     }

@@ -256,9 +256,6 @@ pub(crate) struct Tracer<'h, H: NetHandler> {
     pub(crate) isolate: Option<crate::netns::Isolation>,
     /// Isolation: fresh sockets of the program's namespace (handover.rs).
     pub(crate) templates: crate::handover::Templates,
-    /// ptrace: new processes held in their first stop until their
-    /// creator's fork event names their Landlock domain (see `first_stop`).
-    held_first: Vec<i32>,
     /// ptrace: processes that exited before their parent's fork event was
     /// read (the event then registers nothing: the pid stays a zombie, not
     /// reusable, until that parent reaps it). A few at a time; bounded.
@@ -291,7 +288,6 @@ impl<'h, H: NetHandler> Tracer<'h, H> {
             attached: false,
             isolate: None,
             templates: Default::default(),
-            held_first: Vec::new(),
             exited_unforked: std::collections::VecDeque::new(),
         }
     }
@@ -566,7 +562,6 @@ impl<H: NetHandler> Tracer<'_, H> {
         self.pidfds.forget_thread(tid);
         signals::untrack(tid);
         proc_calls::forget(tid);
-        self.held_first.retain(|&h| h != tid);
         if let Some(task) = self.tasks.remove(&tid) {
             if let Some(p) = task.pending {
                 self.handler.finished(&p.call, &p.verdict, Outcome::Unknown);
@@ -578,7 +573,6 @@ impl<H: NetHandler> Tracer<'_, H> {
                     }
                     self.exited_unforked.push_back(tid);
                 }
-                self.release_held(tid);
                 self.landlock.exited(tid);
                 self.handler.process(ProcessEvent::Exited { pid: tid });
             }
@@ -604,14 +598,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                         self.exited_unforked.remove(i);
                         return resume(tid, None);
                     }
-                    let held = self.held_first.iter().position(|&h| h == new);
-                    if let Some(i) = held {
-                        self.held_first.swap_remove(i);
-                    }
                     let task = self.tasks.entry(new).or_default();
-                    // Its first stop came first and registered it already
-                    // (one held there registered nothing).
-                    let told = task.started && held.is_none();
+                    // Its first stop came first and registered it already.
+                    let told = task.started;
                     task.tgid = tgid;
                     task.forked = true;
                     if tgid == Some(new) {
@@ -625,9 +614,6 @@ impl<H: NetHandler> Tracer<'_, H> {
                             self.handler
                                 .process(ProcessEvent::Spawned { pid: new, parent });
                         }
-                    }
-                    if held.is_some() {
-                        resume(new, None);
                     }
                 }
             }
@@ -658,10 +644,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 if !task.started {
                     // An auto-attached child's first stop.
                     task.started = true;
-                    if self.first_stop(tid) {
-                        // Held until its fork event (first_stop).
-                        return;
-                    }
+                    self.first_stop(tid);
                 } else if is_stop_signal(sig) {
                     // Group-stop: stay stopped, but let SIGCONT through.
                     // SAFETY: PTRACE_LISTEN takes no pointers.
@@ -681,31 +664,17 @@ impl<H: NetHandler> Tracer<'_, H> {
     /// signal forwarding and of a kill of the program from the daemon, and
     /// count as unrestricted. So a process its fork event has not
     /// registered yet is registered here (the event, if it comes, finds it
-    /// done), judged by its parent, or, if that is not a process we trace
-    /// (it died and the child was reparented), as an orphan (restricted).
-    /// While any traced process uses Landlock, it is instead held in this
-    /// stop (true: not to be resumed) until the fork event names its
-    /// creator (its PPid may not: CLONE_PARENT), or until a process that
-    /// may be its creator exits (`release_held`). (A child its fork event
+    /// done, and adds its creator's Landlock domain), judged by its parent,
+    /// or, if that is not a process we trace (it died and the child was
+    /// reparented), as an orphan (restricted). (A child its fork event
     /// registered costs nothing; else two reads of /proc/PID/status.)
-    fn first_stop(&mut self, tid: i32) -> bool {
+    fn first_stop(&mut self, tid: i32) {
         // A pid that exited earlier is back: a new process.
         self.exited_unforked.retain(|&p| p != tid);
         let registered = self.tasks.get(&tid).is_some_and(|t| t.tgid.is_some());
         if registered || self.tgid(tid) != tid {
-            return false;
+            return;
         }
-        if self.landlock.ever() {
-            self.held_first.push(tid);
-            return true;
-        }
-        self.register_unseen(tid);
-        false
-    }
-
-    /// Register a new process whose fork event was not read: judged by
-    /// its parent (see `first_stop`).
-    fn register_unseen(&mut self, tid: i32) {
         let ppid = remote::ppid_of(tid);
         let parent = ppid.filter(|&p| self.tasks.contains_key(&p) || signals::traced_by_us(p));
         match parent {
@@ -717,32 +686,6 @@ impl<H: NetHandler> Tracer<'_, H> {
             pid: tid,
             parent: ppid.unwrap_or(0),
         });
-    }
-
-    /// Process `gone` exited (before its Landlock record goes): the held
-    /// new processes it may have created (whose parent is it, or its own
-    /// parent: CLONE_PARENT) will get no fork event from it. Each takes its
-    /// domain as well as its parent's, and runs.
-    fn release_held(&mut self, gone: i32) {
-        if self.held_first.is_empty() {
-            return;
-        }
-        let grand = remote::ppid_of(gone);
-        let mut i = 0;
-        while i < self.held_first.len() {
-            let h = self.held_first[i];
-            let ppid = remote::ppid_of(h);
-            // Unknown parents: taken as possibly its (restricted, not widened).
-            let maybe = ppid.is_none() || grand.is_none() || ppid == Some(gone) || ppid == grand;
-            if !maybe {
-                i += 1;
-                continue;
-            }
-            self.held_first.swap_remove(i);
-            self.landlock.fork(gone, h);
-            self.register_unseen(h);
-            resume(h, None);
-        }
     }
 
     /// The stopped call returns `ret` (a value or -errno) without running.
