@@ -960,9 +960,6 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 }
 
-/// Where a connect or send to 0.0.0.0 / :: on `sock` goes (the socket's
-/// bound address, else loopback); None for any other address. The bound
-/// address is read only for such a destination.
 /// The peer address accept() wrote to the program's buffer `(ptr, lenp,
 /// cap)` (the kernel's own write, read back at the exit stop).
 fn accepted_peer(tid: i32, (ptr, lenp, cap): (u64, u64, u32)) -> Option<SockAddr> {
@@ -973,6 +970,9 @@ fn accepted_peer(tid: i32, (ptr, lenp, cap): (u64, u64, u32)) -> Option<SockAddr
     SockAddr::decode(buf)
 }
 
+/// Where a connect or send to 0.0.0.0 / :: on `sock` goes (the socket's
+/// bound address, else loopback); None for any other address. The bound
+/// address is read only for such a destination.
 fn destination_of_unspecified(addr: &SockAddr, sock: &OwnedFd) -> Option<SockAddr> {
     let ip = addr.ip()?.ip();
     let unspecified = match ip {
