@@ -606,6 +606,16 @@ fn deny_policy(port: u16) -> (tempfile::TempDir, PathBuf) {
     policy_file(&format!("deny connect 127.0.0.1:{port} errno=EACCES\n"))
 }
 
+/// `appswitch trace --no-daemon --policy POLICY -- tests/progs/PROG`.
+fn traced_under(policy: &Path, prog: &str) -> Command {
+    let mut c = Command::new(appswitch());
+    c.args(["trace", "--no-daemon", "--policy"])
+        .arg(policy)
+        .arg("--")
+        .arg(c_prog(prog, &[]));
+    c
+}
+
 fn policy_opts(p: &Path) -> Vec<&OsStr> {
     vec!["--policy".as_ref(), p.as_os_str()]
 }
@@ -1061,11 +1071,7 @@ fn fifty_threads_connecting_flat_out_under_trace_each_get_their_turn() {
     let b = Banner::start("b\n");
     let (_pdir, policy) = deny_policy(b.port);
     let mut t = Target::start(
-        Command::new(appswitch())
-            .args(["trace", "--no-daemon", "--policy"])
-            .arg(&policy)
-            .arg("--")
-            .arg(c_prog("attach_threads", &[]))
+        traced_under(&policy, "attach_threads")
             .args([THREADS.to_string(), a.port.to_string(), b.port.to_string()])
             // No pause: every thread is back in a connect at once.
             .arg("0"),
@@ -1231,13 +1237,7 @@ fn attach_to_a_program_under_appswitch_trace_says_so() {
     let banner = Banner::start("hi\n");
     let denied = Banner::start("no\n");
     let (_pdir, policy) = deny_policy(denied.port);
-    let mut t = Target::start(
-        Command::new(appswitch())
-            .args(["trace", "--no-daemon", "--policy"])
-            .arg(&policy)
-            .arg("--")
-            .arg(c_prog("attach_cmd", &[])),
-    );
+    let mut t = Target::start(&mut traced_under(&policy, "attach_cmd"));
     let ready = t.out.expect("ready", |l| l.starts_with("ready pid="));
     t.pid = ready["ready pid=".len()..].parse().expect("pid");
     assert_eq!(t.connect(denied.port), "err EACCES", "traced");

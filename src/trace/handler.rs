@@ -393,9 +393,10 @@ impl NetHandler for Enforcer {
                     Some(orig),
                     Outcome::Ok(0) | Outcome::Err(Errno::EINPROGRESS),
                 ) => insert_socket(&mut self.virtual_peers, s.inode, orig.clone()),
+                // Refused here: the kernel never saw it; the peer stays.
+                (Verdict::Fail(_), _, _) => {}
                 // A connect elsewhere the kernel did not act on (EISCONN,
                 // EALREADY, the pending one's completion): the peer stays.
-                (Verdict::Fail(_), _, _) => {}
                 (v, _, o) if !matches!(v, Verdict::Rewrite(_)) && association_kept(call, o) => {}
                 // Connected elsewhere, or not connected: no virtual peer.
                 _ => {

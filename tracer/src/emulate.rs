@@ -255,7 +255,7 @@ pub fn foreign_ip_address(fd: &OwnedFd, info: &SocketInfo, op: Op, addr: &RawAdd
     }
     let r = match op {
         Op::Connect => raw_connect(fd, addr),
-        Op::Bind => raw_addr_call(fd, addr, libc::bind),
+        Op::Bind => raw_bind(fd, addr),
         _ => return None,
     };
     Some(match r {

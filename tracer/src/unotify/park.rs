@@ -380,11 +380,10 @@ fn readable_now(fd: &OwnedFd) -> bool {
 }
 
 /// accept4 on the borrowed listening socket without waiting: the new
-/// socket gets the program's SOCK_NONBLOCK; close-on-exec is set on our
-/// descriptor and, as asked, on the program's (ADDFD).
-/// accept4 on our copy of the listener: the new socket and the peer
-/// address the kernel gave (it gives one even for a connection reset while
-/// it waited in the queue, which getpeername then refuses).
+/// socket (it gets the program's SOCK_NONBLOCK; close-on-exec is set on our
+/// descriptor and, as asked, on the program's: ADDFD) and the peer address
+/// the kernel gave (it gives one even for a connection reset while it
+/// waited in the queue, which getpeername then refuses).
 fn accept_now(
     sock: &OwnedFd,
     nonblocking: bool,
