@@ -887,6 +887,42 @@ fn a_service_program_reaches_its_own_port_on_loopback() {
     }
 }
 
+/// A program connects to its own service on 127.0.0.1 (blocking, then
+/// non-blocking with the completion checked by a second connect), then
+/// connects elsewhere on the same socket: the kernel says EISCONN and
+/// leaves the socket where it was, so its peer is still 127.0.0.1:8000.
+const OWN_PEER: &str = r#"import errno, select, socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('0.0.0.0', 8000)); l.listen(8)
+e = lambda n: errno.errorcode.get(n, str(n))
+out = []
+for nb in (False, True):
+    s = socket.socket()
+    if nb:
+        s.setblocking(False)
+        out.append(e(s.connect_ex(('127.0.0.1', 8000))))
+        select.select([], [s], [], 5)
+    out.append(e(s.connect_ex(('127.0.0.1', 8000))))
+    out.append('%s:%d' % s.getpeername())
+    out.append(e(s.connect_ex(('127.0.0.1', 9))))
+    out.append('%s:%d' % s.getpeername())
+    l.accept()[0].close(); s.close()
+print(' '.join(out))
+"#;
+
+#[test]
+fn its_own_service_stays_the_peer_after_a_connect_elsewhere() {
+    let h = host();
+    let py = require("python3");
+    let want = "0 127.0.0.1:8000 EISCONN 127.0.0.1:8000 \
+                EINPROGRESS 0 127.0.0.1:8000 EISCONN 127.0.0.1:8000\n";
+    assert_eq!(stdout(&run(h.ns.cmd(&py).args(["-c", OWN_PEER]))), want);
+    for opts in [&UNOTIFY[..], &["--backend", "ptrace"][..], &ISO[..]] {
+        let o = run(&mut h.trace(&with(opts, &["--ip", "10.1.0.1"]), &py, &["-c", OWN_PEER]));
+        assert_eq!(stdout(&o), want, "{opts:?}: {o:?}");
+    }
+}
+
 /// A server of the host's on HOST that says hello to every connection.
 fn greeter(h: &Host) -> (Proc, u16) {
     host_python(

@@ -653,8 +653,21 @@ impl Enforcer {
                 return v;
             }
         }
+        // A connect elsewhere on a socket that shows a virtual peer (its
+        // connect went to its own service, or a rule redirected it) is
+        // carried out, not passed: its outcome says whether the socket kept
+        // that peer (`association_kept`: EISCONN leaves it where it was).
+        let pass = if call.op == Op::Connect
+            && call
+                .socket
+                .is_some_and(|s| self.virtual_peers.contains_key(&s.inode))
+        {
+            Verdict::Allow
+        } else {
+            Verdict::Pass
+        };
         if snap.mode == Mode::Monitor {
-            return Verdict::Pass;
+            return pass;
         }
         match d.action {
             Action::Deny(e) => {
@@ -678,7 +691,7 @@ impl Enforcer {
                     && op != RuleOp::Send
                     && (op != RuleOp::Connect || snap.policy.is_permissive(RuleOp::Send)) =>
             {
-                Verdict::Pass
+                pass
             }
             Action::Allow => Verdict::Allow,
         }

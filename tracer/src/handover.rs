@@ -446,6 +446,35 @@ impl<H: crate::NetHandler> crate::tracer::Tracer<'_, H> {
         Ok(ns.map(|(ino, fd)| ProgramNet(ino, fd)))
     }
 
+    /// A connect() on an isolated program's socket of ours (handed over,
+    /// so outside its namespace) to one of the program's own addresses,
+    /// while that socket is connected: the kernel answers it from the
+    /// socket's state (EISCONN, or 0 as a pending connection completes)
+    /// and never routes the address. It is carried out with the socket's
+    /// own peer as the address: a disconnect racing with it (another
+    /// thread's AF_UNSPEC) leaves the socket connected where it was, never
+    /// to our side of the program's address. None: not such a connect.
+    pub(crate) fn connected_elsewhere(
+        &self,
+        info: &SocketInfo,
+        sock: &OwnedFd,
+        to: Option<&crate::SockAddr>,
+    ) -> Option<crate::sockaddr::RawAddr> {
+        let (Some(iso), true) = (&self.isolate, self.notify.is_some()) else {
+            return None;
+        };
+        let to = to.and_then(crate::SockAddr::ip)?;
+        if info.sotype != libc::SOCK_STREAM || !iso.is_inside(to) {
+            return None;
+        }
+        let outside =
+            namespace_of(sock.as_raw_fd()).is_some_and(|(ino, _)| Some(ino) == our_namespace());
+        if !outside || self.templates.services.contains(&info.inode) {
+            return None;
+        }
+        crate::sockaddr::RawAddr::of(&crate::emulate::peer_addr(sock)?)
+    }
+
     /// Put a socket of ours like the program's `sock` in its place (the
     /// call being handled is still pending), telling the handler its new
     /// identity. Ours.

@@ -292,14 +292,23 @@ impl<H: NetHandler> Tracer<'_, H> {
             // the tracer makes (landlock.rs): refused, never widened.
             return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));
         }
-        let crossing = self.leaves_namespace(
-            op,
-            &info,
-            routed,
-            d.call.flags & libc::MSG_FASTOPEN != 0,
-            target.as_ref().or(d.call.addr.as_ref()),
-            &sock,
-        );
+        // Isolated, a connect elsewhere on a connected socket of ours runs
+        // with the socket's own peer (handover.rs: connected_elsewhere).
+        let at_peer = (op == Op::Connect && !routed)
+            .then(|| self.connected_elsewhere(&info, &sock, d.call.addr.as_ref()))
+            .flatten();
+        let crossing = match at_peer {
+            Some(_) => Ok(None),
+            None => self.leaves_namespace(
+                op,
+                &info,
+                routed,
+                d.call.flags & libc::MSG_FASTOPEN != 0,
+                target.as_ref().or(d.call.addr.as_ref()),
+                &sock,
+            ),
+        };
+        let raw = at_peer.or(raw);
         let net = match crossing {
             Err(e) => return self.done(tid, &d.call, &verdict, neg(e)),
             Ok(net) => net,
