@@ -36,6 +36,7 @@
 #   BENCH_SERVICE_ROUNDS rounds of the services figures (default 7)
 #   BENCH_SHORT_ROUNDS   rounds of the short-connection figures (default 7)
 #   BENCH_SHORT_CONNECTS, BENCH_SHORT_REQUESTS: per run in those (5000, 4000)
+#   BENCH_NOTIF_N        trapped calls per run of notif_roundtrip (100000)
 #   BENCH_SECTIONS       which sections after (a)-(c) run (default
 #                        "rules controlfs short services cpu attach isolate"; "" for none)
 #   BENCH_ATTACH_ROUNDS  attaches per backend and thread count (default 11)
@@ -110,6 +111,7 @@ gcc -O2 -Wall -o "$TMP/accept_server" "$SRC/accept_server.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/connect_loop" "$ROOT/tests/progs/connect_loop.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/http_client" "$SRC/http_client.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/notif_roundtrip" "$SRC/notif_roundtrip.c" || die "gcc failed"
 gcc -O2 -Wall -pthread -o "$TMP/attach_target" "$SRC/attach_target.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
@@ -311,6 +313,10 @@ if [[ $SECTIONS == *" short "* ]]; then
     else
         echo "  ab or nginx not found (scripts/setup.sh installs apache2-utils and nginx)"
     fi
+    # The floor under every trapped call: the kernel's notification round
+    # trip alone, a supervisor that answers at once (5 interleaved runs).
+    echo "  seccomp user-notification round trip, nothing decided (scripts/bench/notif_roundtrip.c):"
+    "$TMP/notif_roundtrip" "${BENCH_NOTIF_N:-100000}" 5 | sed 's/^/    /'
 fi
 
 if [[ $SECTIONS == *" services "* ]]; then
