@@ -923,6 +923,55 @@ fn its_own_service_stays_the_peer_after_a_connect_elsewhere() {
     }
 }
 
+/// A blocking connect to the program's own service times out (SO_SNDTIMEO)
+/// while the listener's accept queue is full: EINPROGRESS. A connect
+/// elsewhere then waits for that pending connection and returns 0, and
+/// the socket is still the service's (its peer 127.0.0.1:8000). Then, once
+/// the program restricts itself with Landlock (TCP connect to ports 8000
+/// and 9 allowed), a connect elsewhere on a connected socket gets EISCONN,
+/// as untraced (the kernel judges it: the tracer cannot apply Landlock).
+const OWN_PENDING: &str = r#"import ctypes, errno, socket, struct, sys, threading
+e = lambda n: errno.errorcode.get(n, str(n))
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('0.0.0.0', 8000)); l.listen(0)
+fill = [socket.socket() for _ in range(3)]
+for c in fill:
+    c.setblocking(False); c.connect_ex(('127.0.0.1', 8000))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 0, 300000))
+out = [e(s.connect_ex(('127.0.0.1', 8000)))]
+threading.Thread(target=lambda: [l.accept() for _ in range(4)], daemon=True).start()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 0, 0))
+out += [e(s.connect_ex(('127.0.0.1', 9))), '%s:%d' % s.getpeername()]
+libc = ctypes.CDLL(None, use_errno=True)
+attr = struct.pack('QQ', 0, 2)
+rs = libc.syscall(444, attr, len(attr), 0)
+if rs < 0 or libc.prctl(38, 1, 0, 0, 0):
+    sys.exit('landlock: %s' % e(ctypes.get_errno()))
+for p in (8000, 9):
+    libc.syscall(445, rs, 2, struct.pack('QQ', 2, p), 0)
+if libc.syscall(446, rs, 0):
+    sys.exit('landlock: %s' % e(ctypes.get_errno()))
+out.append(e(s.connect_ex(('127.0.0.1', 9))))
+print(' '.join(out))
+"#;
+
+#[test]
+fn a_pending_connect_to_its_own_service_completes_as_untraced() {
+    let h = host();
+    let py = require("python3");
+    let want = "EINPROGRESS 0 127.0.0.1:8000 EISCONN\n";
+    assert_eq!(stdout(&run(h.ns.cmd(&py).args(["-c", OWN_PENDING]))), want);
+    for opts in [&UNOTIFY[..], &["--backend", "ptrace"][..]] {
+        let o = run(&mut h.trace(
+            &with(opts, &["--ip", "10.1.0.1"]),
+            &py,
+            &["-c", OWN_PENDING],
+        ));
+        assert_eq!(stdout(&o), want, "{opts:?}: {o:?}");
+    }
+}
+
 /// A server of the host's on HOST that says hello to every connection.
 fn greeter(h: &Host) -> (Proc, u16) {
     host_python(

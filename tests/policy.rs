@@ -87,6 +87,63 @@ fn python3_client_sees_the_virtual_peer_after_a_redirect() {
     assert_eq!(denied.count(), 0);
 }
 
+/// A blocking connect() that has to wait (its SYN dropped by a full accept
+/// queue, answered on the retransmission) leaves the socket connected as
+/// untraced: a connect() again gets EISCONN, not the 0 of a connection
+/// still settling. (Under user notification the tracer, not the kernel,
+/// waits for that handshake.)
+#[test]
+fn a_blocking_connect_that_waited_leaves_the_socket_connected() {
+    let (_d, pol) = policy_file("deny connect 127.0.0.1:1\n");
+    let script = r#"import errno, socket, threading, time
+def overflows():
+    for l in open('/proc/net/netstat'):
+        if l.startswith('TcpExt:') and 'ListenOverflows' not in l:
+            return int(l.split()[1 + keys.index('ListenOverflows')])
+keys = [l for l in open('/proc/net/netstat') if l.startswith('TcpExt:')][0].split()[1:]
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)
+fill = [socket.socket() for _ in range(3)]
+for c in fill:
+    c.setblocking(False); c.connect_ex(l.getsockname())
+def drain(start):
+    end = time.monotonic() + 10
+    while overflows() == start and time.monotonic() < end:
+        time.sleep(0.01)
+    for _ in range(4):
+        l.accept()
+threading.Thread(target=drain, args=(overflows(),), daemon=True).start()
+s = socket.socket()
+s.connect(l.getsockname())
+print(errno.errorcode.get(s.connect_ex(l.getsockname()), 0))
+"#;
+    assert_eq!(stdout(&untraced("python3", &["-c", script])), "EISCONN\n");
+    let o = police(&pol, "python3", &["-c", script]);
+    assert_eq!(
+        stdout(&o),
+        "EISCONN\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A redirected UDP socket connected elsewhere moves there, as untraced:
+/// a UDP connect always takes effect, so the virtual peer goes.
+#[test]
+fn a_redirected_udp_socket_connected_elsewhere_shows_its_new_peer() {
+    let (_d, pol) = policy_file("redirect connect 127.0.0.77:53 -> 127.0.0.1:5353\n");
+    let script = "import socket\n\
+        out = []\n\
+        for nb in (False, True):\n\
+        \x20   s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(not nb)\n\
+        \x20   s.connect(('127.0.0.77', 53)); out.append('%s:%d' % s.getpeername())\n\
+        \x20   s.connect(('127.0.0.1', 9)); out.append('%s:%d' % s.getpeername())\n\
+        print(' '.join(out))\n";
+    let want = "127.0.0.77:53 127.0.0.1:9 127.0.0.77:53 127.0.0.1:9\n";
+    assert_eq!(stdout(&untraced("python3", &["-c", script])), want);
+    let o = police(&pol, "python3", &["-c", script]);
+    assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn busybox_nc_and_go_client_are_policed() {
     let denied = Banner::start_low("never\n");

@@ -49,6 +49,9 @@ pub struct Enforcer {
     /// The app name asked when no rule names one (made once: an empty
     /// Arc<str> is an allocation).
     no_app: Arc<str>,
+    /// The thread whose call this decision made Allow only to learn its
+    /// outcome (it could have passed: `may_pass`).
+    observed: Option<i32>,
     /// Sockets whose connect was reported as started (EINPROGRESS): the
     /// connect() that sees it complete (0) is not reported again.
     connecting: IdMap<u64, Option<SocketAddr>>,
@@ -77,6 +80,7 @@ impl Enforcer {
             virtual_peers: IdMap::default(),
             last: IdMap::default(),
             no_app: Arc::from(""),
+            observed: None,
             connecting: IdMap::default(),
             router: Router::new(crate::trace::snapshot::LiveNet::new(), None, true),
             backend,
@@ -473,6 +477,10 @@ impl NetHandler for Enforcer {
         self.router.may_fail_over(call)
     }
 
+    fn may_pass(&mut self, call: &Call) -> bool {
+        self.observed == Some(call.tid)
+    }
+
     fn connect_source(&mut self, call: &Call) -> Option<SockAddr> {
         self.router.connect_source(call)
     }
@@ -532,6 +540,16 @@ impl Enforcer {
     /// socket(): under a policy, a raw IP or packet socket needs a `raw`
     /// rule that allows it (its packets carry their own destination, out of
     /// reach of connect/send rules). Every other socket is the kernel's.
+    /// A call that may pass: passed, or carried out when its outcome is
+    /// wanted (`observe`), remembered as one that could have passed.
+    fn pass_or_observe(&mut self, call: &Call, observe: bool) -> Verdict {
+        if !observe {
+            return Verdict::Pass;
+        }
+        self.observed = Some(call.tid);
+        Verdict::Allow
+    }
+
     fn decide_socket(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
         let raw = call
             .socket_args
@@ -579,6 +597,7 @@ impl Enforcer {
 
     fn decide_with(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
         self.last.remove(&call.tid);
+        self.observed = None;
         if call.op == Op::Socket {
             return self.decide_socket(snap, call);
         }
@@ -657,17 +676,12 @@ impl Enforcer {
         // connect went to its own service, or a rule redirected it) is
         // carried out, not passed: its outcome says whether the socket kept
         // that peer (`association_kept`: EISCONN leaves it where it was).
-        let pass = if call.op == Op::Connect
+        let shows_virtual = call.op == Op::Connect
             && call
                 .socket
-                .is_some_and(|s| self.virtual_peers.contains_key(&s.inode))
-        {
-            Verdict::Allow
-        } else {
-            Verdict::Pass
-        };
+                .is_some_and(|s| self.virtual_peers.contains_key(&s.inode));
         if snap.mode == Mode::Monitor {
-            return pass;
+            return self.pass_or_observe(call, shows_virtual);
         }
         match d.action {
             Action::Deny(e) => {
@@ -691,7 +705,7 @@ impl Enforcer {
                     && op != RuleOp::Send
                     && (op != RuleOp::Connect || snap.policy.is_permissive(RuleOp::Send)) =>
             {
-                pass
+                self.pass_or_observe(call, shows_virtual)
             }
             Action::Allow => Verdict::Allow,
         }

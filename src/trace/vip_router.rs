@@ -78,18 +78,21 @@ pub(crate) fn insert_socket<V, S: std::hash::BuildHasher>(
     map.insert(inode, v);
 }
 
-/// Whether a connect() that was not sent to a backend left the socket as
-/// it was (still connected or connecting where it was): the kernel said it
-/// is connected or connecting already (EISCONN, EALREADY), or reported the
-/// completion of the pending connection (0 on a non-blocking socket, where
-/// a new connection reports EINPROGRESS). Not a disconnect (AF_UNSPEC).
+/// Whether a connect() that was not sent to a backend left a socket that
+/// has one (or shows a virtual peer) as it was, still connected or
+/// connecting there: the kernel said it is connected or connecting already
+/// (EISCONN, EALREADY), or, on TCP, reported the completion of the pending
+/// connection (0: a connected socket says EISCONN, a connecting one reports
+/// or waits for its pending connection whatever the address; only one
+/// disconnected where the tracer did not see it, by a process it does not
+/// trace, would make a new connection here, and a non-blocking one would
+/// report EINPROGRESS). Not a disconnect (AF_UNSPEC), and never on UDP,
+/// where a connect always moves the socket.
 pub(crate) fn association_kept(call: &Call, outcome: Outcome) -> bool {
+    let tcp = call.socket.is_some_and(|s| s.sotype == libc::SOCK_STREAM);
     match outcome {
         Outcome::Err(Errno::EISCONN | Errno::EALREADY) => true,
-        Outcome::Ok(0) => {
-            call.socket.is_some_and(|s| s.nonblocking)
-                && !matches!(call.addr, Some(SockAddr::Unspec))
-        }
+        Outcome::Ok(0) => tcp && !matches!(call.addr, Some(SockAddr::Unspec)),
         _ => false,
     }
 }

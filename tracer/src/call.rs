@@ -403,6 +403,15 @@ pub trait NetHandler {
         true
     }
 
+    /// Whether this call's [`Verdict::Allow`] could have been a
+    /// [`Verdict::Pass`]: nothing about it was decided from its address, and
+    /// it is carried out only so that its outcome is known. Where the tracer
+    /// cannot carry it out as the kernel would (a Landlock-restricted
+    /// process: landlock.rs), it then passes instead of being refused.
+    fn may_pass(&mut self, _call: &Call) -> bool {
+        false
+    }
+
     /// A process started, exec'd or exited.
     fn process(&mut self, _event: ProcessEvent) {}
 

@@ -237,6 +237,36 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
     out
 }
 
+/// A blocking connect whose handshake the tracer waited for (not the
+/// kernel) leaves the socket connecting in the kernel's eyes, where the
+/// program's own blocking connect() would have left it connected: its next
+/// connect() would get 0, not EISCONN. One more connect on our copy, to the
+/// socket's own peer and without waiting, takes that 0 now (a disconnect
+/// racing with it can only reconnect the socket where it was).
+pub fn settle_connected(fd: &OwnedFd) {
+    let Some(peer) = peer_addr(fd).as_ref().and_then(RawAddr::of) else {
+        return;
+    };
+    // SAFETY: F_GETFL on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if fl < 0 {
+        return;
+    }
+    set_flags(fd, fl | libc::O_NONBLOCK);
+    let _ = raw_connect(fd, &peer);
+    // Clear only what we set: a sibling's fcntl meanwhile is kept.
+    // SAFETY: F_GETFL on a descriptor we own.
+    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    set_flags(
+        fd,
+        if now < 0 {
+            fl
+        } else {
+            (now & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK)
+        },
+    );
+}
+
 /// A connect or bind (`op`) on an AF_UNIX or netlink socket with an IP
 /// address: the kernel only refuses it (the address is not of the socket's
 /// family: EINVAL, checked first), but a call passed to it reads the

@@ -288,6 +288,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         let stream = info.sotype == libc::SOCK_STREAM;
         if stream && matches!(op, Op::Connect | Op::Bind) && self.landlock.restricted(d.call.pid) {
+            // A call carried out only to learn its outcome passes (the
+            // kernel applies the program's Landlock rules), except isolated,
+            // where the kernel would act on a socket of ours.
+            if matches!(verdict, Verdict::Allow)
+                && self.isolate.is_none()
+                && self.handler.may_pass(&d.call)
+            {
+                return self.pass_decoded(tid, d, Verdict::Pass);
+            }
             // The program's own Landlock rules cannot be applied to a call
             // the tracer makes (landlock.rs): refused, never widened.
             return self.done(tid, &d.call, &verdict, neg(Errno::EACCES));

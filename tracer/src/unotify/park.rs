@@ -756,6 +756,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                     so_error(&w.sock)
                 };
                 let mut call = w.call;
+                if e == 0 {
+                    emulate::settle_connected(&w.sock);
+                }
                 if e == 0 && self.interests.addresses {
                     call.local = emulate::local_addr(&w.sock);
                 }
