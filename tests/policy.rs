@@ -4,6 +4,8 @@
 
 mod common;
 use common::*;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::process::Command;
 
 fn out_has(o: &std::process::Output, s: &str) -> bool {
@@ -124,6 +126,50 @@ print(errno.errorcode.get(s.connect_ex(l.getsockname()), 0))
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A redirected socket shut down while its handshake is pending (the
+/// kernel drops that connection), then connected elsewhere with a blocking
+/// connect: that connect makes a new connection and returns 0, and the
+/// socket's peer is where it went, not the redirect's address.
+#[test]
+fn a_redirected_socket_shut_down_while_connecting_then_connected_elsewhere() {
+    let full = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (fp, op) = (
+        full.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    // SAFETY: listen(2) on a socket we own: a backlog of 0 (one queued).
+    unsafe { libc::listen(full.as_raw_fd(), 0) };
+    let (_d, pol) = policy_file(&format!(
+        "redirect connect 127.0.0.77:80 -> 127.0.0.1:{fp}\n"
+    ));
+    // host port: where the first connect goes; FULL: the full queue's port;
+    // OTHER: where the second goes.
+    let script = r#"import errno, socket, sys
+e = lambda n: errno.errorcode.get(n, str(n))
+host, port, full, other = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fill = [socket.socket() for _ in range(3)]
+for c in fill:
+    c.setblocking(False); c.connect_ex(('127.0.0.1', full))
+s = socket.socket(); s.setblocking(False)
+out = [e(s.connect_ex((host, port)))]
+s.shutdown(socket.SHUT_RDWR)
+s.setblocking(True)
+out += [e(s.connect_ex(('127.0.0.1', other))), '%s:%d' % s.getpeername()]
+print(' '.join(out))
+"#;
+    let (fps, ops) = (fp.to_string(), op.to_string());
+    let want = format!("EINPROGRESS 0 127.0.0.1:{op}\n");
+    let plain = untraced("python3", &["-c", script, "127.0.0.1", &fps, &fps, &ops]);
+    assert_eq!(stdout(&plain), want);
+    let o = police(
+        &pol,
+        "python3",
+        &["-c", script, "127.0.0.77", "80", &fps, &ops],
+    );
+    assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// A redirected UDP socket connected elsewhere moves there, as untraced:

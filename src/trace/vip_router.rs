@@ -81,18 +81,19 @@ pub(crate) fn insert_socket<V, S: std::hash::BuildHasher>(
 /// Whether a connect() that was not sent to a backend left a socket that
 /// has one (or shows a virtual peer) as it was, still connected or
 /// connecting there: the kernel said it is connected or connecting already
-/// (EISCONN, EALREADY), or, on TCP, reported the completion of the pending
-/// connection (0: a connected socket says EISCONN, a connecting one reports
-/// or waits for its pending connection whatever the address; only one
-/// disconnected where the tracer did not see it, by a process it does not
-/// trace, would make a new connection here, and a non-blocking one would
-/// report EINPROGRESS). Not a disconnect (AF_UNSPEC), and never on UDP,
-/// where a connect always moves the socket.
+/// (EISCONN, EALREADY), or, on TCP, that connection completed (0 from a
+/// connect that found it pending: `Call::new_connection` is Some(false)).
+/// Not a 0 that began a new connection (the socket was disconnected, by
+/// shutdown() while connecting, say), not a disconnect (AF_UNSPEC), and
+/// never on UDP, where a connect always moves the socket.
 pub(crate) fn association_kept(call: &Call, outcome: Outcome) -> bool {
     let tcp = call.socket.is_some_and(|s| s.sotype == libc::SOCK_STREAM);
     match outcome {
         Outcome::Err(Errno::EISCONN | Errno::EALREADY) => true,
-        Outcome::Ok(0) => tcp && !matches!(call.addr, Some(SockAddr::Unspec)),
+        Outcome::Ok(0) => {
+            tcp && call.new_connection == Some(false)
+                && !matches!(call.addr, Some(SockAddr::Unspec))
+        }
         _ => false,
     }
 }

@@ -229,6 +229,11 @@ pub struct Call {
     /// For recvfrom/recvmsg whose address buffer was too small for the
     /// source (so [`Call::peer`] is None): the bytes the kernel wrote there.
     pub peer_prefix: Option<SockPrefix>,
+    /// For a connect the tracer carried out: whether this call began a new
+    /// connection (Some(true): the kernel said EINPROGRESS to its first
+    /// try), or found the socket connecting or connected already
+    /// (Some(false): a 0 is that connection completing). None: not known.
+    pub new_connection: Option<bool>,
     /// The call's second and third arguments as passed (buffer or message
     /// and length): with the op, socket and address, what tells one call
     /// from another (the tracer's notes of answers lost to signals).

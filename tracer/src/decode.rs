@@ -216,6 +216,7 @@ pub fn decode(pid: i32, tid: i32, raw: &RawCall) -> Result<Decoded, DecodeError>
         flags: 0,
         out_addr: None,
         peer_prefix: None,
+        new_connection: None,
         args_key: [a[1], a[2]],
     };
     let mut raw_addr = None;

@@ -182,11 +182,25 @@ fn ready_now(fd: &OwnedFd) -> i16 {
 /// already refused (loopback answers within the call) so that another
 /// address can be tried; see [`Emulated::RefusedNow`].
 pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) -> Emulated {
+    connect_began(fd, info, addr, settle).0
+}
+
+/// [`connect`], and whether it began a new connection (the kernel said
+/// EINPROGRESS to its first try; not when the socket was connecting or
+/// connected already: see [`crate::Call::new_connection`]).
+pub fn connect_began(
+    fd: &OwnedFd,
+    info: &SocketInfo,
+    addr: &RawAddr,
+    settle: bool,
+) -> (Emulated, bool) {
     if !is_ip(info) {
-        return Emulated::NotIp;
+        return (Emulated::NotIp, false);
     }
     if info.nonblocking {
-        return match raw_connect(fd, addr) {
+        let first = raw_connect(fd, addr);
+        let began = first == Err(Errno::EINPROGRESS);
+        let out = match first {
             Ok(()) => Emulated::Done(0),
             Err(Errno::EINPROGRESS) if settle => match ready_now(fd) {
                 // Not finished: the program learns the outcome as untraced.
@@ -212,11 +226,14 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
             },
             Err(e) => Emulated::Done(-(e as i64)),
         };
+        return (out, began);
     }
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     set_flags(fd, fl | libc::O_NONBLOCK);
-    let out = match raw_connect(fd, addr) {
+    let first = raw_connect(fd, addr);
+    let began = first == Err(Errno::EINPROGRESS);
+    let out = match first {
         Ok(()) => Emulated::Done(0),
         Err(Errno::EINPROGRESS) if writable_now(fd) => {
             // Finished already: a second connect() reports the outcome and
@@ -234,26 +251,25 @@ pub fn connect(fd: &OwnedFd, info: &SocketInfo, addr: &RawAddr, settle: bool) ->
     // SAFETY: F_GETFL on a descriptor we own.
     let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     set_flags(fd, if now < 0 { fl } else { now & !libc::O_NONBLOCK });
-    out
+    (out, began)
 }
 
 /// A blocking connect whose handshake the tracer waited for (not the
 /// kernel) leaves the socket connecting in the kernel's eyes, where the
 /// program's own blocking connect() would have left it connected: its next
-/// connect() would get 0, not EISCONN. One more connect on our copy, to the
-/// socket's own peer and without waiting, takes that 0 now (a disconnect
-/// racing with it can only reconnect the socket where it was).
-pub fn settle_connected(fd: &OwnedFd) {
-    let Some(peer) = peer_addr(fd).as_ref().and_then(RawAddr::of) else {
-        return;
-    };
+/// connect() would get 0, not EISCONN. One more connect on our copy, to
+/// `addr` (the address that connect was decided for) and without waiting,
+/// takes that 0 now. A reset that came after the wait is the program's
+/// answer then, as untraced when it lands before the woken thread runs:
+/// the errno (0: settled).
+pub fn settle_connected(fd: &OwnedFd, addr: &RawAddr) -> i32 {
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     if fl < 0 {
-        return;
+        return 0;
     }
     set_flags(fd, fl | libc::O_NONBLOCK);
-    let _ = raw_connect(fd, &peer);
+    let r = raw_connect(fd, addr);
     // Clear only what we set: a sibling's fcntl meanwhile is kept.
     // SAFETY: F_GETFL on a descriptor we own.
     let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -265,6 +281,14 @@ pub fn settle_connected(fd: &OwnedFd) {
             (now & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK)
         },
     );
+    match r {
+        // Settled, or connected already. (Still connecting, or begun anew
+        // after a disconnect racing with it, to the same address: the
+        // program was told its connection is made, and learns the rest
+        // from the socket.)
+        Ok(()) | Err(Errno::EISCONN | Errno::EALREADY | Errno::EINPROGRESS) => 0,
+        Err(e) => e as i32,
+    }
 }
 
 /// A connect or bind (`op`) on an AF_UNIX or netlink socket with an IP

@@ -344,7 +344,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             (Op::Connect, Some(r)) => {
                 let settle = routed && self.handler.may_fail_over(&d.call);
-                emulate::connect(&sock, &info, r, settle)
+                let (result, began) = emulate::connect_began(&sock, &info, r, settle);
+                d.call.new_connection = Some(began);
+                result
             }
             (Op::Bind, Some(r)) => {
                 let seen = target.as_ref().or(d.call.addr.as_ref());
@@ -400,7 +402,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let Some(r) = RawAddr::of(&next) else {
                     break;
                 };
-                result = emulate::connect(&sock, &info, &r, true);
+                let began;
+                (result, began) = emulate::connect_began(&sock, &info, &r, true);
+                d.call.new_connection = Some(began);
                 tried = Some(r);
                 verdict = Verdict::Rewrite(next);
             }
@@ -742,8 +746,12 @@ impl<H: NetHandler> Tracer<'_, H> {
         if let Err(e) = ptrace::setregs(pid(tid), regs) {
             log::warn!("PTRACE_SETREGS {tid}: {e}");
         }
+        let mut call = d.call.clone();
+        if call.op == Op::Connect {
+            call.new_connection = Some(first_connect);
+        }
         self.tasks.entry(tid).or_default().pending = Some(Pending {
-            call: d.call.clone(),
+            call,
             verdict,
             restore: Some(saved),
             first_connect,

@@ -746,7 +746,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         match w.kind {
             Kind::Connect { first } => {
-                let e = if timed_out {
+                let mut e = if timed_out {
                     if first {
                         libc::EINPROGRESS
                     } else {
@@ -756,8 +756,11 @@ impl<H: NetHandler> Tracer<'_, H> {
                     so_error(&w.sock)
                 };
                 let mut call = w.call;
+                call.new_connection = Some(first);
                 if e == 0 {
-                    emulate::settle_connected(&w.sock);
+                    if let Some(a) = decided_address(&call, &w.verdict) {
+                        e = emulate::settle_connected(&w.sock, &a);
+                    }
                 }
                 if e == 0 && self.interests.addresses {
                     call.local = emulate::local_addr(&w.sock);
@@ -894,4 +897,18 @@ impl<H: NetHandler> Tracer<'_, H> {
             self.finish_wait(w, true);
         }
     }
+}
+
+/// The address a carried-out connect was decided for: the handler's
+/// (fitted to the socket's family), else the program's own.
+fn decided_address(call: &Call, verdict: &Verdict) -> Option<crate::sockaddr::RawAddr> {
+    let a = match verdict {
+        Verdict::Rewrite(a) => a.clone(),
+        _ => call.addr.clone()?,
+    };
+    let a = match call.socket.as_ref() {
+        Some(info) => emulate::fit_family(info, a),
+        None => a,
+    };
+    crate::sockaddr::RawAddr::of(&a)
 }
