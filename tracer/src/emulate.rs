@@ -157,6 +157,25 @@ fn set_flags(fd: &OwnedFd, flags: i32) {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) };
 }
 
+/// `f` with O_NONBLOCK set on our copy's file, which is the program's too:
+/// for that moment only, so that the supervisor never waits in a call made
+/// for the program. Cleared again after unless it was set before, and only
+/// that bit: a sibling's fcntl meanwhile is kept.
+pub(crate) fn while_nonblocking<T>(fd: &OwnedFd, f: impl FnOnce() -> T) -> T {
+    // SAFETY: F_GETFL on a descriptor we own.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if fl < 0 {
+        return f();
+    }
+    set_flags(fd, fl | libc::O_NONBLOCK);
+    let out = f();
+    // SAFETY: F_GETFL on a descriptor we own.
+    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    let back = if now < 0 { fl } else { now & !libc::O_NONBLOCK };
+    set_flags(fd, back | (fl & libc::O_NONBLOCK));
+    out
+}
+
 fn writable_now(fd: &OwnedFd) -> bool {
     ready_now(fd) != 0
 }
@@ -228,30 +247,25 @@ pub fn connect_began(
         };
         return (out, began);
     }
-    // SAFETY: F_GETFL on a descriptor we own.
-    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    set_flags(fd, fl | libc::O_NONBLOCK);
-    let first = raw_connect(fd, addr);
-    let began = first == Err(Errno::EINPROGRESS);
-    let out = match first {
-        Ok(()) => Emulated::Done(0),
-        Err(Errno::EINPROGRESS) if writable_now(fd) => {
-            // Finished already: a second connect() reports the outcome and
-            // moves the socket to the state a blocking connect leaves it in.
-            match raw_connect(fd, addr) {
-                Ok(()) => Emulated::Done(0),
-                Err(e) => Emulated::Done(-(e as i64)),
+    while_nonblocking(fd, || {
+        let first = raw_connect(fd, addr);
+        let began = first == Err(Errno::EINPROGRESS);
+        let out = match first {
+            Ok(()) => Emulated::Done(0),
+            Err(Errno::EINPROGRESS) if writable_now(fd) => {
+                // Finished already: a second connect() reports the outcome and
+                // moves the socket to the state a blocking connect leaves it in.
+                match raw_connect(fd, addr) {
+                    Ok(()) => Emulated::Done(0),
+                    Err(e) => Emulated::Done(-(e as i64)),
+                }
             }
-        }
-        Err(Errno::EINPROGRESS) => Emulated::WaitInKernel { started: true },
-        Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
-        Err(e) => Emulated::Done(-(e as i64)),
-    };
-    // Clear only what we set: a sibling's fcntl meanwhile is kept.
-    // SAFETY: F_GETFL on a descriptor we own.
-    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    set_flags(fd, if now < 0 { fl } else { now & !libc::O_NONBLOCK });
-    (out, began)
+            Err(Errno::EINPROGRESS) => Emulated::WaitInKernel { started: true },
+            Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
+            Err(e) => Emulated::Done(-(e as i64)),
+        };
+        (out, began)
+    })
 }
 
 /// A blocking connect whose handshake the tracer waited for (not the
@@ -263,24 +277,7 @@ pub fn connect_began(
 /// answer then, as untraced when it lands before the woken thread runs:
 /// the errno (0: settled).
 pub fn settle_connected(fd: &OwnedFd, addr: &RawAddr) -> i32 {
-    // SAFETY: F_GETFL on a descriptor we own.
-    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if fl < 0 {
-        return 0;
-    }
-    set_flags(fd, fl | libc::O_NONBLOCK);
-    let r = raw_connect(fd, addr);
-    // Clear only what we set: a sibling's fcntl meanwhile is kept.
-    // SAFETY: F_GETFL on a descriptor we own.
-    let now = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    set_flags(
-        fd,
-        if now < 0 {
-            fl
-        } else {
-            (now & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK)
-        },
-    );
+    let r = while_nonblocking(fd, || raw_connect(fd, addr));
     match r {
         // Settled, or connected already. (Still connecting, or begun anew
         // after a disconnect racing with it, to the same address: the

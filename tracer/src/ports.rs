@@ -161,40 +161,33 @@ impl<H: NetHandler> Tracer<'_, H> {
 /// the program did not bind by number. True when refused as expected.
 fn refused_connect(sock: &OwnedFd, to: &RawAddr) -> bool {
     let fd = sock.as_raw_fd();
-    // SAFETY: fcntl/connect/poll/getsockopt on our own descriptor and locals.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-        let b = to.as_bytes();
-        let r = libc::connect(fd, b.as_ptr().cast(), b.len() as libc::socklen_t);
-        let mut refused = r < 0 && *libc::__errno_location() == libc::ECONNREFUSED;
-        if r < 0 && *libc::__errno_location() == libc::EINPROGRESS {
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            libc::poll(&mut p, 1, 100);
-            let mut err: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            );
-            refused = err == libc::ECONNREFUSED;
+    crate::emulate::while_nonblocking(sock, || {
+        // SAFETY: connect/poll/getsockopt on our own descriptor and locals.
+        unsafe {
+            let b = to.as_bytes();
+            let r = libc::connect(fd, b.as_ptr().cast(), b.len() as libc::socklen_t);
+            let mut refused = r < 0 && *libc::__errno_location() == libc::ECONNREFUSED;
+            if r < 0 && *libc::__errno_location() == libc::EINPROGRESS {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                libc::poll(&mut p, 1, 100);
+                let mut err: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut libc::c_int).cast(),
+                    &mut len,
+                );
+                refused = err == libc::ECONNREFUSED;
+            }
+            refused
         }
-        let now = libc::fcntl(fd, libc::F_GETFL);
-        let restored = if now < 0 {
-            fl
-        } else {
-            (now & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK)
-        };
-        libc::fcntl(fd, libc::F_SETFL, restored);
-        refused
-    }
+    })
 }
 
 /// A TCP socket bound to `addr` that never listens.

@@ -411,17 +411,7 @@ fn accept_now(
     }
     // The listening file is blocking (shared with the program): non-blocking
     // for our one call only, as emulate::connect does.
-    // SAFETY: fcntl on a descriptor we own.
-    let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) };
-    let r = accept();
-    // SAFETY: as above.
-    let now = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
-    let back = if now < 0 { fl } else { now & !libc::O_NONBLOCK };
-    // SAFETY: as above.
-    unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFL, back) };
-    r
+    emulate::while_nonblocking(sock, accept)
 }
 
 impl<H: NetHandler> Tracer<'_, H> {
