@@ -540,10 +540,17 @@ impl Enforcer {
     /// socket(): under a policy, a raw IP or packet socket needs a `raw`
     /// rule that allows it (its packets carry their own destination, out of
     /// reach of connect/send rules). Every other socket is the kernel's.
-    /// A call that may pass: passed, or carried out when its outcome is
-    /// wanted (`observe`), remembered as one that could have passed.
-    fn pass_or_observe(&mut self, call: &Call, observe: bool) -> Verdict {
-        if !observe {
+    /// A call that may pass: passed, except a connect elsewhere on a socket
+    /// that shows a virtual peer (its connect went to its own service, or a
+    /// rule redirected it): carried out, so that its outcome says whether
+    /// the socket kept that peer (`association_kept`: EISCONN leaves it where
+    /// it was), and remembered as one that could have passed (`may_pass`).
+    fn pass_or_observe(&mut self, call: &Call) -> Verdict {
+        let shows_virtual = call.op == Op::Connect
+            && call
+                .socket
+                .is_some_and(|s| self.virtual_peers.contains_key(&s.inode));
+        if !shows_virtual {
             return Verdict::Pass;
         }
         self.observed = Some(call.tid);
@@ -672,16 +679,8 @@ impl Enforcer {
                 return v;
             }
         }
-        // A connect elsewhere on a socket that shows a virtual peer (its
-        // connect went to its own service, or a rule redirected it) is
-        // carried out, not passed: its outcome says whether the socket kept
-        // that peer (`association_kept`: EISCONN leaves it where it was).
-        let shows_virtual = call.op == Op::Connect
-            && call
-                .socket
-                .is_some_and(|s| self.virtual_peers.contains_key(&s.inode));
         if snap.mode == Mode::Monitor {
-            return self.pass_or_observe(call, shows_virtual);
+            return self.pass_or_observe(call);
         }
         match d.action {
             Action::Deny(e) => {
@@ -705,7 +704,7 @@ impl Enforcer {
                     && op != RuleOp::Send
                     && (op != RuleOp::Connect || snap.policy.is_permissive(RuleOp::Send)) =>
             {
-                self.pass_or_observe(call, shows_virtual)
+                self.pass_or_observe(call)
             }
             Action::Allow => Verdict::Allow,
         }
