@@ -537,9 +537,6 @@ impl NetHandler for Enforcer {
 }
 
 impl Enforcer {
-    /// socket(): under a policy, a raw IP or packet socket needs a `raw`
-    /// rule that allows it (its packets carry their own destination, out of
-    /// reach of connect/send rules). Every other socket is the kernel's.
     /// A call that may pass: passed, except a connect elsewhere on a socket
     /// that shows a virtual peer (its connect went to its own service, or a
     /// rule redirected it): carried out, so that its outcome says whether
@@ -557,6 +554,9 @@ impl Enforcer {
         Verdict::Allow
     }
 
+    /// socket(): under a policy, a raw IP or packet socket needs a `raw`
+    /// rule that allows it (its packets carry their own destination, out of
+    /// reach of connect/send rules). Every other socket is the kernel's.
     fn decide_socket(&mut self, snap: &Arc<Snapshot>, call: &Call) -> Verdict {
         let raw = call
             .socket_args
