@@ -385,10 +385,12 @@ impl<H: NetHandler> Tracer<'_, H> {
                 Emulated::Done(ret)
             }
         };
+        // The address the kernel was last given (the one a parked connect
+        // settles with).
+        let mut tried = raw;
         // A rewritten connect refused at once leaves the socket unconnected:
         // the handler may name another address to try on it (failover).
         if op == Op::Connect && routed {
-            let mut tried = raw;
             for _ in 0..MAX_FAILOVER {
                 let refused = matches!(result, Emulated::RefusedNow)
                     || result == Emulated::Done(neg(Errno::ECONNREFUSED));
@@ -402,8 +404,8 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let Some(r) = RawAddr::of(&next) else {
                     break;
                 };
-                let began;
-                (result, began) = emulate::connect_began(&sock, &info, &r, true);
+                let (next_result, began) = emulate::connect_began(&sock, &info, &r, true);
+                result = next_result;
                 d.call.new_connection = Some(began);
                 tried = Some(r);
                 verdict = Verdict::Rewrite(next);
@@ -444,7 +446,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Emulated::WaitInKernel { started } if self.notify.is_some() => {
                 // User notification: the answer waits for the handshake,
                 // with no thread held (unotify/park.rs).
-                self.park_connect(tid, d.call, verdict, sock, started);
+                self.park_connect(tid, d.call, verdict, sock, started, tried);
             }
             Emulated::WaitInKernel { started } => {
                 // Phase two of a blocking connect (emulate.rs): the program's

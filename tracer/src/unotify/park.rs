@@ -34,8 +34,11 @@ const NOTES: usize = 256;
 pub(crate) enum Kind {
     /// `first`: the program's call started the handshake (a timeout then
     /// reports EINPROGRESS, else EALREADY).
+    /// `addr`: the address it was carried out with (the settle after the
+    /// wait goes there).
     Connect {
         first: bool,
+        addr: Option<crate::sockaddr::RawAddr>,
     },
     Accept,
     Send(Send),
@@ -201,7 +204,7 @@ impl Parked {
             self.gone.pop_front();
         }
         let (first, sent, key, kind) = match &w.kind {
-            Kind::Connect { first } => (*first, 0, None, 0),
+            Kind::Connect { first, .. } => (*first, 0, None, 0),
             Kind::Send(s) => (false, s.sent, Some(s.key), 1),
             _ => (false, 0, None, 2),
         };
@@ -647,6 +650,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
         sock: OwnedFd,
         started: bool,
+        addr: Option<crate::sockaddr::RawAddr>,
     ) {
         let inode = call.socket.map_or(0, |s| s.inode);
         let timeo = sock_timeout(&sock, libc::SO_SNDTIMEO);
@@ -675,7 +679,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             sock,
             inode,
             deadline,
-            Kind::Connect { first },
+            Kind::Connect { first, addr },
         );
     }
 
@@ -735,7 +739,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             st.answered = false;
         }
         match w.kind {
-            Kind::Connect { first } => {
+            Kind::Connect { first, addr } => {
                 let mut e = if timed_out {
                     if first {
                         libc::EINPROGRESS
@@ -747,10 +751,8 @@ impl<H: NetHandler> Tracer<'_, H> {
                 };
                 let mut call = w.call;
                 call.new_connection = Some(first);
-                if e == 0 {
-                    if let Some(a) = decided_address(&call, &w.verdict) {
-                        e = emulate::settle_connected(&w.sock, &a);
-                    }
+                if let (0, Some(a)) = (e, addr) {
+                    e = emulate::settle_connected(&w.sock, &a);
                 }
                 if e == 0 && self.interests.addresses {
                     call.local = emulate::local_addr(&w.sock);
@@ -887,18 +889,4 @@ impl<H: NetHandler> Tracer<'_, H> {
             self.finish_wait(w, true);
         }
     }
-}
-
-/// The address a carried-out connect was decided for: the handler's
-/// (fitted to the socket's family), else the program's own.
-fn decided_address(call: &Call, verdict: &Verdict) -> Option<crate::sockaddr::RawAddr> {
-    let a = match verdict {
-        Verdict::Rewrite(a) => a.clone(),
-        _ => call.addr.clone()?,
-    };
-    let a = match call.socket.as_ref() {
-        Some(info) => emulate::fit_family(info, a),
-        None => a,
-    };
-    crate::sockaddr::RawAddr::of(&a)
 }
