@@ -90,42 +90,50 @@ fn python3_client_sees_the_virtual_peer_after_a_redirect() {
 }
 
 /// A blocking connect() that has to wait (its SYN dropped by a full accept
-/// queue, answered on the retransmission) leaves the socket connected as
-/// untraced: a connect() again gets EISCONN, not the 0 of a connection
-/// still settling. (Under user notification the tracer, not the kernel,
-/// waits for that handshake.)
+/// queue, answered on the retransmission) leaves the socket as untraced:
+/// connected when it succeeded (a connect() again gets EISCONN, not the 0
+/// of a connection still settling), unconnected when it was refused (the
+/// listener closed meanwhile: a connect() elsewhere then makes a new
+/// connection, not ECONNABORTED). (Under user notification the tracer, not
+/// the kernel, waits for that handshake.)
 #[test]
 fn a_blocking_connect_that_waited_leaves_the_socket_connected() {
     let (_d, pol) = policy_file("deny connect 127.0.0.1:1\n");
     let script = r#"import errno, socket, threading, time
+e = lambda n: errno.errorcode.get(n, str(n))
+keys = [l for l in open('/proc/net/netstat') if l.startswith('TcpExt:')][0].split()[1:]
 def overflows():
     for l in open('/proc/net/netstat'):
         if l.startswith('TcpExt:') and 'ListenOverflows' not in l:
             return int(l.split()[1 + keys.index('ListenOverflows')])
-keys = [l for l in open('/proc/net/netstat') if l.startswith('TcpExt:')][0].split()[1:]
-l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)
-fill = [socket.socket() for _ in range(3)]
-for c in fill:
-    c.setblocking(False); c.connect_ex(l.getsockname())
-def drain(start):
-    end = time.monotonic() + 10
-    while overflows() == start and time.monotonic() < end:
-        time.sleep(0.01)
-    for _ in range(4):
-        l.accept()
-threading.Thread(target=drain, args=(overflows(),), daemon=True).start()
-s = socket.socket()
-s.connect(l.getsockname())
-print(errno.errorcode.get(s.connect_ex(l.getsockname()), 0))
+def waited(close):
+    l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)
+    fill = [socket.socket() for _ in range(3)]
+    for c in fill:
+        c.setblocking(False); c.connect_ex(l.getsockname())
+    def then(start):
+        end = time.monotonic() + 10
+        while overflows() == start and time.monotonic() < end:
+            time.sleep(0.01)
+        if close:
+            l.close()
+        else:
+            for _ in range(4):
+                l.accept()
+    threading.Thread(target=then, args=(overflows(),), daemon=True).start()
+    s = socket.socket()
+    return s, l.getsockname(), e(s.connect_ex(l.getsockname()))
+s, at, r = waited(False)
+out = [r, e(s.connect_ex(at))]
+s, _, r = waited(True)
+m = socket.socket(); m.bind(('127.0.0.1', 0)); m.listen(8)
+out += [r, e(s.connect_ex(m.getsockname())), e(s.connect_ex(m.getsockname()))]
+print(' '.join(out))
 "#;
-    assert_eq!(stdout(&untraced("python3", &["-c", script])), "EISCONN\n");
+    let want = "0 EISCONN ECONNREFUSED 0 EISCONN\n";
+    assert_eq!(stdout(&untraced("python3", &["-c", script])), want);
     let o = police(&pol, "python3", &["-c", script]);
-    assert_eq!(
-        stdout(&o),
-        "EISCONN\n",
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// A redirected socket shut down while its handshake is pending (the

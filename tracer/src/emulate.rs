@@ -270,12 +270,13 @@ pub fn connect_began(
 
 /// A blocking connect whose handshake the tracer waited for (not the
 /// kernel) leaves the socket connecting in the kernel's eyes, where the
-/// program's own blocking connect() would have left it connected: its next
-/// connect() would get 0, not EISCONN. One more connect on our copy, to
-/// `addr` (the address that connect was decided for) and without waiting,
-/// takes that 0 now. A reset that came after the wait is the program's
-/// answer then, as untraced when it lands before the woken thread runs:
-/// the errno (0: settled).
+/// program's own blocking connect() would have left it connected (its next
+/// connect() would get 0, not EISCONN) or, when it failed, unconnected (its
+/// next connect() would get ECONNABORTED, not a new connection). One more
+/// connect on our copy, to `addr` (the address the kernel was given) and
+/// without waiting, moves it there now. A reset that came after the wait is
+/// the program's answer then, as untraced when it lands before the woken
+/// thread runs: the errno (0: connected).
 pub fn settle_connected(fd: &OwnedFd, addr: &RawAddr) -> i32 {
     let r = while_nonblocking(fd, || raw_connect(fd, addr));
     match r {

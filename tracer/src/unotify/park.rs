@@ -751,8 +751,15 @@ impl<H: NetHandler> Tracer<'_, H> {
                 };
                 let mut call = w.call;
                 call.new_connection = Some(first);
-                if let (0, Some(a)) = (e, addr) {
-                    e = emulate::settle_connected(&w.sock, &a);
+                // The handshake ended (not the deadline): one more connect
+                // leaves the socket as the program's own blocking connect
+                // would, connected or (after a failure, whose errno stays
+                // the answer) unconnected.
+                if let (false, Some(a)) = (timed_out, addr) {
+                    let settled = emulate::settle_connected(&w.sock, &a);
+                    if e == 0 {
+                        e = settled;
+                    }
                 }
                 if e == 0 && self.interests.addresses {
                     call.local = emulate::local_addr(&w.sock);
