@@ -530,3 +530,97 @@ fn an_ip_address_on_a_non_ip_socket_is_never_passed() {
     assert!(out.contains("connected=0"), "{out}");
     assert_eq!(d.banner.count(), 0, "a swapped-in TCP socket connected");
 }
+
+/// The reader of one h_mmsg run: reads everything at once ("all"), holds
+/// its data until told ("hold"), or resets the connection once its queue
+/// has stopped growing, the sender blocked ("reset").
+fn mmsg_reader(
+    mode: &'static str,
+) -> (
+    u16,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().expect("accept");
+        match mode {
+            "hold" => {
+                let _ = rx.recv_timeout(std::time::Duration::from_secs(30));
+            }
+            "reset" => {
+                // Queued bytes (FIONREAD), sampled every 20 ms: still for
+                // 200 ms means the sender waits for room (bounded: 10 s).
+                let (mut last, mut still) = (0, 0);
+                for _ in 0..500 {
+                    let mut q: libc::c_int = 0;
+                    // SAFETY: FIONREAD writes an int.
+                    unsafe { libc::ioctl(c.as_raw_fd(), libc::FIONREAD, &mut q) };
+                    still = if q > 0 && q == last { still + 1 } else { 0 };
+                    last = q;
+                    if still >= 10 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                let lg = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: SO_LINGER takes a struct linger.
+                unsafe {
+                    libc::setsockopt(
+                        c.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&lg as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                return;
+            }
+            _ => {}
+        }
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut sink);
+    });
+    (port, tx, h)
+}
+
+/// sendmmsg on blocking TCP under both backends: each message whole as
+/// untraced, and a message cut short (send timeout, a reset, a caught
+/// signal, a non-blocking socket) counts and ends the call; the next
+/// message is not started. (User notification parks the rest of a message
+/// and goes on with the next as room comes: unotify/sends.rs.)
+#[test]
+fn class15_sendmmsg_on_tcp_sends_and_stops_as_untraced() {
+    let (_dir, policy) = policy_file("deny send 192.0.2.1\ndeny connect 192.0.2.1\n");
+    let prog = c_prog("h_mmsg", &[]);
+    let cases = [
+        ("whole", "all", "n=3 - lens=full,full,full\n"),
+        ("nonblock", "hold", "n=1 - lens=part,777,777\n"),
+        ("timeout", "hold", "n=1 - lens=part,777,777\n"),
+        ("timeout1", "hold", "n=2 - lens=5,part,777\n"),
+        ("reset", "reset", "n=2 - lens=5,part,777\n"),
+        ("sig", "hold", "n=1 - lens=part,777,777\n"),
+        ("empty", "all", "n=3 - lens=0,5,0\n"),
+        ("after", "all", "n=1 - lens=5,777,777\n"),
+    ];
+    for (mode, reader, want) in cases {
+        for traced in [false, true] {
+            let (port, tx, h) = mmsg_reader(reader);
+            let args = [mode, &port.to_string()];
+            let out = if traced {
+                policed(&policy, &[], &prog, &args).0
+            } else {
+                untraced(&prog, &args)
+            };
+            let _ = tx.send(());
+            h.join().expect("reader");
+            assert_eq!(stdout(&out), want, "{mode}, traced {traced}: {out:?}");
+        }
+    }
+}

@@ -586,3 +586,24 @@ pub fn send_now(fd: &OwnedFd, data: &[u8], control: &[u8], flags: i32) -> i64 {
         r as i64
     }
 }
+
+/// The socket's SO_SNDTIMEO or SO_RCVTIMEO (`opt`); None when unset.
+pub(crate) fn sock_timeout(fd: &OwnedFd, opt: i32) -> Option<std::time::Duration> {
+    let mut tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 0,
+    };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: tv and len are valid for the kernel to write.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut tv as *mut libc::timeval).cast(),
+            &mut len,
+        )
+    };
+    let d = std::time::Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
+    (r == 0 && !d.is_zero()).then_some(d)
+}

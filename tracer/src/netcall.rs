@@ -668,6 +668,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 control,
                 flags,
                 key,
+                mmsg: None,
             };
             return self.park_send(tid, d.call, verdict, sock, send);
         }
@@ -865,6 +866,30 @@ impl<H: NetHandler> Tracer<'_, H> {
         let (stride, len_off) = msg::mmsghdr_layout(compat);
         let vlen = d.args[2].min(1024);
         let flags = d.call.flags;
+        let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
+        // User notification: a blocking sendmmsg on TCP that does not fit
+        // goes on as room comes (unotify/sends.rs); its restart after a
+        // signal gets the count it had reached.
+        let parks = stream && waits && self.notify.is_some();
+        if d.call.socket.is_none() {
+            d.call.socket = Some(info);
+        }
+        let key = (d.args[1], vlen);
+        if stream && self.notify.is_some() {
+            let gone = crate::unotify::park::GONE_MMSG;
+            if let Some(g) = self.interrupted(tid, info.inode, Some(key), gone) {
+                let timed = crate::unotify::park::send_timeout(&sock);
+                if g.sent > 0 || timed {
+                    let r = if g.sent > 0 {
+                        g.sent as i64
+                    } else {
+                        neg(Errno::EINTR)
+                    };
+                    let v = Verdict::Allow;
+                    return self.done(tid, &d.call, &v, r);
+                }
+            }
+        }
         let mut sent = 0i64;
         let mut error = None;
         // One Call for every message: only its index and address change.
@@ -878,6 +903,15 @@ impl<H: NetHandler> Tracer<'_, H> {
                     break;
                 }
             };
+            // User notification: what was read came from the thread still
+            // waiting in this call. Gone after some messages went: their
+            // count is the answer a restart gets (the answer is lost).
+            if !self.still_waiting() {
+                if sent == 0 {
+                    return;
+                }
+                break;
+            }
             call.index = i as usize;
             call.addr = m.name.take();
             if let Some(raw) = &m.raw {
@@ -952,8 +986,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             let r = if let Err(e) = privs::check_control(tid, &m.control) {
                 neg(e)
             } else if stream {
-                let blocking = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
-                let blocking = blocking && self.notify.is_none();
+                let blocking = waits && self.notify.is_none();
                 stream::send_all(tid, &sock, &m.iovs, &m.control, flags, blocking)
             } else if m.truncated {
                 neg(Errno::EMSGSIZE)
@@ -961,6 +994,25 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let flags = flags | self.dontwait();
                 emulate::send_datagram(&sock, &info, dest.as_ref(), &m.data, &m.control, flags)
             };
+            let short = r == neg(Errno::EAGAIN) || (r >= 0 && (r as u64) < m.total);
+            if parks && short {
+                let part = r.max(0) as u64;
+                let send = crate::unotify::park::Send {
+                    iovs: m.iovs,
+                    total: m.total,
+                    sent: part,
+                    control: if part == 0 { m.control } else { Vec::new() },
+                    flags,
+                    key,
+                    mmsg: Some(crate::unotify::sends::Mmsg {
+                        base: d.args[1],
+                        vlen,
+                        index: i,
+                        compat,
+                    }),
+                };
+                return self.park_send(tid, d.call, Verdict::Allow, &sock, send);
+            }
             self.handler.finished(&call, &verdict, Outcome::from_raw(r));
             if r < 0 {
                 error = Some(Errno::from_raw(-r as i32));
@@ -968,8 +1020,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             }
             let _ = remote::write_mem(tid, hdr + len_off, &(r as u32).to_ne_bytes());
             sent += 1;
+            if (r as u64) < m.total {
+                // A message cut short ends the call, as in the kernel.
+                break;
+            }
         }
-        let waits = !info.nonblocking && flags & libc::MSG_DONTWAIT == 0;
         if self.notify.is_some() && waits && sent == 0 && error == Some(Errno::EAGAIN) {
             // Nothing went: tried again when there is room (park.rs).
             return self.park_again(tid, d, Verdict::Allow, &sock);
@@ -981,6 +1036,11 @@ impl<H: NetHandler> Tracer<'_, H> {
         if self.notify.is_some() && !sigpipe_kills(&call, tid, ret) {
             self.skip_call(tid, ret);
             raise_sigpipe(&call, tid, ret);
+            if let (Some(s), Some(st)) = (call.socket, self.notify.as_mut()) {
+                if st.lost {
+                    st.parked.note_lost(tid, &d.call, s.inode, ret);
+                }
+            }
         } else {
             raise_sigpipe(&call, tid, ret);
             self.skip_call(tid, ret);
@@ -1051,17 +1111,11 @@ fn sigpipe_kills(call: &Call, tid: i32, ret: i64) -> bool {
     if !send || ret != neg(Errno::EPIPE) || call.flags & libc::MSG_NOSIGNAL != 0 {
         return false;
     }
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+    let Some(m) = remote::sig_masks(tid) else {
         return false;
     };
     let bit = 1u64 << (libc::SIGPIPE - 1);
-    let mask = |key: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    (mask("SigBlk:") | mask("SigIgn:") | mask("SigCgt:")) & bit == 0
+    (m.blocked | m.ignored | m.caught) & bit == 0
 }
 
 /// Whether SIGPIPE is blocked in thread `tid` (PTRACE_GETSIGMASK).

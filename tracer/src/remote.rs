@@ -113,6 +113,59 @@ pub fn status_field(tid: i32, key: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// Signals whose default action neither ends nor interrupts a process's
+/// call: it ignores them, or stops the process (the call goes on after).
+pub const NOT_ENDING: [i32; 8] = [
+    libc::SIGCHLD,
+    libc::SIGCONT,
+    libc::SIGURG,
+    libc::SIGWINCH,
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// Signal masks of a thread, from /proc/TID/status (bit N-1: signal N).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigMasks {
+    /// Pending for the thread, and for its process.
+    pub pending: u64,
+    pub shared: u64,
+    pub blocked: u64,
+    pub ignored: u64,
+    pub caught: u64,
+}
+
+pub fn sig_masks(tid: i32) -> Option<SigMasks> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let mask = |key: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    Some(SigMasks {
+        pending: mask("SigPnd:"),
+        shared: mask("ShdPnd:"),
+        blocked: mask("SigBlk:"),
+        ignored: mask("SigIgn:"),
+        caught: mask("SigCgt:"),
+    })
+}
+
+impl SigMasks {
+    /// Whether a pending signal would interrupt a blocking call of the
+    /// thread: not blocked, and caught, or with a default action that ends
+    /// the process (not one that ignores or stops).
+    pub fn interrupting(&self) -> bool {
+        let bit = |n: i32| 1u64 << (n - 1);
+        let harmless = NOT_ENDING.iter().fold(0u64, |m, &n| m | bit(n));
+        let live = (self.pending | self.shared) & !self.blocked;
+        live & (self.caught | !(self.ignored | harmless)) != 0
+    }
+}
+
 /// The thread-group id of a thread, from /proc.
 pub fn tgid_of(tid: i32) -> Option<i32> {
     status_field(tid, "Tgid:")?.parse().ok()

@@ -3,15 +3,21 @@
 //! the tracer sends the whole message itself, reading the program's buffers
 //! in pieces of at most MAX_DATA, so a blocking send returns the full count
 //! as untraced. Only data is read again, never an address. A full send
-//! buffer is waited out with poll in 100 ms slices, for at most a minute in
-//! all (docs/RULES.md, known limits: other traced threads wait meanwhile).
+//! buffer is waited out with poll in 20 ms slices, for at most a minute in
+//! all, or the socket's SO_SNDTIMEO; a signal that would interrupt the
+//! program ends the wait once some of the message went (docs/RULES.md, known
+//! limits: under ptrace other traced threads wait meanwhile).
 
 use crate::msg::{self, MAX_DATA};
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// Slices of 100 ms the tracer waits, in all, for room in a send buffer.
-const WAIT_SLICES: u32 = 600;
+/// Slices of 20 ms the tracer waits, in all, for room in a send buffer
+/// (a minute; less when the socket has a send timeout: then that). Between
+/// slices, a signal that would interrupt the program's own wait ends the
+/// send once some of it went (the count is the answer, as natively).
+const WAIT_SLICES: u32 = 3000;
+const SLICE_MS: i32 = 20;
 
 /// Send all of `iovs` (the program's buffers) on the stream socket `sock`
 /// with `flags`, `control` going with the first byte. `blocking`: wait for
@@ -27,6 +33,9 @@ pub fn send_all(
 ) -> i64 {
     let mut sent: u64 = 0;
     let mut waited = 0;
+    // The socket's send timeout, as the kernel's own wait would keep it:
+    // looked up on the first wait.
+    let mut deadline: Option<Option<std::time::Instant>> = None;
     let mut chunk = Vec::with_capacity(MAX_DATA.min(1 << 16));
     for &(base, len) in iovs {
         let mut off = 0u64;
@@ -48,7 +57,20 @@ pub fn send_all(
                     sent += r as u64;
                     continue;
                 }
-                if r == -(Errno::EAGAIN as i64) && blocking && waited < WAIT_SLICES {
+                let until = *deadline.get_or_insert_with(|| {
+                    crate::emulate::sock_timeout(sock, libc::SO_SNDTIMEO)
+                        .map(|d| std::time::Instant::now() + d)
+                });
+                let left = until.map_or(SLICE_MS, |u| {
+                    let ms = u
+                        .saturating_duration_since(std::time::Instant::now())
+                        .as_millis();
+                    ms.min(SLICE_MS as u128) as i32
+                });
+                let signalled =
+                    || sent > 0 && crate::remote::sig_masks(tid).is_some_and(|m| m.interrupting());
+                let wait = r == -(Errno::EAGAIN as i64) && blocking && waited < WAIT_SLICES;
+                if wait && left > 0 && (waited == 0 || !signalled()) {
                     waited += 1;
                     let mut p = libc::pollfd {
                         fd: sock.as_raw_fd(),
@@ -56,7 +78,7 @@ pub fn send_all(
                         revents: 0,
                     };
                     // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut p, 1, 100) };
+                    unsafe { libc::poll(&mut p, 1, left) };
                     continue;
                 }
                 return if sent > 0 { sent as i64 } else { r };

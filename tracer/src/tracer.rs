@@ -401,17 +401,7 @@ fn queue(s: Stop) {
 /// action terminate or core; not caught, not ignored) and is not blocked
 /// in thread `next` of the same process.
 fn ends_process_on(tid: i32, tgid: i32, next: i32, sig: i32) -> bool {
-    const KEEP: [i32; 8] = [
-        libc::SIGCHLD,
-        libc::SIGCONT,
-        libc::SIGURG,
-        libc::SIGWINCH,
-        libc::SIGSTOP,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ];
-    if KEEP.contains(&sig) || crate::remote::tgid_of(tid) != Some(tgid) {
+    if crate::remote::NOT_ENDING.contains(&sig) || crate::remote::tgid_of(tid) != Some(tgid) {
         return false;
     }
     let to_process = ptrace::getsiginfo(pid(tid)).is_ok_and(|i| i.si_code == libc::SI_USER);

@@ -16,6 +16,7 @@ pub(crate) mod notif;
 pub(crate) mod park;
 mod procs;
 mod recv;
+pub(crate) mod sends;
 mod special;
 mod wake;
 

@@ -62,8 +62,11 @@ pub(crate) struct Send {
     /// Goes with the first byte (empty once something was sent).
     pub(crate) control: Vec<u8>,
     pub(crate) flags: i32,
-    /// (buffer argument, total length): what a restart looks like.
+    /// (buffer argument, total length): what a restart looks like; for a
+    /// sendmmsg (message array, count).
     pub(crate) key: (u64, u64),
+    /// A sendmmsg: which message this is (sends.rs).
+    pub(crate) mmsg: Option<super::sends::Mmsg>,
 }
 
 /// A parked wait's copy of the socket: the program may have closed its own
@@ -97,6 +100,7 @@ impl Drop for Sock {
 pub(crate) const GONE_CONNECT: u8 = 0;
 pub(crate) const GONE_SEND: u8 = 1;
 pub(crate) const GONE_OTHER: u8 = 2;
+pub(crate) const GONE_MMSG: u8 = 3;
 
 /// A wait whose thread was interrupted by a signal (its notification
 /// gone). Natively the call then returns EINTR, or the count sent for a
@@ -107,22 +111,23 @@ pub(crate) struct Gone {
     tid: i32,
     /// A connect that started the handshake.
     pub(crate) first: bool,
-    /// A send: what had gone out.
+    /// A send: what had gone out (a sendmmsg: the messages it counts).
     pub(crate) sent: u64,
     key: Option<(u64, u64)>,
-    /// Which kind of call was interrupted: 0 connect, 1 send, 2 other.
+    /// Which kind of call was interrupted: 0 connect, 1 send, 2 other, 3
+    /// sendmmsg.
     kind: u8,
 }
 
 pub(crate) struct Wait {
     id: u64,
-    tid: i32,
-    sock: Sock,
-    inode: u64,
-    call: Call,
-    verdict: Verdict,
-    deadline: Option<Instant>,
-    kind: Kind,
+    pub(super) tid: i32,
+    pub(super) sock: Sock,
+    pub(super) inode: u64,
+    pub(super) call: Call,
+    pub(super) verdict: Verdict,
+    pub(super) deadline: Option<Instant>,
+    pub(super) kind: Kind,
 }
 
 #[derive(Default)]
@@ -194,7 +199,8 @@ impl Parked {
             return None;
         }
         let i = self.gone.iter().position(|g| {
-            g.inode == inode && g.tid == tid && g.kind == kind && (kind != 1 || g.key == key)
+            let keyed = kind == GONE_SEND || kind == GONE_MMSG;
+            g.inode == inode && g.tid == tid && g.kind == kind && (!keyed || g.key == key)
         })?;
         self.gone.remove(i)
     }
@@ -204,9 +210,12 @@ impl Parked {
             self.gone.pop_front();
         }
         let (first, sent, key, kind) = match &w.kind {
-            Kind::Connect { first, .. } => (*first, 0, None, 0),
-            Kind::Send(s) => (false, s.sent, Some(s.key), 1),
-            _ => (false, 0, None, 2),
+            Kind::Connect { first, .. } => (*first, 0, None, GONE_CONNECT),
+            Kind::Send(s) => match s.mmsg {
+                Some(m) => (false, m.interrupted(w.tid, s.sent), Some(s.key), GONE_MMSG),
+                None => (false, s.sent, Some(s.key), GONE_SEND),
+            },
+            _ => (false, 0, None, GONE_OTHER),
         };
         self.gone.push_back(Gone {
             inode: w.inode,
@@ -327,32 +336,12 @@ fn format_addr(a: &crate::sockaddr::SockAddr) -> impl Iterator<Item = u8> {
 
 /// Whether the socket has SO_RCVTIMEO set.
 pub(crate) fn recv_timeout(fd: &OwnedFd) -> bool {
-    sock_timeout(fd, libc::SO_RCVTIMEO).is_some()
+    emulate::sock_timeout(fd, libc::SO_RCVTIMEO).is_some()
 }
 
 /// Whether the socket has SO_SNDTIMEO set.
 pub(crate) fn send_timeout(fd: &OwnedFd) -> bool {
-    sock_timeout(fd, libc::SO_SNDTIMEO).is_some()
-}
-
-fn sock_timeout(fd: &OwnedFd, opt: i32) -> Option<Duration> {
-    let mut tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 0,
-    };
-    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-    // SAFETY: tv and len are valid for the kernel to write.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&mut tv as *mut libc::timeval).cast(),
-            &mut len,
-        )
-    };
-    let d = Duration::new(tv.tv_sec.max(0) as u64, (tv.tv_usec.max(0) as u32) * 1000);
-    (r == 0 && !d.is_zero()).then_some(d)
+    emulate::sock_timeout(fd, libc::SO_SNDTIMEO).is_some()
 }
 
 fn so_error(fd: &OwnedFd) -> i32 {
@@ -449,7 +438,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return self.done(tid, &call, &verdict, -(Errno::EINVAL as i64));
             }
         }
-        let timed = sock_timeout(&sock, libc::SO_RCVTIMEO).is_some();
+        let timed = emulate::sock_timeout(&sock, libc::SO_RCVTIMEO).is_some();
         if self
             .interrupted(tid, info.inode, None, GONE_OTHER)
             .is_some()
@@ -478,7 +467,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         match accept_now(&sock, info.nonblocking, call.flags) {
             Ok(got) => self.deliver_accepted(tid, call, verdict, info.inode, got),
             Err(Errno::EAGAIN) if !info.nonblocking => {
-                let deadline = sock_timeout(&sock, libc::SO_RCVTIMEO).map(|d| Instant::now() + d);
+                let deadline =
+                    emulate::sock_timeout(&sock, libc::SO_RCVTIMEO).map(|d| Instant::now() + d);
                 self.park(tid, call, verdict, sock, info.inode, deadline, Kind::Accept);
             }
             Err(e) => self.done(tid, &call, &verdict, -(e as i64)),
@@ -561,7 +551,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         } else {
             libc::SO_SNDTIMEO
         };
-        let deadline = sock_timeout(&sock, opt).map(|t| Instant::now() + t);
+        let deadline = emulate::sock_timeout(&sock, opt).map(|t| Instant::now() + t);
         let call = d.call.clone();
         let kind = if recv {
             Kind::Recv(Box::new(d))
@@ -603,7 +593,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return self.done(tid, &call, &verdict, r);
             }
         };
-        let deadline = sock_timeout(&sock, libc::SO_SNDTIMEO).map(|d| Instant::now() + d);
+        let deadline = emulate::sock_timeout(&sock, libc::SO_SNDTIMEO).map(|d| Instant::now() + d);
         self.park(tid, call, verdict, sock, inode, deadline, Kind::Send(send));
     }
 
@@ -653,7 +643,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         addr: Option<crate::sockaddr::RawAddr>,
     ) {
         let inode = call.socket.map_or(0, |s| s.inode);
-        let timeo = sock_timeout(&sock, libc::SO_SNDTIMEO);
+        let timeo = emulate::sock_timeout(&sock, libc::SO_SNDTIMEO);
         let mut first = started;
         if !started {
             // A connect on a socket already connecting: the restart of one
@@ -684,7 +674,7 @@ impl<H: NetHandler> Tracer<'_, H> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn park(
+    pub(super) fn park(
         &mut self,
         tid: i32,
         call: Call,
@@ -738,6 +728,9 @@ impl<H: NetHandler> Tracer<'_, H> {
             st.id = w.id;
             st.answered = false;
         }
+        if matches!(w.kind, Kind::Send(_)) && !timed_out && self.st().valid() {
+            return self.send_more(w);
+        }
         match w.kind {
             Kind::Connect { first, addr } => {
                 let mut e = if timed_out {
@@ -767,43 +760,18 @@ impl<H: NetHandler> Tracer<'_, H> {
                 self.done(w.tid, &call, &w.verdict, -(e as i64));
             }
             Kind::Send(s) if timed_out => {
-                let r = if s.sent > 0 {
-                    s.sent as i64
-                } else {
-                    -(Errno::EAGAIN as i64)
+                let eagain = -(Errno::EAGAIN as i64);
+                let r = match s.mmsg {
+                    Some(m) => m.answer(w.tid, s.sent, Some(eagain)),
+                    None if s.sent > 0 => s.sent as i64,
+                    None => eagain,
                 };
                 self.done(w.tid, &w.call, &w.verdict, r);
             }
-            Kind::Send(_) if !self.st().valid() => {
-                // Interrupted meanwhile: nothing more is sent for it.
+            Kind::Send(_) => {
+                // Interrupted meanwhile (a send with room went on above):
+                // nothing more is sent for it.
                 self.st().parked.note_gone(&w);
-            }
-            Kind::Send(mut s) => {
-                let rest = crate::netcall::rest_of(&s.iovs, s.sent);
-                let r = crate::stream::send_all(w.tid, &w.sock, &rest, &s.control, s.flags, false);
-                if r > 0 {
-                    s.sent += r as u64;
-                    s.control.clear();
-                }
-                let again = r == -(Errno::EAGAIN as i64) || (r >= 0 && s.sent < s.total);
-                if again && s.sent < s.total {
-                    let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
-                    return self.park(
-                        tid,
-                        w.call,
-                        w.verdict,
-                        w.sock,
-                        inode,
-                        deadline,
-                        Kind::Send(s),
-                    );
-                }
-                let ret = if r < 0 && s.sent == 0 {
-                    r
-                } else {
-                    s.sent as i64
-                };
-                self.done(w.tid, &w.call, &w.verdict, ret);
             }
             Kind::Again(_) if timed_out => {
                 self.done(w.tid, &w.call, &w.verdict, -(Errno::EAGAIN as i64));
