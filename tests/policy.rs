@@ -136,6 +136,45 @@ print(' '.join(out))
     assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A sibling's connect(AF_UNSPEC) while a blocking connect waits for its
+/// handshake: as untraced, the waiting connect fails with EPIPE, the
+/// socket's error (ECONNRESET) is left for SO_ERROR, and the socket can
+/// connect again. (User notification parks the waiting connect: the
+/// disconnect is noted on it, unotify/park.rs.)
+#[test]
+fn a_sibling_disconnect_ends_a_waiting_connect_with_epipe() {
+    let (_d, pol) = policy_file("deny connect 127.0.0.1:1\n");
+    let script = r#"import ctypes, errno, socket, struct, threading, time
+e = lambda n: errno.errorcode.get(n, str(n))
+libc = ctypes.CDLL(None, use_errno=True)
+keys = [l for l in open('/proc/net/netstat') if l.startswith('TcpExt:')][0].split()[1:]
+def overflows():
+    for l in open('/proc/net/netstat'):
+        if l.startswith('TcpExt:') and 'ListenOverflows' not in l:
+            return int(l.split()[1 + keys.index('ListenOverflows')])
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)
+fill = [socket.socket() for _ in range(3)]
+for c in fill:
+    c.setblocking(False); c.connect_ex(l.getsockname())
+s = socket.socket()
+def sibling(start):
+    end = time.monotonic() + 10
+    while overflows() == start and time.monotonic() < end:
+        time.sleep(0.01)
+    sa = struct.pack('H14x', 0)
+    libc.connect(s.fileno(), sa, len(sa))
+t = threading.Thread(target=sibling, args=(overflows(),)); t.start()
+r = e(s.connect_ex(l.getsockname()))
+t.join()
+m = socket.socket(); m.bind(('127.0.0.1', 0)); m.listen(8)
+print(r, e(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)), e(s.connect_ex(m.getsockname())))
+"#;
+    let want = "EPIPE ECONNRESET 0\n";
+    assert_eq!(stdout(&untraced("python3", &["-c", script])), want);
+    let o = police(&pol, "python3", &["-c", script]);
+    assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A redirected socket shut down while its handshake is pending (the
 /// kernel drops that connection), then connected elsewhere with a blocking
 /// connect: that connect makes a new connection and returns 0, and the

@@ -102,6 +102,13 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let v = Verdict::Allow;
                 return self.done(tid, &d.call, &v, r);
             }
+            // A disconnect: a connect parked on the socket ends with EPIPE.
+            let unspec = d.raw.as_ref().is_some_and(|r| {
+                r.as_bytes().len() >= 2 && r.family() == libc::AF_UNSPEC
+            });
+            if d.call.op == Op::Connect && unspec {
+                st.parked.note_disconnect(info.inode);
+            }
         }
         // Rules judge the address as the kernel will read it on this socket.
         if let (Some(raw), Some((_, info))) = (&d.raw, &borrowed) {

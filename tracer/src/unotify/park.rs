@@ -36,9 +36,13 @@ pub(crate) enum Kind {
     /// reports EINPROGRESS, else EALREADY).
     /// `addr`: the address it was carried out with (the settle after the
     /// wait goes there).
+    /// `disconnected`: a sibling's connect(AF_UNSPEC) on the socket came
+    /// meanwhile; natively the wait then ends with EPIPE, the socket's
+    /// error left for SO_ERROR.
     Connect {
         first: bool,
         addr: Option<crate::sockaddr::RawAddr>,
+        disconnected: bool,
     },
     Accept,
     Send(Send),
@@ -253,6 +257,19 @@ impl Parked {
         );
         self.lost
             .push_back((tid, call.op, inode, call_key(call), ret));
+    }
+
+    /// A connect(AF_UNSPEC) on `inode`: connects parked there end with
+    /// EPIPE (see [`Kind::Connect`]).
+    pub(crate) fn note_disconnect(&mut self, inode: u64) {
+        if self.count == 0 {
+            return;
+        }
+        for w in self.slots.iter_mut().flatten() {
+            if let (true, Kind::Connect { disconnected, .. }) = (w.inode == inode, &mut w.kind) {
+                *disconnected = true;
+            }
+        }
     }
 
     pub(crate) fn take_lost(&mut self, tid: i32, call: &Call, inode: u64) -> Option<i64> {
@@ -669,7 +686,11 @@ impl<H: NetHandler> Tracer<'_, H> {
             sock,
             inode,
             deadline,
-            Kind::Connect { first, addr },
+            Kind::Connect {
+                first,
+                addr,
+                disconnected: false,
+            },
         );
     }
 
@@ -732,7 +753,19 @@ impl<H: NetHandler> Tracer<'_, H> {
             return self.send_more(w);
         }
         match w.kind {
-            Kind::Connect { first, addr } => {
+            Kind::Connect {
+                disconnected: true,
+                first,
+                ..
+            } => {
+                // As the kernel's wait ends after a disconnect: EPIPE, the
+                // socket left as the disconnect left it (no settle), its
+                // error for SO_ERROR.
+                let mut call = w.call;
+                call.new_connection = Some(first);
+                self.done(w.tid, &call, &w.verdict, -(Errno::EPIPE as i64));
+            }
+            Kind::Connect { first, addr, .. } => {
                 let mut e = if timed_out {
                     if first {
                         libc::EINPROGRESS
