@@ -103,9 +103,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return self.done(tid, &d.call, &v, r);
             }
             // A disconnect: a connect parked on the socket ends with EPIPE.
-            let unspec = d.raw.as_ref().is_some_and(|r| {
-                r.as_bytes().len() >= 2 && r.family() == libc::AF_UNSPEC
-            });
+            let unspec = d
+                .raw
+                .as_ref()
+                .is_some_and(|r| r.as_bytes().len() >= 2 && r.family() == libc::AF_UNSPEC);
             if d.call.op == Op::Connect && unspec {
                 st.parked.note_disconnect(info.inode);
             }
@@ -688,7 +689,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         // rest itself, waiting for room (stream.rs; docs/RULES.md, limits).
         let control = if sent == 0 { &m.control[..] } else { &[] };
         let more = if stream {
-            stream::send_all(tid, sock, &rest_of(&m.iovs, sent), control, flags, waits)
+            let rest = rest_of(&m.iovs, sent);
+            stream::send_all(tid, sock, &rest, control, flags, waits, false)
         } else {
             let rest = &m.data[(sent as usize).min(m.data.len())..];
             emulate::send_datagram(sock, info, None, rest, control, flags | self.dontwait())
@@ -887,6 +889,8 @@ impl<H: NetHandler> Tracer<'_, H> {
             if let Some(g) = self.interrupted(tid, info.inode, Some(key), gone) {
                 let timed = crate::unotify::park::send_timeout(&sock);
                 if g.sent > 0 || timed {
+                    let base = d.args[1];
+                    crate::unotify::sends::Mmsg::rewrite_lens(tid, base, compat, &g.lens);
                     let r = if g.sent > 0 {
                         g.sent as i64
                     } else {
@@ -899,6 +903,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         let mut sent = 0i64;
         let mut error = None;
+        // The msg_len of each message sent, kept for a parked call.
+        let mut lens = Vec::new();
         // One Call for every message: only its index and address change.
         let mut call = d.call.clone();
         for i in 0..vlen {
@@ -994,7 +1000,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 neg(e)
             } else if stream {
                 let blocking = waits && self.notify.is_none();
-                stream::send_all(tid, &sock, &m.iovs, &m.control, flags, blocking)
+                stream::send_all(tid, &sock, &m.iovs, &m.control, flags, blocking, sent > 0)
             } else if m.truncated {
                 neg(Errno::EMSGSIZE)
             } else {
@@ -1016,6 +1022,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                         vlen,
                         index: i,
                         compat,
+                        lens: std::mem::take(&mut lens),
                     }),
                 };
                 return self.park_send(tid, d.call, Verdict::Allow, &sock, send);
@@ -1026,6 +1033,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 break;
             }
             let _ = remote::write_mem(tid, hdr + len_off, &(r as u32).to_ne_bytes());
+            if parks {
+                lens.push(r as u32);
+            }
             sent += 1;
             if (r as u64) < m.total {
                 // A message cut short ends the call, as in the kernel.

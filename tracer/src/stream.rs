@@ -21,8 +21,10 @@ const SLICE_MS: i32 = 20;
 
 /// Send all of `iovs` (the program's buffers) on the stream socket `sock`
 /// with `flags`, `control` going with the first byte. `blocking`: wait for
-/// room as the program's blocking call would. The count sent, or -errno
-/// when nothing was.
+/// room as the program's blocking call would; `earlier`: the call sent
+/// something before these buffers (a sendmmsg's earlier messages), so a
+/// signal ends the wait even before any of them went (-EINTR). The count
+/// sent, or -errno when nothing was.
 pub fn send_all(
     tid: i32,
     sock: &OwnedFd,
@@ -30,7 +32,13 @@ pub fn send_all(
     control: &[u8],
     flags: i32,
     blocking: bool,
+    earlier: bool,
 ) -> i64 {
+    if iovs.iter().all(|&(_, len)| len == 0) {
+        // Nothing to send: the kernel's answer all the same (0, or EPIPE
+        // on a socket shut down for writing).
+        return crate::emulate::send_now(sock, &[], control, flags);
+    }
     let mut sent: u64 = 0;
     let mut waited = 0;
     // The socket's send timeout, as the kernel's own wait would keep it:
@@ -67,10 +75,12 @@ pub fn send_all(
                         .as_millis();
                     ms.min(SLICE_MS as u128) as i32
                 });
-                let signalled =
-                    || sent > 0 && crate::remote::sig_masks(tid).is_some_and(|m| m.interrupting());
+                let signalled = || {
+                    (sent > 0 || earlier)
+                        && crate::remote::sig_masks(tid).is_some_and(|m| m.interrupting())
+                };
                 let wait = r == -(Errno::EAGAIN as i64) && blocking && waited < WAIT_SLICES;
-                if wait && left > 0 && (waited == 0 || !signalled()) {
+                if wait && left > 0 && !signalled() {
                     waited += 1;
                     let mut p = libc::pollfd {
                         fd: sock.as_raw_fd(),
@@ -79,7 +89,17 @@ pub fn send_all(
                     };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut p, 1, left) };
+                    if sent > 0 && p.revents & libc::POLLERR != 0 {
+                        // The socket failed (a reset) after some of it
+                        // went: that count, the error left for the next
+                        // call, as the kernel's own wait would.
+                        return sent as i64;
+                    }
                     continue;
+                }
+                if wait && sent == 0 && earlier && left > 0 {
+                    // Interrupted before any of this message went.
+                    return -(Errno::EINTR as i64);
                 }
                 return if sent > 0 { sent as i64 } else { r };
             }
@@ -87,4 +107,16 @@ pub fn send_all(
         }
     }
     sent as i64
+}
+
+/// Whether `sock` has an error waiting (POLLERR), left unread.
+pub fn error_pending(sock: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    p.revents & libc::POLLERR != 0
 }

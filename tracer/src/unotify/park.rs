@@ -111,16 +111,19 @@ pub(crate) const GONE_MMSG: u8 = 3;
 /// send with progress; with no timeout set on the socket the kernel
 /// restarts it (SA_RESTART), and here the restart arrives as a new call.
 pub(crate) struct Gone {
-    inode: u64,
-    tid: i32,
+    pub(crate) inode: u64,
+    pub(crate) tid: i32,
     /// A connect that started the handshake.
     pub(crate) first: bool,
     /// A send: what had gone out (a sendmmsg: the messages it counts).
     pub(crate) sent: u64,
-    key: Option<(u64, u64)>,
+    pub(crate) key: Option<(u64, u64)>,
     /// Which kind of call was interrupted: 0 connect, 1 send, 2 other, 3
     /// sendmmsg.
-    kind: u8,
+    pub(crate) kind: u8,
+    /// A sendmmsg: the msg_len of each message it counts (written again
+    /// when the count is given, in case the program changed them).
+    pub(crate) lens: Vec<u32>,
 }
 
 pub(crate) struct Wait {
@@ -210,25 +213,34 @@ impl Parked {
     }
 
     fn note_gone(&mut self, w: &Wait) {
-        if self.gone.len() >= NOTES {
-            self.gone.pop_front();
-        }
-        let (first, sent, key, kind) = match &w.kind {
-            Kind::Connect { first, .. } => (*first, 0, None, GONE_CONNECT),
-            Kind::Send(s) => match s.mmsg {
-                Some(m) => (false, m.interrupted(w.tid, s.sent), Some(s.key), GONE_MMSG),
-                None => (false, s.sent, Some(s.key), GONE_SEND),
+        let (first, sent, key, kind, lens) = match &w.kind {
+            Kind::Connect { first, .. } => (*first, 0, None, GONE_CONNECT, Vec::new()),
+            Kind::Send(s) => match &s.mmsg {
+                Some(m) => {
+                    let (n, lens) = m.interrupted(w.tid, s.sent);
+                    (false, n, Some(s.key), GONE_MMSG, lens)
+                }
+                None => (false, s.sent, Some(s.key), GONE_SEND, Vec::new()),
             },
-            _ => (false, 0, None, GONE_OTHER),
+            _ => (false, 0, None, GONE_OTHER, Vec::new()),
         };
-        self.gone.push_back(Gone {
+        self.push_gone(Gone {
             inode: w.inode,
             tid: w.tid,
             first,
             sent,
             key,
             kind,
+            lens,
         });
+    }
+
+    /// Keep a note of an interrupted wait (the oldest goes past NOTES).
+    pub(crate) fn push_gone(&mut self, g: Gone) {
+        if self.gone.len() >= NOTES {
+            self.gone.pop_front();
+        }
+        self.gone.push_back(g);
     }
 
     /// A call with side effects (connect, bind, listen, a send) was carried

@@ -18,13 +18,14 @@ use crate::tracer::Tracer;
 use nix::errno::Errno;
 
 /// Where a parked sendmmsg stands: message `index` of `vlen` in the array
-/// at `base` (the ones before it were sent whole).
-#[derive(Clone, Copy, Debug)]
+/// at `base` (the ones before it were sent whole, `lens` long).
+#[derive(Clone, Debug)]
 pub(crate) struct Mmsg {
     pub(crate) base: u64,
     pub(crate) vlen: u64,
     pub(crate) index: u64,
     pub(crate) compat: bool,
+    pub(crate) lens: Vec<u32>,
 }
 
 impl Mmsg {
@@ -32,17 +33,24 @@ impl Mmsg {
         self.base + i * msg::mmsghdr_layout(self.compat).0
     }
 
-    /// Write message `index`'s msg_len, as the kernel does once it is sent.
-    fn set_len(&self, tid: i32, len: u64) {
-        let at = self.header(self.index) + msg::mmsghdr_layout(self.compat).1;
-        let _ = remote::write_mem(tid, at, &(len as u32).to_ne_bytes());
+    /// Write message `i`'s msg_len, as the kernel does once it is sent.
+    fn write_len(&self, tid: i32, i: u64, len: u32) {
+        let at = self.header(i) + msg::mmsghdr_layout(self.compat).1;
+        let _ = remote::write_mem(tid, at, &len.to_ne_bytes());
+    }
+
+    /// Message `index` went whole (`len` bytes): on to the next.
+    fn completed(&mut self, tid: i32, len: u64) {
+        self.write_len(tid, self.index, len as u32);
+        self.lens.push(len as u32);
+        self.index += 1;
     }
 
     /// The call's answer once message `index` ended with `sent` of its
     /// bytes gone (`err`: what it failed with, if it did; -errno).
     pub(crate) fn answer(&self, tid: i32, sent: u64, err: Option<i64>) -> i64 {
         if sent > 0 {
-            self.set_len(tid, sent);
+            self.write_len(tid, self.index, sent as u32);
             return (self.index + 1) as i64;
         }
         match err {
@@ -52,13 +60,23 @@ impl Mmsg {
     }
 
     /// The count a restart after a signal gets (0: none, the call starts
-    /// afresh), message `index` having `sent` bytes gone. Its msg_len is
-    /// written now.
-    pub(crate) fn interrupted(&self, tid: i32, sent: u64) -> u64 {
+    /// afresh), message `index` having `sent` bytes gone, and the msg_len
+    /// of each message counted. The partial one's is written now.
+    pub(crate) fn interrupted(&self, tid: i32, sent: u64) -> (u64, Vec<u32>) {
+        let mut lens = self.lens.clone();
         if sent > 0 {
-            self.set_len(tid, sent);
+            self.write_len(tid, self.index, sent as u32);
+            lens.push(sent as u32);
         }
-        self.index + u64::from(sent > 0)
+        (lens.len() as u64, lens)
+    }
+
+    /// Write the msg_len of each message a restart is told of again.
+    pub(crate) fn rewrite_lens(tid: i32, base: u64, compat: bool, lens: &[u32]) {
+        let (stride, off) = msg::mmsghdr_layout(compat);
+        for (i, &l) in lens.iter().enumerate() {
+            let _ = remote::write_mem(tid, base + i as u64 * stride + off, &l.to_ne_bytes());
+        }
     }
 }
 
@@ -73,7 +91,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             inode,
             call,
             verdict,
-            deadline,
+            mut deadline,
             kind: Kind::Send(mut s),
             ..
         } = w
@@ -82,8 +100,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         };
         // Bounded: each turn ends a message, and there are at most 1024.
         loop {
-            let rest = crate::netcall::rest_of(&s.iovs, s.sent);
-            let r = crate::stream::send_all(tid, &sock, &rest, &s.control, s.flags, false);
+            // Natively the send that waited returns the count once some of
+            // its message went and the socket failed (a reset), leaving
+            // the error for the next call: not consumed by sending again.
+            let r = if s.sent > 0 && crate::stream::error_pending(&sock) {
+                -(Errno::EPIPE as i64)
+            } else {
+                let rest = crate::netcall::rest_of(&s.iovs, s.sent);
+                crate::stream::send_all(tid, &sock, &rest, &s.control, s.flags, false, false)
+            };
             if r > 0 {
                 s.sent += r as u64;
                 s.control.clear();
@@ -93,7 +118,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 return self.park(tid, call, verdict, sock, inode, deadline, Kind::Send(s));
             }
             let err = (r < 0).then_some(r);
-            let Some(mut m) = s.mmsg else {
+            let Some(mut m) = s.mmsg.take() else {
                 let ret = if r < 0 && s.sent == 0 {
                     r
                 } else {
@@ -105,18 +130,35 @@ impl<H: NetHandler> Tracer<'_, H> {
                 let ret = m.answer(tid, s.sent, err);
                 return self.done(tid, &call, &verdict, ret);
             }
-            m.set_len(tid, s.sent);
-            m.index += 1;
+            m.completed(tid, s.sent);
             if m.index >= m.vlen {
                 return self.done(tid, &call, &verdict, m.vlen as i64);
             }
-            // The next message, read now (the kernel reads each in turn).
+            // A signal took the thread meanwhile: no more messages for it;
+            // its restart gets the count.
+            if !self.st().valid() {
+                let (sent, lens) = m.interrupted(tid, 0);
+                let gone = super::park::Gone {
+                    inode,
+                    tid,
+                    first: false,
+                    sent,
+                    key: Some(s.key),
+                    kind: super::park::GONE_MMSG,
+                    lens,
+                };
+                return self.st().parked.push_gone(gone);
+            }
+            // The next message, read now (the kernel reads each in turn),
+            // with a send timeout of its own.
             let next = msg::read_message(tid, m.header(m.index), m.compat)
                 .and_then(|n| crate::privs::check_control(tid, &n.control).map(|()| n));
             let n = match next {
                 Ok(n) => n,
                 Err(_) => return self.done(tid, &call, &verdict, m.index as i64),
             };
+            deadline = crate::emulate::sock_timeout(&sock, libc::SO_SNDTIMEO)
+                .map(|d| std::time::Instant::now() + d);
             s.iovs = n.iovs;
             s.total = n.total;
             s.sent = 0;
