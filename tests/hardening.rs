@@ -606,6 +606,7 @@ fn class15_sendmmsg_on_tcp_sends_and_stops_as_untraced() {
         ("timeout1", "hold", "n=2 - lens=5,part,777\n"),
         ("reset", "reset", "n=2 - lens=5,part,777\n"),
         ("sig", "hold", "n=1 - lens=part,777,777\n"),
+        ("ts", "all", "n=3 - lens=full,full,full\n"),
         ("empty", "all", "n=3 - lens=0,5,0\n"),
         ("after", "all", "n=1 - lens=5,777,777\n"),
     ];

@@ -7,6 +7,8 @@
  *   timeout1  5 bytes then 2 x 16 MiB, SO_SNDTIMEO [holds]: two, the second short
  *   reset     5 bytes then 2 x 16 MiB [resets once its queue is still]: two
  *   sig       a caught SIGALRM (SA_RESTART) after 300 ms [holds]: one, short
+ *   ts        3 x 16 MiB with TX timestamps on (the error queue fills, the
+ *             connection is healthy) [reads all]: every message whole
  *   empty     0, 5, 0 bytes [reads all]: three
  *   after     5 bytes, then a bad buffer address [reads all]: one
  * Prints n=COUNT ERRNO lens=A,B,C, each length as full, part (cut
@@ -23,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <linux/net_tstamp.h>
 #define MB (1 << 20)
 static char buf[16 * MB];
 static void h(int s) { (void)s; }
@@ -48,6 +51,10 @@ int main(int argc, char **argv) {
         sigaction(SIGALRM, &act, 0);
         struct itimerval it = { { 0, 0 }, { 0, 300000 } };
         setitimer(ITIMER_REAL, &it, 0);
+    }
+    if (!strcmp(mode, "ts")) {
+        int v = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_OPT_TSONLY | SOF_TIMESTAMPING_OPT_ID;
+        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPING, &v, sizeof v);
     }
     if (!strcmp(mode, "empty")) { mm[0].msg_hdr.msg_iov = &zero; mm[1].msg_hdr.msg_iov = &five; mm[2].msg_hdr.msg_iov = &zero; }
     if (!strcmp(mode, "after")) { mm[0].msg_hdr.msg_iov = &five; mm[1].msg_hdr.msg_iov = &bad; }

@@ -273,18 +273,30 @@ pub fn connect_began(
 /// program's own blocking connect() would have left it connected (its next
 /// connect() would get 0, not EISCONN) or, when it failed, unconnected (its
 /// next connect() would get ECONNABORTED, not a new connection). One more
-/// connect on our copy, to `addr` (the address the kernel was given) and
-/// without waiting, moves it there now. A reset that came after the wait is
-/// the program's answer then, as untraced when it lands before the woken
-/// thread runs: the errno (0: connected).
-pub fn settle_connected(fd: &OwnedFd, addr: &RawAddr) -> i32 {
-    let r = while_nonblocking(fd, || raw_connect(fd, addr));
+/// connect on our copy, without waiting, moves it there now. Its address is
+/// the socket's family alone (`domain`, two bytes): a connecting socket's
+/// connect never reads more, and a socket that is no longer connecting
+/// (disconnected meanwhile by a shutdown, or by a process we do not see)
+/// refuses so short an address (EINVAL) instead of starting a connection
+/// the program never asked for. A reset that came after the wait is the
+/// program's answer then, as untraced when it lands before the woken
+/// thread runs: the errno (0: connected; EINVAL: no longer connecting).
+pub fn settle_connected(fd: &OwnedFd, domain: i32) -> i32 {
+    let family = (domain as u16).to_ne_bytes();
+    // SAFETY: a two-byte buffer, its length passed.
+    let r = while_nonblocking(fd, || {
+        let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    });
     match r {
-        // Settled, or connected already. (Still connecting, or begun anew
-        // after a disconnect racing with it, to the same address: the
-        // program was told its connection is made, and learns the rest
-        // from the socket.)
-        Ok(()) | Err(Errno::EISCONN | Errno::EALREADY | Errno::EINPROGRESS) => 0,
+        // Settled, or connected already (another waiter settled it).
+        // (Still connecting: the program was told its connection is made,
+        // and learns the rest from the socket.)
+        Ok(()) | Err(Errno::EISCONN | Errno::EALREADY) => 0,
         Err(e) => e as i32,
     }
 }

@@ -454,7 +454,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Emulated::WaitInKernel { started } if self.notify.is_some() => {
                 // User notification: the answer waits for the handshake,
                 // with no thread held (unotify/park.rs).
-                self.park_connect(tid, d.call, verdict, sock, started, tried);
+                self.park_connect(tid, d.call, verdict, sock, started);
             }
             Emulated::WaitInKernel { started } => {
                 // Phase two of a blocking connect (emulate.rs): the program's
@@ -655,7 +655,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             return self.park_again(tid, d, verdict, sock);
         }
         let sent = r.max(0) as u64;
-        if !waits || (r < 0 && r != neg(Errno::EAGAIN)) || sent == m.total {
+        if !waits || (r < 0 && r != neg(Errno::EAGAIN)) || (r >= 0 && sent == m.total) {
             return self.done(tid, &d.call, &verdict, r);
         }
         // A blocking send of one buffer that did not fit whole: the rest

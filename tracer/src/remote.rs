@@ -135,8 +135,6 @@ pub struct SigMasks {
     pub blocked: u64,
     pub ignored: u64,
     pub caught: u64,
-    /// Threads in its process.
-    pub threads: u64,
 }
 
 pub fn sig_masks(tid: i32) -> Option<SigMasks> {
@@ -153,11 +151,6 @@ pub fn sig_masks(tid: i32) -> Option<SigMasks> {
         blocked: mask("SigBlk:"),
         ignored: mask("SigIgn:"),
         caught: mask("SigCgt:"),
-        threads: s
-            .lines()
-            .find_map(|l| l.strip_prefix("Threads:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(1),
     })
 }
 
@@ -165,15 +158,14 @@ impl SigMasks {
     /// Whether a pending signal would interrupt a blocking call of the
     /// thread: not blocked, not ignored (explicitly, or by default:
     /// SIGCHLD, SIGCONT, SIGURG, SIGWINCH uncaught). A signal pending for
-    /// the whole process counts only in a process of one thread (else
-    /// another thread may take it).
+    /// the whole process counts too: its other threads may be waiting for
+    /// the tracer themselves, and natively this one could take it.
     pub fn interrupting(&self) -> bool {
         let bit = |n: i32| 1u64 << (n - 1);
         let by_default = [libc::SIGCHLD, libc::SIGCONT, libc::SIGURG, libc::SIGWINCH]
             .iter()
             .fold(0u64, |m, &n| m | bit(n));
-        let shared = if self.threads <= 1 { self.shared } else { 0 };
-        let live = (self.pending | shared) & !self.blocked;
+        let live = (self.pending | self.shared) & !self.blocked;
         live & !self.ignored & !(by_default & !self.caught) != 0
     }
 }

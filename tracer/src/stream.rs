@@ -34,11 +34,10 @@ pub fn send_all(
     blocking: bool,
     earlier: bool,
 ) -> i64 {
-    if iovs.iter().all(|&(_, len)| len == 0) {
-        // Nothing to send: the kernel's answer all the same (0, or EPIPE
-        // on a socket shut down for writing).
-        return crate::emulate::send_now(sock, &[], control, flags);
-    }
+    let empty = iovs.iter().all(|&(_, len)| len == 0);
+    // Nothing to send: the kernel's answer all the same (0, EPIPE on a
+    // socket shut down for writing, or a wait while it is connecting).
+    let iovs: &[(u64, u64)] = if empty { &[(0, 0)] } else { iovs };
     let mut sent: u64 = 0;
     let mut waited = 0;
     // The socket's send timeout, as the kernel's own wait would keep it:
@@ -47,9 +46,9 @@ pub fn send_all(
     let mut chunk = Vec::with_capacity(MAX_DATA.min(1 << 16));
     for &(base, len) in iovs {
         let mut off = 0u64;
-        while off < len {
+        while off < len || (empty && off == 0) {
             let take = (len - off).min(MAX_DATA as u64);
-            if msg::read_into(tid, base + off, take, &mut chunk).is_err() {
+            if take > 0 && msg::read_into(tid, base + off, take, &mut chunk).is_err() {
                 return if sent > 0 {
                     sent as i64
                 } else {
@@ -57,12 +56,16 @@ pub fn send_all(
                 };
             }
             let mut done = 0usize;
-            while done < chunk.len() {
+            let mut once = empty;
+            while done < chunk.len() || std::mem::take(&mut once) {
                 let ctl = if sent == 0 && done == 0 { control } else { &[] };
                 let r = crate::emulate::send_now(sock, &chunk[done..], ctl, flags);
                 if r >= 0 {
                     done += r as usize;
                     sent += r as u64;
+                    if empty {
+                        return r;
+                    }
                     continue;
                 }
                 let until = *deadline.get_or_insert_with(|| {
@@ -89,11 +92,18 @@ pub fn send_all(
                     };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut p, 1, left) };
-                    if sent > 0 && p.revents & libc::POLLERR != 0 {
+                    if sent > 0 && reset(p.revents) {
                         // The socket failed (a reset) after some of it
                         // went: that count, the error left for the next
                         // call, as the kernel's own wait would.
                         return sent as i64;
+                    }
+                    if p.revents & (libc::POLLOUT | libc::POLLHUP) == 0 {
+                        // Woken by the error queue alone (timestamps,
+                        // zerocopy notes): still no room; the slice is
+                        // waited out rather than spun.
+                        let ms = std::time::Duration::from_millis(left as u64);
+                        std::thread::sleep(ms);
                     }
                     continue;
                 }
@@ -109,7 +119,14 @@ pub fn send_all(
     sent as i64
 }
 
-/// Whether `sock` has an error waiting (POLLERR), left unread.
+/// A reset (or any failure that ended the connection) in poll's answer:
+/// an error and a hang-up together. An error alone may be the error
+/// queue's (timestamps, zerocopy notes) on a healthy connection.
+fn reset(revents: i16) -> bool {
+    revents & libc::POLLERR != 0 && revents & libc::POLLHUP != 0
+}
+
+/// Whether `sock`'s connection has failed (a reset), its error left unread.
 pub fn error_pending(sock: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
         fd: sock.as_raw_fd(),
@@ -118,5 +135,5 @@ pub fn error_pending(sock: &OwnedFd) -> bool {
     };
     // SAFETY: one valid pollfd; no wait.
     unsafe { libc::poll(&mut p, 1, 0) };
-    p.revents & libc::POLLERR != 0
+    reset(p.revents)
 }

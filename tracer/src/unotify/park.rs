@@ -34,14 +34,11 @@ const NOTES: usize = 256;
 pub(crate) enum Kind {
     /// `first`: the program's call started the handshake (a timeout then
     /// reports EINPROGRESS, else EALREADY).
-    /// `addr`: the address it was carried out with (the settle after the
-    /// wait goes there).
     /// `disconnected`: a sibling's connect(AF_UNSPEC) on the socket came
     /// meanwhile; natively the wait then ends with EPIPE, the socket's
     /// error left for SO_ERROR.
     Connect {
         first: bool,
-        addr: Option<crate::sockaddr::RawAddr>,
         disconnected: bool,
     },
     Accept,
@@ -669,7 +666,6 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
         sock: OwnedFd,
         started: bool,
-        addr: Option<crate::sockaddr::RawAddr>,
     ) {
         let inode = call.socket.map_or(0, |s| s.inode);
         let timeo = emulate::sock_timeout(&sock, libc::SO_SNDTIMEO);
@@ -700,7 +696,6 @@ impl<H: NetHandler> Tracer<'_, H> {
             deadline,
             Kind::Connect {
                 first,
-                addr,
                 disconnected: false,
             },
         );
@@ -777,7 +772,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 call.new_connection = Some(first);
                 self.done(w.tid, &call, &w.verdict, -(Errno::EPIPE as i64));
             }
-            Kind::Connect { first, addr, .. } => {
+            Kind::Connect { first, .. } => {
                 let mut e = if timed_out {
                     if first {
                         libc::EINPROGRESS
@@ -793,10 +788,21 @@ impl<H: NetHandler> Tracer<'_, H> {
                 // leaves the socket as the program's own blocking connect
                 // would, connected or (after a failure, whose errno stays
                 // the answer) unconnected.
-                if let (false, Some(a)) = (timed_out, addr) {
-                    let settled = emulate::settle_connected(&w.sock, &a);
+                if let (false, Some(info)) = (timed_out, call.socket) {
+                    let settled = emulate::settle_connected(&w.sock, info.domain);
                     if e == 0 {
-                        e = settled;
+                        // EINVAL: disconnected under us, unseen (natively
+                        // the waiter's EPIPE).
+                        e = if settled == libc::EINVAL {
+                            libc::EPIPE
+                        } else {
+                            settled
+                        };
+                    }
+                    if e != 0 {
+                        // A failed connect disconnects the socket: other
+                        // waiters on it end with EPIPE, as natively.
+                        self.st().parked.note_disconnect(w.inode);
                     }
                 }
                 if e == 0 && self.interests.addresses {

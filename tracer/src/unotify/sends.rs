@@ -113,8 +113,9 @@ impl<H: NetHandler> Tracer<'_, H> {
                 s.sent += r as u64;
                 s.control.clear();
             }
+            // (EAGAIN with nothing left: a send of no bytes that must wait.)
             let again = r == -(Errno::EAGAIN as i64) || (r >= 0 && s.sent < s.total);
-            if again && s.sent < s.total {
+            if again {
                 return self.park(tid, call, verdict, sock, inode, deadline, Kind::Send(s));
             }
             let err = (r < 0).then_some(r);
