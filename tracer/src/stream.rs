@@ -137,3 +137,17 @@ pub fn error_pending(sock: &OwnedFd) -> bool {
     unsafe { libc::poll(&mut p, 1, 0) };
     reset(p.revents)
 }
+
+/// Whether `sock` polls with an error but neither room nor a hang-up: its
+/// error queue has entries (timestamps, zerocopy notes) while the send
+/// buffer is full.
+pub fn error_queue_only(sock: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    p.revents & libc::POLLERR != 0 && p.revents & (libc::POLLOUT | libc::POLLHUP) == 0
+}

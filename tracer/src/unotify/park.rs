@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// How often parked waits are checked for interrupted threads.
 const SWEEP: Duration = Duration::from_millis(50);
+/// How soon a send with no room, woken by its error queue alone, tries again.
+const RETRY: Duration = Duration::from_millis(5);
 /// Notes of interrupted connects, and kept accepted sockets, at most.
 const NOTES: usize = 256;
 
@@ -132,6 +134,10 @@ pub(crate) struct Wait {
     pub(super) verdict: Verdict,
     pub(super) deadline: Option<Instant>,
     pub(super) kind: Kind,
+    /// A send woken by its socket's error queue alone (TX timestamps,
+    /// zerocopy notes, which epoll always reports): not watched, tried
+    /// again at this time rather than spun on.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -166,7 +172,7 @@ impl Parked {
         let now = Instant::now();
         let mut t = SWEEP;
         for w in self.slots.iter().flatten() {
-            if let Some(d) = w.deadline {
+            for d in [w.deadline, w.retry_at].into_iter().flatten() {
                 t = t.min(d.saturating_duration_since(now));
             }
         }
@@ -718,6 +724,8 @@ impl<H: NetHandler> Tracer<'_, H> {
         } as u32
             | libc::EPOLLONESHOT as u32;
         let sock: Sock = sock.into();
+        let quiet = matches!(kind, Kind::Send(_)) && crate::stream::error_queue_only(&sock);
+        let retry_at = quiet.then(|| Instant::now() + RETRY);
         let st = self.st();
         let raw = sock.as_raw_fd();
         let id = st.id;
@@ -730,7 +738,12 @@ impl<H: NetHandler> Tracer<'_, H> {
             verdict,
             deadline,
             kind,
+            retry_at,
         });
+        if quiet {
+            st.answered = true;
+            return;
+        }
         if let Err(e) = st.watch(raw, events, TAG_PARK | slot as u64) {
             log::warn!("watching a parked call: {e}");
             if let Some(w) = st.parked.take(slot) {
@@ -894,14 +907,15 @@ impl<H: NetHandler> Tracer<'_, H> {
         }
         for slot in 0..st.parked.slots.len() {
             let st = self.st();
-            let (expired, valid) = match &st.parked.slots[slot] {
+            let (expired, valid, retry) = match &st.parked.slots[slot] {
                 Some(w) => (
                     w.deadline.is_some_and(|d| now >= d),
                     !check || st.listener.valid(w.id),
+                    w.retry_at.is_some_and(|t| now >= t),
                 ),
                 None => continue,
             };
-            if valid && !expired {
+            if valid && !expired && !retry {
                 continue;
             }
             let Some(w) = st.parked.take(slot) else {
@@ -912,7 +926,8 @@ impl<H: NetHandler> Tracer<'_, H> {
                 st.parked.note_gone(&w);
                 continue;
             }
-            self.finish_wait(w, true);
+            // A send's time to try again (not watched meanwhile).
+            self.finish_wait(w, expired);
         }
     }
 }
