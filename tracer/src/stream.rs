@@ -126,8 +126,8 @@ fn reset(revents: i16) -> bool {
     revents & libc::POLLERR != 0 && revents & libc::POLLHUP != 0
 }
 
-/// Whether `sock`'s connection has failed (a reset), its error left unread.
-pub fn error_pending(sock: &OwnedFd) -> bool {
+/// What poll says of `sock` now (POLLOUT asked), without waiting.
+fn poll_now(sock: &OwnedFd) -> i16 {
     let mut p = libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLOUT,
@@ -135,19 +135,18 @@ pub fn error_pending(sock: &OwnedFd) -> bool {
     };
     // SAFETY: one valid pollfd; no wait.
     unsafe { libc::poll(&mut p, 1, 0) };
-    reset(p.revents)
+    p.revents
+}
+
+/// Whether `sock`'s connection has failed (a reset), its error left unread.
+pub fn error_pending(sock: &OwnedFd) -> bool {
+    reset(poll_now(sock))
 }
 
 /// Whether `sock` polls with an error but neither room nor a hang-up: its
 /// error queue has entries (timestamps, zerocopy notes) while the send
 /// buffer is full.
 pub fn error_queue_only(sock: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; no wait.
-    unsafe { libc::poll(&mut p, 1, 0) };
-    p.revents & libc::POLLERR != 0 && p.revents & (libc::POLLOUT | libc::POLLHUP) == 0
+    let r = poll_now(sock);
+    r & libc::POLLERR != 0 && r & (libc::POLLOUT | libc::POLLHUP) == 0
 }
