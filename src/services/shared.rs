@@ -148,6 +148,11 @@ impl Drop for SharedTable {
     }
 }
 
+/// How long a client's "about to connect" mark holds at most, in ms: its
+/// tracer writes the record within microseconds, unless a loaded machine
+/// leaves it unscheduled for a while (seen past 50 ms in CI).
+const PEER_PENDING_MS: u64 = 250;
+
 fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -362,10 +367,11 @@ impl SharedTable {
     }
 
     /// A client with a virtual IP is about to connect to this backend
-    /// (until [`Self::peer_done`]).
+    /// (until [`Self::peer_done`], or PEER_PENDING_MS if its tracer never
+    /// says: it died).
     pub fn expect_peer(&self, backend: u32) {
         if let Some(b) = self.backend(backend) {
-            let until = (now_ms() + 50) as u32;
+            let until = (now_ms() + PEER_PENDING_MS) as u32;
             b.pending_until.store(until, Ordering::Relaxed);
             b.inflight.fetch_add(1, Ordering::AcqRel);
             self.peers_until(until);
@@ -385,7 +391,7 @@ impl SharedTable {
     }
 
     /// Whether any client with a virtual IP may be connecting to any
-    /// backend now (in the last 50 ms), or has left a record not yet taken
+    /// backend now (within PEER_PENDING_MS), or has left a record not yet taken
     /// (in the last 5 s): one load and a clock read, for a server deciding
     /// whether its accept() needs a look.
     pub fn any_peer_expected(&self) -> bool {

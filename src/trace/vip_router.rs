@@ -130,7 +130,7 @@ struct InFlight {
 /// How long a server waits for the record of a client with a virtual IP
 /// that is connecting to it (the client's tracer writes it within
 /// microseconds of the handshake).
-const PEER_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+const PEER_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub struct Router {
     net: Arc<LiveNet>,
