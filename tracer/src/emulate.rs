@@ -181,7 +181,7 @@ fn writable_now(fd: &OwnedFd) -> bool {
 }
 
 /// The socket's poll events for POLLOUT now (0: not ready).
-fn ready_now(fd: &OwnedFd) -> i16 {
+pub(crate) fn ready_now(fd: &OwnedFd) -> i16 {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLOUT,
