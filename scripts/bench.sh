@@ -112,6 +112,7 @@ gcc -O2 -Wall -o "$TMP/seccomp_allow" "$SRC/seccomp_allow.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/connect_loop" "$ROOT/tests/progs/connect_loop.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/http_client" "$SRC/http_client.c" || die "gcc failed"
 gcc -O2 -Wall -o "$TMP/notif_roundtrip" "$SRC/notif_roundtrip.c" || die "gcc failed"
+gcc -O2 -Wall -o "$TMP/floor_supervisor" "$SRC/floor_supervisor.c" || die "gcc failed"
 gcc -O2 -Wall -pthread -o "$TMP/attach_target" "$SRC/attach_target.c" || die "gcc failed"
 
 # The server binds 127.0.0.1:0 and prints its port once listening. It is
@@ -309,7 +310,7 @@ if [[ $SECTIONS == *" short "* ]]; then
     echo
     echo "short connections (scripts/bench/short_bench.py: a real daemon, VIP 127.77.0.1, nginx and ab):"
     if command -v ab >/dev/null && { command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]]; }; then
-        python3 "$SRC/short_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "$TMP/http_client" "${BENCH_SHORT_ROUNDS:-7}" | sed 's/^/  /'
+        python3 "$SRC/short_bench.py" "$APP" "$TMP/connect_client" "$TMP/accept_server" "$TMP/http_client" "${BENCH_SHORT_ROUNDS:-7}" "$TMP/floor_supervisor" | sed 's/^/  /'
     else
         echo "  ab or nginx not found (scripts/setup.sh installs apache2-utils and nginx)"
     fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Short connections: what a new connection costs under appswitch.
 
-  short_bench.py APPSWITCH CONNECT_CLIENT ACCEPT_SERVER HTTP_CLIENT [ROUNDS]
+  short_bench.py APPSWITCH CONNECT_CLIENT ACCEPT_SERVER HTTP_CLIENT [ROUNDS [FLOOR_SUPERVISOR]]
 
 Against a real daemon, with the virtual IP 127.77.0.1 (loopback: nothing can
 leave the machine). Every variant of a row runs once per round, the rounds
@@ -24,6 +24,11 @@ row's traced client and traced server run under the same backend.
    so the same is measured with http_client.c, which connects once (as
    curl, wget and python do), and with wrk (-t 2 -c 4, "Connection: close",
    2 s per run; the tool issue 11 measured with), when it is installed.
+   With FLOOR_SUPERVISOR (scripts/bench/floor_supervisor.c), ab also runs
+   under it, to the same nginx's real address: the least any supervisor
+   that carries a connect out can cost (two context switches and nine
+   system calls per trapped call, nothing decided). appswitch / floor is
+   then what appswitch's own work costs; floor / untraced, the mechanism.
 3. HTTP without keep-alive, untraced ab -> nginx traced under the daemon
    (no --ip), while another traced program holds a VIP on the host.
    Target >= 0.95x. Also shown: the same with nginx under --ip (its
@@ -35,6 +40,7 @@ import os, re, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 APP, CC, AS, HC = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 ROUNDS = int(sys.argv[5]) if len(sys.argv) > 5 else 5
+FLOOR = sys.argv[6] if len(sys.argv) > 6 else None
 VIP = "127.77.0.1"
 CONNECTS = int(os.environ.get("BENCH_SHORT_CONNECTS", "5000"))
 REQUESTS = int(os.environ.get("BENCH_SHORT_REQUESTS", "4000"))
@@ -135,7 +141,7 @@ try:
     http = {"untraced": [], "untraced2": [], "c_untraced": [], "w_untraced": []}
     for bk in BACKENDS:
         conn[bk], conn["vip_" + bk] = [], []
-        for k in ("ab_", "c_", "w_", "server_", "server_ip_"):
+        for k in ("ab_", "floor_", "c_", "w_", "server_", "server_ip_"):
             http[k + bk] = []
 
     # Phase 1: the only VIP on the host is the servers' own.
@@ -149,6 +155,8 @@ try:
         http["untraced"].append(ab([], "127.0.0.1", plain_port))
         for bk in order:
             http["ab_" + bk].append(ab(trace(APP, cfg, bk) + ["--"], VIP, ip_port[bk]))
+            if FLOOR:
+                http["floor_" + bk].append(ab([FLOOR], "127.0.0.1", ip_real[bk]))
         http["c_untraced"].append(run_num([HC, "127.0.0.1", str(plain_port), str(REQUESTS), "4"]))
         for bk in order:
             http["c_" + bk].append(run_num(trace(APP, cfg, bk) + ["--", HC, VIP, str(ip_port[bk]), str(REQUESTS), "4"]))
@@ -202,6 +210,15 @@ try:
     u, v = row("  traced ab -> VIP -> nginx traced with --ip", "ab_", via_vip)
     summary_row(f"HTTP w/o keep-alive via a VIP, ab -c 4", "req/s", u, v,
                 {"op": ">=", "x": 0.75, "for": ["unotify"], "why": "issue 14"})
+    if FLOOR:
+        print("    the floor: ab under floor_supervisor.c (each connect carried out, nothing "
+              "decided) -> the same nginx's real address:")
+        for bk in BACKENDS:
+            f, a = med(http["floor_" + bk]), med(http["ab_" + bk])
+            paired = med(x / y for x, y in zip(http["ab_" + bk], http["floor_" + bk]))
+            print(f"    nginx {bk:8} {f:.0f} req/s: {f / u:.2f}x untraced; "
+                  f"appswitch / floor {a / f:.2f}x, paired {paired:.2f}x")
+            print(f"      rounds: " + " ".join(f"{x:.0f}" for x in http["floor_" + bk]))
     print(f"  the same with http_client.c -c 4 (one connect per request; untraced rounds: "
           + " ".join(f"{x:.0f}" for x in http["c_untraced"]) + ")")
     u, v = row("  traced http_client -> VIP -> nginx traced with --ip", "c_", via_vip, "c_untraced")
