@@ -176,10 +176,6 @@ pub(crate) fn while_nonblocking<T>(fd: &OwnedFd, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn writable_now(fd: &OwnedFd) -> bool {
-    ready_now(fd) != 0
-}
-
 /// The socket's poll events for POLLOUT now (0: not ready).
 pub(crate) fn ready_now(fd: &OwnedFd) -> i16 {
     let mut p = libc::pollfd {
@@ -252,15 +248,16 @@ pub fn connect_began(
         let began = first == Err(Errno::EINPROGRESS);
         let out = match first {
             Ok(()) => Emulated::Done(0),
-            Err(Errno::EINPROGRESS) if writable_now(fd) => {
-                // Finished already: a second connect() reports the outcome and
-                // moves the socket to the state a blocking connect leaves it in.
-                match raw_connect(fd, addr) {
-                    Ok(()) => Emulated::Done(0),
-                    Err(e) => Emulated::Done(-(e as i64)),
-                }
-            }
-            Err(Errno::EINPROGRESS) => Emulated::WaitInKernel { started: true },
+            // A second connect() (still non-blocking) reports the outcome
+            // when the handshake is over (loopback answers within the first)
+            // and moves the socket to the state a blocking connect leaves it
+            // in; EALREADY while it is not, with nothing changed. One call
+            // where a poll and then the connect would be two.
+            Err(Errno::EINPROGRESS) => match raw_connect(fd, addr) {
+                Ok(()) => Emulated::Done(0),
+                Err(Errno::EALREADY) => Emulated::WaitInKernel { started: true },
+                Err(e) => Emulated::Done(-(e as i64)),
+            },
             Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
             Err(e) => Emulated::Done(-(e as i64)),
         };
