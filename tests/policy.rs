@@ -237,6 +237,60 @@ print(' '.join(out))
     assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A blocking connect the tracer carries out (a redirect) on a socket that
+/// already reports a hang-up (shut down before it connected: ENOTCONN, but
+/// the flags stay) waits for its handshake as untraced, though the socket
+/// reads as ready all along: with SO_SNDTIMEO and the SYN dropped (a full
+/// accept queue), EINPROGRESS at the timeout, still in SYN_SENT; with the
+/// queue drained meanwhile, 0 once the SYN is answered, ESTABLISHED. (Such
+/// a socket once got 0 at once, still in SYN_SENT.) An ICMP error kept as a
+/// soft error while the handshake goes on reads the same way.
+#[test]
+fn a_carried_out_blocking_connect_waits_on_a_socket_that_reads_ready() {
+    let script = r#"import errno, socket, struct, sys, threading, time
+out = []
+for drain in (False, True):
+    l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(0)
+    fill = [socket.socket() for _ in range(3)]
+    for c in fill:
+        c.setblocking(False); c.connect_ex(l.getsockname())
+    done, kept = threading.Event(), []
+    if drain:
+        def accept_later():
+            time.sleep(0.3)
+            l.settimeout(0.1)
+            end = time.monotonic() + 10
+            while not done.is_set() and time.monotonic() < end:
+                try:
+                    kept.append(l.accept()[0])
+                except OSError:
+                    pass
+        t = threading.Thread(target=accept_later); t.start()
+    s = socket.socket()
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    if not drain:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 0, 400000))
+    r = s.connect_ex((sys.argv[1], l.getsockname()[1]))
+    out.append('%s %d' % (errno.errorcode.get(r, r), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]))
+    done.set()
+    if drain:
+        t.join()
+print(' / '.join(out))
+"#;
+    let want = "EINPROGRESS 2 / 0 1\n";
+    assert_eq!(
+        stdout(&untraced("python3", &["-c", script, "127.0.0.1"])),
+        want
+    );
+    // The listener's port is the script's: the redirect keeps the port.
+    let (_d, pol) = policy_file("redirect connect 127.0.0.78 -> 127.0.0.1\n");
+    let o = police(&pol, "python3", &["-c", script, "127.0.0.78"]);
+    assert_eq!(stdout(&o), want, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A redirected UDP socket connected elsewhere moves there, as untraced:
 /// a UDP connect always takes effect, so the virtual peer goes.
 #[test]

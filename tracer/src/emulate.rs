@@ -248,15 +248,18 @@ pub fn connect_began(
         let began = first == Err(Errno::EINPROGRESS);
         let out = match first {
             Ok(()) => Emulated::Done(0),
-            // A second connect() (still non-blocking) reports the outcome
-            // when the handshake is over (loopback answers within the first)
-            // and moves the socket to the state a blocking connect leaves it
-            // in; EALREADY while it is not, with nothing changed. One call
-            // where a poll and then the connect would be two.
-            Err(Errno::EINPROGRESS) => match raw_connect(fd, addr) {
-                Ok(()) => Emulated::Done(0),
-                Err(Errno::EALREADY) => Emulated::WaitInKernel { started: true },
-                Err(e) => Emulated::Done(-(e as i64)),
+            // A second connect (still non-blocking, the family alone:
+            // connect_family) reports the outcome when the handshake is
+            // over (loopback answers within the first) and leaves the
+            // socket as a blocking connect would; EALREADY while it is
+            // not, with nothing changed. One call where a poll and then
+            // the connect would be two. A socket no longer connecting
+            // (a sibling's shutdown meanwhile) gets no new connection.
+            Err(Errno::EINPROGRESS) => match connect_family(fd, info.domain) {
+                0 | libc::EISCONN => Emulated::Done(0),
+                libc::EALREADY => Emulated::WaitInKernel { started: true },
+                libc::EINVAL => Emulated::Done(-(disconnected_errno(fd) as i64)),
+                e => Emulated::Done(-(e as i64)),
             },
             Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
             Err(e) => Emulated::Done(-(e as i64)),
@@ -265,37 +268,57 @@ pub fn connect_began(
     })
 }
 
-/// A blocking connect whose handshake the tracer waited for (not the
-/// kernel) leaves the socket connecting in the kernel's eyes, where the
-/// program's own blocking connect() would have left it connected (its next
-/// connect() would get 0, not EISCONN) or, when it failed, unconnected (its
-/// next connect() would get ECONNABORTED, not a new connection). One more
-/// connect on our copy, without waiting, moves it there now. Its address is
-/// the socket's family alone (`domain`, two bytes): a connecting socket's
-/// connect never reads more, and a socket that is no longer connecting
-/// (disconnected meanwhile by a shutdown, or by a process we do not see)
-/// refuses so short an address (EINVAL) instead of starting a connection
-/// the program never asked for. A reset that came after the wait is the
-/// program's answer then, as untraced when it lands before the woken
-/// thread runs: the errno (0: connected; EINVAL: no longer connecting).
-pub fn settle_connected(fd: &OwnedFd, domain: i32) -> i32 {
+/// One more connect on our copy of a socket that was connecting, without
+/// waiting (the caller sees to O_NONBLOCK), whose address is the socket's
+/// family alone (`domain`, two bytes): a connecting socket's connect never
+/// reads more, and a socket that is no longer connecting (disconnected
+/// meanwhile by a shutdown, or by a process we do not see) refuses so short
+/// an address (EINVAL) instead of starting a connection the program never
+/// asked for. The errno: 0 when the handshake is over (the socket is now
+/// connected, as the program's own blocking connect leaves it); EISCONN
+/// when another connect settled it first; EALREADY while it is still under
+/// way (nothing changed); EINVAL when it is no longer connecting; else the
+/// connection's failure, taken from the socket as the program's own
+/// connect would take it (it leaves the socket unconnected). SO_ERROR is
+/// not read: it would also take a soft error (an ICMP error kept while the
+/// handshake goes on), which the kernel keeps without failing the
+/// connection.
+pub fn connect_family(fd: &OwnedFd, domain: i32) -> i32 {
     let family = (domain as u16).to_ne_bytes();
     // SAFETY: a two-byte buffer, its length passed.
-    let r = while_nonblocking(fd, || {
-        let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
-        if r < 0 {
-            Err(Errno::last())
-        } else {
-            Ok(())
-        }
-    });
-    match r {
-        // Settled, or connected already (another waiter settled it).
-        // (Still connecting: the program was told its connection is made,
-        // and learns the rest from the socket.)
-        Ok(()) | Err(Errno::EISCONN | Errno::EALREADY) => 0,
-        Err(e) => e as i32,
+    let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
+    if r < 0 {
+        Errno::last() as i32
+    } else {
+        0
     }
+}
+
+/// [`connect_family`] with O_NONBLOCK set for the moment: how a blocking
+/// connect whose handshake the tracer waited for (not the kernel) learns
+/// its outcome and leaves the socket as the program's own would have
+/// (connected, so that its next connect() gets EISCONN; or unconnected
+/// after a failure, so that its next one starts a new connection).
+pub fn settle_connected(fd: &OwnedFd, domain: i32) -> i32 {
+    while_nonblocking(fd, || connect_family(fd, domain))
+}
+
+/// What a blocking connect waiting on a socket that was disconnected under
+/// it (unconnected now, by a shutdown or a connect(AF_UNSPEC) the tracer
+/// did not see) ends with: the socket's error, taken as the kernel's wait
+/// takes it (a shutdown's ECONNRESET), or EPIPE when there is none. (The
+/// kernel answers a connect(AF_UNSPEC) it saw with EPIPE and leaves the
+/// error: the two cannot be told apart from here.)
+pub fn disconnected_errno(fd: &OwnedFd) -> i32 {
+    match so_error(fd) {
+        0 => libc::EPIPE,
+        e => e,
+    }
+}
+
+/// SO_ERROR: the socket's error, taken (0: none, or unreadable).
+pub fn so_error(fd: &OwnedFd) -> i32 {
+    getsockopt_int(fd, libc::SO_ERROR).unwrap_or(0)
 }
 
 /// A connect or bind (`op`) on an AF_UNIX or netlink socket with an IP

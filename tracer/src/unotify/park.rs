@@ -134,8 +134,10 @@ pub(crate) struct Wait {
     pub(super) verdict: Verdict,
     pub(super) deadline: Option<Instant>,
     pub(super) kind: Kind,
-    /// A send woken by its socket's error queue alone (TX timestamps,
-    /// zerocopy notes, which epoll always reports): not watched, tried
+    /// A call whose socket's readiness says nothing new (a send's error
+    /// queue alone: TX timestamps, zerocopy notes; a connect still under
+    /// way with an error or hang-up reported: see finish_wait), which
+    /// epoll would report at once again and again: not watched, tried
     /// again at this time rather than spun on.
     retry_at: Option<Instant>,
 }
@@ -374,22 +376,6 @@ pub(crate) fn recv_timeout(fd: &OwnedFd) -> bool {
 /// Whether the socket has SO_SNDTIMEO set.
 pub(crate) fn send_timeout(fd: &OwnedFd) -> bool {
     emulate::sock_timeout(fd, libc::SO_SNDTIMEO).is_some()
-}
-
-fn so_error(fd: &OwnedFd) -> i32 {
-    let mut e: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: e and len are valid for the kernel to write.
-    unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut e as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    e
 }
 
 fn readable_now(fd: &OwnedFd) -> bool {
@@ -718,14 +704,31 @@ impl<H: NetHandler> Tracer<'_, H> {
         deadline: Option<Instant>,
         kind: Kind,
     ) {
+        let sock: Sock = sock.into();
+        let quiet = matches!(kind, Kind::Send(_)) && crate::stream::error_queue_only(&sock);
+        self.park_with(tid, call, verdict, sock, inode, deadline, kind, quiet);
+    }
+
+    /// [`Self::park`]; `unwatched`: the socket's readiness says nothing new
+    /// (a send's error queue, a connect's kept error: see finish_wait), so
+    /// it is not watched but tried again after RETRY (sweep_parked).
+    #[allow(clippy::too_many_arguments)]
+    fn park_with(
+        &mut self,
+        tid: i32,
+        call: Call,
+        verdict: Verdict,
+        sock: Sock,
+        inode: u64,
+        deadline: Option<Instant>,
+        kind: Kind,
+        unwatched: bool,
+    ) {
         let events = match kind {
             Kind::Connect { .. } | Kind::Send(_) | Kind::Again(_) => libc::EPOLLOUT,
             Kind::Accept | Kind::Recv(_) => libc::EPOLLIN,
         } as u32
             | libc::EPOLLONESHOT as u32;
-        let sock: Sock = sock.into();
-        let quiet = matches!(kind, Kind::Send(_)) && crate::stream::error_queue_only(&sock);
-        let retry_at = quiet.then(|| Instant::now() + RETRY);
         let st = self.st();
         let raw = sock.as_raw_fd();
         let id = st.id;
@@ -738,16 +741,14 @@ impl<H: NetHandler> Tracer<'_, H> {
             verdict,
             deadline,
             kind,
-            retry_at,
+            retry_at: unwatched.then(|| Instant::now() + RETRY),
         });
-        if quiet {
-            st.answered = true;
-            return;
-        }
-        if let Err(e) = st.watch(raw, events, TAG_PARK | slot as u64) {
-            log::warn!("watching a parked call: {e}");
-            if let Some(w) = st.parked.take(slot) {
-                return self.done(tid, &w.call, &w.verdict, -(e as i64));
+        if !unwatched {
+            if let Err(e) = st.watch(raw, events, TAG_PARK | slot as u64) {
+                log::warn!("watching a parked call: {e}");
+                if let Some(w) = st.parked.take(slot) {
+                    return self.done(tid, &w.call, &w.verdict, -(e as i64));
+                }
             }
         }
         st.answered = true;
@@ -786,37 +787,44 @@ impl<H: NetHandler> Tracer<'_, H> {
                 self.done(w.tid, &call, &w.verdict, -(Errno::EPIPE as i64));
             }
             Kind::Connect { first, .. } => {
-                let mut e = if timed_out {
-                    if first {
-                        libc::EINPROGRESS
-                    } else {
-                        libc::EALREADY
-                    }
-                } else {
-                    so_error(&w.sock)
-                };
                 let mut call = w.call;
                 call.new_connection = Some(first);
-                // The handshake ended (not the deadline): one more connect
-                // leaves the socket as the program's own blocking connect
-                // would, connected or (after a failure, whose errno stays
-                // the answer) unconnected.
-                if let (false, Some(info)) = (timed_out, call.socket) {
-                    let settled = emulate::settle_connected(&w.sock, info.domain);
-                    if e == 0 {
-                        // EINVAL: disconnected under us, unseen (natively
-                        // the waiter's EPIPE).
-                        e = if settled == libc::EINVAL {
-                            libc::EPIPE
-                        } else {
-                            settled
-                        };
-                    }
-                    if e != 0 {
-                        // A failed connect disconnects the socket: other
-                        // waiters on it end with EPIPE, as natively.
-                        self.st().parked.note_disconnect(w.inode);
-                    }
+                let e = match (timed_out, call.socket) {
+                    (true, _) if first => libc::EINPROGRESS,
+                    (true, _) => libc::EALREADY,
+                    // Woken (not the deadline): one more connect, the
+                    // family alone, learns the outcome and leaves the
+                    // socket as the program's own blocking connect would
+                    // (emulate::connect_family).
+                    (false, Some(info)) => match emulate::settle_connected(&w.sock, info.domain) {
+                        0 | libc::EISCONN => 0,
+                        // Still under way: woken by an error or hang-up
+                        // that stays reported while the handshake goes on
+                        // (an ICMP error kept as a soft error, an old
+                        // error-queue entry, a shutdown before the
+                        // connect). The program's connect waits on, as
+                        // natively: tried again shortly, not watched (epoll
+                        // would report the same at once, again and again).
+                        libc::EALREADY => {
+                            let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
+                            let kind = Kind::Connect {
+                                first,
+                                disconnected: false,
+                            };
+                            return self.park_with(
+                                tid, call, w.verdict, w.sock, inode, deadline, kind, true,
+                            );
+                        }
+                        // Disconnected under us, unseen.
+                        libc::EINVAL => emulate::disconnected_errno(&w.sock),
+                        e => e,
+                    },
+                    (false, None) => emulate::so_error(&w.sock),
+                };
+                if e != 0 && !timed_out {
+                    // A failed connect disconnects the socket: other
+                    // waiters on it end with EPIPE, as natively.
+                    self.st().parked.note_disconnect(w.inode);
                 }
                 if e == 0 && self.interests.addresses {
                     call.local = emulate::local_addr(&w.sock);
