@@ -248,18 +248,20 @@ pub fn connect_began(
         let began = first == Err(Errno::EINPROGRESS);
         let out = match first {
             Ok(()) => Emulated::Done(0),
-            // A second connect (still non-blocking, the family alone:
-            // connect_family) reports the outcome when the handshake is
-            // over (loopback answers within the first) and leaves the
-            // socket as a blocking connect would; EALREADY while it is
-            // not, with nothing changed. One call where a poll and then
-            // the connect would be two. A socket no longer connecting
-            // (a sibling's shutdown meanwhile) gets no new connection.
-            Err(Errno::EINPROGRESS) => match connect_family(fd, info.domain) {
-                0 | libc::EISCONN => Emulated::Done(0),
-                libc::EALREADY => Emulated::WaitInKernel { started: true },
-                libc::EINVAL => Emulated::Done(-(disconnected_errno(fd) as i64)),
-                e => Emulated::Done(-(e as i64)),
+            // A second connect (still non-blocking, the same address: a
+            // connecting socket's connect does not read it) reports the
+            // outcome when the handshake is over (loopback answers within
+            // the first) and leaves the socket as a blocking connect
+            // would; EALREADY while it is not, with nothing changed. One
+            // call where a poll and then the connect would be two.
+            Err(Errno::EINPROGRESS) => match raw_connect(fd, addr) {
+                Ok(()) | Err(Errno::EISCONN) => Emulated::Done(0),
+                // (EINPROGRESS: a sibling disconnected it in between, and
+                // this one started again to the same address.)
+                Err(Errno::EALREADY | Errno::EINPROGRESS) => {
+                    Emulated::WaitInKernel { started: true }
+                }
+                Err(e) => Emulated::Done(-(e as i64)),
             },
             Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
             Err(e) => Emulated::Done(-(e as i64)),
@@ -268,50 +270,89 @@ pub fn connect_began(
     })
 }
 
+/// TCP states (include/net/tcp_states.h), as TCP_INFO reports them.
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_SYN_RECV: u8 = 3;
+pub const TCP_CLOSE: u8 = 7;
+
+/// The socket's TCP state (TCP_INFO's first byte); None when it reports
+/// none (not TCP; an MPTCP socket on an older kernel).
+pub fn tcp_state(fd: &OwnedFd) -> Option<u8> {
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: info and len are valid for the kernel to write.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len >= 1).then_some(info[0])
+}
+
 /// One more connect on our copy of a socket that was connecting, without
-/// waiting (the caller sees to O_NONBLOCK), whose address is the socket's
-/// family alone (`domain`, two bytes): a connecting socket's connect never
-/// reads more, and a socket that is no longer connecting (disconnected
-/// meanwhile by a shutdown, or by a process we do not see) refuses so short
-/// an address (EINVAL) instead of starting a connection the program never
-/// asked for. The errno: 0 when the handshake is over (the socket is now
-/// connected, as the program's own blocking connect leaves it); EISCONN
-/// when another connect settled it first; EALREADY while it is still under
-/// way (nothing changed); EINVAL when it is no longer connecting; else the
-/// connection's failure, taken from the socket as the program's own
-/// connect would take it (it leaves the socket unconnected). SO_ERROR is
-/// not read: it would also take a soft error (an ICMP error kept while the
-/// handshake goes on), which the kernel keeps without failing the
-/// connection.
-pub fn connect_family(fd: &OwnedFd, domain: i32) -> i32 {
+/// waiting (the caller sees to O_NONBLOCK), made so that it cannot start a
+/// connection the program never asked for. Its address: the one the
+/// socket is connecting to (`to`), while the socket is not closed (a
+/// connecting socket's connect never reads it; security modules such as
+/// SELinux refuse a TCP connect with a shorter address before the socket
+/// sees the call); the socket's family alone (`domain`, two bytes) once it
+/// is closed, failed or disconnected, or when its state cannot be read: a
+/// connecting socket's connect reads no more, and one no longer connecting
+/// refuses so short an address (EINVAL) instead of connecting. (A sibling
+/// may disconnect it between the look and the connect: that connect then
+/// starts again to `to`, the address decided for it, nowhere else.)
+/// The errno: 0 when the handshake is over (the socket is now connected,
+/// as the program's own blocking connect leaves it); EISCONN when another
+/// connect settled it first; EALREADY while it is still under way (nothing
+/// changed); EINVAL when it is no longer connecting; else the connection's
+/// failure, taken from the socket as the program's own connect would take
+/// it (it leaves the socket unconnected). SO_ERROR is not read: it would
+/// also take a soft error (an ICMP error kept while the handshake goes
+/// on), which the kernel keeps without failing the connection.
+pub fn connect_again(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>) -> i32 {
     let family = (domain as u16).to_ne_bytes();
-    // SAFETY: a two-byte buffer, its length passed.
-    let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
-    if r < 0 {
-        Errno::last() as i32
-    } else {
-        0
+    let open = tcp_state(fd).is_some_and(|s| s != TCP_CLOSE);
+    let r = match to {
+        Some(a) if open => raw_connect(fd, a),
+        _ => {
+            // SAFETY: a two-byte buffer, its length passed.
+            let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
+            if r < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => e as i32,
     }
 }
 
-/// [`connect_family`] with O_NONBLOCK set for the moment: how a blocking
+/// [`connect_again`] with O_NONBLOCK set for the moment: how a blocking
 /// connect whose handshake the tracer waited for (not the kernel) learns
 /// its outcome and leaves the socket as the program's own would have
 /// (connected, so that its next connect() gets EISCONN; or unconnected
 /// after a failure, so that its next one starts a new connection).
-pub fn settle_connected(fd: &OwnedFd, domain: i32) -> i32 {
-    while_nonblocking(fd, || connect_family(fd, domain))
+pub fn settle_connected(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>) -> i32 {
+    while_nonblocking(fd, || connect_again(fd, domain, to))
 }
 
 /// What a blocking connect waiting on a socket that was disconnected under
 /// it (unconnected now, by a shutdown or a connect(AF_UNSPEC) the tracer
 /// did not see) ends with: the socket's error, taken as the kernel's wait
-/// takes it (a shutdown's ECONNRESET), or EPIPE when there is none. (The
-/// kernel answers a connect(AF_UNSPEC) it saw with EPIPE and leaves the
-/// error: the two cannot be told apart from here.)
+/// takes it (a shutdown's ECONNRESET), or ECONNABORTED when there is none
+/// (an MPTCP socket's, as the kernel's `sock_error() ?: -ECONNABORTED`).
+/// (The kernel answers a waiter after a connect(AF_UNSPEC) it saw with
+/// EPIPE and leaves the error: from here the two cannot be told apart.)
 pub fn disconnected_errno(fd: &OwnedFd) -> i32 {
     match so_error(fd) {
-        0 => libc::EPIPE,
+        0 => libc::ECONNABORTED,
         e => e,
     }
 }

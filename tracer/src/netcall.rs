@@ -454,7 +454,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Emulated::WaitInKernel { started } if self.notify.is_some() => {
                 // User notification: the answer waits for the handshake,
                 // with no thread held (unotify/park.rs).
-                self.park_connect(tid, d.call, verdict, sock, started);
+                self.park_connect(tid, d.call, verdict, sock, started, tried);
             }
             Emulated::WaitInKernel { started } => {
                 // Phase two of a blocking connect (emulate.rs): the program's

@@ -19,6 +19,7 @@
 use super::TAG_PARK;
 use crate::call::{Call, NetHandler, Op, Outcome, Verdict};
 use crate::emulate;
+use crate::sockaddr::RawAddr;
 use crate::sockaddr::SockAddr;
 use crate::tracer::Tracer;
 use nix::errno::Errno;
@@ -39,9 +40,12 @@ pub(crate) enum Kind {
     /// `disconnected`: a sibling's connect(AF_UNSPEC) on the socket came
     /// meanwhile; natively the wait then ends with EPIPE, the socket's
     /// error left for SO_ERROR.
+    /// `to`: the address the socket is connecting to (the one the
+    /// supervisor gave the kernel), for the connect that settles it.
     Connect {
         first: bool,
         disconnected: bool,
+        to: Option<RawAddr>,
     },
     Accept,
     Send(Send),
@@ -658,6 +662,7 @@ impl<H: NetHandler> Tracer<'_, H> {
         verdict: Verdict,
         sock: OwnedFd,
         started: bool,
+        to: Option<RawAddr>,
     ) {
         let inode = call.socket.map_or(0, |s| s.inode);
         let timeo = emulate::sock_timeout(&sock, libc::SO_SNDTIMEO);
@@ -689,6 +694,7 @@ impl<H: NetHandler> Tracer<'_, H> {
             Kind::Connect {
                 first,
                 disconnected: false,
+                to,
             },
         );
     }
@@ -786,40 +792,48 @@ impl<H: NetHandler> Tracer<'_, H> {
                 call.new_connection = Some(first);
                 self.done(w.tid, &call, &w.verdict, -(Errno::EPIPE as i64));
             }
-            Kind::Connect { first, .. } => {
+            Kind::Connect { first, to, .. } => {
                 let mut call = w.call;
                 call.new_connection = Some(first);
-                let e = match (timed_out, call.socket) {
-                    (true, _) if first => libc::EINPROGRESS,
-                    (true, _) => libc::EALREADY,
-                    // Woken (not the deadline): one more connect, the
-                    // family alone, learns the outcome and leaves the
-                    // socket as the program's own blocking connect would
-                    // (emulate::connect_family).
-                    (false, Some(info)) => match emulate::settle_connected(&w.sock, info.domain) {
-                        0 | libc::EISCONN => 0,
-                        // Still under way: woken by an error or hang-up
-                        // that stays reported while the handshake goes on
-                        // (an ICMP error kept as a soft error, an old
-                        // error-queue entry, a shutdown before the
-                        // connect). The program's connect waits on, as
-                        // natively: tried again shortly, not watched (epoll
-                        // would report the same at once, again and again).
-                        libc::EALREADY => {
-                            let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
-                            let kind = Kind::Connect {
-                                first,
-                                disconnected: false,
-                            };
-                            return self.park_with(
-                                tid, call, w.verdict, w.sock, inode, deadline, kind, true,
-                            );
+                let state = call.socket.and(emulate::tcp_state(&w.sock));
+                let under_way =
+                    matches!(state, Some(emulate::TCP_SYN_SENT | emulate::TCP_SYN_RECV));
+                // None: still under way.
+                let outcome = match (timed_out, call.socket) {
+                    (true, _) if first => Some(libc::EINPROGRESS),
+                    (true, _) => Some(libc::EALREADY),
+                    (false, Some(_)) if under_way => None,
+                    // Over: one more connect learns the outcome and leaves
+                    // the socket as the program's own blocking connect
+                    // would (emulate::connect_again). EALREADY: still under
+                    // way after all (no TCP state to read).
+                    (false, Some(info)) => {
+                        match emulate::settle_connected(&w.sock, info.domain, to.as_ref()) {
+                            0 | libc::EISCONN => Some(0),
+                            libc::EALREADY => None,
+                            // Disconnected under us, unseen.
+                            libc::EINVAL => Some(emulate::disconnected_errno(&w.sock)),
+                            e => Some(e),
                         }
-                        // Disconnected under us, unseen.
-                        libc::EINVAL => emulate::disconnected_errno(&w.sock),
-                        e => e,
-                    },
-                    (false, None) => emulate::so_error(&w.sock),
+                    }
+                    (false, None) => Some(emulate::so_error(&w.sock)),
+                };
+                // Woken while the handshake is still under way: by an error
+                // or hang-up that stays reported meanwhile (an ICMP error
+                // kept as a soft error, an old error-queue entry, a shutdown
+                // before the connect). The program's connect waits on, as
+                // natively: looked at again shortly (its TCP state alone,
+                // nothing done to the socket), not watched (epoll would
+                // report the same at once, again and again).
+                let Some(e) = outcome else {
+                    let (tid, inode, deadline) = (w.tid, w.inode, w.deadline);
+                    let kind = Kind::Connect {
+                        first,
+                        disconnected: false,
+                        to,
+                    };
+                    return self
+                        .park_with(tid, call, w.verdict, w.sock, inode, deadline, kind, true);
                 };
                 if e != 0 && !timed_out {
                     // A failed connect disconnects the socket: other
