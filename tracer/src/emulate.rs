@@ -248,20 +248,20 @@ pub fn connect_began(
         let began = first == Err(Errno::EINPROGRESS);
         let out = match first {
             Ok(()) => Emulated::Done(0),
-            // A second connect (still non-blocking, the same address: a
-            // connecting socket's connect does not read it) reports the
-            // outcome when the handshake is over (loopback answers within
-            // the first) and leaves the socket as a blocking connect
-            // would; EALREADY while it is not, with nothing changed. One
-            // call where a poll and then the connect would be two.
-            Err(Errno::EINPROGRESS) => match raw_connect(fd, addr) {
-                Ok(()) | Err(Errno::EISCONN) => Emulated::Done(0),
-                // (EINPROGRESS: a sibling disconnected it in between, and
-                // this one started again to the same address.)
-                Err(Errno::EALREADY | Errno::EINPROGRESS) => {
-                    Emulated::WaitInKernel { started: true }
-                }
-                Err(e) => Emulated::Done(-(e as i64)),
+            // Over at once (loopback answers within the first): a second
+            // connect (still non-blocking; connect_in_state) reports the
+            // outcome and leaves the socket as a blocking connect would.
+            // Still under way: waited for, nothing done to the socket (a
+            // second connect now could race a sibling's shutdown() into a
+            // new connection). The state read replaces a poll.
+            Err(Errno::EINPROGRESS) => match tcp_state(fd) {
+                Some(TCP_SYN_SENT | TCP_SYN_RECV) => Emulated::WaitInKernel { started: true },
+                state => match connect_in_state(fd, info.domain, Some(addr), state) {
+                    0 | libc::EISCONN => Emulated::Done(0),
+                    libc::EALREADY | libc::EINPROGRESS => Emulated::WaitInKernel { started: true },
+                    libc::EINVAL => Emulated::Done(-(disconnected_errno(fd) as i64)),
+                    e => Emulated::Done(-(e as i64)),
+                },
             },
             Err(Errno::EALREADY) => Emulated::WaitInKernel { started: false },
             Err(e) => Emulated::Done(-(e as i64)),
@@ -314,8 +314,13 @@ pub fn tcp_state(fd: &OwnedFd) -> Option<u8> {
 /// also take a soft error (an ICMP error kept while the handshake goes
 /// on), which the kernel keeps without failing the connection.
 pub fn connect_again(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>) -> i32 {
+    connect_in_state(fd, domain, to, tcp_state(fd))
+}
+
+/// [`connect_again`] on a socket whose TCP state was just read (`state`).
+pub fn connect_in_state(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>, state: Option<u8>) -> i32 {
     let family = (domain as u16).to_ne_bytes();
-    let open = tcp_state(fd).is_some_and(|s| s != TCP_CLOSE);
+    let open = state.is_some_and(|s| s != TCP_CLOSE);
     let r = match to {
         Some(a) if open => raw_connect(fd, a),
         _ => {
