@@ -1,6 +1,8 @@
 /* fork_connects PORT N SECS: N processes each connect to 127.0.0.1:PORT
- * in a loop (a fresh socket each time) for SECS seconds, then report how
- * many connects they made; the parent prints "min M max X" and exits 0. */
+ * in a loop (a fresh socket each time) until one deadline SECS seconds
+ * after the first fork (CLOCK_MONOTONIC: the same window for all; time(0)
+ * ends a window anywhere in its last second), then report how many
+ * connects they made; the parent prints "min M max X" and exits 0. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,9 @@ int main(int argc, char **argv) {
     int fds[2];
     if (pipe(fds) != 0)
         return 1;
+    struct timespec end;
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    end.tv_sec += secs;
     for (int i = 0; i < n; i++) {
         pid_t p = fork();
         if (p < 0)
@@ -24,8 +29,11 @@ int main(int argc, char **argv) {
             struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
             sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             long k = 0;
-            time_t end = time(0) + secs;
-            while (time(0) < end) {
+            for (;;) {
+                struct timespec now;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec))
+                    break;
                 int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 connect(s, (struct sockaddr *)&sa, sizeof sa);
                 close(s);
