@@ -80,17 +80,7 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) return perror("fork"), 2;
     if (child == 0) {
-        struct sock_filter f[] = {
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        };
-        struct sock_fprog prog = {.len = 4, .filter = f};
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) _exit(2);
-        int l = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-        if (l < 0 || send_fd(sp[1], l)) _exit(2);
-        close(l);
+        if (filter_one_call(SYS_connect, sp[1])) _exit(2);
         close(sp[0]);
         close(sp[1]);
         execvp(argv[1], argv + 1);

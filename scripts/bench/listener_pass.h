@@ -1,12 +1,18 @@
-/* listener_pass.h - the seccomp listener handed from the filtered child to
- * its supervisor over a socketpair (SCM_RIGHTS), and the SYNC_WAKE_UP
- * definitions older headers lack. Shared by notif_roundtrip.c and
- * floor_supervisor.c. */
+/* listener_pass.h - a filter that sends one system call to a supervisor,
+ * its listener handed from the filtered child to the supervisor over a
+ * socketpair (SCM_RIGHTS), and the SYNC_WAKE_UP definitions older headers
+ * lack. Shared by notif_roundtrip.c and floor_supervisor.c. */
 #ifndef LISTENER_PASS_H
 #define LISTENER_PASS_H
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
 #define SECCOMP_IOCTL_NOTIF_SET_FLAGS _IOW('!', 4, __u64)
@@ -35,5 +41,20 @@ static int recv_fd(int s) {
     int fd;
     memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof fd);
     return fd;
+}
+
+static int filter_one_call(long nr, int s) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 4, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
+    int l = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    if (l < 0 || send_fd(s, l)) return -1;
+    close(l);
+    return 0;
 }
 #endif

@@ -45,17 +45,7 @@ static double measure(long n, int sync, int epoll) {
     if (child < 0) return perror("fork"), -1;
     if (child == 0) {
         close(sp[1]);
-        struct sock_filter f[] = {
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        };
-        struct sock_fprog prog = {.len = 4, .filter = f};
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) _exit(2);
-        int l = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
-        if (l < 0 || send_fd(sp[0], l)) _exit(2);
-        close(l);
+        if (filter_one_call(SYS_getppid, sp[0])) _exit(2);
         char go;
         if (read(sp[0], &go, 1) != 1) _exit(2);
         double t0 = now_us();

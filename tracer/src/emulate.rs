@@ -278,24 +278,16 @@ pub const TCP_CLOSE: u8 = 7;
 /// The socket's TCP state (TCP_INFO's first byte); None when it reports
 /// none (not TCP; an MPTCP socket on an older kernel).
 pub fn tcp_state(fd: &OwnedFd) -> Option<u8> {
-    let mut info = [0u8; 8];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: info and len are valid for the kernel to write.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    (r == 0 && len >= 1).then_some(info[0])
+    // The first int of struct tcp_info: its first byte is the state.
+    getsockopt_at(fd, libc::IPPROTO_TCP, libc::TCP_INFO)
+        .ok()
+        .map(|v| v.to_ne_bytes()[0])
 }
 
-/// One more connect on our copy of a socket that was connecting, without
-/// waiting (the caller sees to O_NONBLOCK), made so that it cannot start a
-/// connection the program never asked for. Its address: the one the
+/// One more connect on our copy of a socket that was connecting, in TCP
+/// state `state` (just read: [`tcp_state`]), without waiting (the caller
+/// sees to O_NONBLOCK), made so that it cannot start a connection the
+/// program never asked for. Its address: the one the
 /// socket is connecting to (`to`), while the socket is not closed (a
 /// connecting socket's connect never reads it; security modules such as
 /// SELinux refuse a TCP connect with a shorter address before the socket
@@ -313,39 +305,25 @@ pub fn tcp_state(fd: &OwnedFd) -> Option<u8> {
 /// it (it leaves the socket unconnected). SO_ERROR is not read: it would
 /// also take a soft error (an ICMP error kept while the handshake goes
 /// on), which the kernel keeps without failing the connection.
-pub fn connect_again(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>) -> i32 {
-    connect_in_state(fd, domain, to, tcp_state(fd))
-}
-
-/// [`connect_again`] on a socket whose TCP state was just read (`state`).
 pub fn connect_in_state(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>, state: Option<u8>) -> i32 {
-    let family = (domain as u16).to_ne_bytes();
-    let open = state.is_some_and(|s| s != TCP_CLOSE);
-    let r = match to {
-        Some(a) if open => raw_connect(fd, a),
-        _ => {
-            // SAFETY: a two-byte buffer, its length passed.
-            let r = unsafe { libc::connect(fd.as_raw_fd(), family.as_ptr().cast(), 2) };
-            if r < 0 {
-                Err(Errno::last())
-            } else {
-                Ok(())
-            }
-        }
+    let family = RawAddr::new(&(domain as u16).to_ne_bytes());
+    let addr = match to {
+        Some(a) if state.is_some_and(|s| s != TCP_CLOSE) => a,
+        _ => &family,
     };
-    match r {
+    match raw_connect(fd, addr) {
         Ok(()) => 0,
         Err(e) => e as i32,
     }
 }
 
-/// [`connect_again`] with O_NONBLOCK set for the moment: how a blocking
+/// [`connect_in_state`] with O_NONBLOCK set for the moment: how a blocking
 /// connect whose handshake the tracer waited for (not the kernel) learns
 /// its outcome and leaves the socket as the program's own would have
 /// (connected, so that its next connect() gets EISCONN; or unconnected
 /// after a failure, so that its next one starts a new connection).
-pub fn settle_connected(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>) -> i32 {
-    while_nonblocking(fd, || connect_again(fd, domain, to))
+pub fn settle_connected(fd: &OwnedFd, domain: i32, to: Option<&RawAddr>, state: Option<u8>) -> i32 {
+    while_nonblocking(fd, || connect_in_state(fd, domain, to, state))
 }
 
 /// What a blocking connect waiting on a socket that was disconnected under

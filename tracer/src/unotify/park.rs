@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 /// How often parked waits are checked for interrupted threads.
 const SWEEP: Duration = Duration::from_millis(50);
-/// How soon a send with no room, woken by its error queue alone, tries again.
+/// How soon a parked call whose readiness says nothing new is looked at
+/// again (Wait::retry_at).
 const RETRY: Duration = Duration::from_millis(5);
 /// Notes of interrupted connects, and kept accepted sockets, at most.
 const NOTES: usize = 256;
@@ -805,10 +806,10 @@ impl<H: NetHandler> Tracer<'_, H> {
                     (false, Some(_)) if under_way => None,
                     // Over: one more connect learns the outcome and leaves
                     // the socket as the program's own blocking connect
-                    // would (emulate::connect_again). EALREADY: still under
+                    // would (emulate::connect_in_state). EALREADY: still under
                     // way after all (no TCP state to read).
                     (false, Some(info)) => {
-                        match emulate::settle_connected(&w.sock, info.domain, to.as_ref()) {
+                        match emulate::settle_connected(&w.sock, info.domain, to.as_ref(), state) {
                             0 | libc::EISCONN => Some(0),
                             libc::EALREADY => None,
                             // Disconnected under us, unseen.
@@ -948,7 +949,7 @@ impl<H: NetHandler> Tracer<'_, H> {
                 st.parked.note_gone(&w);
                 continue;
             }
-            // A send's time to try again (not watched meanwhile).
+            // A call's time to be looked at again (not watched meanwhile).
             self.finish_wait(w, expired);
         }
     }
